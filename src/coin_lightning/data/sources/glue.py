@@ -1,0 +1,139 @@
+"""GLUE in the Hugging Face ``nyu-mll/glue`` schema, from the hub or from a local directory.
+
+Local layout (``root``): ``<root>/<task>/<split>.jsonl`` with the hub's fields and integer label ids,
+e.g. ``../shared/data/glue/rte/validation.jsonl``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.sources.jsonl import read_jsonl
+
+GLUE_FIELDS: dict[str, tuple[str, ...]] = {
+    "cola": ("sentence",),
+    "sst2": ("sentence",),
+    "mrpc": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
+"""Text fields of each GLUE task (the ``nyu-mll/glue`` dataset card)."""
+
+GLUE_LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+}
+"""ClassLabel names by label id, as stored in ``nyu-mll/glue`` (note wnli's order differs from rte's)."""
+
+LABEL_WORDS: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_equivalent", "equivalent"),
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+}
+"""Answer words by label id, as PromptBench names them (Zhu et al. 2023, ``promptbench/prompts``).
+
+The single source of the label words for the project's own GLUE templates and for evaluation;
+indexed by each dataset's own label id (wnli's ids are the reverse of rte's).
+"""
+
+GLUE_TASKS = tuple(GLUE_FIELDS)
+
+FLAN_TASK_KEYS: dict[str, str] = {
+    "cola": "cola",
+    "sst2": "sst2",
+    "mrpc": "glue_mrpc",
+    "qqp": "glue_qqp",
+    "mnli": "mnli",
+    "qnli": "qnli",
+    "rte": "rte",
+    "wnli": "wnli",
+}
+"""Key of each GLUE task in FLAN 2021's ``PATTERNS`` (google-research/FLAN ``flan/templates.py``)."""
+
+FLAN_FIELD_MAP: dict[str, dict[str, str]] = {
+    "rte": {"premise": "sentence1", "hypothesis": "sentence2"},
+}
+"""FLAN placeholder -> GLUE field, where they differ: FLAN's rte templates come from SuperGLUE
+(``premise``/``hypothesis``), GLUE's rte rows have ``sentence1``/``sentence2`` with the same label ids."""
+
+FLAN_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("no", "yes"),
+    "qqp": ("no", "yes"),
+    "mnli": ("yes", "it is not possible to tell", "no"),
+    "qnli": ("yes", "no"),
+    "rte": ("yes", "no"),
+    "wnli": ("no", "yes"),
+}
+"""FLAN's answer options by GLUE label id (google-research/FLAN ``flan/tasks.py``), rendered by FLAN
+templates as ``{options_}`` (all of them) and ``{answer}`` (the one at the label's index)."""
+
+
+def load_glue(task: str, split: str, root: str | Path | None = None, on_error: str = "raise") -> list[Record]:
+    """Load one GLUE split as records.
+
+    Args:
+        task: one of :data:`GLUE_TASKS`.
+        split: ``train``, ``validation``, ``validation_matched``, ``validation_mismatched`` (mnli), ...
+        root: local directory with ``<task>/<split>.jsonl``; ``None`` loads ``nyu-mll/glue`` from the hub
+            with ``datasets.load_dataset``.
+        on_error: ``"raise"`` or ``"skip"`` for malformed rows (missing field, bad label).
+
+    Returns:
+        Records with ``fields`` = the task's text fields, ``label`` = the dataset's integer id and
+        ``uid`` = ``"<task>/<split>/<idx>"``.
+
+    Raises:
+        DataError: unknown task, missing file, or a row without a text field or with a bad label
+            (names file and line).
+    """
+    if task not in GLUE_FIELDS:
+        raise DataError(f"unknown GLUE task {task!r}; known: {', '.join(GLUE_TASKS)}")
+    if root is None:
+        import datasets
+
+        rows = enumerate(datasets.load_dataset("nyu-mll/glue", task, split=split), 1)
+        origin = f"nyu-mll/glue:{task}:{split}"
+    else:
+        origin = str(Path(root) / task / f"{split}.jsonl")
+        rows = read_jsonl(origin, on_error=on_error)
+    n_labels = len(GLUE_LABEL_NAMES[task])
+    records = []
+    for lineno, row in rows:
+        try:
+            fields = {}
+            for name in GLUE_FIELDS[task]:
+                value = row[name]
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(f"field {name!r} is empty or not text")
+                fields[name] = value
+            label = row["label"]
+            if not isinstance(label, int) or not 0 <= label < n_labels:
+                raise DataError(f"label {label!r} is not an id in 0..{n_labels - 1}")
+        except (KeyError, DataError) as exc:
+            if on_error == "skip":
+                continue
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DataError(f"{origin}:{lineno}: {what}") from None
+        idx = row.get("idx", lineno - 1)
+        records.append(
+            Record(task=task, fields=fields, label=label, uid=f"{task}/{split}/{idx}", meta={"source": origin, "row": lineno})
+        )
+    if not records:
+        raise DataError(f"{origin}: no usable rows")
+    return records

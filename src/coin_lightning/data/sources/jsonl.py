@@ -1,0 +1,41 @@
+"""Line-numbered JSONL reading, so a malformed row is reported by file and line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from coin_lightning.data.records import DataError
+
+
+def read_jsonl(path: str | Path, on_error: str = "raise") -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-empty line of a JSONL file (1-based lines).
+
+    Args:
+        path: the file.
+        on_error: ``"raise"`` (default) or ``"skip"``; skipped lines are counted in
+            ``read_jsonl.skipped[path]``.
+
+    Raises:
+        DataError: the file is missing, or a line is not a JSON object (names file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except ValueError as exc:
+                if on_error == "skip":
+                    read_jsonl.skipped[str(path)] = read_jsonl.skipped.get(str(path), 0) + 1
+                    continue
+                raise DataError(f"{path}:{lineno}: malformed JSONL row ({exc})") from None
+            yield lineno, obj
+
+
+read_jsonl.skipped = {}  # type: ignore[attr-defined]

@@ -1,0 +1,178 @@
+"""The CoIN objective as pure tensor functions: pooling, symmetric InfoNCE, the cap rule, response CE.
+
+References: Yan et al., "Contrastive Instruction Tuning", Findings of ACL 2024 (arXiv 2402.11138),
+Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``ContrastiveLlama``:
+``ContrastiveLoss.forward``, ``scale_contrastive_loss``, ``get_entropy_loss_for_token_prediction``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+POOLING_METHODS = ("last", "mean", "last_prompt")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-padding token of each row, for left or right padding alike.
+
+    Args:
+        attention_mask: ``[N, T]``, 1 on real tokens.
+
+    Returns:
+        Long ``[N]``.
+    """
+    T = attention_mask.shape[1]
+    return T - 1 - attention_mask.flip(1).long().argmax(dim=1)
+
+
+def pool_hidden(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    method: str = "last",
+    response_start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pool token hidden states into one vector per sequence.
+
+    Args:
+        hidden: ``[N, T, H]`` hidden states.
+        attention_mask: ``[N, T]``, 1 on real tokens.
+        method: ``last`` — the last non-padding token (the paper's last-token pooling, Sec. 3; found
+            from the mask, so the result does not depend on the padding side); ``mean`` — mean over
+            real tokens; ``last_prompt`` — the token just before the response (needs
+            ``response_start``).
+        response_start: Long ``[N]``, index of the first response token (``last_prompt`` only).
+
+    Returns:
+        ``[N, H]``, same dtype as ``hidden``.
+
+    Raises:
+        ValueError: unknown method, or ``last_prompt`` without ``response_start``.
+    """
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if method == "last":
+        return hidden[rows, last_token_index(attention_mask)]
+    if method == "mean":
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    if method == "last_prompt":
+        if response_start is None:
+            raise ValueError("loss.pooling=last_prompt needs the batch's response_start")
+        return hidden[rows, response_start.to(hidden.device) - 1]
+    raise ValueError(f"loss.pooling={method!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
+
+
+@dataclass
+class InfoNCEOutput:
+    """Result of :func:`info_nce`."""
+
+    loss: torch.Tensor
+    """Scalar: mean of the two directions' cross-entropies."""
+    pos_sim: torch.Tensor
+    """Scalar: mean cosine similarity of matched (original, paraphrase) pairs, without temperature."""
+    neg_sim: torch.Tensor
+    """Scalar: mean cosine similarity of all unmatched pairs (hard-negative column included)."""
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float,
+    negatives: torch.Tensor | None = None,
+) -> InfoNCEOutput:
+    """Symmetric InfoNCE over cosine similarities (CoIN Eq. 2; reference ``ContrastiveLoss.forward``).
+
+    ``S[i, j] = cos(anchors[i], positives[j]) / temperature``; the loss is
+    ``(CE(S, arange) + CE(S^T, arange)) / 2``: each original must pick its own paraphrase among all
+    paraphrases of the batch and vice versa. Hard negatives that are full pairs (``pair_of_pairs``)
+    are simply rows of ``anchors``/``positives``. With ``negatives`` (``hard_negative_column``), each
+    row ``i`` of both directions gets one extra logit ``cos(x_i, negatives[i]) / temperature``.
+
+    Args:
+        anchors: ``[P, H]`` pooled originals.
+        positives: ``[P, H]`` pooled paraphrases, row ``i`` matching ``anchors[i]``.
+        temperature: tau > 0 (paper: 0.05).
+        negatives: optional ``[P, H]``, the hard negative of each anchor.
+
+    Returns:
+        :class:`InfoNCEOutput` (loss, mean positive and negative cosine similarity).
+
+    Raises:
+        ValueError: ``temperature <= 0`` or mismatched shapes.
+    """
+    if temperature <= 0:
+        raise ValueError(f"loss.temperature must be > 0, got {temperature}")
+    if anchors.shape != positives.shape or (negatives is not None and negatives.shape != anchors.shape):
+        raise ValueError(f"shape mismatch: anchors {tuple(anchors.shape)}, positives {tuple(positives.shape)}")
+    a = F.normalize(anchors.float(), dim=-1)
+    p = F.normalize(positives.float(), dim=-1)
+    cos = a @ p.T  # [P, P]
+    P = cos.shape[0]
+    target = torch.arange(P, device=cos.device)
+    o2p, p2o = cos, cos.T
+    off_diag = cos[~torch.eye(P, dtype=torch.bool, device=cos.device)]
+    neg_parts = [off_diag]
+    if negatives is not None:
+        n = F.normalize(negatives.float(), dim=-1)
+        a_n = (a * n).sum(-1, keepdim=True)  # [P, 1]
+        p_n = (p * n).sum(-1, keepdim=True)
+        o2p = torch.cat([o2p, a_n], dim=1)
+        p2o = torch.cat([p2o, p_n], dim=1)
+        neg_parts += [a_n.flatten(), p_n.flatten()]
+    loss = 0.5 * (F.cross_entropy(o2p / temperature, target) + F.cross_entropy(p2o / temperature, target))
+    negs = torch.cat(neg_parts)
+    neg_sim = negs.mean() if negs.numel() else cos.new_zeros(())
+    return InfoNCEOutput(loss=loss, pos_sim=cos.diagonal().mean(), neg_sim=neg_sim)
+
+
+def cap_to_generation(weighted_contrastive: torch.Tensor, generation: torch.Tensor) -> torch.Tensor:
+    """The cap rule: rescale ``lambda * L_cl`` to the generation loss's magnitude when it exceeds it.
+
+    Returns ``weighted_contrastive * (generation / weighted_contrastive)`` with the ratio detached when
+    ``weighted_contrastive > generation`` (so its value equals ``generation`` while its gradient keeps
+    the contrastive direction), else ``weighted_contrastive`` unchanged. Reference:
+    ``ContrastiveLlama.scale_contrastive_loss``, which also caps the ratio at lambda; that extra
+    ``min(lambda, ·)`` only differs when lambda < 1 and is not reproduced.
+
+    Args:
+        weighted_contrastive: scalar ``lambda * L_cl``.
+        generation: scalar generation loss.
+    """
+    if weighted_contrastive > generation and weighted_contrastive != 0:
+        return weighted_contrastive * (generation.detach() / weighted_contrastive.detach())
+    return weighted_contrastive
+
+
+def response_cross_entropy(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head: torch.nn.Module,
+    rows: slice,
+    normalizer: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Next-token cross-entropy on response tokens, with LM-head logits computed only where needed.
+
+    Equals the reference's ``get_entropy_loss_for_token_prediction`` (shift by one, mean over all
+    labelled tokens of the rows) but applies ``lm_head`` to the ``M`` labelled positions only instead
+    of all ``N * T`` (the vocabulary projection is the largest matmul of a small model).
+
+    Args:
+        hidden: ``[N, T, H]`` final hidden states.
+        labels: Long ``[N, T]``, ``-100`` where no loss is taken (unshifted: ``labels[:, t]`` is
+            predicted from position ``t - 1``).
+        lm_head: the vocabulary projection ``H -> V``.
+        rows: the rows to include (e.g. ``slice(0, P)`` for the originals).
+        normalizer: divide the summed token losses by this instead of the local token count (used to
+            make DDP's gradient average equal the global token mean).
+
+    Returns:
+        Scalar loss (0 with a gradient path if no row has a response token).
+    """
+    h = hidden[rows, :-1]
+    y = labels[rows, 1:]
+    keep = y != -100
+    logits = lm_head(h[keep])  # [M, V]
+    total = F.cross_entropy(logits.float(), y[keep], reduction="sum")
+    denom = normalizer if normalizer is not None else keep.sum().clamp_min(1)
+    return total / denom

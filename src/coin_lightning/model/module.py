@@ -260,20 +260,66 @@ class CoinModule(L.LightningModule):
         optimizer = factory(params)
         if self.scheduler == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(round(self.warmup_ratio * total))
-
-        def linear(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+        # The total step count is read in on_train_start, not here: asking Lightning for
+        # estimated_stepping_batches inside configure_optimizers builds the train loader before a
+        # checkpoint's loader state is restored, which breaks exact mid-epoch resume.
+        self._total_steps: int | None = None
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (HF's schedule)."""
+        total = getattr(self, "_total_steps", None)
+        if total is None:
+            return 1.0  # placeholder until on_train_start knows the total
+        warmup = int(round(self.warmup_ratio * total))
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    def on_train_start(self) -> None:
+        """Fix the schedule's length and set the current learning rate from it (also after a resume)."""
+        if self.scheduler == "constant":
+            return
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            for group, base_lr in zip(sched.optimizer.param_groups, sched.base_lrs):
+                group["lr"] = base_lr * self._lr_factor(sched.last_epoch)
+            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+
+    def trainable_names(self) -> set[str]:
+        """``state_dict`` keys of the trainable (adapter) tensors.
+
+        Under FSDP ``named_parameters`` contains wrapper prefixes (``_fsdp_wrapped_module.``,
+        ``_checkpoint_wrapped_module.``) that FSDP's state dicts do not; they are removed here.
+        """
+        wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+        names = set()
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                for w in wrappers:
+                    n = n.replace(w, "")
+                names.add(n)
+        return names
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, except norm clipping under FSDP: ``FSDP.clip_grad_norm_`` on the sharded root.
+
+        Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm="norm"``; the global norm of
+        sharded gradients needs FSDP's own method (it all-reduces the shards' squared norms).
+        """
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        fsdp = isinstance(self.trainer.strategy, FSDPStrategy)
+        if fsdp and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable tensors (LoRA adapters) in the checkpoint's ``state_dict``."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        trainable = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -282,8 +328,7 @@ class CoinModule(L.LightningModule):
         Raises:
             ConfigError: adapter tensors are missing (e.g. a checkpoint of a different LoRA config).
         """
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint.get("state_dict", {})))
+        missing = sorted(self.trainable_names() - set(checkpoint.get("state_dict", {})))
         if missing:
             raise ConfigError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this model, e.g. {missing[0]!r}: "

@@ -118,17 +118,19 @@ def test_multirun_two_jobs_separate_dirs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override,needle",
+    "overrides,needle",
     [
-        ("loss.lambda=-1", "loss.lambda"),
-        ("loss.temperature=0", "loss.temperature"),
-        ("loss.pooling=cls", "loss.pooling"),
-        ("model.name_or_path=/no/such/model", "model.name_or_path"),
+        (["loss.lambda=-1"], "loss.lambda"),
+        (["loss.temperature=0"], "loss.temperature"),
+        (["loss.pooling=cls"], "loss.pooling"),
+        (["model.name_or_path=/no/such/model"], "model.name_or_path"),
+        (["data.batch_size=3"], "batch_size"),
+        (["data=glue", "data.root=/no/such/glue"], "/no/such/glue"),
     ],
 )
-def test_bad_input_is_one_line_error_and_no_run_dir(tmp_path, override, needle):
+def test_bad_input_is_one_line_error_and_no_run_dir(tmp_path, overrides, needle):
     run_dir = tmp_path / "run"
-    out = _run([override, f"hydra.run.dir={run_dir}", *FAST], tmp_path)
+    out = _run([*FAST, *overrides, f"hydra.run.dir={run_dir}"], tmp_path)
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and needle in last, out.stderr[-2000:]

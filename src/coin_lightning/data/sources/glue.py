@@ -84,7 +84,9 @@ FLAN_OPTIONS: dict[str, tuple[str, ...]] = {
 templates as ``{options_}`` (all of them) and ``{answer}`` (the one at the label's index)."""
 
 
-def load_glue(task: str, split: str, root: str | Path | None = None, on_error: str = "raise") -> list[Record]:
+def load_glue(
+    task: str, split: str, root: str | Path | None = None, on_error: str = "raise", stats: dict | None = None
+) -> list[Record]:
     """Load one GLUE split as records.
 
     Args:
@@ -93,6 +95,8 @@ def load_glue(task: str, split: str, root: str | Path | None = None, on_error: s
         root: local directory with ``<task>/<split>.jsonl``; ``None`` loads ``nyu-mll/glue`` from the hub
             with ``datasets.load_dataset``.
         on_error: ``"raise"`` or ``"skip"`` for malformed rows (missing field, bad label).
+        stats: if given, ``stats["skipped"]`` is incremented for each row skipped here (rows that are
+            not JSON are counted by ``read_jsonl.skipped``).
 
     Returns:
         Records with ``fields`` = the task's text fields, ``label`` = the dataset's integer id and
@@ -127,6 +131,8 @@ def load_glue(task: str, split: str, root: str | Path | None = None, on_error: s
                 raise DataError(f"label {label!r} is not an id in 0..{n_labels - 1}")
         except (KeyError, DataError) as exc:
             if on_error == "skip":
+                if stats is not None:
+                    stats["skipped"] = stats.get("skipped", 0) + 1
                 continue
             what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise DataError(f"{origin}:{lineno}: {what}") from None

@@ -1,0 +1,114 @@
+"""Inspect the data: ``python -m coin_lightning.data show [--n N] [--tokenize] [overrides...]``.
+
+Composes ``conf/train.yaml`` (its ``data`` group and ``seed``) with the given Hydra overrides, e.g.
+``python -m coin_lightning.data show data=glue data.root=../shared/data/glue
+data.templates=../shared/data/flan/templates.json``, builds the DataModule and prints per-task counts,
+the data statistics and ``N`` rendered groups (originals, paraphrases, hard negatives) with their
+prompts exactly as the model sees them. ``--tokenize`` loads the ``model`` group's tokenizer
+(``coin_lightning.model.loading.load_tokenizer``) and adds token counts and truncation statistics.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+"""The repository's Hydra config directory."""
+
+
+def compose(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "train"):
+    """Compose ``<config_dir>/<config_name>.yaml`` with overrides (no Hydra run directory).
+
+    Raises:
+        FileNotFoundError: the config file does not exist.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    if not (config_dir / f"{config_name}.yaml").is_file():
+        raise FileNotFoundError(f"{config_dir / config_name}.yaml not found; pass --config-dir")
+    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def show(cfg, n: int = 3, tokenize: bool = False, console=None):
+    """Build the DataModule of ``cfg.data`` and print counts, stats and ``n`` rendered groups.
+
+    Returns:
+        The set-up DataModule.
+    """
+    from hydra.utils import instantiate
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    tokenizer = None
+    if tokenize:
+        from coin_lightning.model.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+    dm = instantiate(cfg.data, tokenizer=tokenizer, seed=int(cfg.get("seed", 0)))
+    dm.setup("fit")
+    st = dm.stats
+
+    table = Table(title=f"data.source={dm.source}  templates={st['templates']}  group={dm.group}")
+    for col in ("task", "records", "train records", "train groups"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, n_rec in st["records_per_task"].items():
+        table.add_row(task, str(n_rec), str(st["train_records_per_task"].get(task, 0)), str(st.get("groups_per_task", {}).get(task, 0)))
+    table.add_row("total", str(sum(st["records_per_task"].values())), str(sum(st["train_records_per_task"].values())), str(st["train_groups"]), style="bold")
+    console.print(table)
+    other = {k: v for k, v in st.items() if k not in ("records_per_task", "train_records_per_task", "groups_per_task")}
+    console.print(other)
+
+    from coin_lightning.data.prompts import build_prompt
+
+    ds = dm.train_dataset
+    for i in range(min(n, len(ds))):
+        group = ds.groups[i]
+        enc = ds.encoded[i] if ds.encoded is not None else None
+        k = len(group.pairs)
+        shown = []  # (label, example, encoded row), pair by pair
+        for j, pair in enumerate(group.pairs):
+            tag = "anchor pair" if j == 0 else "hard-negative pair"
+            shown.append((f"{tag}: original", pair.original, enc.originals[j] if enc else None))
+            shown.append((f"{tag}: paraphrase", pair.paraphrase, enc.paraphrases[j] if enc else None))
+        for j, neg in enumerate(group.negatives):
+            shown.append(("hard negative (extra column)", neg, enc.negatives[j] if enc else None))
+        console.rule(f"group {i} ({k} pair(s), {len(group.negatives)} extra negative(s))")
+        for label, ex, row in shown:
+            tokens = f"  tokens={len(row.ids)} (prompt {row.n_prompt})" if row is not None else ""
+            console.print(f"[bold]{label}[/bold]  uid={ex.uid}  template={ex.template}{tokens}", highlight=False)
+            console.print(build_prompt(ex.input, dm.prompt_format, tokenizer) + ex.target, markup=False, highlight=False, soft_wrap=True)
+            console.print()
+    return dm
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m coin_lightning.data", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["show"])
+    parser.add_argument("--n", type=int, default=3, help="rendered groups to print (default 3)")
+    parser.add_argument("--tokenize", action="store_true", help="load the model's tokenizer; show token counts")
+    parser.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"Hydra config directory (default {CONF_DIR})")
+    parser.add_argument("--config-name", default="train", help="primary config (default train)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=glue data.root=../shared/data/glue")
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from hydra.errors import HydraException
+
+    from coin_lightning.data.records import DataError
+
+    try:
+        cfg = compose(args.overrides, args.config_dir, args.config_name)
+        show(cfg, args.n, args.tokenize)
+    except (DataError, FileNotFoundError, HydraException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Tokenization, input-side truncation, label masking and left padding into the training batch.
+
+Produces exactly the batch of ``docs/CONTRACTS.md``: ``input_ids``, ``attention_mask``, ``labels``
+(Long ``[R, T]``), ``response_start`` (Long ``[R]``) and ``num_pairs`` (int ``P``); rows ``[0, P)``
+are the originals, ``[P, 2P)`` their paraphrases in the same order and, for
+``data.group=hard_negative_column``, ``[2P, 3P)`` the hard negatives (labels all ``-100``).
+
+A row is ``build_prompt(input, fmt, tokenizer)`` followed by the target and the tokenizer's EOS
+token. Prompt and response are tokenized separately (the response exactly as generation would
+produce it after the prompt), so the label mask falls exactly on the response: the reference code
+(luka-group/CoIN ``run_contrastive_llama.py``, ``generate_and_tokenize_prompt``) masks by the token
+length of the prompt tokenized alone, which can be off by one at the boundary.
+
+Truncation to ``cutoff_len`` (paper: 256) never touches the response: the input is shortened
+instead, first by cutting the longest content field of the template and re-rendering (instruction
+wording, options and the response marker stay whole), then, if that is not enough or the row is
+pre-rendered, by cutting tokens from the middle of the prompt. A response longer than
+``cutoff_len - min_prompt_tokens`` is kept whole with a ``min_prompt_tokens`` prompt tail; the row then
+exceeds ``cutoff_len`` and is counted in ``response_over_cutoff``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from coin_lightning.data.grouping import Example, Group
+from coin_lightning.data.prompts import build_prompt
+from coin_lightning.data.records import DataError
+from coin_lightning.data.templates import DERIVED_FIELDS
+
+IGNORE_INDEX = -100
+"""Label of positions without language-model loss (``torch.nn.CrossEntropyLoss`` default)."""
+
+
+@dataclass(frozen=True)
+class EncodedRow:
+    """One tokenized row."""
+
+    ids: np.ndarray
+    """Token ids ``[L]`` (int64): prompt then response (target + EOS)."""
+    n_prompt: int
+    """Number of prompt tokens; the response is ``ids[n_prompt:]``."""
+
+
+@dataclass(frozen=True)
+class EncodedGroup:
+    """A tokenized :class:`~coin_lightning.data.grouping.Group`, in collation order."""
+
+    originals: tuple[EncodedRow, ...]
+    """Anchor rows, one per pair."""
+    paraphrases: tuple[EncodedRow, ...]
+    """Positive rows, same order as ``originals``."""
+    negatives: tuple[EncodedRow, ...] = ()
+    """Hard-negative rows (``hard_negative_column`` only)."""
+
+    @property
+    def rows(self) -> tuple[EncodedRow, ...]:
+        """All rows of the group."""
+        return self.originals + self.paraphrases + self.negatives
+
+    @property
+    def max_len(self) -> int:
+        """Longest row in tokens (the group's padded width)."""
+        return max(len(r.ids) for r in self.rows)
+
+    @property
+    def n_tokens(self) -> int:
+        """Real tokens in the group."""
+        return sum(len(r.ids) for r in self.rows)
+
+
+class Encoder:
+    """Tokenize examples into :class:`EncodedRow` with the prompt format and truncation rule.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer (fast or slow) with an EOS token.
+        prompt_format: ``alpaca`` or ``chat`` (``prompts.build_prompt``).
+        cutoff_len: maximum row length in tokens (paper: 256).
+        min_prompt_tokens: prompt tokens kept at least when the response alone is too long.
+
+    Attributes:
+        truncated: rows whose input was shortened so far.
+        response_over_cutoff: rows whose response alone left less than ``min_prompt_tokens``.
+
+    Raises:
+        DataError: the tokenizer has no EOS token, or ``cutoff_len`` is too small.
+    """
+
+    def __init__(self, tokenizer, prompt_format: str = "alpaca", cutoff_len: int = 256, min_prompt_tokens: int = 8):
+        if tokenizer.eos_token_id is None:
+            raise DataError("the tokenizer has no EOS token; the response must end with one")
+        if cutoff_len < 2 * min_prompt_tokens:
+            raise DataError(f"data.cutoff_len={cutoff_len} is too small (at least {2 * min_prompt_tokens})")
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format
+        self.cutoff_len = int(cutoff_len)
+        self.min_prompt_tokens = int(min_prompt_tokens)
+        # the chat template writes its own special tokens; the alpaca prompt gets the tokenizer's (e.g. BOS)
+        self.add_special_tokens = prompt_format != "chat"
+        self.truncated = 0
+        self.response_over_cutoff = 0
+
+    def _tok(self, texts: list[str], special: bool) -> list[list[int]]:
+        """Token ids of each text (unique texts tokenized once, by the fast backend when plain)."""
+        if not texts:
+            return []
+        unique = list(dict.fromkeys(texts))
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode_batch") and backend.truncation is None and backend.padding is None:
+            ids = [e.ids for e in backend.encode_batch(unique, add_special_tokens=special)]
+        else:
+            ids = [list(x) for x in self.tokenizer(unique, add_special_tokens=special)["input_ids"]]
+        table = dict(zip(unique, ids))
+        return [list(table[t]) for t in texts]
+
+    def prompt(self, text: str) -> str:
+        """The prompt string of a rendered input (the one function shared with evaluation)."""
+        return build_prompt(text, self.prompt_format, self.tokenizer)
+
+    def encode(self, examples: Sequence[Example]) -> list[EncodedRow]:
+        """Tokenize examples (batched), truncating the input side of rows over ``cutoff_len``.
+
+        Returns:
+            One :class:`EncodedRow` per example, ``len(ids) <= cutoff_len`` except rows counted in
+            :attr:`response_over_cutoff`.
+        """
+        prompts = self._tok([self.prompt(e.input) for e in examples], self.add_special_tokens)
+        eos = self.tokenizer.eos_token_id
+        responses = [r + [eos] for r in self._tok([e.target for e in examples], False)]
+        out = []
+        for ex, p, r in zip(examples, prompts, responses):
+            if len(p) + len(r) > self.cutoff_len:
+                p = self._shorten(ex, p, r)
+            out.append(EncodedRow(np.asarray(p + r, dtype=np.int64), len(p)))
+        return out
+
+    def _shorten(self, ex: Example, p: list[int], r: list[int]) -> list[int]:
+        self.truncated += 1
+        budget = self.cutoff_len - len(r)
+        if budget < self.min_prompt_tokens:
+            self.response_over_cutoff += 1
+            budget = self.min_prompt_tokens
+        if ex.template_input is not None and ex.values is not None:
+            p = self._shorten_fields(ex, p, budget)
+        if len(p) > budget:  # cut the middle of the prompt: keep its start and its end (response marker)
+            head = budget // 4
+            p = p[:head] + p[len(p) - (budget - head):]
+        return p
+
+    def _shorten_fields(self, ex: Example, p: list[int], budget: int) -> list[int]:
+        from string import Formatter
+
+        names = [n for _, n, _, _ in Formatter().parse(ex.template_input) if n and n not in DERIVED_FIELDS]
+        values = dict(ex.values)
+        field_ids = {n: self._tok([values[n]], False)[0] for n in dict.fromkeys(names) if n in values}
+        for _ in range(8):
+            excess = len(p) - budget
+            if excess <= 0 or not field_ids:
+                break
+            name = max(field_ids, key=lambda n: len(field_ids[n]))
+            ids = field_ids[name]
+            if len(ids) <= 1:
+                break
+            keep = max(1, len(ids) - excess - 1)
+            field_ids[name] = ids[:keep]
+            values[name] = self.tokenizer.decode(ids[:keep])
+            p = self._tok([self.prompt(ex.template_input.format_map(values))], self.add_special_tokens)[0]
+        return p
+
+    def encode_groups(self, groups: Sequence[Group]) -> list[EncodedGroup]:
+        """Tokenize whole groups (one batched tokenizer call for all their rows)."""
+        flat = [e for g in groups for e in g.examples]
+        rows = self.encode(flat)
+        out, k = [], 0
+        for g in groups:
+            n = len(g.pairs)
+            o, pa, ng = rows[k:k + n], rows[k + n:k + 2 * n], rows[k + 2 * n:k + 2 * n + len(g.negatives)]
+            k += 2 * n + len(g.negatives)
+            out.append(EncodedGroup(tuple(o), tuple(pa), tuple(ng)))
+        return out
+
+
+def collate(items: Sequence[EncodedGroup], pad_token_id: int) -> dict:
+    """Left-pad a list of encoded groups into the CONTRACTS.md training batch.
+
+    Args:
+        items: encoded groups (dataset items of one micro-batch).
+        pad_token_id: the tokenizer's pad id.
+
+    Returns:
+        ``{"input_ids", "attention_mask", "labels"}`` Long ``[R, T]``, ``"response_start"`` Long
+        ``[R]`` and ``"num_pairs"`` int ``P`` with ``R = 2P`` (or ``3P`` with negatives): all
+        originals, then all paraphrases in the same order, then all negatives.
+
+    Raises:
+        DataError: items mixing groups with and without negatives.
+    """
+    originals = [r for g in items for r in g.originals]
+    paraphrases = [r for g in items for r in g.paraphrases]
+    negatives = [r for g in items for r in g.negatives]
+    if negatives and len(negatives) != len(originals):
+        raise DataError("a batch mixes groups with and without hard-negative rows")
+    rows = originals + paraphrases + negatives
+    n_lm = len(originals) + len(paraphrases)
+    R, T = len(rows), max(len(r.ids) for r in rows)
+    input_ids = torch.full((R, T), int(pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros((R, T), dtype=torch.long)
+    labels = torch.full((R, T), IGNORE_INDEX, dtype=torch.long)
+    response_start = torch.empty(R, dtype=torch.long)
+    for i, row in enumerate(rows):
+        L = len(row.ids)
+        ids = torch.from_numpy(row.ids)
+        input_ids[i, T - L:] = ids
+        attention_mask[i, T - L:] = 1
+        start = T - L + row.n_prompt
+        response_start[i] = start
+        if i < n_lm:
+            labels[i, start:] = ids[row.n_prompt:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "response_start": response_start,
+        "num_pairs": len(originals),
+    }
+
+
+class Collator:
+    """``DataLoader`` ``collate_fn``: :func:`collate` with a fixed pad id (picklable for workers).
+
+    Raises:
+        DataError: the tokenizer has no pad token (set one when loading it).
+    """
+
+    def __init__(self, pad_token_id: int | None):
+        if pad_token_id is None:
+            raise DataError("the tokenizer has no pad token id; batches are left-padded with tokenizer.pad_token_id")
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, items: Sequence[EncodedGroup]) -> dict:
+        return collate(items, self.pad_token_id)

@@ -1,0 +1,386 @@
+"""``CoinDataModule``: records from any source -> contrastive groups -> tokenized batches.
+
+One class serves every source (``conf/data/{embedded,glue,flan,coin_csv}.yaml`` differ in ``source``
+and its keys), so the hub, local files and the embedded default behave identically downstream. The
+training entry point builds it with ``hydra.utils.instantiate(cfg.data, tokenizer=tokenizer,
+seed=cfg.seed)``. After :meth:`setup`: ``train_dataset``, ``val_dataset`` (items = whole groups,
+:class:`GroupDataset`) and ``stats`` (see :meth:`setup`).
+
+Pipeline in :meth:`setup`: load records -> keep those that fill their task's templates
+(``on_error``) -> cap per task (``max_per_task``) -> hold out ``val_size`` records by uid -> weight
+tasks (``task_weights``, train only) -> build groups (``grouping.build_groups``) -> tokenize and
+truncate (``collate.Encoder``). The CoIN CSV skips templates: its rows are already rendered pairs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from coin_lightning.data.collate import Collator, EncodedGroup, Encoder
+from coin_lightning.data.grouping import (
+    GROUP_MODES,
+    NEGATIVE_MODES,
+    PAIRS_PER_ITEM,
+    Group,
+    apply_mixture,
+    build_groups,
+    groups_from_pairs,
+    split_records,
+    validate_records,
+)
+from coin_lightning.data.prompts import PROMPT_FORMATS
+from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.samplers import LengthGroupedSampler, _world
+from coin_lightning.data.templates import TEMPLATE_POOLS, TemplateBank, load_template_bank
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("embedded", "glue", "flan", "coin_csv")
+"""Values of ``data.source``."""
+ON_ERROR = ("raise", "skip")
+"""Values of ``data.on_error``."""
+
+
+class GroupDataset(Dataset):
+    """Dataset whose items are whole contrastive groups (so samplers and ranks never split one).
+
+    ``groups[i]`` is the text form (:class:`~coin_lightning.data.grouping.Group`), ``encoded[i]`` the
+    tokenized form (:class:`~coin_lightning.data.collate.EncodedGroup`) that ``__getitem__`` returns
+    once a tokenizer has been applied (before that, the text form).
+    """
+
+    def __init__(self, groups: Sequence[Group], encoded: Sequence[EncodedGroup] | None = None):
+        self.groups = list(groups)
+        self.encoded = None if encoded is None else list(encoded)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> EncodedGroup | Group:
+        return self.groups[i] if self.encoded is None else self.encoded[i]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Padded width (tokens) of each item; needs the encoded form."""
+        if self.encoded is None:
+            raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
+        return [g.max_len for g in self.encoded]
+
+
+def _abs(path: str | None) -> str | None:
+    """Absolute, normalised path; relative paths are taken from Hydra's original working directory."""
+    if path is None:
+        return None
+    try:
+        from hydra.utils import to_absolute_path
+
+        path = to_absolute_path(str(path))
+    except Exception:  # hydra missing or not usable: relative to the working directory
+        path = str(Path(path).absolute())
+    return os.path.normpath(path)
+
+
+def _plain(value: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+class CoinDataModule(L.LightningDataModule):
+    """Contrastive instruction-tuning data for Lightning: one dataset item = one group.
+
+    Args:
+        source: ``embedded`` (default, offline), ``glue``, ``flan`` or ``coin_csv``.
+        tokenizer: a ``transformers`` tokenizer with EOS and pad tokens; needed for dataloaders
+            (``setup`` without it builds the text groups only, as the ``show`` command does).
+        seed: seeds the validation split, mixture, groups and shuffling (the run's ``cfg.seed``).
+        group: ``pair_of_pairs`` (default, reference layout) or ``hard_negative_column``.
+        batch_size: pairs (examples) per training micro-batch (paper ``micro_batch_size`` 2); a
+            multiple of the pairs per item (2 for ``pair_of_pairs``, 1 for ``hard_negative_column``).
+        eval_batch_size: pairs per validation batch (default ``batch_size``); same rule.
+        cutoff_len: max tokens per row (paper 256); inputs are shortened, responses never.
+        prompt_format: ``alpaca`` (reference) or ``chat``.
+        templates: ``own`` (shipped YAML) or a path to a FLAN-layout JSON (or own-layout YAML).
+        template_pool: ``main`` (templates with the task's main target, e.g. FLAN's answer
+            templates) or ``all``.
+        negatives: hard-negative choice, ``length`` (length-matched) or ``random``.
+        root: local data directory/file (``glue``: ``<root>/<task>/<split>.jsonl``; ``flan``: JSONL
+            file or directory); ``None`` loads from the Hugging Face hub.
+        path: the CoIN CSV (``coin_csv`` only).
+        tasks: tasks to use (default: all of the source's).
+        split: source split to train from (validation is held out from it).
+        val_size: records held out for validation (paper 2000); rows for ``coin_csv``.
+        max_per_task: cap of records per task (FLAN-style examples-proportional mixing), or None.
+        task_weights: ``{task: weight}`` scaling each task's (capped) record count; default 1.
+        num_workers: DataLoader workers.
+        group_by_length: batch groups of similar length (:class:`LengthGroupedSampler`).
+        on_error: ``raise`` or ``skip`` (count) bad rows.
+        n_per_task: records per embedded task (``embedded`` only).
+        data_seed: seed of the embedded generator; ``None`` = ``seed``.
+        hub_id: hub dataset id override (``glue``: ``nyu-mll/glue`` is fixed by the loader; ``flan``:
+            default ``Muennighoff/flan``).
+        data_files: ``datasets.load_dataset`` ``data_files`` for the ``flan`` hub source.
+
+    Raises:
+        DataError: an invalid value (unknown source/group/format/pool, batch size not a multiple of
+            the pairs per item, ...), raised at construction.
+    """
+
+    def __init__(
+        self,
+        source: str = "embedded",
+        tokenizer=None,
+        seed: int = 0,
+        group: str = "pair_of_pairs",
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        cutoff_len: int = 256,
+        prompt_format: str = "alpaca",
+        templates: str = "own",
+        template_pool: str = "main",
+        negatives: str = "length",
+        root: str | None = None,
+        path: str | None = None,
+        tasks: Sequence[str] | None = None,
+        split: str = "train",
+        val_size: int = 100,
+        max_per_task: int | None = None,
+        task_weights: dict[str, float] | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = False,
+        on_error: str = "raise",
+        n_per_task: int = 200,
+        data_seed: int | None = 0,
+        hub_id: str | None = None,
+        data_files: Any = None,
+    ):
+        super().__init__()
+        checks = [
+            ("source", source, SOURCES),
+            ("group", group, GROUP_MODES),
+            ("prompt_format", prompt_format, PROMPT_FORMATS),
+            ("template_pool", template_pool, TEMPLATE_POOLS),
+            ("negatives", negatives, NEGATIVE_MODES),
+            ("on_error", on_error, ON_ERROR),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise DataError(f"data.{key}={value!r} is not one of {', '.join(allowed)}")
+        ppi = PAIRS_PER_ITEM[group]
+        eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < ppi or value % ppi:
+                raise DataError(
+                    f"data.{key}={value} must be a positive multiple of {ppi}, the pairs per item of "
+                    f"data.group={group} (it counts pairs = examples per micro-batch)"
+                )
+        if source == "coin_csv" and not path:
+            raise DataError("data.source=coin_csv needs data.path (the CoIN CSV file)")
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.tokenizer = tokenizer
+        self.source, self.seed, self.group = source, int(seed), group
+        self.batch_size, self.eval_batch_size, self.pairs_per_item = int(batch_size), int(eval_batch_size), ppi
+        self.cutoff_len, self.prompt_format = int(cutoff_len), prompt_format
+        self.templates, self.template_pool, self.negatives = templates, template_pool, negatives
+        self.root, self.path = _abs(root), _abs(path)
+        self.tasks = None if tasks is None else [str(t) for t in _plain(tasks)]
+        self.split, self.val_size = split, int(val_size)
+        self.max_per_task = None if max_per_task is None else int(max_per_task)
+        self.task_weights = dict(_plain(task_weights) or {})
+        self.num_workers, self.group_by_length, self.on_error = int(num_workers), bool(group_by_length), on_error
+        self.n_per_task = int(n_per_task)
+        self.data_seed = self.seed if data_seed is None else int(data_seed)
+        self.hub_id, self.data_files = hub_id, _plain(data_files)
+        self.bank: TemplateBank | None = None
+        self.train_dataset: GroupDataset | None = None
+        self.val_dataset: GroupDataset | None = None
+        self.stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ loading
+    def _template_bank(self) -> TemplateBank:
+        spec = self.templates if str(self.templates) == "own" else _abs(self.templates)
+        return load_template_bank(spec)
+
+    def _load_records(self, stats: dict) -> list[Record]:
+        from coin_lightning.data.sources.jsonl import read_jsonl
+
+        before = sum(read_jsonl.skipped.values())
+        if self.source == "embedded":
+            from coin_lightning.data.sources.embedded import load_embedded
+
+            records = load_embedded(self.tasks, self.n_per_task, self.data_seed, self.split)
+        elif self.source == "glue":
+            from coin_lightning.data.sources.glue import GLUE_TASKS, load_glue
+
+            records = []
+            for task in self.tasks or GLUE_TASKS:
+                records += load_glue(task, self.split, self.root, on_error=self.on_error, stats=stats)
+        elif self.source == "flan":
+            from coin_lightning.data.sources.flan import FLAN_HUB_ID, load_flan
+
+            records, unmatched = load_flan(
+                self.bank, self.root, self.tasks, self.split, self.on_error,
+                hub_id=self.hub_id or FLAN_HUB_ID, data_files=self.data_files, stats=stats, pool=self.template_pool,
+            )
+            stats["unmatched_flan"] = unmatched
+        else:
+            raise AssertionError(self.source)
+        stats["skipped"] = stats.get("skipped", 0) + sum(read_jsonl.skipped.values()) - before
+        return records
+
+    def prepare_data(self) -> None:
+        """Download hub data into the ``datasets`` cache (rank 0 only; local sources do nothing)."""
+        if self.root is not None or self.source in ("embedded", "coin_csv"):
+            return
+        import datasets
+
+        if self.source == "glue":
+            from coin_lightning.data.sources.glue import GLUE_TASKS
+
+            for task in self.tasks or GLUE_TASKS:
+                datasets.load_dataset("nyu-mll/glue", task, split=self.split)
+        else:
+            from coin_lightning.data.sources.flan import FLAN_HUB_ID
+
+            datasets.load_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Build ``train_dataset``, ``val_dataset`` and ``stats`` (once; later calls only tokenize
+        if a tokenizer was attached since).
+
+        ``stats`` keys: ``source``, ``templates``, ``records_per_task`` (usable records loaded),
+        ``train_records_per_task``, ``val_records``, ``train_groups``, ``val_groups``,
+        ``groups_per_task``, ``skipped`` (bad rows skipped with ``on_error=skip``),
+        ``unmatched_flan`` and ``incomplete_flan`` (per task, ``flan`` only; see
+        ``sources.flan.load_flan``), ``same_target_negatives``, ``truncated`` and
+        ``response_over_cutoff`` (rows, after tokenization), ``keyword_data_unparsed`` (CSV).
+
+        Raises:
+            DataError: bad data (see the sources, ``grouping`` and ``templates``).
+        """
+        if self.train_dataset is None:
+            self._build()
+        if self.tokenizer is not None and self.train_dataset.encoded is None:
+            self._encode()
+
+    def _build(self) -> None:
+        stats: dict[str, Any] = {"source": self.source, "skipped": 0}
+        if self.source == "coin_csv":
+            from coin_lightning.data.sources.coin_csv import load_coin_csv
+
+            stats["templates"] = "pre-rendered (CoIN CSV)"
+            pairs = load_coin_csv(self.path, self.on_error, stats)
+            if self.tasks is not None:
+                pairs = [p for p in pairs if p[0].task in set(self.tasks)]
+            stats["records_per_task"] = dict(sorted(Counter(a.task for p in pairs for a in p).items()))
+            n_val = min(self.val_size // 2, len(pairs) - 1) if self.val_size > 0 else 0
+            held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(self.seed))[:n_val].tolist())
+            train_pairs = [p for i, p in enumerate(pairs) if i not in held]
+            val_pairs = [p for i, p in enumerate(pairs) if i in held]
+            stats["train_records_per_task"] = dict(sorted(Counter(a.task for p in train_pairs for a in p).items()))
+            stats["val_records"] = 2 * len(val_pairs)
+            train = groups_from_pairs(train_pairs, self.group)
+            val = groups_from_pairs(val_pairs, self.group)
+            stats["groups_per_task"] = dict(sorted(Counter(g.pairs[0].original.task for g in train).items()))
+            stats["same_target_negatives"] = sum(a.target == b.target for a, b in pairs)
+        else:
+            self.bank = self._template_bank()
+            stats["templates"] = self.bank.name
+            records = self._load_records(stats)
+            records = validate_records(records, self.bank, self.template_pool, self.on_error, stats)
+            if not records:
+                raise DataError(f"data.source={self.source}: no usable records")
+            stats["records_per_task"] = dict(sorted(Counter(r.task for r in records).items()))
+            records = apply_mixture(records, self.max_per_task, None, self.seed)
+            train_records, val_records = split_records(records, self.val_size, self.seed)
+            train_records = apply_mixture(train_records, None, self.task_weights, self.seed)
+            stats["train_records_per_task"] = dict(sorted(Counter(r.task for r in train_records).items()))
+            stats["val_records"] = len(val_records)
+            train = build_groups(train_records, self.bank, self.group, self.seed, self.template_pool, self.negatives, stats)
+            val_stats: dict[str, Any] = {}
+            val = build_groups(val_records, self.bank, self.group, self.seed + 1, self.template_pool, self.negatives, val_stats) if val_records else []
+        stats["train_groups"], stats["val_groups"] = len(train), len(val)
+        stats["pairs_per_item"] = self.pairs_per_item
+        self.train_dataset, self.val_dataset = GroupDataset(train), GroupDataset(val)
+        self.stats = stats
+        if stats["skipped"]:
+            log.warning("data: skipped %d bad row(s) (data.on_error=skip)", stats["skipped"])
+        log.info(
+            "data: %s, %d train / %d val groups from %d tasks (templates: %s)",
+            self.source, len(train), len(val), len(stats["records_per_task"]), stats["templates"],
+        )
+
+    def _encode(self) -> None:
+        enc = Encoder(self.tokenizer, self.prompt_format, self.cutoff_len)
+        self.train_dataset.encoded = enc.encode_groups(self.train_dataset.groups)
+        self.val_dataset.encoded = enc.encode_groups(self.val_dataset.groups)
+        self.stats["truncated"] = enc.truncated
+        self.stats["response_over_cutoff"] = enc.response_over_cutoff
+        if enc.truncated:
+            log.info("data: %d row(s) had their input shortened to fit cutoff_len=%d", enc.truncated, self.cutoff_len)
+        if enc.response_over_cutoff:
+            log.warning(
+                "data: %d row(s) have a response longer than cutoff_len=%d allows; kept whole, the row is longer",
+                enc.response_over_cutoff, self.cutoff_len,
+            )
+
+    # ------------------------------------------------------------------ loaders
+    def _require_encoded(self, ds: GroupDataset | None) -> GroupDataset:
+        if ds is None:
+            raise DataError("call setup() first")
+        if ds.encoded is None:
+            raise DataError("the DataModule has no tokenizer; pass tokenizer=... (or set .tokenizer) before setup()")
+        return ds
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled micro-batches of ``batch_size / pairs_per_item`` groups.
+
+        Without ``group_by_length``: a ``DistributedSampler`` (also with one process) whose order
+        depends only on ``(seed, epoch)``; with it: a :class:`LengthGroupedSampler`. Both are
+        rank-aware and left in place by Lightning; items are whole groups, so they stay whole. The
+        loader is torchdata's ``StatefulDataLoader``, so mid-epoch checkpoints resume exactly.
+        """
+        ds = self._require_encoded(self.train_dataset)
+        items = self.batch_size // self.pairs_per_item
+        common = dict(
+            collate_fn=Collator(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+        if self.group_by_length:
+            sampler = LengthGroupedSampler(ds.lengths, items, seed=self.seed, shuffle=True)
+        else:
+            world, rank = _world()
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        # A stateful loader: Lightning stores its position in checkpoints, so a resume from a
+        # mid-epoch checkpoint continues with the very next micro-batch (exact resume).
+        return StatefulDataLoader(ds, batch_size=items, sampler=sampler, **common)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation micro-batches of ``eval_batch_size / pairs_per_item`` groups, in order
+        (``[]`` when ``val_size=0``, which makes Lightning skip validation)."""
+        ds = self._require_encoded(self.val_dataset)
+        if len(ds) == 0:
+            return []
+        return DataLoader(
+            ds,
+            batch_size=self.eval_batch_size // self.pairs_per_item,
+            shuffle=False,
+            collate_fn=Collator(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,403 @@
+"""Contrastive groups: (original, positive, hard negative), one dataset item each. Seeded, reproducible.
+
+Definitions (CoIN, Yan et al. 2024, Section 3.2; reference code luka-group/CoIN):
+
+- *original*: record ``r`` rendered with template ``A`` of its task;
+- *positive* (paraphrase): the same record ``r`` under another template ``B != A`` of the same task
+  whose target is the same (:meth:`TemplateBank.paraphrase_sets`), so both expect the same output;
+- *hard negative*: the same template ``A`` applied to another record ``r'`` of the same task,
+  preferring one with a different target.
+
+Two groupings (``data.group``), each one dataset item, so a ``DistributedSampler`` (which shards
+items) can never separate an example from its hard negative:
+
+- ``pair_of_pairs`` (default; the reference code's layout): the hard negative is a full pair,
+  ``(r@A, r@B)`` and ``(r'@A, r'@B')`` with its own paraphrase template ``B'``. Collated as originals
+  then paraphrases, the InfoNCE matrix over the batch holds ``r@A`` vs ``r'@B'`` and ``r'@A`` vs
+  ``r@B`` (both directions). In the reference CSV these are rows ``2k`` and ``2k+1``.
+- ``hard_negative_column``: one pair ``(r@A, r@B)`` plus the hard negative ``r'@A`` as one extra
+  negative column for the anchor (rows ``[2P, 3P)`` of the batch, no language-model loss on them).
+
+Hard-negative choice (``negatives``): ``length`` (default) takes, among records with a different
+target, one of the two nearest in (jittered) input length, which keeps rows of one group similar in
+length (padding efficiency) and the negative close in surface form; ``random`` takes a uniformly
+random different-target record (closest to the paper's description). Either way every record is an
+anchor once per epoch: ``pair_of_pairs`` pairs up records of different targets (both pairs of a
+group are anchors, each the other's hard negative) and gives a leftover record a borrowed partner
+(which then occurs twice); ``hard_negative_column`` has one group per record. A negative has the
+same target only when the task has no record with another target (``stats["same_target_negatives"]``).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, Sequence
+
+from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.templates import DERIVED_FIELDS, TemplateBank
+
+GROUP_MODES = ("pair_of_pairs", "hard_negative_column")
+"""Values of ``data.group``."""
+PAIRS_PER_ITEM = {"pair_of_pairs": 2, "hard_negative_column": 1}
+"""Anchor pairs per dataset item; ``data.batch_size`` (pairs) must be a multiple of it."""
+NEGATIVE_MODES = ("length", "random")
+"""Values of ``data.negatives`` (how a hard negative is picked among different-target records)."""
+LENGTH_JITTER = 0.1
+"""``negatives=length``: records are ordered by ``log(1 + chars) + U(-j, j)``, so a negative is
+length-matched to within about this fraction while the seed still varies the partner."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rendered row: a record under a template, before the prompt format and tokenization."""
+
+    task: str
+    """Task name of the record."""
+    uid: str
+    """Record uid; the positive of an example has the same uid, its hard negative another."""
+    template: str
+    """Template name (``"own:rte/3"``, ``"flan:rte/0"``, ``"csv:original"``)."""
+    input: str
+    """Rendered input (instruction with content); wrapped by ``prompts.build_prompt`` at collation."""
+    target: str
+    """Rendered target (the response, without EOS)."""
+    template_input: str | None = field(default=None, compare=False, repr=False)
+    """The template's input string, so collation can re-render with shortened fields; ``None`` for
+    pre-rendered rows (CoIN CSV)."""
+    values: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    """Placeholder values used to render ``input``."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An original and its positive: the same record under two paraphrasing templates."""
+
+    original: Example
+    """Record ``r`` under template ``A`` (the anchor)."""
+    paraphrase: Example
+    """Record ``r`` under template ``B != A`` with the same target template."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One dataset item: anchor pair(s) and their hard negatives, never split across batches or ranks."""
+
+    pairs: tuple[Pair, ...]
+    """``pair_of_pairs``: (anchor pair, hard-negative pair); ``hard_negative_column``: (anchor pair,)."""
+    negatives: tuple[Example, ...] = ()
+    """``hard_negative_column``: the hard negative of each pair (``r'`` under ``A``); else empty."""
+
+    @property
+    def examples(self) -> tuple[Example, ...]:
+        """All rows in collation order: originals, paraphrases, negatives."""
+        return tuple(p.original for p in self.pairs) + tuple(p.paraphrase for p in self.pairs) + self.negatives
+
+
+def _base_uid(uid: str) -> str:
+    return uid.split("#", 1)[0]
+
+
+def _length(values: Mapping[str, str]) -> int:
+    return sum(len(v) for k, v in values.items() if k not in DERIVED_FIELDS)
+
+
+def records_by_task(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records grouped by task, tasks sorted by name, records in input order."""
+    out: dict[str, list[Record]] = {}
+    for r in records:
+        out.setdefault(r.task, []).append(r)
+    return {t: out[t] for t in sorted(out)}
+
+
+def split_records(records: Sequence[Record], val_size: int, seed: int) -> tuple[list[Record], list[Record]]:
+    """Hold out about ``val_size`` records for validation, by record uid (never by template).
+
+    Stratified by task in proportion to its size (largest remainder); a task's share of 1 is raised
+    to 2 where the task has at least 4 records, so that its validation records can form a group.
+
+    Args:
+        records: all records (uids unique).
+        val_size: records to hold out (paper: 2000 rows of its CSV); 0 disables validation.
+        seed: selection seed.
+
+    Returns:
+        ``(train, val)``, each in input order.
+
+    Raises:
+        DataError: duplicate uids, or ``val_size`` not smaller than the number of records.
+    """
+    if val_size <= 0:
+        return list(records), []
+    n = len(records)
+    if val_size >= n:
+        raise DataError(f"data.val_size={val_size} leaves no training records (only {n} records)")
+    uids = [r.uid for r in records]
+    if len(set(uids)) != n:
+        dup = next(u for u in uids if uids.count(u) > 1)
+        raise DataError(f"record uid {dup!r} occurs more than once; validation is split by uid")
+    by_task = records_by_task(records)
+    quotas = {t: val_size * len(rs) / n for t, rs in by_task.items()}
+    alloc = {t: int(q) for t, q in quotas.items()}
+    rest = val_size - sum(alloc.values())
+    for t in sorted(quotas, key=lambda t: (-(quotas[t] - alloc[t]), t))[:rest]:
+        alloc[t] += 1
+    for t, k in alloc.items():
+        if k == 1 and len(by_task[t]) >= 4:
+            alloc[t] = 2
+    held: set[str] = set()
+    for t, rs in by_task.items():
+        rng = random.Random(f"{seed}/val/{t}")
+        held.update(rng.sample(sorted(r.uid for r in rs), alloc[t]))
+    train = [r for r in records if r.uid not in held]
+    val = [r for r in records if r.uid in held]
+    return train, val
+
+
+def apply_mixture(
+    records: Sequence[Record],
+    max_per_task: int | None = None,
+    task_weights: Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> list[Record]:
+    """FLAN-style mixing: cap each task's records, then scale each task by a weight.
+
+    A task keeps ``round(min(n, max_per_task) * weight)`` records: a seeded subsample when that is
+    fewer than it has, whole repeats plus a seeded subsample when more (repeats get uids
+    ``"<uid>#<k>"`` and are never each other's hard negative). Weights default to 1.
+
+    Raises:
+        DataError: a weight for a task that has no records, or a negative weight / cap.
+    """
+    by_task = records_by_task(records)
+    weights = dict(task_weights or {})
+    unknown = sorted(set(weights) - set(by_task))
+    if unknown:
+        raise DataError(f"data.task_weights names task(s) without records: {', '.join(unknown)}; tasks: {', '.join(by_task)}")
+    if max_per_task is not None and max_per_task < 1:
+        raise DataError(f"data.max_per_task must be positive or null, got {max_per_task}")
+    out: list[Record] = []
+    for t, rs in by_task.items():
+        rng = random.Random(f"{seed}/mix/{t}")
+        if max_per_task is not None and len(rs) > max_per_task:
+            rs = [rs[i] for i in sorted(rng.sample(range(len(rs)), max_per_task))]
+        w = float(weights.get(t, 1.0))
+        if w < 0:
+            raise DataError(f"data.task_weights[{t!r}] is negative ({w})")
+        want = round(len(rs) * w)
+        reps, extra = divmod(want, len(rs))
+        chosen = [replace(r, uid=f"{r.uid}#{k}") if k else r for k in range(reps) for r in rs]
+        chosen += [replace(rs[i], uid=f"{rs[i].uid}#{reps}") if reps else rs[i] for i in sorted(rng.sample(range(len(rs)), extra))]
+        out.extend(chosen)
+    return out
+
+
+def validate_records(
+    records: Iterable[Record], bank: TemplateBank, pool: str = "main", on_error: str = "raise", stats: dict | None = None
+) -> list[Record]:
+    """Keep records that fill every template they can be given (their task's paraphrase sets).
+
+    Args:
+        records: records of any source.
+        bank: the template bank.
+        pool: ``main`` or ``all`` (see ``templates.TEMPLATE_POOLS``).
+        on_error: ``raise`` or ``skip``; skipped records are counted in ``stats["skipped"]``.
+
+    Raises:
+        DataError: unknown task, a task with fewer than two paraphrasing templates, a missing
+            placeholder, a bad label or an empty target (names file and row) unless skipped.
+    """
+    stats = {} if stats is None else stats
+    sets_cache: dict[str, list[int]] = {}
+    out = []
+    for r in records:
+        try:
+            if r.task not in sets_cache:
+                sets = bank.paraphrase_sets(r.task, pool)
+                if not sets:
+                    raise DataError(
+                        f"task {r.task!r} has no two templates with the same target in bank {bank.name!r}; "
+                        "a positive needs another template of the same task"
+                    )
+                sets_cache[r.task] = sorted({i for s in sets for i in s})
+            bank.check(r, sets_cache[r.task])
+        except DataError:
+            if on_error != "skip":
+                raise
+            stats["skipped"] = stats.get("skipped", 0) + 1
+            continue
+        out.append(r)
+    return out
+
+
+class _Renderer:
+    def __init__(self, bank: TemplateBank):
+        self.bank = bank
+        self._values: dict[int, dict[str, str]] = {}
+
+    def values(self, record: Record) -> dict[str, str]:
+        key = id(record)
+        if key not in self._values:
+            self._values[key] = self.bank.values(record)
+        return self._values[key]
+
+    def __call__(self, record: Record, index: int) -> Example:
+        vals = self.values(record)
+        tpl = self.bank.for_task(record.task)[index]
+        inp, tgt = tpl.render(vals)
+        return Example(record.task, record.uid, tpl.name, inp, tgt, template_input=tpl.input, values=vals)
+
+
+def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: random.Random, mode: str) -> tuple[list[int], list[tuple[int, int]], int]:
+    """Order records and find hard-negative partners; returns (order, pairs, same_target_count).
+
+    ``order`` is a permutation of ``range(len(rs))``: sorted by jittered log length (``length``) or
+    random (``random``); ``pairs`` partition as many records as possible into different-target
+    pairs of neighbours in that order, then give each leftover record the nearest different-target
+    record as partner (that partner then occurs twice).
+    """
+    n = len(rs)
+    order = list(range(n))
+    rng.shuffle(order)
+    if mode == "length":
+        jitter = {i: math.log1p(lengths[i]) + rng.uniform(-LENGTH_JITTER, LENGTH_JITTER) for i in order}
+        order.sort(key=jitter.__getitem__)
+    pos = {i: p for p, i in enumerate(order)}
+
+    def nearest_different(i: int) -> int | None:
+        p = pos[i]
+        left = next((order[q] for q in range(p - 1, -1, -1) if answers[order[q]] != answers[i] and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)), None)
+        right = next((order[q] for q in range(p + 1, n) if answers[order[q]] != answers[i] and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)), None)
+        if left is None or right is None:
+            return left if right is None else right
+        return left if rng.random() < 0.5 else right
+
+    pairs: list[tuple[int, int]] = []
+    pending: list[int] = []
+    for i in order:
+        if pending and answers[pending[-1]] != answers[i] and _base_uid(rs[pending[-1]].uid) != _base_uid(rs[i].uid):
+            pairs.append((pending.pop(), i))
+        else:
+            pending.append(i)
+    same = 0
+    for i in pending:
+        j = nearest_different(i)
+        if j is None:  # every other record has the same answer: take a neighbour, counted
+            p = pos[i]
+            cands = [order[q] for q in (p - 1, p + 1) if 0 <= q < n and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)]
+            if not cands:
+                cands = [k for k in range(n) if _base_uid(rs[k].uid) != _base_uid(rs[i].uid)]
+            if not cands:
+                raise DataError(f"task {rs[i].task!r} has a single record; a hard negative needs another record of the task")
+            j = rng.choice(cands)
+            same += 1
+        pairs.append((i, j))
+    return order, pairs, same
+
+
+def build_groups(
+    records: Sequence[Record],
+    bank: TemplateBank,
+    group: str = "pair_of_pairs",
+    seed: int = 0,
+    pool: str = "main",
+    negatives: str = "length",
+    stats: dict | None = None,
+) -> list[Group]:
+    """Turn records into contrastive groups (see the module docstring for the definitions).
+
+    Args:
+        records: validated records (:func:`validate_records`); every record is an anchor once.
+        bank: the template bank.
+        group: ``pair_of_pairs`` or ``hard_negative_column``.
+        seed: the same seed and inputs give the same groups (templates, partners and order); each
+            task has its own random stream, so adding a task leaves the others' groups unchanged.
+        pool: template pool, ``main`` or ``all``.
+        negatives: ``length`` or ``random`` (see the module docstring).
+        stats: if given, ``same_target_negatives`` and ``groups_per_task`` are added.
+
+    Returns:
+        Groups in a seeded random order, tasks interleaved.
+
+    Raises:
+        DataError: unknown mode, or a task with a single record (no hard negative possible).
+    """
+    if group not in GROUP_MODES:
+        raise DataError(f"unknown data.group {group!r}; choose one of {', '.join(GROUP_MODES)}")
+    if negatives not in NEGATIVE_MODES:
+        raise DataError(f"unknown data.negatives {negatives!r}; choose one of {', '.join(NEGATIVE_MODES)}")
+    stats = {} if stats is None else stats
+    render = _Renderer(bank)
+    groups: list[Group] = []
+    per_task: dict[str, int] = {}
+    same_total = 0
+    for task, rs in records_by_task(records).items():
+        rng = random.Random(f"{seed}/groups/{task}")
+        sets = bank.paraphrase_sets(task, pool)
+        if not sets:
+            raise DataError(f"task {task!r} has no two templates with the same target in bank {bank.name!r}")
+        values = [render.values(r) for r in rs]
+        # the expected output of a record: its rendered target under the task's (shared) target template
+        target_tpl = bank.for_task(task)[sets[0][0]]
+        answers = [target_tpl.render(v)[1] for v in values]
+        lengths = [_length(v) for v in values]
+        _, partners, same = _partners(rs, answers, lengths, rng, negatives)
+        same_total += same
+
+        flat = [(s, a) for s in sets for a in s]  # A uniform over all usable templates
+
+        def pick() -> tuple[int, int, int]:
+            s, a = flat[rng.randrange(len(flat))]
+            others = [t for t in s if t != a]
+            return a, others[rng.randrange(len(others))], others[rng.randrange(len(others))]
+
+        made = 0
+        if group == "pair_of_pairs":
+            for i, j in partners:
+                a, b, b2 = pick()
+                groups.append(
+                    Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)), Pair(render(rs[j], a), render(rs[j], b2))))
+                )
+                made += 1
+        else:
+            partner = {}
+            for i, j in partners:  # each record of a different-target pair is the other's negative
+                partner.setdefault(i, j)
+                partner.setdefault(j, i)
+            for i in range(len(rs)):
+                a, b, _ = pick()
+                groups.append(Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)),), negatives=(render(rs[partner[i]], a),)))
+                made += 1
+        per_task[task] = made
+    random.Random(f"{seed}/groups/order").shuffle(groups)
+    stats["same_target_negatives"] = stats.get("same_target_negatives", 0) + same_total
+    stats.setdefault("groups_per_task", {}).update(per_task)
+    return groups
+
+
+def groups_from_pairs(pairs: Sequence[tuple[Record, Record]], group: str = "pair_of_pairs") -> list[Group]:
+    """Groups from pre-rendered record pairs (the CoIN CSV: row ``2k`` and its hard negative ``2k+1``).
+
+    Each record carries ``meta["original"]``, ``meta["paraphrased"]`` and ``target``.
+    ``pair_of_pairs``: one group per row pair, exactly the reference's micro-batch of 2.
+    ``hard_negative_column``: two groups per row pair, each row the anchor with the other's original
+    as its negative column.
+
+    Raises:
+        DataError: unknown mode.
+    """
+    if group not in GROUP_MODES:
+        raise DataError(f"unknown data.group {group!r}; choose one of {', '.join(GROUP_MODES)}")
+
+    def ex(r: Record, which: str) -> Example:
+        return Example(r.task, r.uid, f"csv:{which}", r.meta[which], str(r.target))
+
+    groups = []
+    for a, b in pairs:
+        pa, pb = Pair(ex(a, "original"), ex(a, "paraphrased")), Pair(ex(b, "original"), ex(b, "paraphrased"))
+        if group == "pair_of_pairs":
+            groups.append(Group(pairs=(pa, pb)))
+        else:
+            groups.append(Group(pairs=(pa,), negatives=(pb.original,)))
+            groups.append(Group(pairs=(pb,), negatives=(pa.original,)))
+    return groups

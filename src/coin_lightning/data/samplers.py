@@ -1,0 +1,103 @@
+"""Length-grouped, rank-aware sampling of whole groups (``data.group_by_length=true``).
+
+Items are whole contrastive groups, so any sampler keeps an example with its positive and hard
+negative. :class:`LengthGroupedSampler` additionally puts groups of similar padded length into the
+same micro-batch (fewer pad tokens), like ``transformers``' ``group_by_length`` (mega-batches of
+shuffled items sorted by length), and shards across data-parallel ranks itself.
+
+It subclasses ``torch.utils.data.DistributedSampler``, so Lightning (``use_distributed_sampler=True``,
+the default) leaves it in place instead of wrapping or replacing it, and calls its ``set_epoch``
+each epoch. Every rank computes the same global order from ``(seed, epoch)`` and takes its own
+micro-batches: step ``s`` is ``batch_items * world_size`` consecutive items of the sorted order, of
+which rank ``r`` takes the ``r``-th slice, so all ranks see similar lengths in the same step and the
+same number of steps. The item count is padded (by repeating items) to a multiple of
+``batch_items * world_size``, or trimmed with ``drop_last``.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator, Sequence
+
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class LengthGroupedSampler(DistributedSampler):
+    """Yield this rank's item indices so that each run of ``batch_items`` indices is one micro-batch
+    of similar lengths. Use with ``DataLoader(batch_size=batch_items, sampler=..., drop_last=False)``.
+
+    Args:
+        lengths: padded length (tokens) of each item, e.g. ``EncodedGroup.max_len``.
+        batch_items: items per micro-batch (``data.batch_size / pairs per item``).
+        num_replicas: world size; default from ``torch.distributed`` when initialised, else 1.
+        rank: this rank; default from ``torch.distributed`` when initialised, else 0.
+        shuffle: shuffle items (before the per-chunk sort) and the order of steps.
+        seed: base seed; the order depends on ``seed + epoch`` only, identically on every rank.
+        drop_last: trim instead of padding to a whole number of steps.
+        mega_batch_steps: steps per sorted chunk (``transformers`` uses 50); larger = tighter
+            length grouping, less randomness.
+
+    Raises:
+        ValueError: ``batch_items < 1`` or a rank outside ``[0, num_replicas)``.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_items: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        mega_batch_steps: int = 100,
+    ):
+        world, me = _world()
+        num_replicas = world if num_replicas is None else num_replicas
+        rank = me if rank is None else rank
+        if batch_items < 1:
+            raise ValueError(f"batch_items must be positive, got {batch_items}")
+        super().__init__(list(lengths), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.lengths = [int(x) for x in lengths]
+        self.batch_items = int(batch_items)
+        self.mega_batch_steps = int(mega_batch_steps)
+        step = self.batch_items * self.num_replicas
+        n = len(self.lengths)
+        self.num_steps = n // step if drop_last else math.ceil(n / step)
+        self.num_samples = self.num_steps * self.batch_items
+        self.total_size = self.num_steps * step
+
+    def global_steps(self) -> list[list[int]]:
+        """All ranks' steps for the current epoch: lists of ``batch_items * num_replicas`` indices."""
+        rng = random.Random(self.seed + self.epoch)
+        n = len(self.lengths)
+        idx = list(range(n))
+        if self.shuffle:
+            rng.shuffle(idx)
+        if self.total_size > n:
+            idx += [idx[i % n] for i in range(self.total_size - n)] if n else []
+        idx = idx[: self.total_size]
+        step = self.batch_items * self.num_replicas
+        chunk = step * self.mega_batch_steps
+        ordered: list[int] = []
+        for c in range(0, len(idx), chunk):
+            ordered += sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])
+        steps = [ordered[s:s + step] for s in range(0, len(ordered), step)]
+        if self.shuffle:
+            rng.shuffle(steps)
+        return steps
+
+    def __iter__(self) -> Iterator[int]:
+        lo, hi = self.rank * self.batch_items, (self.rank + 1) * self.batch_items
+        for s in self.global_steps():
+            yield from s[lo:hi]
+
+    def __len__(self) -> int:
+        return self.num_samples

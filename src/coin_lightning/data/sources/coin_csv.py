@@ -1,0 +1,112 @@
+"""The CSV released with the CoIN paper (luka-group/CoIN ``dataset/contrastive_flan_data.csv``).
+
+Columns: ``original_instruction`` and ``paraphrased_instruction`` (an instruction with its input,
+already rendered: the original FLAN template and a paraphrasing one), ``targets`` (the answer),
+``task_name`` and ``keyword_data`` (the template fields as a Python/JSON dict literal). Extra
+columns are ignored. Rows come in pairs: "every entry at the odd index is the hard negative for the
+entry above it" (the repository's README), i.e. data rows ``2k`` and ``2k+1`` (0-based) form one
+pair-of-pairs group, exactly as the reference Trainer saw them (micro batch 2, unshuffled pairs).
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import sys
+from pathlib import Path
+
+from coin_lightning.data.records import DataError, Record
+
+COIN_CSV_COLUMNS = ("original_instruction", "paraphrased_instruction", "targets", "task_name", "keyword_data")
+"""Columns the loader needs."""
+
+
+def _parse_keywords(text: str) -> dict | None:
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+    return None
+
+
+def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None = None) -> list[tuple[Record, Record]]:
+    """Read the CoIN CSV as (row ``2k``, row ``2k+1``) record pairs: an example and its hard negative.
+
+    Args:
+        path: the CSV file.
+        on_error: ``raise`` or ``skip``. A bad row (empty instruction or target, empty task name) or a
+            pair whose rows name different tasks spoils its pair: with ``skip`` the whole pair is
+            dropped, so pairing never shifts; a trailing row without partner likewise.
+        stats: if given, ``stats["skipped"]`` is incremented by the number of rows dropped and
+            ``stats["keyword_data_unparsed"]`` counts rows whose ``keyword_data`` is no dict literal
+            (kept, with empty fields: the rendered texts are what trains).
+
+    Returns:
+        Pairs of records: ``task = task_name``, ``fields`` = parsed ``keyword_data``,
+        ``target = targets``, ``uid = "coin_csv/<data row>"`` (0-based), ``meta`` with ``original``,
+        ``paraphrased`` (the rendered instructions), ``source`` and ``row`` (the file line).
+
+    Raises:
+        DataError: missing file or columns, or a bad row/pair (names file, line and data row).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    stats = {} if stats is None else stats
+    rows: list[Record | str] = []  # a Record, or the error message of a bad row
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COIN_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})")
+        start = reader.line_num + 1
+        for i, row in enumerate(reader):
+            line = start
+            where = f"{path}:{line} (data row {i})"
+            start = reader.line_num + 1
+            bad = [c for c in ("original_instruction", "paraphrased_instruction", "targets", "task_name") if not (row.get(c) or "").strip()]
+            if None in row:
+                rows.append(f"{where}: more values than columns")
+                continue
+            if bad:
+                rows.append(f"{where}: empty {', '.join(bad)}")
+                continue
+            fields = _parse_keywords(row["keyword_data"] or "")
+            if fields is None:
+                stats["keyword_data_unparsed"] = stats.get("keyword_data_unparsed", 0) + 1
+                fields = {}
+            rows.append(
+                Record(
+                    task=row["task_name"].strip(),
+                    fields=fields,
+                    target=row["targets"],
+                    uid=f"coin_csv/{i}",
+                    meta={
+                        "source": str(path),
+                        "row": line,
+                        "data_row": i,
+                        "original": row["original_instruction"],
+                        "paraphrased": row["paraphrased_instruction"],
+                    },
+                )
+            )
+    pairs: list[tuple[Record, Record]] = []
+    for k in range(0, len(rows), 2):
+        a = rows[k]
+        b = rows[k + 1] if k + 1 < len(rows) else f"{path}: data row {k} has no hard-negative row after it (odd row count)"
+        error = a if isinstance(a, str) else b if isinstance(b, str) else None
+        if error is None and a.task != b.task:
+            error = f"{path}: data rows {k} and {k + 1} form a pair but name different tasks ({a.task!r}, {b.task!r})"
+        if error is not None:
+            if on_error != "skip":
+                raise DataError(error)
+            stats["skipped"] = stats.get("skipped", 0) + (2 if k + 1 < len(rows) else 1)
+            continue
+        pairs.append((a, b))
+    if not pairs:
+        raise DataError(f"{path}: no usable row pairs")
+    return pairs

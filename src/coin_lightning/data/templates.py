@@ -1,0 +1,423 @@
+"""Instruction templates: a task maps to several (input, target) templates with ``{field}`` placeholders.
+
+This is FLAN's format (Wei et al. 2022, google-research/FLAN ``flan/templates.py``, ``PATTERNS``): a
+template is a pair of Python ``str.format`` strings, e.g. ``("{premise}\\nCan we infer the
+following?\\n{hypothesis}\\n\\n{options_}", "{answer}")``. Besides a record's own fields, three
+placeholders are derived from the task's answer options (by label id):
+
+- ``{options_}``: FLAN's option list, ``"OPTIONS:\\n- " + "\\n- ".join(options)``
+  (FLAN ``flan/preprocessors.py``, ``format_options``);
+- ``{choices}``: the options quoted in running text, ``'a', 'b' or 'c'`` (this project's templates);
+- ``{answer}``: the option at the record's label id, or the record's target text.
+
+Two loaders build a :class:`TemplateBank`: :func:`load_flan_templates` (FLAN's ``PATTERNS`` stored as
+JSON, ``{task: [{"input": ..., "target": ...}]}``) and :func:`load_own_templates` (this project's YAML
+files in ``coin_lightning/resources/templates``). :func:`load_template_bank` picks one from a config
+value. Templates of a task that share the same target string are paraphrases of each other (same
+expected output); CoIN's positives are drawn within such a set (:meth:`TemplateBank.paraphrase_sets`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import string
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from coin_lightning.data.records import DataError, Record
+
+log = logging.getLogger(__name__)
+
+DERIVED_FIELDS = ("options_", "choices", "answer")
+"""Placeholders filled from the task's options and the record's label/target, not from its fields."""
+
+TEMPLATE_POOLS = ("main", "all")
+"""Which paraphrase sets a task trains on: ``main`` = only the largest set(s) of templates sharing a
+target (for FLAN: the templates that answer the task, not the inverted ones such as "Write a {answer}
+movie review."; the reference code's per-template regexes cover exactly these), ``all`` = every set
+with at least two templates."""
+
+_FORMATTER = string.Formatter()
+
+
+def _placeholders(text: str) -> tuple[str, ...]:
+    """Names of the ``{field}`` placeholders of a ``str.format`` string, in order of first use."""
+    names: list[str] = []
+    for _, name, _, _ in _FORMATTER.parse(text):
+        if name is not None and name not in names:
+            if name == "" or name.isdigit():
+                raise ValueError(f"template {text!r} has a positional placeholder; use named fields")
+            names.append(name)
+    return tuple(names)
+
+
+def format_options(options: Iterable[str]) -> str:
+    """FLAN's rendering of answer options: ``"OPTIONS:\\n- a\\n- b"`` (``flan/preprocessors.py``)."""
+    return "OPTIONS:\n- " + "\n- ".join(options)
+
+
+def format_choices(options: Iterable[str]) -> str:
+    """The options quoted in running text: ``'a' or 'b'``, ``'a', 'b' or 'c'`` (own templates' ``{choices}``)."""
+    quoted = [f"'{o}'" for o in options]
+    if len(quoted) <= 1:
+        return "".join(quoted)
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def parse_options(rendered: str) -> tuple[str, ...] | None:
+    """Inverse of :func:`format_options`; ``None`` if ``rendered`` is not an ``OPTIONS:`` block."""
+    if not rendered.startswith("OPTIONS:\n- "):
+        return None
+    return tuple(rendered[len("OPTIONS:\n- "):].split("\n- "))
+
+
+@dataclass(frozen=True)
+class Template:
+    """One instruction template of one task: an input and a target ``str.format`` string."""
+
+    input: str
+    """Input side, e.g. ``"{premise}\\nCan we infer the following?\\n{hypothesis}\\n\\n{options_}"``."""
+    target: str = "{answer}"
+    """Target side; ``"{answer}"`` for templates that ask for the task's answer."""
+    name: str = ""
+    """Stable id, ``"<bank>:<task>/<index>"`` (e.g. ``"flan:rte/3"``); logged and kept in examples."""
+
+    @cached_property
+    def placeholders(self) -> frozenset[str]:
+        """All placeholders of input and target."""
+        return frozenset(_placeholders(self.input)) | frozenset(_placeholders(self.target))
+
+    @cached_property
+    def input_fields(self) -> tuple[str, ...]:
+        """Placeholders of the input side, in order of first use."""
+        return _placeholders(self.input)
+
+    def render(self, values: Mapping[str, Any]) -> tuple[str, str]:
+        """Fill both sides with ``values``; returns ``(input, target)``.
+
+        Raises:
+            KeyError: a placeholder has no value (callers check first, see :meth:`TemplateBank.check`).
+        """
+        return self.input.format_map(values), self.target.format_map(values)
+
+    @cached_property
+    def _regexes(self) -> tuple[re.Pattern, re.Pattern]:
+        return _template_regex(self.input), _template_regex(self.target)
+
+    def match(self, rendered_input: str, rendered_target: str) -> dict[str, str] | None:
+        """Recover the placeholder values from a rendered (input, target) pair, or ``None``.
+
+        The inverse of :meth:`render` for FLAN-collection rows whose fields are gone: each template
+        becomes an anchored regex (literal text escaped, each placeholder a lazy named group, a
+        repeated placeholder a back-reference), as the reference code's ``NLU_REGEX_PATTERN``
+        (luka-group/CoIN ``utils/flan_preprocessing_constants.py``) does by hand. A placeholder
+        present on both sides must capture the same text.
+        """
+        m_in = self._regexes[0].match(rendered_input)
+        if m_in is None:
+            return None
+        m_tg = self._regexes[1].match(rendered_target)
+        if m_tg is None:
+            return None
+        values = m_in.groupdict()
+        for key, val in m_tg.groupdict().items():
+            if key in values and values[key] != val:
+                return None
+            values[key] = val
+        return values
+
+
+def _template_regex(text: str) -> re.Pattern:
+    parts = ["\\A"]
+    seen: set[str] = set()
+    for literal, name, _, _ in _FORMATTER.parse(text):
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        if name in seen:
+            parts.append(f"(?P={name})")
+        elif name == "options_":
+            parts.append(r"(?P<options_>OPTIONS:\n- .+?)")
+            seen.add(name)
+        else:
+            parts.append(f"(?P<{name}>.+?)")
+            seen.add(name)
+    parts.append("\\Z")
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _where(record: Record) -> str:
+    src, row = record.meta.get("source"), record.meta.get("row")
+    if src is not None and row is not None:
+        return f"{src}:{row}"
+    return str(src or record.uid or "<record>")
+
+
+@dataclass
+class TemplateBank:
+    """Templates by task, with what it takes to fill them from a :class:`Record`.
+
+    Record task names are resolved through ``aliases`` (e.g. GLUE ``mrpc`` -> FLAN ``glue_mrpc``);
+    a placeholder that is not a record field is looked up through ``field_maps`` (FLAN's rte
+    ``premise`` -> GLUE ``sentence1``); ``options`` gives the answer options by label id, from which
+    ``{options_}``, ``{choices}`` and ``{answer}`` are derived (see the module docstring).
+    """
+
+    templates: dict[str, tuple[Template, ...]]
+    """Bank key -> the task's templates, deduplicated, in file order."""
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Record task name or bank key -> answer options by label id."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Record task name -> bank key, where they differ."""
+    field_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Bank key -> {placeholder: record field} for placeholders named differently from the record's fields."""
+    name: str = ""
+    """Where the bank came from (``"own"`` or the JSON path), for messages."""
+
+    def key(self, task: str) -> str:
+        """The bank key of a record task.
+
+        Raises:
+            DataError: the bank has no templates for ``task``.
+        """
+        key = self.aliases.get(task, task)
+        if key not in self.templates:
+            raise DataError(
+                f"unknown task {task!r} for template bank {self.name!r}; it has templates for "
+                f"{', '.join(sorted(self.templates))}"
+            )
+        return key
+
+    def for_task(self, task: str) -> tuple[Template, ...]:
+        """The templates of a record task (see :meth:`key`)."""
+        return self.templates[self.key(task)]
+
+    def paraphrase_sets(self, task: str, pool: str = "main") -> list[tuple[int, ...]]:
+        """Sets of template indices that are paraphrases of each other (identical target string).
+
+        Args:
+            task: a record task name.
+            pool: ``main`` (the largest set or sets) or ``all`` (every set); see :data:`TEMPLATE_POOLS`.
+
+        Returns:
+            Tuples of at least two indices into :meth:`for_task`; empty if the task has no two
+            templates with the same target, in which case no positive can be formed.
+        """
+        if pool not in TEMPLATE_POOLS:
+            raise ValueError(f"unknown template pool {pool!r}; choose one of {', '.join(TEMPLATE_POOLS)}")
+        by_target: dict[str, list[int]] = {}
+        for i, t in enumerate(self.for_task(task)):
+            by_target.setdefault(t.target.strip(), []).append(i)
+        sets = [tuple(v) for v in by_target.values() if len(v) >= 2]
+        if pool == "main" and sets:
+            top = max(len(s) for s in sets)
+            sets = [s for s in sets if len(s) == top]
+        return sets
+
+    def task_options(self, task: str) -> tuple[str, ...] | None:
+        """Answer options by label id for a record task, or ``None`` (generation tasks)."""
+        if task in self.options:
+            return self.options[task]
+        return self.options.get(self.aliases.get(task, task))
+
+    def values(self, record: Record) -> dict[str, str]:
+        """Placeholder values for ``record``: its fields, mapped fields and the derived ones.
+
+        Raises:
+            DataError: label id out of range or without options, or an empty answer (names the row).
+        """
+        vals = {k: str(v) for k, v in record.fields.items()}
+        for ph, fld in self.field_maps.get(self.aliases.get(record.task, record.task), {}).items():
+            if ph not in vals and fld in record.fields:
+                vals[ph] = str(record.fields[fld])
+        opts = self.task_options(record.task)
+        if opts:
+            vals.setdefault("options_", format_options(opts))
+            vals.setdefault("choices", format_choices(opts))
+        if "answer" not in vals:
+            if record.label is not None:
+                if not opts:
+                    raise DataError(f"{_where(record)}: task {record.task!r} has a label id but no answer options")
+                if not 0 <= int(record.label) < len(opts):
+                    raise DataError(
+                        f"{_where(record)}: label {record.label!r} is not an id in 0..{len(opts) - 1} "
+                        f"for task {record.task!r}"
+                    )
+                vals["answer"] = opts[int(record.label)]
+            elif record.target is not None:
+                vals["answer"] = str(record.target)
+        if "answer" in vals and not vals["answer"].strip():
+            raise DataError(f"{_where(record)}: empty target for task {record.task!r}")
+        return vals
+
+    def check(self, record: Record, indices: Iterable[int] | None = None) -> dict[str, str]:
+        """Check that ``record`` fills every placeholder of the given templates; return its values.
+
+        Args:
+            record: the record.
+            indices: template indices into :meth:`for_task` (default: all of the task's templates).
+
+        Raises:
+            DataError: unknown task, or a placeholder the record cannot fill (names file and row,
+                template and key).
+        """
+        templates = self.for_task(record.task)
+        vals = self.values(record)
+        for i in range(len(templates)) if indices is None else indices:
+            missing = templates[i].placeholders - vals.keys()
+            if missing:
+                raise DataError(
+                    f"{_where(record)}: template {templates[i].name} needs "
+                    f"{', '.join(repr(m) for m in sorted(missing))}, which record {record.uid!r} of task "
+                    f"{record.task!r} does not have (it has {', '.join(sorted(vals))})"
+                )
+        return vals
+
+    def render(self, record: Record, index: int) -> tuple[str, str]:
+        """Render ``record`` with template ``index`` of its task; returns ``(input, target)``.
+
+        Raises:
+            DataError: as :meth:`check`.
+        """
+        vals = self.check(record, [index])
+        return self.for_task(record.task)[index].render(vals)
+
+
+def _dedupe(task: str, entries: Iterable[tuple[str, str]], prefix: str) -> tuple[Template, ...]:
+    out: list[Template] = []
+    seen: set[tuple[str, str]] = set()
+    for i, (inp, tgt) in enumerate(entries):
+        if (inp, tgt) in seen:
+            log.info("template bank %s: task %s template %d repeats an earlier one; dropped", prefix, task, i)
+            continue
+        seen.add((inp, tgt))
+        tpl = Template(input=inp, target=tgt, name=f"{prefix}:{task}/{i}")
+        try:
+            _ = tpl.placeholders
+        except ValueError as exc:
+            raise DataError(f"template bank {prefix}: task {task!r} template {i}: {exc}") from None
+        out.append(tpl)
+    return tuple(out)
+
+
+def load_flan_templates(path: str | Path) -> TemplateBank:
+    """Load FLAN's ``PATTERNS`` stored as JSON: ``{task: [{"input": ..., "target": ...}, ...]}``.
+
+    The GLUE tasks are wired to it as FLAN does (``coin_lightning.data.sources.glue``: FLAN task keys,
+    FLAN's rte field names, FLAN's answer options by label id), so GLUE records render with FLAN
+    templates directly. Exact duplicate templates (FLAN's cola has one) are dropped.
+
+    Args:
+        path: the JSON file, e.g. ``../shared/data/flan/templates.json``.
+
+    Raises:
+        DataError: missing file, invalid JSON, or an entry without ``input``/``target`` strings.
+    """
+    from coin_lightning.data.sources.glue import FLAN_FIELD_MAP, FLAN_OPTIONS, FLAN_TASK_KEYS
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such template file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object {{task: [templates]}}")
+    templates = {}
+    for task, entries in raw.items():
+        pairs = []
+        for i, e in enumerate(entries):
+            if isinstance(e, (list, tuple)) and len(e) == 2:
+                e = {"input": e[0], "target": e[1]}
+            if not isinstance(e, dict) or not isinstance(e.get("input"), str) or not isinstance(e.get("target"), str):
+                raise DataError(f"{path}: task {task!r} template {i}: expected {{'input': str, 'target': str}}")
+            pairs.append((e["input"], e["target"]))
+        templates[task] = _dedupe(task, pairs, "flan")
+    aliases = {g: k for g, k in FLAN_TASK_KEYS.items() if g != k}
+    field_maps = {FLAN_TASK_KEYS[g]: dict(m) for g, m in FLAN_FIELD_MAP.items()}
+    options = {FLAN_TASK_KEYS[g]: o for g, o in FLAN_OPTIONS.items()}
+    options.update(FLAN_OPTIONS)
+    return TemplateBank(templates, options=options, aliases=aliases, field_maps=field_maps, name=str(path))
+
+
+OWN_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "resources" / "templates"
+"""Where the project's own template files live (shipped as package data)."""
+
+
+def own_template_files() -> list[Path]:
+    """The project's own template YAML files, sorted by name."""
+    return sorted(OWN_TEMPLATE_DIR.glob("*.yaml"))
+
+
+def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBank:
+    """Load the project's own templates (YAML) with the answer options they need.
+
+    File layout: ``{task: [template, ...]}`` where a template is either a string (the input; the
+    target is ``"{answer}"``) or ``{input: ..., target: ...}``. Options: GLUE tasks use the
+    PromptBench label words (``coin_lightning.data.sources.glue.LABEL_WORDS``), embedded tasks their
+    own (``coin_lightning.data.sources.embedded.EMBEDDED_TASKS``).
+
+    Args:
+        paths: YAML files; default :func:`own_template_files`.
+
+    Raises:
+        DataError: a missing or malformed file, a task defined twice, or a bad template entry.
+    """
+    import yaml
+
+    from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
+    from coin_lightning.data.sources.glue import LABEL_WORDS
+
+    paths = [Path(p) for p in (own_template_files() if paths is None else paths)]
+    if not paths:
+        raise DataError(f"no template files in {OWN_TEMPLATE_DIR}")
+    templates: dict[str, tuple[Template, ...]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: no such template file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: expected a mapping {{task: [templates]}}")
+        for task, entries in raw.items():
+            if task in templates:
+                raise DataError(f"{path}: task {task!r} is already defined in another template file")
+            if not isinstance(entries, list) or not entries:
+                raise DataError(f"{path}: task {task!r}: expected a non-empty list of templates")
+            pairs = []
+            for i, e in enumerate(entries):
+                if isinstance(e, str):
+                    e = {"input": e}
+                if not isinstance(e, dict) or not isinstance(e.get("input"), str):
+                    raise DataError(f"{path}: task {task!r} template {i}: expected a string or {{input, target}}")
+                pairs.append((e["input"].strip("\n"), str(e.get("target", "{answer}"))))
+            templates[task] = _dedupe(task, pairs, "own")
+    options = {t: tuple(w) for t, w in LABEL_WORDS.items()}
+    options.update({t: spec.options for t, spec in EMBEDDED_TASKS.items() if spec.options})
+    return TemplateBank(templates, options=options, name="own")
+
+
+def load_template_bank(spec: str | Path) -> TemplateBank:
+    """The bank named by the ``data.templates`` config value.
+
+    Args:
+        spec: ``"own"`` (the shipped YAML), a path to a FLAN-layout JSON file, or a path to a YAML
+            file (or directory of YAML files) in the own layout.
+
+    Raises:
+        DataError: as the loaders.
+    """
+    if str(spec) == "own":
+        return load_own_templates()
+    path = Path(spec)
+    if path.is_dir():
+        return load_own_templates(sorted(path.glob("*.yaml")))
+    if path.suffix in (".yaml", ".yml"):
+        return load_own_templates([path])
+    return load_flan_templates(path)

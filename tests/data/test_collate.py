@@ -1,0 +1,131 @@
+"""Collation: the CONTRACTS.md batch, label masking, left padding and input-side truncation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coin_lightning.data.collate import Collator, Encoder, collate
+from coin_lightning.data.grouping import Example, Group, Pair
+from coin_lightning.data.prompts import build_prompt
+from coin_lightning.data.records import DataError
+
+TEMPLATE = "Passage: {sentence1}\nClaim: {sentence2}\nDoes the passage back the claim? Reply {choices}."
+CHOICES = "'entailment' or 'not_entailment'"
+
+
+def example(uid, s1, s2, target, template="own:rte/0", tpl=TEMPLATE):
+    values = {"sentence1": s1, "sentence2": s2, "choices": CHOICES, "answer": target}
+    return Example("rte", uid, template, tpl.format_map(values), target, template_input=tpl, values=values)
+
+
+def pair_group(k):
+    a = example(f"r{k}", f"The cat number {k} sat on the mat.", "A cat sat.", "entailment")
+    b = example(f"r{k}", f"The cat number {k} sat on the mat.", "A cat sat.", "entailment", "own:rte/1", "Claim: {sentence2}\nText: {sentence1}\n{choices}?")
+    c = example(f"n{k}", f"Dogs {k} bark loudly at night in the yard.", "Dogs are silent.", "not_entailment")
+    d = example(f"n{k}", f"Dogs {k} bark loudly at night in the yard.", "Dogs are silent.", "not_entailment", "own:rte/1", "Claim: {sentence2}\nText: {sentence1}\n{choices}?")
+    return Group(pairs=(Pair(a, b), Pair(c, d)))
+
+
+def expected_ids(tok, ex, fmt="alpaca"):
+    prompt = tok(build_prompt(ex.input, fmt, tok), add_special_tokens=fmt != "chat")["input_ids"]
+    response = tok(ex.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return list(prompt), list(response)
+
+
+def test_batch_follows_the_contract(any_tokenizer):
+    tok = any_tokenizer
+    groups = [pair_group(1), pair_group(22)]
+    enc = Encoder(tok, "alpaca", cutoff_len=256)
+    batch = Collator(tok.pad_token_id)(enc.encode_groups(groups))
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "response_start", "num_pairs"}
+    P = batch["num_pairs"]
+    assert P == 4 and batch["input_ids"].shape[0] == 2 * P
+    for t in ("input_ids", "attention_mask", "labels", "response_start"):
+        assert batch[t].dtype == torch.long
+    rows = [p.original for g in groups for p in g.pairs] + [p.paraphrase for g in groups for p in g.pairs]
+    T = batch["input_ids"].shape[1]
+    for i, ex in enumerate(rows):
+        prompt, response = expected_ids(tok, ex)
+        L = len(prompt) + len(response)
+        mask = batch["attention_mask"][i]
+        assert mask[: T - L].sum() == 0 and mask[T - L:].all()  # left padding
+        assert (batch["input_ids"][i, : T - L] == tok.pad_token_id).all()
+        assert batch["input_ids"][i, T - L:].tolist() == prompt + response
+        start = int(batch["response_start"][i])
+        assert start == T - len(response)
+        assert (batch["labels"][i, :start] == -100).all()
+        assert batch["labels"][i, start:].tolist() == response  # target + EOS, unshifted
+    # originals first, then their paraphrases in the same order
+    assert [r.uid for r in rows[:P]] == [r.uid for r in rows[P:]]
+
+
+def test_hard_negative_rows_have_no_lm_labels(tiny_tokenizer):
+    tok = tiny_tokenizer
+    g = pair_group(3)
+    item = Group(pairs=(g.pairs[0],), negatives=(g.pairs[1].original,))
+    batch = collate(Encoder(tok).encode_groups([item, item]), tok.pad_token_id)
+    assert batch["num_pairs"] == 2 and batch["input_ids"].shape[0] == 6
+    assert (batch["labels"][4:] == -100).all() and (batch["labels"][:4] != -100).any(dim=1).all()
+    assert batch["attention_mask"][4:].sum() > 0
+    with pytest.raises(DataError, match="mixes groups"):
+        collate(Encoder(tok).encode_groups([item, g]), tok.pad_token_id)
+
+
+def test_truncation_shortens_the_longest_field_and_keeps_the_response(any_tokenizer):
+    tok = any_tokenizer
+    long = " ".join(f"word{i}" for i in range(400))
+    ex = example("r1", long, "Short claim here.", "not_entailment")
+    enc = Encoder(tok, "alpaca", cutoff_len=128)
+    (row,) = enc.encode([ex])
+    prompt, response = expected_ids(tok, ex)
+    assert len(prompt) > 400 and len(row.ids) <= 128 and enc.truncated == 1 and enc.response_over_cutoff == 0
+    assert row.ids[row.n_prompt:].tolist() == response
+    text = tok.decode(row.ids[: row.n_prompt].tolist(), skip_special_tokens=True)
+    # the instruction wording, the other field, the choices and the response marker survive whole
+    assert "Claim: Short claim here.\nDoes the passage back the claim? Reply 'entailment' or 'not_entailment'." in text
+    assert text.endswith("### Response:\n") and text.startswith("Passage: word0 word1")
+    assert "word399" not in text and len(row.ids) >= 128 - 3  # the field is cut no more than needed
+
+
+def test_prerendered_rows_are_cut_in_the_middle(any_tokenizer):
+    tok = any_tokenizer
+    body = " ".join(f"item{i}" for i in range(300))
+    ex = Example("sst2", "coin_csv/0", "csv:original", f"Review:\n{body}\nIs it positive or negative?", "positive")
+    enc = Encoder(tok, "alpaca", cutoff_len=80)
+    (row,) = enc.encode([ex])
+    _, response = expected_ids(tok, ex)
+    assert len(row.ids) <= 80 and row.ids[row.n_prompt:].tolist() == response
+    text = tok.decode(row.ids[: row.n_prompt].tolist(), skip_special_tokens=True)
+    assert text.startswith("Review:") and text.endswith("Is it positive or negative?\n\n### Response:\n")
+
+
+def test_response_longer_than_cutoff_is_kept_whole_and_counted(tiny_tokenizer):
+    tok = tiny_tokenizer
+    target = " ".join(["the lazy dog"] * 40)
+    ex = example("r1", "a b c", "d e f", target)
+    enc = Encoder(tok, "alpaca", cutoff_len=32, min_prompt_tokens=8)
+    (row,) = enc.encode([ex])
+    _, response = expected_ids(tok, ex)
+    assert row.ids[row.n_prompt:].tolist() == response and row.n_prompt == 8
+    assert enc.response_over_cutoff == 1 and len(row.ids) > 32
+
+
+def test_chat_format_uses_the_chat_template(any_tokenizer):
+    tok = any_tokenizer
+    ex = pair_group(1).pairs[0].original
+    (row,) = Encoder(tok, "chat").encode([ex])
+    prompt, response = expected_ids(tok, ex, "chat")
+    assert row.ids.tolist() == prompt + response and row.n_prompt == len(prompt)
+    assert tok.decode(prompt) == build_prompt(ex.input, "chat", tok)  # no extra special tokens added
+
+
+def test_missing_special_tokens_are_errors(tiny_tokenizer):
+    class NoEos:
+        eos_token_id = None
+
+    with pytest.raises(DataError, match="no EOS"):
+        Encoder(NoEos())
+    with pytest.raises(DataError, match="no pad token"):
+        Collator(None)
+    with pytest.raises(DataError, match="too small"):
+        Encoder(tiny_tokenizer, cutoff_len=4)

@@ -119,7 +119,8 @@ class CoinModule(L.LightningModule):
         scheduler: str = "linear",
     ) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.train()  # from_pretrained returns eval mode; LoRA dropout needs train mode
+        self.flops_per_batch: float | None = None  # set per batch by compute(); read by ThroughputMonitor
         self.loss_args = LossArgs.from_config(loss if loss is not None else {})
         self.optimizer_factory = optimizer
         self.warmup_ratio = warmup_ratio

@@ -32,10 +32,17 @@ class AdapterCheckpoint(L.Callback):
         self._last_step = -1
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule, path: Path) -> None:
-        """Save ``pl_module.model`` (a ``PeftModel``) to ``path`` atomically (rank 0; others wait)."""
+        """Save ``pl_module.model`` (a ``PeftModel``) to ``path`` atomically (rank 0; others wait).
+
+        Under FSDP the sharded adapter is first gathered to rank 0 (a collective: every rank takes part).
+        """
+        state = _fsdp_adapter_state(trainer, pl_module)
         if trainer.is_global_zero:
             with atomic_path(path) as tmp:
-                pl_module.model.save_pretrained(str(tmp), safe_serialization=True)
+                if state is None:
+                    pl_module.model.save_pretrained(str(tmp), safe_serialization=True)
+                else:
+                    _write_peft_adapter(pl_module.model, state, tmp)
             self.written.append(path)
             log.info("adapter written to %s", path)
         trainer.strategy.barrier("adapter_export")
@@ -49,6 +56,38 @@ class AdapterCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
         self.export(trainer, pl_module, self.dirpath)
+
+
+def _fsdp_adapter_state(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any] | None:
+    """Under FSDP: the full adapter tensors keyed as in ``PeftModel.state_dict()`` (complete on rank 0,
+    empty elsewhere; all ranks must call). Otherwise ``None``: peft reads the unsharded model itself."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return None
+    full = trainer.strategy.lightning_module_state_dict()  # FSDP full state dict, consolidated on rank 0
+    keep = pl_module.trainable_names()
+    return {k.removeprefix("model."): v for k, v in full.items() if k in keep}
+
+
+def _write_peft_adapter(peft_model, state: dict[str, Any], directory: Path) -> None:
+    """Write peft's adapter format (safetensors + ``adapter_config.json``) from gathered adapter tensors.
+
+    Used under FSDP: ``PeftModel.save_pretrained(state_dict=...)`` selects adapter tensors by module
+    names, which carry FSDP wrapper prefixes under auto-wrapping, and so finds none of the (clean)
+    keys of an FSDP state dict. peft's file keys are the model keys without the adapter name.
+    """
+    import copy
+
+    from safetensors.torch import save_file
+
+    name = peft_model.active_adapter
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k.replace(f".{name}.", "."): v.contiguous() for k, v in state.items()}
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = copy.deepcopy(peft_model.peft_config[name])
+    config.inference_mode = True
+    config.save_pretrained(str(directory))
 
 
 def _rows(batch: dict) -> int:

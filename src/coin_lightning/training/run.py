@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,6 +17,7 @@ from coin_lightning.io import write_json
 from coin_lightning.model.loading import ModelLoadError, load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule, ConfigError, LossArgs
+from coin_lightning.training.launch import check_launch
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
     base, tokenizer = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    datamodule.setup("fit")  # surface data errors before anything is written (setup is idempotent)
     module = CoinModule(
         model,
         loss=cfg.loss,
@@ -52,6 +55,7 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
     trainer = instantiate(
         cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
     )
+    check_launch(trainer)
     return module, datamodule, trainer
 
 
@@ -118,7 +122,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_json(out / "summary.json", summary)
             _print_summary(summary)
         return summary
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, InstantiationException) as exc:
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        exc = cause
         if not started:
             shutil.rmtree(out, ignore_errors=True)
         raise SystemExit(f"error: {exc}") from None

@@ -1,0 +1,41 @@
+"""Checks on how a job's distributed processes get started (Lightning launchers under Hydra)."""
+from __future__ import annotations
+
+import lightning as L
+
+from coin_lightning.model.module import ConfigError
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Refuse local multi-process DDP/FSDP inside a Hydra multirun (``-m``).
+
+    Lightning's subprocess launcher starts ranks ``1..N-1`` by re-running the command line with the
+    job's ``hydra.run.dir``. That keeps a single run in one directory, but in a multirun the command is
+    the whole sweep: every extra rank would start the sweep again, in new output directories
+    (Lightning does not support Hydra multirun with its subprocess launcher; see
+    Lightning-AI/pytorch-lightning#18175 and facebookresearch/hydra#2070). Processes started by a
+    scheduler (SLURM via ``hydra/launcher=submitit_slurm``, ``torchrun``) are not affected: each one
+    runs exactly its own job.
+
+    Raises:
+        ConfigError: Hydra runs in MULTIRUN mode and the trainer would spawn more than one local
+            process by re-running the command.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and launcher.num_processes > 1
+        and not launcher.cluster_environment.creates_processes_externally
+    ):
+        raise ConfigError(
+            f"trainer.devices={launcher.num_processes} local processes cannot run inside a Hydra multirun: "
+            "Lightning starts the extra ranks by re-running the command, which would restart the sweep. "
+            "Run each job without -m, or use hydra/launcher=submitit_slurm (SLURM starts one task per "
+            "device; docs/SCALING.md)"
+        )

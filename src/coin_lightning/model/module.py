@@ -120,7 +120,7 @@ class CoinModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; LoRA dropout needs train mode
-        self.flops_per_batch: float | None = None  # set per batch by compute(); read by ThroughputMonitor
+        self.flops_per_batch: float | None = None  # ThroughputMonitor reads it; None = no FLOP/s estimate
         self.loss_args = LossArgs.from_config(loss if loss is not None else {})
         self.optimizer_factory = optimizer
         self.warmup_ratio = warmup_ratio

@@ -1,0 +1,1 @@
+"""Experiments around coin-lightning that are not part of the installed package: benchmarks, studies."""

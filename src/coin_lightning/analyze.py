@@ -1,0 +1,26 @@
+"""``python -m coin_lightning.analyze``: representations of the same inputs under clean and perturbed
+instructions (CoIN paper, Sec. 5): a 2-D projection (UMAP or PCA) and their mean cosine similarity.
+
+Examples::
+
+    python -m coin_lightning.analyze data.root=../shared/data/glue eval.tasks=[rte,sst2]
+    python -m coin_lightning.analyze adapter=outputs/train/runs/<time>/adapter analyze.projection=pca
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from coin_lightning.conf import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point: returns the overall mean cosine similarity (clean vs perturbed)."""
+    from coin_lightning.eval.cli import analyze
+
+    return analyze(cfg)["overall"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: tasks and rows, instruction sets, prediction, metrics, reports, plots, comparisons."""

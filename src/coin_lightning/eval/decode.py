@@ -1,0 +1,239 @@
+"""Batched forward passes for evaluation: prefill (optionally after a cached shared prefix), greedy
+decoding and label-word log-likelihoods.
+
+Layout of a batch: every row is ``[shared prefix | left padding | row suffix]``. The prefix (all
+tokens the prompts of one instruction share, i.e. the instruction and the prompt wrapper up to the
+content) is encoded once with batch size 1; its key/value cache is repeated to the batch and the
+suffixes are processed after it with the attention mask ``[prefix ones | suffix mask]`` and explicit
+position ids (``prefix length + running count of real suffix tokens``), so every real token sees the
+same keys at the same positions as in one unpadded pass over the whole prompt. With ``prefix=None``
+rows are whole prompts, left-padded, with the same position rule: the uncached reference path.
+
+Shapes: ``B`` rows, ``P`` prefix tokens, ``S`` padded suffix length, ``V`` vocabulary, ``K`` label
+words. All functions run under ``torch.inference_mode()``; callers put the model in ``eval()``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from coin_lightning.losses import pool_hidden
+
+
+@dataclass
+class Prefix:
+    """The encoded shared prefix of one group of prompts."""
+
+    ids: list[int]
+    """Its token ids (``P`` of them)."""
+    cache: Any
+    """The model's key/value cache for them, batch size 1 (a ``transformers`` ``Cache``)."""
+
+
+@dataclass
+class Prefilled:
+    """The state after encoding a batch of prompts: ready to decode or to score continuations."""
+
+    last_logits: torch.Tensor
+    """Float ``[B, V]``: next-token logits after each prompt's last token."""
+    cache: Any
+    """Key/value cache for ``[B, P + S]`` positions (mutated by later calls)."""
+    attention_mask: torch.Tensor
+    """Long ``[B, P + S]``: 1 on prefix and real suffix tokens, 0 on padding."""
+    next_position: torch.Tensor
+    """Long ``[B]``: the position id of the first token after each prompt (its real length)."""
+    last_hidden: torch.Tensor | None = None
+    """Float ``[B, H]``: final-layer hidden state at each prompt's last token (when asked), pooled with
+    :func:`coin_lightning.losses.pool_hidden` (``last``: the last non-padding token), as in training."""
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix, capped so every sequence keeps at least one token.
+
+    Raises:
+        ValueError: no sequences, or an empty one.
+    """
+    if not sequences or min(len(s) for s in sequences) == 0:
+        raise ValueError("shared_prefix_length needs non-empty token sequences")
+    first = sequences[0]
+    n = min(len(s) for s in sequences) - 1
+    for s in sequences[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def encode_prefix(model, ids: Sequence[int]) -> Prefix | None:
+    """Encode ``ids`` once (batch 1, positions ``0..P-1``); ``None`` for an empty prefix."""
+    if not ids:
+        return None
+    device = _device(model)
+    x = torch.tensor([list(ids)], device=device)
+    with torch.inference_mode():
+        out = model(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            position_ids=torch.arange(len(ids), device=device)[None],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return Prefix(ids=list(ids), cache=out.past_key_values)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to ``[B, S]`` ids and a ``[B, S]`` 0/1 mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefix | None = None,
+            hidden: bool = False) -> Prefilled:
+    """Encode a batch of prompts ``prefix.ids + suffix`` (or whole ``suffixes`` without a prefix).
+
+    Args:
+        model: a causal LM taking ``input_ids, attention_mask, position_ids, past_key_values``.
+        suffixes: ``B`` token lists, each non-empty.
+        pad_id: padding token id (never attended to).
+        prefix: the shared encoded prefix, or ``None``.
+        hidden: also return the last layer's hidden state at each prompt's last token.
+
+    Returns:
+        A :class:`Prefilled` state.
+    """
+    device = _device(model)
+    ids, mask = left_pad(suffixes, pad_id, device)
+    offset = len(prefix.ids) if prefix is not None else 0
+    positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
+    cache = None
+    full_mask = mask
+    if prefix is not None:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(suffixes))
+        full_mask = torch.cat([torch.ones((len(suffixes), offset), dtype=mask.dtype, device=device), mask], dim=1)
+    with torch.inference_mode():
+        out = model(
+            input_ids=ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=hidden,
+            logits_to_keep=1,
+        )
+    return Prefilled(
+        last_logits=out.logits[:, -1].float(),
+        cache=out.past_key_values,
+        attention_mask=full_mask,
+        next_position=positions[:, -1] + 1,
+        last_hidden=pool_hidden(out.hidden_states[-1], mask, "last").float() if hidden else None,
+    )
+
+
+def greedy_decode(model, state: Prefilled, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+    """Greedy decoding (argmax at every step) from a prefilled batch; consumes ``state.cache``.
+
+    Returns:
+        ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``).
+    """
+    device = state.last_logits.device
+    batch = state.last_logits.shape[0]
+    stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    new: list[list[int]] = [[] for _ in range(batch)]
+    logits, cache, mask, pos = state.last_logits, state.cache, state.attention_mask, state.next_position
+    for step in range(max_new_tokens):
+        token = logits.argmax(dim=-1)
+        done = done | torch.isin(token, stop)
+        for i in torch.nonzero(~done).flatten().tolist():
+            new[i].append(int(token[i]))
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
+        with torch.inference_mode():
+            out = model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        logits, cache, pos = out.logits[:, -1].float(), out.past_key_values, pos + 1
+    return new
+
+
+def label_log_likelihoods(model, state: Prefilled, candidates: Sequence[Sequence[int]], pad_id: int,
+                          max_rows: int = 256) -> torch.Tensor:
+    """Summed log-probability (nats) of each candidate's tokens as the continuation of each prompt.
+
+    The first token is scored from ``state.last_logits``; the rest by teacher-forced passes over the
+    ``B * K`` (prompt, candidate) pairs, reusing the prompt cache repeated per candidate (in chunks of
+    at most ``max_rows`` rows). Consumes ``state.cache``.
+
+    Args:
+        candidates: ``K`` non-empty token lists (the label words' tokens).
+        max_rows: bound on ``B * candidates per pass`` (memory of the repeated cache).
+
+    Returns:
+        Float ``[B, K]``.
+    """
+    if not candidates or any(len(c) == 0 for c in candidates):
+        raise ValueError("label_log_likelihoods needs non-empty candidate token lists")
+    batch = state.last_logits.shape[0]
+    logp0 = torch.log_softmax(state.last_logits, dim=-1)
+    scores = logp0[:, [c[0] for c in candidates]]
+    longer = [j for j, c in enumerate(candidates) if len(c) > 1]
+    step = max(1, max_rows // batch)
+    for start in range(0, len(longer), step):
+        chunk = longer[start:start + step]
+        last = start + step >= len(longer)
+        cache = state.cache if last else copy.deepcopy(state.cache)
+        rest = _continuation_log_likelihoods(model, state, cache, [candidates[j] for j in chunk], pad_id)
+        scores[:, chunk] += rest
+    return scores
+
+
+def _continuation_log_likelihoods(model, state: Prefilled, cache, candidates: Sequence[Sequence[int]],
+                                  pad_id: int) -> torch.Tensor:
+    """Float ``[B, K]``: summed log-probabilities of tokens ``1..`` of each candidate (consumes ``cache``)."""
+    device = state.last_logits.device
+    batch, k = state.last_logits.shape[0], len(candidates)
+    width = max(len(c) for c in candidates) - 1
+    feed = torch.full((k, width), pad_id, dtype=torch.long, device=device)
+    target = torch.zeros((k, width), dtype=torch.long, device=device)
+    valid = torch.zeros((k, width), dtype=torch.bool, device=device)
+    for j, c in enumerate(candidates):
+        n = len(c) - 1
+        feed[j, :n] = torch.tensor(list(c[:-1]), device=device)
+        target[j, :n] = torch.tensor(list(c[1:]), device=device)
+        valid[j, :n] = True
+    cache.batch_repeat_interleave(k)  # rows ordered (b0,k0), (b0,k1), ...
+    mask = torch.cat([state.attention_mask.repeat_interleave(k, dim=0), valid.long().repeat(batch, 1)], dim=1)
+    positions = state.next_position.repeat_interleave(k)[:, None] + torch.arange(width, device=device)[None]
+    with torch.inference_mode():
+        out = model(
+            input_ids=feed.repeat(batch, 1),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    picked = logp.gather(-1, target.repeat(batch, 1)[..., None])[..., 0]
+    return (picked * valid.repeat(batch, 1)).sum(dim=1).view(batch, k)

@@ -1,0 +1,207 @@
+"""Metrics over a table of per-example predictions: pure functions, no I/O.
+
+A prediction row is a dict with at least ``task``, ``category``, ``perturbation``, ``level``,
+``instruction_index``, ``gold`` and ``pred`` (``-1`` = unparseable). From them:
+
+- accuracy per (task, perturbation, instruction), with the share of unparseable answers;
+- per (task, level): mean and *population* standard deviation of those accuracies across the
+  level's instructions (pooled over its perturbations), the CoIN paper's table (the reference code's
+  ``postprocessing.py`` uses ``np.std``);
+- per level and per task category: the mean over tasks of the per-(task, level) means (and of the
+  stds); overall: clean, perturbed (mean over tasks and non-clean levels) and PDR;
+- Performance Drop Rate (PromptBench, Zhu et al. 2023, Sec. 3.2): ``PDR = 1 - acc(perturbed) /
+  acc(clean)`` for each perturbed instruction against the clean instruction with the same index
+  (each perturbation of a set perturbs the clean instructions in order), averaged over instructions;
+  when a perturbation has a different number of instructions than ``clean``, the clean mean is the
+  denominator. A clean accuracy of 0 leaves PDR undefined (``None``), and such instructions are left
+  out of the averages. Positive PDR = accuracy dropped.
+
+Accuracies are fractions in ``[0, 1]``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+CLEAN = "clean"
+"""Name of the unperturbed level (and perturbation)."""
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _pstd(xs: Sequence[float]) -> float | None:
+    if not xs:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def pdr(acc_perturbed: float, acc_clean: float) -> float | None:
+    """PromptBench's Performance Drop Rate ``1 - acc_perturbed / acc_clean``; ``None`` if ``acc_clean`` is 0."""
+    if acc_clean == 0:
+        return None
+    return 1.0 - acc_perturbed / acc_clean
+
+
+def per_instruction(rows: Iterable[dict]) -> list[dict]:
+    """Accuracy of every (task, perturbation, instruction) with its PDR against the paired clean one.
+
+    Returns:
+        Dicts with ``task, category, perturbation, level, instruction_index, instruction, n, correct,
+        accuracy, unparseable, pdr`` (``pdr`` is ``None`` for clean instructions and when undefined),
+        sorted by task, level, perturbation, index.
+
+    Raises:
+        ValueError: a row misses a required key.
+    """
+    groups: dict[tuple, dict] = {}
+    for row in rows:
+        try:
+            key = (row["task"], row["perturbation"], int(row["instruction_index"]))
+            g = groups.setdefault(key, {
+                "task": row["task"], "category": row["category"], "perturbation": row["perturbation"],
+                "level": row["level"], "instruction_index": int(row["instruction_index"]),
+                "instruction": row.get("instruction", ""), "n": 0, "correct": 0, "unparseable_n": 0,
+            })
+            g["n"] += 1
+            g["correct"] += int(int(row["pred"]) == int(row["gold"]))
+            g["unparseable_n"] += int(int(row["pred"]) < 0)
+        except KeyError as exc:
+            raise ValueError(f"prediction row misses key {exc}: {row}") from None
+    table = []
+    for g in groups.values():
+        g["accuracy"] = g["correct"] / g["n"]
+        g["unparseable"] = g.pop("unparseable_n") / g["n"]
+        table.append(g)
+    clean = defaultdict(dict)
+    for g in table:
+        if g["perturbation"] == CLEAN:
+            clean[g["task"]][g["instruction_index"]] = g["accuracy"]
+    counts = defaultdict(int)
+    for g in table:
+        counts[(g["task"], g["perturbation"])] += 1
+    for g in table:
+        g["pdr"] = None
+        base = clean.get(g["task"])
+        if g["perturbation"] == CLEAN or not base:
+            continue
+        if counts[(g["task"], g["perturbation"])] == len(base) and g["instruction_index"] in base:
+            g["pdr"] = pdr(g["accuracy"], base[g["instruction_index"]])
+        else:
+            g["pdr"] = pdr(g["accuracy"], _mean(list(base.values())))
+    return sorted(table, key=lambda g: (g["task"], g["level"], g["perturbation"], g["instruction_index"]))
+
+
+def per_task_level(instructions: Sequence[dict]) -> list[dict]:
+    """Mean and population std of accuracy across the instructions of each (task, level).
+
+    Returns:
+        Dicts with ``task, category, level, mean, std, n_instructions, unparseable, pdr`` (``pdr``: mean
+        of the defined per-instruction PDRs, ``None`` for clean or when none is defined).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for g in instructions:
+        groups[(g["task"], g["level"])].append(g)
+    out = []
+    for (task, level), items in groups.items():
+        accs = [g["accuracy"] for g in items]
+        pdrs = [g["pdr"] for g in items if g["pdr"] is not None]
+        out.append({
+            "task": task, "category": items[0]["category"], "level": level,
+            "mean": _mean(accs), "std": _pstd(accs), "n_instructions": len(items),
+            "unparseable": _mean([g["unparseable"] for g in items]),
+            "pdr": _mean(pdrs) if level != CLEAN else None,
+        })
+    return sorted(out, key=lambda r: (r["task"], r["level"]))
+
+
+def _average(cells: Sequence[dict]) -> dict:
+    pdrs = [c["pdr"] for c in cells if c["pdr"] is not None]
+    return {
+        "mean": _mean([c["mean"] for c in cells]),
+        "std": _mean([c["std"] for c in cells]),
+        "pdr": _mean(pdrs),
+        "unparseable": _mean([c["unparseable"] for c in cells]),
+        "n_tasks": len({c["task"] for c in cells}),
+    }
+
+
+def summarize(rows: Sequence[dict], levels: Sequence[str] | None = None) -> dict:
+    """All metrics of one evaluation.
+
+    Args:
+        rows: prediction rows (see the module docstring).
+        levels: level order for the tables (default: as first seen, ``clean`` first).
+
+    Returns:
+        ``{"per_instruction": [...], "per_task_level": [...], "per_level": {level: {mean, std, pdr,
+        unparseable, n_tasks}}, "per_category": {category: {level: {...}}}, "overall": {clean,
+        perturbed, all, pdr, unparseable, n_examples}, "levels": [...], "tasks": [...]}``. Per-level
+        and per-category values average the per-(task, level) cells over tasks.
+
+    Raises:
+        ValueError: no rows.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no predictions to summarize")
+    inst = per_instruction(rows)
+    cells = per_task_level(inst)
+    seen = list(dict.fromkeys(r["level"] for r in rows))
+    order = [lv for lv in (levels or []) if lv in seen] + [lv for lv in seen if lv not in (levels or [])]
+    if CLEAN in order:
+        order = [CLEAN] + [lv for lv in order if lv != CLEAN]
+    task_order = list(dict.fromkeys(r["task"] for r in rows))
+    cells.sort(key=lambda c: (task_order.index(c["task"]), order.index(c["level"])))
+    inst.sort(key=lambda g: (task_order.index(g["task"]), order.index(g["level"]), g["perturbation"], g["instruction_index"]))
+    per_level = {lv: _average([c for c in cells if c["level"] == lv]) for lv in order}
+    per_category: dict[str, dict] = {}
+    for cat in dict.fromkeys(c["category"] for c in cells):
+        per_category[cat] = {lv: _average([c for c in cells if c["category"] == cat and c["level"] == lv])
+                             for lv in order if any(c["category"] == cat and c["level"] == lv for c in cells)}
+    perturbed = [c for c in cells if c["level"] != CLEAN]
+    overall = {
+        "clean": per_level[CLEAN]["mean"] if CLEAN in per_level else None,
+        "perturbed": _mean([c["mean"] for c in perturbed]),
+        "all": _mean([c["mean"] for c in cells]),
+        "pdr": _mean([c["pdr"] for c in perturbed if c["pdr"] is not None]),
+        "unparseable": sum(int(int(r["pred"]) < 0) for r in rows) / len(rows),
+        "n_examples": len(rows),
+    }
+    return {
+        "levels": order,
+        "tasks": task_order,
+        "per_instruction": inst,
+        "per_task_level": cells,
+        "per_level": per_level,
+        "per_category": per_category,
+        "overall": overall,
+    }
+
+
+def digest(obj) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def fingerprint(uids_by_task: dict[str, list[str]], instructions: dict[str, dict[str, list[str]]]) -> dict:
+    """What makes two evaluations comparable: the rows scored and the instructions given.
+
+    Args:
+        uids_by_task: ``{task: [row uid, ...]}`` in evaluation order.
+        instructions: ``{perturbation: {task: [instruction, ...]}}`` as evaluated (for the adversarial
+            mode: the instructions the search started from).
+
+    Returns:
+        ``{"rows": sha256, "instructions": sha256, "rows_per_task": {task: n}}``.
+    """
+    return {
+        "rows": digest(uids_by_task),
+        "instructions": digest(instructions),
+        "rows_per_task": {t: len(u) for t, u in uids_by_task.items()},
+    }

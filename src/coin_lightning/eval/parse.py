@@ -1,0 +1,51 @@
+"""Reading a class label from a generated answer, with PromptBench's rules.
+
+PromptBench (Zhu et al. 2023) and the CoIN evaluation (luka-group/CoIN, ``promptbench/inference.py``,
+``_process_cls_pred``) lower-case the generated text, drop ``<pad>`` / ``</s>``, strip punctuation and
+white space from both ends, and take the label word the answer *starts with*; any other answer counts
+as wrong. The strip set below is theirs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+STRIP_CHARS = ",._\"'-+=!?()&^%$#@:\\|{}[]<>/`\n\t\r\v\f\u200b "
+"""Characters removed from both ends of an answer (PromptBench's set, plus the zero-width space)."""
+
+DROPPED_TOKENS = ("<pad>", "</s>")
+"""Special-token strings deleted from the answer before stripping (PromptBench's)."""
+
+UNPARSEABLE = -1
+"""Prediction id of an answer that starts with no label word."""
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case ``text``, delete :data:`DROPPED_TOKENS` and strip :data:`STRIP_CHARS` from both ends."""
+    text = text.lower()
+    for token in DROPPED_TOKENS:
+        text = text.replace(token, "")
+    return text.strip(STRIP_CHARS)
+
+
+def parse_label(answer: str, label_words: Sequence[str]) -> int:
+    """Map a generated answer to the index of the label word it starts with.
+
+    Label words are tried longest first, so the result never depends on their order (PromptBench
+    tries them in list order; with its label sets no word is a prefix of another, so both agree).
+    ``"not_entailment"`` therefore maps to ``not_entailment`` and ``"unacceptable."`` to
+    ``unacceptable``, while ``"it is entailment"`` is unparseable.
+
+    Args:
+        answer: the decoded generation (new tokens only).
+        label_words: the task's label words by label id, e.g. ``("entailment", "not_entailment")``.
+
+    Returns:
+        The label id, or :data:`UNPARSEABLE` (``-1``).
+    """
+    text = normalize_answer(answer)
+    order = sorted(range(len(label_words)), key=lambda i: -len(label_words[i]))
+    for i in order:
+        word = label_words[i].lower()
+        if word and text.startswith(word):
+            return i
+    return UNPARSEABLE

@@ -1,0 +1,83 @@
+"""Sentence-level perturbations: CheckList random suffixes and StressTest tautologies.
+
+Both append text and change nothing already there, so label words and quoted options are kept.
+
+- CheckList (Ribeiro et al. 2020, "Beyond accuracy"; PromptBench's ``checklist`` attack): append a
+  random, meaningless alphanumeric string (``suffix_len`` characters, PromptBench uses 10).
+- StressTest (Naik et al. 2018, "Stress test evaluation for natural language inference"; PromptBench's
+  ``stresstest``): append a tautology such as "and true is true", which a robust reader ignores.
+"""
+from __future__ import annotations
+
+import random
+import re
+import string
+from typing import Iterable
+
+SUFFIX_ALPHABET = string.ascii_letters + string.digits
+"""Characters of a CheckList suffix."""
+
+TAUTOLOGIES = (
+    "and true is true",
+    "and false is not true",
+    "and one equals one",
+    "and a circle is round",
+    "and every square has four sides",
+)
+"""StressTest distractors: clauses that are true whatever the input (the first is Naik et al.'s;
+the others are our own in the same spirit). Those that contain a protected (label) word are not
+used, so that ``and true is true`` never adds an answer word to a true/false task."""
+
+
+def usable_tautologies(protected: Iterable[str] = ()) -> list[str]:
+    """The :data:`TAUTOLOGIES` that contain none of the ``protected`` words (whole words, any case)."""
+    words = [w.strip().lower() for w in protected if w.strip()]
+    return [
+        t for t in TAUTOLOGIES
+        if not any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", t, re.IGNORECASE) for w in words)
+    ]
+
+
+def random_suffix(rng: random.Random, length: int = 10) -> str:
+    """A random string of ``length`` letters and digits (``length`` >= 1)."""
+    return "".join(rng.choice(SUFFIX_ALPHABET) for _ in range(length))
+
+
+def append(text: str, suffix: str) -> str:
+    """``text`` with ``suffix`` appended after one space (trailing white space of ``text`` kept out)."""
+    return f"{text.rstrip()} {suffix}"
+
+
+def checklist(
+    text: str, rng: random.Random, protected: Iterable[str] = (), *, suffix_count: int = 1, suffix_len: int = 10
+) -> str:
+    """Append ``suffix_count`` random alphanumeric strings of ``suffix_len`` characters.
+
+    Args:
+        text: the instruction.
+        rng: ``random.Random``; fixes the output.
+        protected: unused (nothing existing is edited); accepted for a uniform operator signature.
+        suffix_count: suffixes appended, each after a space.
+        suffix_len: characters per suffix.
+
+    Returns:
+        ``text`` followed by the suffixes.
+    """
+    for _ in range(suffix_count):
+        text = append(text, random_suffix(rng, suffix_len))
+    return text
+
+
+def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, suffix_count: int = 1) -> str:
+    """Append ``suffix_count`` tautologies from :data:`TAUTOLOGIES`, drawn without replacement.
+
+    Arguments as :func:`checklist`; tautologies containing a ``protected`` word are skipped, and more
+    suffixes than there are usable tautologies reuse them in a new order.
+    """
+    pool = usable_tautologies(protected) or list(TAUTOLOGIES)
+    chosen: list[str] = []
+    while len(chosen) < suffix_count:
+        chosen.extend(rng.sample(pool, len(pool)))
+    for clause in chosen[:suffix_count]:
+        text = append(text, clause)
+    return text

@@ -1,0 +1,141 @@
+"""Splitting an instruction into words, and marking the words no perturbation may touch.
+
+Every perturbation operator works on the word tokens this module yields and leaves everything else
+(spaces, punctuation, protected spans) byte for byte as it was. Protected are:
+
+- every occurrence of a ``protected`` phrase (the task's label words), matched case-insensitively
+  as a whole token: ``entailment`` is protected on its own, and ``not_entailment`` is one token
+  that is protected when it is itself a label word;
+- every quoted span, ``'...'`` or ``"..."`` (answer options, as PromptBench's prompts quote them);
+- every ``{...}`` placeholder, so a published instruction with a template field survives.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+WORD_RE = re.compile(r"\w+")
+"""A word token: a maximal run of letters, digits and underscores (so ``not_entailment`` is one)."""
+
+QUOTED_RE = re.compile(r"(?<!\w)'[^'\n]+?'(?!\w)|\"[^\"\n]+?\"|\{[^{}\n]*\}")
+"""Quoted spans and placeholders. A single quote only opens or closes a span at a word boundary, so
+the apostrophe in ``one's`` does not start one."""
+
+STOPWORDS = frozenset(
+    """a about above after again all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each either else few for from further
+    had has have having he her here hers him his how i if in into is it its itself just me more most my
+    neither no nor not now of off on once only or other our out over own same she should so some such
+    than that the their them then there these they this those through to too under until up upon us
+    very was we were what when where whether which while who whom why will with would yes yet you your
+    one two first second""".split()
+)
+"""Function words that the perturbations leave alone when content words are available (our own list;
+the attacked words of DeepWordBug/TextFooler are content words)."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """One word of an instruction, located by character offsets."""
+
+    start: int
+    """Offset of the first character in the instruction."""
+    end: int
+    """Offset one past the last character."""
+    text: str
+    """The word itself, ``instruction[start:end]``."""
+
+
+def protected_spans(text: str, protected: Iterable[str] = ()) -> list[tuple[int, int]]:
+    """Character ranges of ``text`` that no operator may change.
+
+    Args:
+        text: the instruction.
+        protected: phrases (label words) protected wherever they occur as whole tokens, ignoring case.
+
+    Returns:
+        Sorted ``(start, end)`` offsets (end exclusive), possibly overlapping.
+    """
+    spans = [m.span() for m in QUOTED_RE.finditer(text)]
+    for phrase in protected:
+        phrase = phrase.strip()
+        if phrase:
+            pattern = re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.IGNORECASE)
+            spans.extend(m.span() for m in pattern.finditer(text))
+    return sorted(spans)
+
+
+def editable_words(text: str, protected: Iterable[str] = ()) -> list[Token]:
+    """The word tokens of ``text`` that lie outside every protected span, in order."""
+    spans = protected_spans(text, protected)
+    return [
+        Token(m.start(), m.end(), m.group())
+        for m in WORD_RE.finditer(text)
+        if not any(s < m.end() and m.start() < e for s, e in spans)
+    ]
+
+
+def content_words(tokens: list[Token], min_len: int = 3) -> list[Token]:
+    """Alphabetic tokens of at least ``min_len`` letters that are not :data:`STOPWORDS`."""
+    return [t for t in tokens if t.text.isalpha() and len(t.text) >= min_len and t.text.lower() not in STOPWORDS]
+
+
+def replace_tokens(text: str, replacements: dict[Token, str]) -> str:
+    """Return ``text`` with each token replaced by its new string; all other characters unchanged."""
+    out, pos = [], 0
+    for token in sorted(replacements, key=lambda t: t.start):
+        out.append(text[pos : token.start])
+        out.append(replacements[token])
+        pos = token.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def match_case(template: str, word: str) -> str:
+    """Give ``word`` the capitalisation of ``template`` (all upper, capitalised, or as is)."""
+    if len(template) > 1 and template.isupper():
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def edit_words(
+    text: str,
+    rng,
+    protected: Iterable[str],
+    max_words: int,
+    edit: Callable[[str, object], str | None],
+    eligible: Callable[[Token], bool] = lambda t: True,
+) -> str:
+    """Edit up to ``max_words`` distinct words of ``text``, chosen at random among content words.
+
+    The words are drawn (``rng.sample``) from the editable content words that ``eligible`` accepts,
+    falling back to any editable alphabetic word when no content word qualifies. A word whose
+    ``edit`` returns ``None`` or the word itself is skipped and another one tried.
+
+    Args:
+        text: the instruction.
+        rng: a ``random.Random``; the only source of randomness.
+        protected: label words (see :func:`protected_spans`).
+        max_words: at most this many words are changed (>= 0).
+        edit: ``(word, rng) -> new word or None``.
+        eligible: extra filter on candidate tokens (e.g. "has a synonym").
+
+    Returns:
+        The edited instruction (``text`` itself when nothing could be edited).
+    """
+    tokens = editable_words(text, protected)
+    pool = [t for t in content_words(tokens) if eligible(t)]
+    if not pool:
+        pool = [t for t in tokens if t.text.isalpha() and eligible(t)]
+    order = rng.sample(pool, len(pool))
+    replacements: dict[Token, str] = {}
+    for token in order:
+        if len(replacements) >= max_words:
+            break
+        new = edit(token.text, rng)
+        if new is not None and new != token.text:
+            replacements[token] = new
+    return replace_tokens(text, replacements)

@@ -1,0 +1,159 @@
+"""Predicting class labels for one instruction over many rows: ``generate`` or ``rank``.
+
+- ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``),
+  parsed with PromptBench's rules (:func:`coin_lightning.eval.parse.parse_label`).
+- ``rank``: the label word whose tokens have the highest summed log-likelihood after the prompt wins
+  (always parseable). Scoring the word's tokens only (no end-of-sequence) measures "the answer starts
+  with this word", the event ``generate`` counts as that label.
+
+Rows of one instruction are batched together (longest first, to limit padding) and, with
+``prefix_cache``, share the key/value cache of their common token prefix (see
+:mod:`coin_lightning.eval.decode`). Both paths tokenize the whole prompt the same way, so the cached
+path differs from the uncached one only by floating-point rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from coin_lightning.data.prompts import build_prompt
+from coin_lightning.eval.decode import (
+    encode_prefix,
+    greedy_decode,
+    label_log_likelihoods,
+    prefill,
+    shared_prefix_length,
+)
+from coin_lightning.eval.parse import parse_label
+from coin_lightning.eval.tasks import render_input
+
+METHODS = ("generate", "rank")
+
+
+@dataclass
+class Prediction:
+    """The model's answer to one row under one instruction."""
+
+    answer: str
+    """``generate``: the decoded new tokens; ``rank``: the winning label word."""
+    pred: int
+    """Predicted label id, ``-1`` when the answer starts with no label word."""
+    scores: list[float] | None = None
+    """``rank``: summed log-likelihood (nats) of each label word, by label id; else ``None``."""
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """End-of-sequence ids: the tokenizer's EOS and the model's ``generation_config.eos_token_id``."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    return sorted(ids)
+
+
+class Predictor:
+    """Batched label prediction with a causal LM (base model or peft-wrapped).
+
+    Args:
+        model: a ``transformers`` causal LM; put in ``eval()`` mode here.
+        tokenizer: its tokenizer (a pad token is needed; EOS is used when there is none).
+        prompt_format: ``alpaca`` or ``chat`` (:func:`~coin_lightning.data.prompts.build_prompt`).
+        method: ``generate`` or ``rank``.
+        batch_size: rows per forward pass.
+        max_new_tokens: generation length for ``generate``.
+        prefix_cache: reuse the key/value cache of the prompt prefix shared by all rows.
+
+    Raises:
+        ValueError: unknown method or a non-positive batch size / generation length.
+    """
+
+    def __init__(self, model, tokenizer, prompt_format: str = "alpaca", method: str = "generate",
+                 batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True):
+        if method not in METHODS:
+            raise ValueError(f"eval.method={method!r}; choose one of {', '.join(METHODS)}")
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(f"eval.batch_size={batch_size} and eval.max_new_tokens={max_new_tokens} must be >= 1")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format
+        self.method = method
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.prefix_cache = prefix_cache
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        self._word_ids: dict[str, list[int]] = {}
+
+    def prompt(self, instruction: str, content: str) -> str:
+        """The full prompt text for one row."""
+        return build_prompt(render_input(instruction, content), self.prompt_format, self.tokenizer)
+
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of whole prompts (the chat format already carries its special tokens)."""
+        special = self.prompt_format != "chat"
+        return [list(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=special)["input_ids"]]
+
+    def word_ids(self, word: str) -> list[int]:
+        """Token ids of a label word as it follows the prompt (no special tokens)."""
+        if word not in self._word_ids:
+            self._word_ids[word] = list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
+        return self._word_ids[word]
+
+    def batches(self, instruction: str, contents: Sequence[str], hidden: bool = False):
+        """Yield ``(row indices, Prefilled)`` for the rows of one instruction, longest prompts first."""
+        sequences = self.encode([self.prompt(instruction, c) for c in contents])
+        prefix = None
+        if self.prefix_cache and len(sequences) > 1:
+            prefix = encode_prefix(self.model, sequences[0][: shared_prefix_length(sequences)])
+        cut = len(prefix.ids) if prefix is not None else 0
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            state = prefill(self.model, [sequences[i][cut:] for i in rows], self.pad_id, prefix, hidden=hidden)
+            yield rows, state
+
+    def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str]) -> list[Prediction]:
+        """Predict a label for every content string under ``instruction``.
+
+        Args:
+            instruction: the (possibly perturbed) instruction text.
+            contents: ``N`` content strings (:mod:`coin_lightning.eval.tasks`).
+            label_words: the task's label words by label id.
+
+        Returns:
+            ``N`` predictions in the order of ``contents``.
+        """
+        if not contents:
+            return []
+        results: list[Prediction | None] = [None] * len(contents)
+        candidates = [self.word_ids(w) for w in label_words] if self.method == "rank" else None
+        for rows, state in self.batches(instruction, contents):
+            if self.method == "rank":
+                scores = label_log_likelihoods(self.model, state, candidates, self.pad_id)
+                for j, i in enumerate(rows):
+                    s = scores[j].tolist()
+                    best = int(torch.argmax(scores[j]))
+                    results[i] = Prediction(answer=label_words[best], pred=best, scores=s)
+            else:
+                new = greedy_decode(self.model, state, self.max_new_tokens, self.stop_ids, self.pad_id)
+                for j, i in enumerate(rows):
+                    text = self.tokenizer.decode(new[j], skip_special_tokens=True)
+                    results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
+        return results  # type: ignore[return-value]
+
+    def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
+        """Final-layer hidden state at each prompt's last token, Float ``[N, H]`` in ``contents`` order."""
+        out: torch.Tensor | None = None
+        for rows, state in self.batches(instruction, contents, hidden=True):
+            if out is None:
+                out = torch.empty((len(contents), state.last_hidden.shape[-1]))
+            out[rows] = state.last_hidden.cpu()
+        return out

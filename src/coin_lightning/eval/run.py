@@ -1,0 +1,233 @@
+"""The evaluation procedure behind ``python -m coin_lightning.evaluate``.
+
+tasks (seeded rows) x instruction set (file, or the default set with generated perturbations, or an
+adversarial search) -> predictions (``generate`` / ``rank``) -> metrics -> files, plots, logger.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from coin_lightning.data.records import DataError
+from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
+from coin_lightning.eval.instructions import (
+    Entry,
+    InstructionError,
+    InstructionSet,
+    default_instruction_set,
+    load_instruction_file,
+)
+from coin_lightning.eval.metrics import fingerprint, summarize
+from coin_lightning.eval.perturb.config import PerturbConfig
+from coin_lightning.eval.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_figures, save_png
+from coin_lightning.eval.predict import Prediction, Predictor
+from coin_lightning.eval.report import FILES, write_results
+from coin_lightning.eval.settings import EvalConfigError, EvalSettings
+from coin_lightning.eval.tasks import EvalTask, load_glue_task, task_from_records
+
+log = logging.getLogger(__name__)
+
+
+def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
+    """Load and sample every task of ``eval.tasks``.
+
+    GLUE: a seeded sample of ``eval.samples_per_task`` validation rows (``data.root`` or the hub);
+    ``mnli_mismatched`` is skipped with a logged note when its split is missing. Embedded tasks:
+    ``eval.samples_per_task`` (300 when null) records of their ``test`` split, generated with
+    ``eval.seed``; generation tasks use their distinct targets as label words.
+
+    Raises:
+        DataError: a missing required split, malformed rows, or no task left.
+    """
+    tasks = []
+    for name in settings.tasks:
+        if name in EMBEDDED_TASKS:
+            spec = EMBEDDED_TASKS[name]
+            n = settings.samples_per_task or 300
+            records = load_embedded([name], n_per_task=n, seed=settings.seed, split="test")
+            tasks.append(task_from_records(name, records, None, settings.seed, label_words=spec.options))
+        else:
+            task = load_glue_task(name, data_root, settings.samples_per_task, settings.seed)
+            if task is not None:
+                tasks.append(task)
+    if not tasks:
+        raise DataError("no evaluation task could be loaded (see the log)")
+    return tasks
+
+
+def perturb_config(settings: EvalSettings) -> PerturbConfig:
+    """``eval.perturb`` as a ``PerturbConfig``, limited to the perturbations of ``eval.levels``."""
+    try:
+        cfg = PerturbConfig.from_cfg(settings.perturb)
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from None
+    keep = tuple(p for p in cfg.perturbations if cfg.levels.get(p) in settings.levels)
+    return dataclasses.replace(cfg, perturbations=keep)
+
+
+def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> InstructionSet:
+    """The instruction set to evaluate, restricted to ``eval.levels`` and the tasks.
+
+    ``eval.instructions_file`` is used as written; otherwise the default set with the generated
+    perturbations of ``eval.perturb`` (in adversarial mode: the clean and semantic instructions only;
+    the search adds the rest).
+
+    Raises:
+        InstructionError: a bad file (unknown task or level, empty list ...), or a task without instructions.
+    """
+    cfg = perturb_config(settings)
+    if settings.instructions_file:
+        iset = load_instruction_file(settings.instructions_file, level_map=cfg.levels)
+    else:
+        if settings.perturb_mode == "adversarial":
+            cfg = dataclasses.replace(cfg, perturbations=())
+        iset = default_instruction_set(cfg, tasks=task_names)
+    perts = [p for p in iset.perturbations if iset.level(p) in settings.levels]
+    iset = iset.select(perts, task_names)
+    for name in task_names:
+        if not any(iset.resolve_task(name, p) for p in iset.perturbations):
+            raise InstructionError(f"{iset.source}: no instructions for task {name!r} at levels {settings.levels}")
+    return iset
+
+
+def prediction_rows(task: EvalTask, entry: Entry, preds: Sequence[Prediction]) -> list[dict]:
+    """One JSON-able row per example (the ``predictions.jsonl`` schema)."""
+    rows = []
+    for rec, gold, p in zip(task.records, task.golds, preds):
+        rows.append({
+            "task": task.name, "category": task.category, "perturbation": entry.perturbation,
+            "level": entry.level, "instruction_index": entry.index, "instruction": entry.instruction,
+            "uid": rec.uid, "gold": gold, "gold_word": task.label_words[gold], "pred": p.pred,
+            "pred_word": task.label_words[p.pred] if p.pred >= 0 else None, "answer": p.answer,
+            "correct": p.pred == gold, "scores": p.scores,
+        })
+    return rows
+
+
+class CachedPredictor:
+    """Memoizes predictions per (rows, instruction): ``mnli`` and ``mnli_matched`` share rows, and a
+    perturbation that leaves an instruction unchanged costs nothing."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.memo: dict[tuple[str, str], list[Prediction]] = {}
+        self.calls = 0
+
+    def __call__(self, task: EvalTask, instruction: str) -> list[Prediction]:
+        """Predictions for every row of ``task`` under ``instruction`` (computed once)."""
+        key = (task.split_key + f"#{len(task.records)}", instruction)
+        if key not in self.memo:
+            self.calls += 1
+            self.memo[key] = self.predictor.predict(instruction, task.contents, task.label_words)
+        return self.memo[key]
+
+
+def probe_task(task: EvalTask, size: int, seed: int) -> EvalTask:
+    """A seeded subset of ``size`` of ``task``'s rows, in order (the adversarial probe set)."""
+    idx = sorted(random.Random(f"probe/{seed}/{task.split_key}").sample(range(len(task.records)), min(size, len(task.records))))
+    return dataclasses.replace(
+        task, records=[task.records[i] for i in idx], contents=[task.contents[i] for i in idx],
+        golds=[task.golds[i] for i in idx], split_key=task.split_key + "/probe",
+    )
+
+
+def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTask], predict: "CachedPredictor",
+           run_dir: str | Path | None, meta: dict | None = None) -> InstructionSet:
+    """Adversarial instructions: attack every clean instruction with each perturbation of
+    ``eval.perturb.perturbations`` (greedy search, ``eval.query_budget`` probe-set queries each;
+    :func:`coin_lightning.eval.adversarial.attack_instruction_set`), scoring candidates with this
+    model on ``eval.probe_size`` rows per task (a seeded subset of the evaluation rows, as PromptBench
+    attacks on the evaluated data). The found set is saved as ``adversarial_instructions.yaml``."""
+    from coin_lightning.eval.adversarial import attack_instruction_set
+
+    probes = {t.name: probe_task(t, settings.probe_size, settings.seed) for t in tasks}
+
+    def accuracy(task_name: str, instruction: str) -> float:
+        probe = probes[task_name]
+        preds = predict(probe, instruction)
+        return sum(p.pred == g for p, g in zip(preds, probe.golds)) / len(probe.golds)
+
+    key = {**(meta or {}), "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
+    key.pop("config", None)
+    cache = Path(run_dir) / FILES["adversarial_instructions"] if run_dir is not None else None
+    return attack_instruction_set(base, accuracy, perturb_config(settings), query_budget=settings.query_budget,
+                                  tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
+
+
+def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: "CachedPredictor",
+                   progress: bool = True) -> list[dict]:
+    """Predict every (task, instruction) of the set and return the prediction rows."""
+    from rich.progress import Progress
+
+    plan = [(t, iset.entries(t.name)) for t in tasks]
+    rows: list[dict] = []
+    with Progress(transient=True, disable=not progress) as bar:
+        job = bar.add_task("evaluating", total=sum(len(e) for _, e in plan))
+        for task, entries in plan:
+            for entry in entries:
+                bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
+                rows.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
+                bar.advance(job)
+    return rows
+
+
+def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: InstructionSet, predictor: Predictor,
+                   run_dir: str | Path, meta: dict | None = None, loggers: Sequence[Any] = (),
+                   progress: bool = True) -> dict:
+    """Evaluate, then write every output into ``run_dir`` and send metrics and figures to ``loggers``.
+
+    Returns:
+        The metrics dict (also ``run_dir/metrics.json``).
+    """
+    start = time.perf_counter()
+    predict = CachedPredictor(predictor)
+    given = iset.to_dict()
+    if settings.perturb_mode == "adversarial":
+        given = {"base": given, "adversarial": {"query_budget": settings.query_budget, "probe_size": settings.probe_size,
+                                                "perturb": perturb_config(settings).to_dict()}}
+        iset = attack(settings, iset, tasks, predict, run_dir, meta)
+    rows = evaluate_tasks(tasks, iset, predict, progress)
+    wall = time.perf_counter() - start
+    metrics = summarize(rows, settings.levels)
+    metrics["fingerprint"] = fingerprint({t.name: t.uids for t in tasks}, given)
+    metrics["run"] = {
+        **(meta or {}), "method": settings.method, "prefix_cache": settings.prefix_cache,
+        "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
+        "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
+        "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),
+        "model_calls": predict.calls,
+    }
+    metrics["label_words"] = {t.name: list(t.label_words) for t in tasks}
+    run_dir = Path(run_dir)
+    meta = meta or {}
+    title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
+    write_results(run_dir, rows, metrics, title)
+    figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
+    for lg in loggers:
+        lg.log_metrics(flat_metrics(metrics), step=0)
+        log_figures(lg, figures)
+        lg.save()
+    save_png(figures["accuracy_by_level"], run_dir / FILES["accuracy_plot"])
+    save_png(figures["clean_vs_perturbed"], run_dir / FILES["clean_vs_perturbed_plot"])
+    return metrics
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """Scalars for a logger: ``eval/<task>/<level>/acc_mean`` ..., ``eval/<level>/acc_mean``, ``eval/overall/*``."""
+    out: dict[str, float] = {}
+    for c in metrics["per_task_level"]:
+        for k in ("mean", "std", "pdr"):
+            if c[k] is not None:
+                out[f"eval/{c['task']}/{c['level']}/acc_{k}" if k != "pdr" else f"eval/{c['task']}/{c['level']}/pdr"] = c[k]
+    for lv, v in metrics["per_level"].items():
+        for k in ("mean", "std", "pdr"):
+            if v[k] is not None:
+                out[f"eval/{lv}/acc_{k}" if k != "pdr" else f"eval/{lv}/pdr"] = v[k]
+    for k, v in metrics["overall"].items():
+        if isinstance(v, (int, float)) and v is not None:
+            out[f"eval/overall/{k}"] = float(v)
+    return out

@@ -1,0 +1,106 @@
+"""The ``eval`` config node (``conf/eval.yaml``) as a validated dataclass."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
+from coin_lightning.eval.perturb.levels import LEVELS
+from coin_lightning.eval.predict import METHODS
+from coin_lightning.eval.tasks import GLUE_EVAL_TASKS
+
+TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
+"""Shorthands accepted in ``eval.tasks``."""
+
+PERTURB_MODES = ("generated", "adversarial")
+"""Values of ``eval.perturb_mode``."""
+
+
+class EvalConfigError(ValueError):
+    """A bad ``eval.*`` setting; the message names the key."""
+
+
+@dataclass
+class EvalSettings:
+    """The ``eval`` config node (``conf/eval.yaml``), validated."""
+
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["glue"])
+    """Task names (``glue`` / ``embedded`` expand to their tasks)."""
+    levels: list[str] = dataclasses.field(default_factory=lambda: list(LEVELS))
+    """Perturbation levels to evaluate (subset of ``clean, character, word, sentence, semantic``)."""
+    samples_per_task: int | None = 300
+    """Rows per task (paper: 300); ``null`` = all."""
+    seed: int = 0
+    """Seed of the row sample (model-independent)."""
+    method: str = "generate"
+    """``generate`` or ``rank``."""
+    batch_size: int = 16
+    """Rows per forward pass."""
+    max_new_tokens: int = 7
+    """Greedy generation length (paper / PromptBench: 7)."""
+    instructions_file: str | None = None
+    """An instruction file ``{perturbation: {task: [...]}}``; ``null`` = the default set."""
+    perturb_mode: str = "generated"
+    """``generated`` (seeded operators) or ``adversarial`` (greedy search per instruction)."""
+    query_budget: int = 50
+    """Adversarial mode: probe-set evaluations allowed per attacked instruction."""
+    probe_size: int = 32
+    """Adversarial mode: rows per task on which candidate instructions are scored."""
+    prefix_cache: bool = True
+    """Reuse the key/value cache of the prompt prefix shared by one instruction's rows."""
+    perturb: Any = None
+    """The ``eval.perturb`` node (see ``coin_lightning.eval.perturb.config``)."""
+
+    @classmethod
+    def from_config(cls, node: Any) -> "EvalSettings":
+        """Build from the ``eval`` node (DictConfig or mapping).
+
+        Raises:
+            EvalConfigError: unknown key, method, mode or level, or a non-positive size.
+        """
+        from omegaconf import DictConfig, OmegaConf
+
+        data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise EvalConfigError(f"eval.{key}: unknown key; known: {', '.join(sorted(known))}")
+        s = cls(**data)
+        s.tasks = expand_tasks(s.tasks)
+        if isinstance(s.levels, str):
+            s.levels = [s.levels]
+        for lv in s.levels:
+            if lv not in LEVELS:
+                raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
+        if s.method not in METHODS:
+            raise EvalConfigError(f"eval.method={s.method!r}; choose one of {', '.join(METHODS)}")
+        if s.perturb_mode not in PERTURB_MODES:
+            raise EvalConfigError(f"eval.perturb_mode={s.perturb_mode!r}; choose one of {', '.join(PERTURB_MODES)}")
+        for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size"):
+            if int(getattr(s, key)) < 1:
+                raise EvalConfigError(f"eval.{key}={getattr(s, key)!r}: must be >= 1")
+        if s.perturb_mode == "adversarial" and "clean" not in s.levels:
+            raise EvalConfigError("eval.perturb_mode=adversarial attacks the clean instructions: keep 'clean' in eval.levels")
+        return s
+
+
+def expand_tasks(names: Sequence[str] | str) -> list[str]:
+    """Expand ``glue`` / ``embedded`` shorthands, keep order, drop repeats.
+
+    Raises:
+        EvalConfigError: an unknown task name or an empty list.
+    """
+    if isinstance(names, str):
+        names = [names]
+    out: list[str] = []
+    for name in names:
+        for t in TASK_GROUPS.get(name, (name,)):
+            if t not in GLUE_EVAL_TASKS and t not in EMBEDDED_TASKS:
+                known = ", ".join([*TASK_GROUPS, *GLUE_EVAL_TASKS, *EMBEDDED_TASKS])
+                raise EvalConfigError(f"eval.tasks: unknown task {t!r}; known: {known}")
+            if t not in out:
+                out.append(t)
+    if not out:
+        raise EvalConfigError("eval.tasks is empty")
+    return out

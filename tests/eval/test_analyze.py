@@ -1,0 +1,77 @@
+"""Representation analysis: cosine similarity of clean vs perturbed last-token states, projections."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.eval.cli import analyze
+from coin_lightning.eval.predict import Predictor
+from coin_lightning.eval.representations import paired_cosine, project, similarity_summary
+from tests.eval.eval_helpers import tiny
+
+
+def test_paired_cosine_against_the_formula():
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    b = torch.tensor([[0.0, 2.0], [2.0, 2.0], [-3.0, -4.0]])
+    assert paired_cosine(a, b).tolist() == pytest.approx([0.0, 1.0, -1.0])
+
+
+def test_last_hidden_is_the_last_prompt_token_state():
+    model, tok = tiny()
+    p = Predictor(model, tok, batch_size=2)
+    contents = ["Sentence 1: a b c d e f. Sentence 2: g.", "Sentence 1: x. Sentence 2: y.", "Sentence 1: q r. Sentence 2: s t u."]
+    states = p.last_hidden("Decide entailment.", contents)
+    for i, c in enumerate(contents):
+        ids = torch.tensor([p.encode([p.prompt("Decide entailment.", c)])[0]])
+        with torch.inference_mode():
+            ref = model(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        torch.testing.assert_close(states[i], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_similarity_summary_pairs_by_task_and_index():
+    s = lambda t, p, lv, i, x: {"task": t, "perturbation": p, "level": lv, "index": i, "states": torch.tensor(x)}
+    states = [s("rte", "clean", "clean", 0, [[1.0, 0.0]]), s("rte", "clean", "clean", 1, [[0.0, 1.0]]),
+              s("rte", "checklist", "sentence", 0, [[1.0, 1.0]]), s("rte", "checklist", "sentence", 1, [[0.0, 2.0]])]
+    out = similarity_summary(states)
+    assert out["per_level"]["sentence"] == pytest.approx((1 / math.sqrt(2) + 1.0) / 2)
+    assert out["n_pairs"] == 2
+    with pytest.raises(ValueError, match="clean"):
+        similarity_summary(states[2:])
+
+
+def test_pca_projection_shape():
+    x = np.random.default_rng(0).normal(size=(12, 8))
+    y = project(x, "pca")
+    assert y.shape == (12, 2)
+    with pytest.raises(ValueError, match="projection"):
+        project(x, "tsne")
+
+
+@pytest.mark.slow
+def test_umap_projection_shape():
+    x = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    assert project(x, "umap", n_neighbors=5).shape == (20, 2)
+
+
+def test_analyze_entry_point(tmp_path, shared_data):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="analyze", overrides=[
+            "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[rte]", "eval.samples_per_task=3",
+            "analyze.rows=3", "eval.levels=[clean,sentence]", "eval.perturb.perturbations=[checklist,stresstest]",
+            "analyze.projection=pca"])
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path)
+    summary = analyze(cfg)
+    saved = json.loads((tmp_path / "analysis.json").read_text())
+    assert saved["overall"] == pytest.approx(summary["overall"])
+    assert set(saved["per_perturbation"]) == {"checklist", "stresstest"}
+    assert saved["n_pairs"] == 2 * 3  # instruction 0 only, 2 perturbations x 3 rows
+    assert -1.0 <= saved["overall"] <= 1.0
+    assert (tmp_path / "representations.png").read_bytes().startswith(b"\x89PNG")

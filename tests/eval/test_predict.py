@@ -1,0 +1,108 @@
+"""Prediction: the prefix cache changes nothing, greedy decoding and label scores match independent
+computations, and ``rank`` agrees with ``generate`` on a model whose answer is forced."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coin_lightning.data.sources.glue import LABEL_WORDS
+from coin_lightning.eval.decode import encode_prefix, left_pad, prefill, shared_prefix_length
+from coin_lightning.eval.predict import Predictor
+from tests.eval.eval_helpers import forced_answer_model, tiny
+
+INSTRUCTION = "Say whether the second sentence follows from the first: answer entailment or not_entailment."
+CONTENTS = [
+    "Sentence 1: A man plays a guitar on the stage. Sentence 2: A person makes music.",
+    "Sentence 1: Cats sleep. Sentence 2: Dogs bark.",
+    "Sentence 1: The committee approved the new budget after a long debate that lasted into the night. "
+    "Sentence 2: The budget was rejected.",
+    "Sentence 1: It rained. Sentence 2: The ground is wet.",
+    "Sentence 1: She bought three apples and two pears at the market. Sentence 2: She bought fruit.",
+    "Sentence 1: Paris is in France. Sentence 2: Paris is in Europe.",
+    "Sentence 1: x. Sentence 2: y.",
+]
+
+
+def test_shared_prefix_length_and_left_pad():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2]]) == 1  # every row keeps a token
+    assert shared_prefix_length([[7, 8, 9]]) == 2
+    with pytest.raises(ValueError):
+        shared_prefix_length([[1], []])
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_cached_prefill_matches_unpadded_single_prompts():
+    model, tok = tiny()
+    p = Predictor(model, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
+    n = shared_prefix_length(seqs)
+    assert n > 10  # the instruction is shared
+    cached = prefill(model, [s[n:] for s in seqs], p.pad_id, encode_prefix(model, seqs[0][:n]))
+    plain = prefill(model, seqs, p.pad_id, None)
+    with torch.inference_mode():
+        single = torch.stack([model(torch.tensor([s])).logits[0, -1] for s in seqs])
+    torch.testing.assert_close(cached.last_logits, single, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(plain.last_logits, single, atol=1e-4, rtol=1e-4)
+    assert cached.next_position.tolist() == [len(s) for s in seqs] == plain.next_position.tolist()
+
+
+@pytest.mark.parametrize("method", ["generate", "rank"])
+def test_prefix_cache_gives_identical_predictions(method):
+    model, tok = tiny()
+    words = LABEL_WORDS["rte"]
+    kw = dict(method=method, batch_size=3, max_new_tokens=5)
+    with_cache = Predictor(model, tok, prefix_cache=True, **kw).predict(INSTRUCTION, CONTENTS, words)
+    without = Predictor(model, tok, prefix_cache=False, **kw).predict(INSTRUCTION, CONTENTS, words)
+    assert [x.answer for x in with_cache] == [x.answer for x in without]
+    assert [x.pred for x in with_cache] == [x.pred for x in without]
+    if method == "rank":
+        torch.testing.assert_close(torch.tensor([x.scores for x in with_cache]),
+                                   torch.tensor([x.scores for x in without]), atol=1e-4, rtol=1e-4)
+
+
+def test_greedy_generation_matches_transformers_generate():
+    model, tok = tiny()
+    p = Predictor(model, tok, max_new_tokens=6, batch_size=4)
+    answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:4], LABEL_WORDS["rte"])]
+    for content, answer in zip(CONTENTS[:4], answers):
+        ids = torch.tensor([p.encode([p.prompt(INSTRUCTION, content)])[0]])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                             eos_token_id=p.stop_ids, pad_token_id=p.pad_id, use_cache=True)
+        new = [t for t in out[0, ids.shape[1]:].tolist()]
+        if any(t in p.stop_ids for t in new):
+            new = new[: next(i for i, t in enumerate(new) if t in p.stop_ids)]
+        assert answer == tok.decode(new, skip_special_tokens=True)
+
+
+def test_rank_scores_are_label_word_log_likelihoods():
+    model, tok = tiny()
+    words = LABEL_WORDS["mnli"]
+    p = Predictor(model, tok, method="rank", batch_size=2)
+    preds = p.predict(INSTRUCTION, CONTENTS[:3], words)
+    for content, pred in zip(CONTENTS[:3], preds):
+        prompt = p.encode([p.prompt(INSTRUCTION, content)])[0]
+        expected = []
+        for w in words:
+            wid = tok(w, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(torch.tensor([prompt + wid])).logits[0].float(), -1)
+            expected.append(sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(wid)))
+        assert pred.scores == pytest.approx(expected, abs=1e-3)
+        assert pred.pred == max(range(len(words)), key=lambda i: expected[i])
+
+
+@pytest.mark.parametrize("task, forced", [("rte", "not_entailment"), ("rte", "entailment"), ("mnli", "neutral"),
+                                          ("mnli", "contradiction"), ("cola", "unacceptable"), ("wnli", "entailment")])
+def test_rank_and_generate_agree_on_a_forced_answer(task, forced):
+    _, tok = tiny()
+    words = LABEL_WORDS[task]
+    probe = Predictor(tiny()[0], tok)
+    trigger = probe.encode([probe.prompt(INSTRUCTION, CONTENTS[0])])[0][-1]
+    model = forced_answer_model(tok, forced, trigger)
+    gen = Predictor(model, tok, method="generate", batch_size=4).predict(INSTRUCTION, CONTENTS, words)
+    rank = Predictor(model, tok, method="rank", batch_size=4).predict(INSTRUCTION, CONTENTS, words)
+    assert [g.answer for g in gen] == [forced] * len(CONTENTS)
+    assert [g.pred for g in gen] == [words.index(forced)] * len(CONTENTS)
+    assert [r.pred for r in rank] == [g.pred for g in gen]

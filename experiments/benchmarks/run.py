@@ -72,14 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-task", default=None, help="evaluation task (default sst2, or embedded_parity)")
     p.add_argument("--eval-rows", type=int, default=64, help="rows of the evaluation task")
     p.add_argument("--eval-batch-size", type=int, default=16, help="rows per forward pass in evaluation")
-    p.add_argument("--eval-repeats", type=int, default=None,
-                   help="timed rounds per evaluation variant (default: --repeats)")
+    p.add_argument("--eval-repeats", type=int, default=3, help="timed rounds per evaluation variant")
     p.add_argument("--seed", type=int, default=0, help="seeds LoRA init, dropout, data order and row samples")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="directory of bench.json and bench.md")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.eval_repeats is None:
-        args.eval_repeats = args.repeats
     bad = args.repeats < 1 or args.eval_repeats < 1 or args.warmup < 0 or args.batches < 1
     if bad or args.batch_pairs < 2 or args.batch_pairs % 2:
         p.error("--repeats >= 1, --warmup >= 0, --batches >= 1 and an even --batch-pairs >= 2 are required")

@@ -90,7 +90,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
     table = Table(title=f"coin-lightning: {summary['global_step']} steps in {summary['wall_time_s']} s")
     table.add_column("what")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for k, v in summary["metrics"].items():
         if k.startswith(("train/", "val/")):
             table.add_row(k, f"{v:.4g}")

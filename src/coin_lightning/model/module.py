@@ -165,8 +165,7 @@ class CoinModule(L.LightningModule):
         if not use_cl:
             return StepOutput(ce, ce, None, None, None, None, tokens)
 
-        states = out.hidden_states[args.hidden_layer] if want_layer else hidden
-        pooled = pool_hidden(states, mask, args.pooling, batch.get("response_start"))
+        pooled = self._pool_output(out, batch)
         anchors, positives = pooled[:P], pooled[P : 2 * P]
         negatives = pooled[2 * P :] if R == 3 * P else None
         if gathered:
@@ -208,8 +207,12 @@ class CoinModule(L.LightningModule):
 
     def pool(self, batch: dict[str, Any]) -> torch.Tensor:
         """Pooled representations ``[R, H]`` of every row of a batch, as the contrastive loss sees them."""
+        out = self.encode(batch["input_ids"], batch["attention_mask"], output_hidden_states=self.loss_args.hidden_layer != -1)
+        return self._pool_output(out, batch)
+
+    def _pool_output(self, out, batch: dict[str, Any]) -> torch.Tensor:
+        """Pool the ``loss.hidden_layer`` states of a decoder output as ``loss.pooling`` says: ``[R, H]``."""
         args = self.loss_args
-        out = self.encode(batch["input_ids"], batch["attention_mask"], output_hidden_states=args.hidden_layer != -1)
         states = out.hidden_states[args.hidden_layer] if args.hidden_layer != -1 else out.last_hidden_state
         return pool_hidden(states, batch["attention_mask"], args.pooling, batch.get("response_start"))
 

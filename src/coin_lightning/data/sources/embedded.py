@@ -141,15 +141,20 @@ def _solve_anagram(f: dict) -> int:
     return int(f["word1"] != f["word2"] and sorted(f["word1"]) == sorted(f["word2"]))
 
 
+def _operands(rng: random.Random, k: int, high: int) -> tuple[int, int]:
+    """Two integers in ``[0, high]``: equal for class ``k == 1``, else distinct (draw order kept)."""
+    a = rng.randint(0, high)
+    if k == 1:
+        return a, a
+    b = rng.randint(0, high)
+    while b == a:
+        b = rng.randint(0, high)
+    return a, b
+
+
 # --- number comparison (3-way) ----------------------------------------------------------------
 def _draw_compare(rng: random.Random, k: int) -> dict:
-    a = rng.randint(0, 9999)
-    if k == 1:
-        b = a
-    else:
-        b = rng.randint(0, 9999)
-        while b == a:
-            b = rng.randint(0, 9999)
+    a, b = _operands(rng, k, 9999)
     return {"a": str(a), "b": str(b)}
 
 
@@ -160,13 +165,7 @@ def _solve_compare(f: dict) -> int:
 
 # --- sign of a difference (3-way) -------------------------------------------------------------
 def _draw_sign(rng: random.Random, k: int) -> dict:
-    a = rng.randint(0, 1999)
-    if k == 1:
-        b = a
-    else:
-        b = rng.randint(0, 1999)
-        while b == a:
-            b = rng.randint(0, 1999)
+    a, b = _operands(rng, k, 1999)
     return {"expression": f"{a} - {b}"}
 
 

@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench clean-venv
+.PHONY: install train test bench glue-small clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install
 ## Throughput benchmarks (JSON + markdown table under experiments/benchmarks/results)
 bench: install
 	$(PY) -m experiments.benchmarks.run $(ARGS)
+
+## Real-data experiment: base vs continual tuning vs CoIN on GLUE (experiments/glue_small/results, ~1.5 h on 2 cores)
+glue-small: install
+	$(PY) -m experiments.glue_small.run $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

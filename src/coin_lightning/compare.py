@@ -3,6 +3,7 @@
 Examples::
 
     python -m coin_lightning.compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
+    python -m coin_lightning.compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
     python -m coin_lightning.compare --sweep outputs/evaluate/multiruns/<time>
 
 Writes ``comparison.md``/``.json``/``.png`` (or ``sweep.*``) into ``--out`` (default: the current
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--names", nargs="+", help="a label per run (default: adapter or model name)")
     p.add_argument("--sweep", metavar="DIR", help="a Hydra multirun directory of evaluations to plot against the swept value")
     p.add_argument("--param", help="the swept override key (default: the only one that varies)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+                   help="paired bootstrap replicates for 95%% intervals of every delta (rows and instructions resampled); 0 = none")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out", help="output directory (default: outputs/compare/<time>)")
     return p.parse_args(argv)
 
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"value": v, "job": str(j), "per_level": m["per_level"], "overall": m["overall"]} for v, m, j in points]})
             save_png(sweep_figure(parameter, [(v, m) for v, m, _ in points]), out / "sweep.png")
         else:
-            cmp = compare_runs(args.runs, args.names)
+            cmp = compare_runs(args.runs, args.names, bootstrap=args.bootstrap, seed=args.seed)
             text = comparison_markdown(cmp)
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)

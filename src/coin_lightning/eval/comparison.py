@@ -12,6 +12,7 @@ from typing import Sequence
 
 import yaml
 
+from coin_lightning.eval.bootstrap import paired_bootstrap, read_predictions
 from coin_lightning.eval.report import RunDirError, markdown_table, pct, read_metrics
 
 
@@ -50,12 +51,22 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[dict]:
     return [read_metrics(d) for d in run_dirs]
 
 
-def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None) -> dict:
+def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None, bootstrap: int = 0,
+                 seed: int = 0, confidence: float = 0.95) -> dict:
     """Side-by-side numbers of two or more comparable runs; the first run is the baseline of the deltas.
+
+    Args:
+        run_dirs: evaluation run directories; the first is the baseline.
+        names: a label per run (default :func:`run_name`).
+        bootstrap: replicates of the paired bootstrap (:mod:`coin_lightning.eval.bootstrap`; rows and
+            instructions resampled) giving a ``confidence`` interval of every delta; 0 = none.
+        seed: seed of the bootstrap draws.
 
     Returns:
         ``{"names", "run_dirs", "levels", "tasks", "per_level": {level: {name: {mean, std, pdr, delta}}},
-        "per_task_level": [{task, level, <name>: mean, "<name> delta": ...}], "overall": {name: {...}}}``;
+        "per_category": {category: {level: {name: mean}}}, "per_task_level": [{task, level, <name>:
+        mean, "<name> delta": ...}], "overall": {name: {...}},
+        "bootstrap": {name: paired_bootstrap(...)} (runs after the first; only with ``bootstrap > 0``)}``;
         deltas are accuracy differences (fractions) to the baseline.
 
     Raises:
@@ -92,17 +103,58 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
                 row[n] = v
                 row[f"{n} delta"] = None if v is None or vals[0] is None else v - vals[0]
             cells.append(row)
-    return {"names": names, "run_dirs": [str(d) for d in run_dirs], "levels": levels, "tasks": tasks,
-            "per_level": per_level, "per_task_level": cells,
-            "overall": {n: m["overall"] for n, m in zip(names, metrics)}, "fingerprint": metrics[0]["fingerprint"]}
+    per_category = {c: {lv: {n: m["per_category"][c][lv]["mean"] for n, m in zip(names, metrics)
+                             if lv in m["per_category"].get(c, {})} for lv in by}
+                    for c, by in metrics[0].get("per_category", {}).items()}
+    out = {"names": names, "run_dirs": [str(d) for d in run_dirs], "levels": levels, "tasks": tasks,
+           "per_level": per_level, "per_category": per_category, "per_task_level": cells,
+           "overall": {n: m["overall"] for n, m in zip(names, metrics)}, "fingerprint": metrics[0]["fingerprint"]}
+    if bootstrap > 0:
+        ref = read_predictions(run_dirs[0])
+        try:
+            out["bootstrap"] = {n: paired_bootstrap(read_predictions(d), ref, bootstrap, seed, confidence)
+                                for n, d in zip(names[1:], run_dirs[1:])}
+        except ValueError as exc:
+            raise ComparisonError(f"bootstrap: {exc}") from None
+    return out
 
 
 def _signed(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:+.2f}"
+    if x is None:
+        return "-"
+    v = 100 * x
+    return f"{0.0 if abs(v) < 0.005 else v:+.2f}"  # no "-0.00" for float noise
+
+
+def _interval(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    return f"{_signed(c['delta'])} [{_signed(c['low'])}, {_signed(c['high'])}]"
+
+
+def bootstrap_markdown(cmp: dict) -> str:
+    """Markdown tables of the bootstrap intervals (per level, per category, per task); '' without them."""
+    boot = cmp.get("bootstrap")
+    if not boot:
+        return ""
+    names, base = list(boot), cmp["names"][0]
+    first = boot[names[0]]
+    levels = list(first["per_level"])
+    head = (f"\nPaired bootstrap: Δ accuracy points vs `{base}` [{100 * first['confidence']:g}% interval], "
+            f"{first['resamples']} resamples of {' and '.join(first['resample'])} (seed {first['seed']}).\n\n")
+    lv_body = [[lv] + [_interval(boot[n]["per_level"][lv]) for n in names] for lv in levels]
+    lv_body.append(["perturbed"] + [_interval(boot[n]["perturbed"]) for n in names])
+    cat_body = [[c, lv] + [_interval(boot[n]["per_category"][c][lv]) for n in names]
+                for c in first["per_category"] for lv in first["per_category"][c]]
+    task_body = [[r["task"], r["level"]] + [_interval(boot[n]["per_task_level"][i]) for n in names]
+                 for i, r in enumerate(first["per_task_level"])]
+    return "".join([head, markdown_table(["level"] + names, lv_body),
+                    "\nBy task category.\n\n", markdown_table(["category", "level"] + names, cat_body),
+                    "\nBy task.\n\n", markdown_table(["task", "level"] + names, task_body)])
 
 
 def comparison_markdown(cmp: dict) -> str:
-    """Markdown: accuracy per level (mean ± std, %), deltas to the first run, PDR; then per task."""
+    """Markdown: accuracy per level (mean ± std, %), deltas to the first run, PDR; per task; bootstrap."""
     names, base = cmp["names"], cmp["names"][0]
     header = ["level"] + [f"{n}" for n in names] + [f"Δ {n} vs {base}" for n in names[1:]]
     body = []
@@ -110,6 +162,8 @@ def comparison_markdown(cmp: dict) -> str:
         cells = [f"{pct(by[n]['mean'])}" + (f" ± {pct(by[n]['std'])}" if by[n]["std"] is not None else "") for n in names]
         body.append([lv] + cells + [_signed(by[n]["delta"]) for n in names[1:]])
     pdr_body = [[lv] + [pct(by[n]["pdr"]) for n in names] for lv, by in cmp["per_level"].items() if lv != "clean"]
+    cat_body = [[c, lv] + [pct(by.get(n)) for n in names] for c, levels in cmp.get("per_category", {}).items()
+                for lv, by in levels.items()]
     task_header = ["task", "level"] + names + [f"Δ {n}" for n in names[1:]]
     task_body = [[r["task"], r["level"]] + [pct(r[n]) for n in names] + [_signed(r[f"{n} delta"]) for n in names[1:]]
                  for r in cmp["per_task_level"]]
@@ -118,7 +172,8 @@ def comparison_markdown(cmp: dict) -> str:
         "Accuracy (%) per perturbation level (mean over tasks of the mean across instructions ± mean std); "
         "Δ in accuracy points.\n\n", markdown_table(header, body),
         "\nPerformance Drop Rate (%).\n\n", markdown_table(["level"] + names, pdr_body),
-        "\nPer task.\n\n", markdown_table(task_header, task_body),
+        "\nPer task category (mean over its tasks).\n\n", markdown_table(["category", "level"] + names, cat_body),
+        "\nPer task.\n\n", markdown_table(task_header, task_body), bootstrap_markdown(cmp),
     ])
 
 

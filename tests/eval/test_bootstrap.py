@@ -100,7 +100,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(RunDirError, match="predictions.jsonl not found"):
         read_predictions(tmp_path)
     (tmp_path / "predictions.jsonl").write_text('{"task": "rte"}\n{oops\n')
-    with pytest.raises(RunDirError, match="predictions.jsonl:2: not JSON"):
+    with pytest.raises(RunDirError, match="predictions.jsonl:2: malformed JSONL row"):
         read_predictions(tmp_path)
 
 

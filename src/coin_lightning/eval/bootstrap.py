@@ -16,13 +16,14 @@ estimate is the difference on the full data, equal to the deltas of :func:`compa
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from coin_lightning.data.records import DataError
+from coin_lightning.data.sources.jsonl import read_jsonl
 from coin_lightning.eval.metrics import CLEAN
 from coin_lightning.eval.report import RunDirError
 
@@ -30,23 +31,18 @@ RESAMPLE_UNITS = ("rows", "instructions")
 
 
 def read_predictions(run_dir: str | Path) -> list[dict]:
-    """Rows of ``<run_dir>/predictions.jsonl``.
+    """Rows of ``<run_dir>/predictions.jsonl`` (read with :func:`coin_lightning.data.sources.jsonl.read_jsonl`).
 
     Raises:
-        RunDirError: the file is missing, or a line is not JSON (file and line named).
+        RunDirError: the file is missing, or a line is not a JSON object (file and line named).
     """
     path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
         raise RunDirError(f"{path} not found: the bootstrap needs each run's predictions")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise RunDirError(f"{path}:{i}: not JSON ({exc.msg})") from None
-    return rows
+    try:
+        return [row for _, row in read_jsonl(path)]
+    except DataError as exc:
+        raise RunDirError(str(exc)) from None
 
 
 def correctness(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:

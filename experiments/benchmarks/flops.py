@@ -127,6 +127,7 @@ def step_flops(
     num_pairs: int = 0,
     causal: bool = True,
     backward: bool = True,
+    attn_lens: Sequence[int] | None = None,
 ) -> FlopCount:
     """Matmul FLOPs of one training step (forward, and backward when ``backward``).
 
@@ -139,6 +140,8 @@ def step_flops(
         causal: count ``n (n + 1) / 2`` attention score pairs per row (what causal attention needs)
             instead of ``n^2`` (what a dense kernel computes).
         backward: include the backward pass.
+        attn_lens: widths of the attention score matrices when they differ from ``seq_lens`` (packed
+            rows: projections run on the real tokens, attention on ``[L, L]`` right-padded rows).
 
     Returns:
         :class:`FlopCount` by part.
@@ -152,7 +155,7 @@ def step_flops(
     if lm_positions < 0 or num_pairs < 0 or any(n < 0 for n in seq_lens):
         raise ValueError("sizes must be non-negative")
     N = float(sum(seq_lens))
-    pairs = float(sum(n * (n + 1) / 2 if causal else n * n for n in seq_lens))
+    pairs = float(sum(n * (n + 1) / 2 if causal else n * n for n in (seq_lens if attn_lens is None else attn_lens)))
     H, r = shape.hidden, lora.r
     fwd = dict.fromkeys(("linear", "lora", "attention", "lm_head", "contrastive"), 0.0)
     bwd = dict.fromkeys(fwd, 0.0)
@@ -209,6 +212,7 @@ def batch_flops(
     mode: str = "useful",
     contrastive: bool = True,
     full_logits: bool = False,
+    packed: bool = False,
 ) -> FlopCount:
     """FLOPs of one step on a CONTRACTS.md batch.
 
@@ -219,6 +223,8 @@ def batch_flops(
         contrastive: count the InfoNCE cosine matmul (``lambda > 0`` in the project's step).
         full_logits: the LM head runs on every position of the LM rows (the reference-style step);
             only meaningful with ``mode="computed"``.
+        packed: the step packs rows (``model.packed_sequences``): in ``computed`` mode the layers run
+            on the real tokens and attention on ``R`` dense ``[L, L]`` score matrices (``L`` = longest row).
 
     Raises:
         ValueError: unknown mode.
@@ -231,10 +237,16 @@ def batch_flops(
     if mode == "useful":
         lens: Iterable[int] = mask.sum(1).tolist()
         m = lm_positions_of(batch)
+        attn = None
+    elif packed:
+        lens = mask.sum(1).tolist()
+        attn = [max(lens)] * R
+        m = 2 * P * T if full_logits else lm_positions_of(batch)
     else:
         lens = [T] * R
+        attn = None
         m = 2 * P * T if full_logits else lm_positions_of(batch)
-    return step_flops(shape, lora, list(lens), m, P if contrastive else 0, causal=mode == "useful")
+    return step_flops(shape, lora, list(lens), m, P if contrastive else 0, causal=mode == "useful", attn_lens=attn)
 
 
 def count_with_torch(fn) -> float:

@@ -26,7 +26,13 @@ from experiments.benchmarks import batches as batches_mod
 from experiments.benchmarks.flops import DecoderShape, LoraShape, batch_flops
 from experiments.benchmarks.machine import choose_threads, machine_info, matmul_unit
 from experiments.benchmarks.report import TARGETS, render_markdown
-from experiments.benchmarks.steps import compiled_decoder, lora_dropout_off, make_step, reference_loss
+from experiments.benchmarks.steps import (
+    compiled_decoder,
+    make_step,
+    padded_rows,
+    reference_loss,
+    torch_lora_dropout,
+)
 from experiments.benchmarks.timing import (
     median,
     paired_ratio,
@@ -63,8 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lambda", dest="lambda_", type=float, default=1000.0, help="CoIN contrastive weight")
     p.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature")
     p.add_argument("--lora-dropout", type=float, default=None, help="override model.lora.dropout (paper 0.05)")
-    p.add_argument("--no-dropout-variant", action="store_true", help="skip timing the CoIN step with LoRA dropout 0")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="skip timing the CoIN step on padded rows and with peft's nn.Dropout (the ablations)")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    p.add_argument("--no-packing", action="store_true", help="model.packed_sequences=false (padded rows)")
     p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant gradient checkpointing (peft-compatible)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder for the training steps")
     p.add_argument("--matmul-size", type=int, default=2048, help="square matrix size of the matmul peak")
@@ -113,6 +121,7 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     cfg["attn_implementation"] = args.attn
     cfg["gradient_checkpointing"] = bool(args.grad_ckpt)
+    cfg["packed_sequences"] = bool(cfg.get("packed_sequences", True)) and args.attn == "sdpa" and not args.no_packing
     if args.lora_dropout is not None:
         cfg.setdefault("lora", {})["dropout"] = args.lora_dropout
     return cfg
@@ -128,28 +137,45 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     """Time the training-step variants and the matmul peak interleaved; memory, FLOPs and ratios.
 
     Variants: ``coin`` (lambda = ``--lambda``), ``cit`` (lambda = 0), ``reference`` (reference-style
-    step) and, when the adapters have dropout, ``coin_no_dropout``; all share one AdamW optimizer.
+    step on padded rows with peft's ``nn.Dropout``, as the reference code) and two ablations of the
+    CoIN step: ``coin_padded`` (packing off, when ``model.packed_sequences``) and
+    ``coin_torch_dropout`` (peft's ``nn.Dropout``, when :class:`~coin_lightning.model.dropout.LoraDropout`
+    is in use); all share one AdamW optimizer.
     """
+    from coin_lightning.model import packing
+    from coin_lightning.model.dropout import LoraDropout
     from coin_lightning.model.module import CoinModule
 
     coin = CoinModule(model, {"lambda": args.lambda_, "temperature": args.temperature})
     cit = CoinModule(model, {"lambda": 0.0, "temperature": args.temperature})
     coin.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    steps = {
-        "coin": make_step(lambda b: coin.compute(b).loss, optimizer, device, precision),
-        "cit": make_step(lambda b: cit.compute(b).loss, optimizer, device, precision),
-        "reference": make_step(lambda b: reference_loss(model, b, args.lambda_, args.temperature), optimizer,
-                               device, precision),
-    }
-    fns = {name: (lambda s=s: [s(b) for b in batches]) for name, s in steps.items()}
-    has_dropout = any(isinstance(m, torch.nn.Dropout) for n, m in model.named_modules() if "lora_dropout" in n)
-    if has_dropout and not args.no_dropout_variant:
-        def coin_no_dropout():
-            with lora_dropout_off(model):
-                return [steps["coin"](b) for b in batches]
+    reference = make_step(lambda b: reference_loss(model, b, args.lambda_, args.temperature), optimizer, device,
+                          precision)
 
-        fns["coin_no_dropout"] = coin_no_dropout
+    def reference_step(b):  # the reference code: padded batches, peft's own nn.Dropout
+        with torch_lora_dropout(model), padded_rows(model):
+            return reference(b)
+
+    coin_step = make_step(lambda b: coin.compute(b).loss, optimizer, device, precision)
+    steps = {
+        "coin": coin_step,
+        "cit": make_step(lambda b: cit.compute(b).loss, optimizer, device, precision),
+        "reference": reference_step,
+    }
+    if packing.is_enabled(model.get_base_model()) and not args.no_ablations:
+        def coin_padded(b):
+            with padded_rows(model):
+                return coin_step(b)
+
+        steps["coin_padded"] = coin_padded
+    if any(isinstance(m, LoraDropout) and m.p > 0 for m in model.modules()) and not args.no_ablations:
+        def coin_torch_dropout(b):
+            with torch_lora_dropout(model):
+                return coin_step(b)
+
+        steps["coin_torch_dropout"] = coin_torch_dropout
+    fns = {name: (lambda s=s: [s(b) for b in batches]) for name, s in steps.items()}
     mm_fn, mm_flops = matmul_unit(device, torch.bfloat16 if precision == "bf16" else torch.float32, args.matmul_size)
     fns["matmul"] = mm_fn
     _log(f"timing {', '.join(fns)}: {args.warmup} warm-up + {args.repeats} interleaved round(s) of "
@@ -170,12 +196,14 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     useful = [batch_flops(b, shape, lora, "useful", contrastive=contrastive) for b in batches]
     useful_coin = sum(f.total for f in useful) / n_steps
     useful_plain = per_step(lambda b: batch_flops(b, shape, lora, "useful", contrastive=False).total)
+    packed = packing.is_enabled(model.get_base_model())
     computed = {
-        "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive=contrastive).total),
-        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive=False).total),
-        "reference": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive=False,
-                                                    full_logits=True).total),
+        "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed).total),
+        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed).total),
+        "reference": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, full_logits=True).total),
+        "coin_padded": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive).total),
     }
+    computed["coin_torch_dropout"] = computed["coin"]
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     rows = sum(int(b["input_ids"].shape[0]) for b in batches)
 
@@ -189,14 +217,14 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     for name in fns:
         if name == "matmul":
             continue
-        key = "coin" if name == "coin_no_dropout" else name
+        key = "coin" if name.startswith("coin") else name
         step_s = median(times[name]) / n_steps
         variants[name] = {
             "step_s": step_s,
             "tokens_per_s": real_tokens / median(times[name]),
             "rows_per_s": rows / median(times[name]),
             "useful_gflop_per_step": (useful_coin if key == "coin" else useful_plain) / 1e9,
-            "computed_gflop_per_step": computed[key] / 1e9,
+            "computed_gflop_per_step": computed[name] / 1e9,
             "useful_gflop_per_s": (useful_coin if key == "coin" else useful_plain) / 1e9 / step_s,
             "round_wall_s": clocks["wall"][name],
             "round_cpu_s": clocks["cpu"][name],
@@ -218,9 +246,13 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
         },
         "seconds": seconds,
     }
-    if "coin_no_dropout" in times:
-        out["useful_flop_fraction_no_dropout"] = fraction("coin_no_dropout")
-        out["dropout_cost"] = paired_ratio(times["coin"], times["coin_no_dropout"]) - 1.0
+    if "coin_padded" in times:
+        out["useful_flop_fraction_padded"] = fraction("coin_padded")
+        out["packing_speedup"] = paired_ratio(times["coin_padded"], times["coin"])
+    if "coin_torch_dropout" in times:
+        out["useful_flop_fraction_torch_dropout"] = fraction("coin_torch_dropout")
+        out["fast_dropout_speedup"] = paired_ratio(times["coin_torch_dropout"], times["coin"])
+        out["speedup_vs_reference_same_dropout"] = paired_ratio(times["reference"], times["coin_torch_dropout"])
     return out
 
 
@@ -277,9 +309,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(device) | {"threads_choice": thread_choice},
         "settings": {
             "model": cfg["name_or_path"], "precision": precision, "threads": threads, "clock": clock,
-            "attn": args.attn,
+            "attn": args.attn, "packed_sequences": cfg["packed_sequences"],
             "gradient_checkpointing": bool(args.grad_ckpt), "compile": bool(args.compile),
-            "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout")},
+            "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout"),
+                     "fast_dropout": cfg.get("lora", {}).get("fast_dropout", True)},
             "lambda": args.lambda_, "temperature": args.temperature, "repeats": args.repeats,
             "eval_repeats": args.eval_repeats, "warmup": args.warmup,
             "matmul_size": args.matmul_size, "seed": args.seed,

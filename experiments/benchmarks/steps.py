@@ -108,11 +108,11 @@ def compiled_decoder(model, enabled: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def lora_dropout_off(model) -> Iterator[int]:
-    """Temporarily replace every LoRA dropout module by ``nn.Identity`` (what peft builds for p=0).
+def swapped_lora_dropout(model, make: Callable[[torch.nn.Module], torch.nn.Module]) -> Iterator[int]:
+    """Temporarily replace every LoRA dropout module ``d`` of ``model`` (any ``nn.Dropout``) by ``make(d)``.
 
     Yields:
-        The number of dropout modules switched off.
+        The number of dropout modules swapped; all are restored on exit.
     """
     swapped = []
     for module in model.modules():
@@ -121,9 +121,38 @@ def lora_dropout_off(model) -> Iterator[int]:
             for key, drop in list(holder.items()):
                 if isinstance(drop, torch.nn.Dropout):
                     swapped.append((holder, key, drop))
-                    holder[key] = torch.nn.Identity()
+                    new = make(drop)
+                    new.train(drop.training)
+                    holder[key] = new
     try:
         yield len(swapped)
     finally:
         for holder, key, drop in swapped:
             holder[key] = drop
+
+
+def torch_lora_dropout(model):
+    """:func:`swapped_lora_dropout` with peft's own ``nn.Dropout(p)`` (what the reference code runs),
+    in place of the project's :class:`coin_lightning.model.dropout.LoraDropout`."""
+    return swapped_lora_dropout(model, lambda d: torch.nn.Dropout(d.p))
+
+
+@contextlib.contextmanager
+def padded_rows(model) -> Iterator[bool]:
+    """Temporarily run ``model`` with transformers' plain ``sdpa`` attention, so ``CoinModule.encode``
+    computes on the padded ``[R, T]`` batch instead of packed rows (what the reference code does).
+
+    Yields:
+        Whether packing was on (and is restored on exit).
+    """
+    from coin_lightning.model import packing
+
+    base = _base(model)
+    was = packing.is_enabled(base)
+    if was:
+        base.set_attn_implementation("sdpa")
+    try:
+        yield was
+    finally:
+        if was:
+            base.set_attn_implementation(packing.PACKED_SDPA)

@@ -17,6 +17,7 @@ def _model(targets, r=4):
     cfg = {
         "name_or_path": "tiny:llama",
         "attn_implementation": "eager",
+        "packed_sequences": False,
         "lora": {"r": r, "alpha": 8, "dropout": 0.0, "target_modules": targets},
     }
     base, tok = load_model(cfg)
@@ -42,6 +43,23 @@ def test_computed_flops_match_flop_counter(targets):
 
     seen = count_with_torch(lambda: reference_loss(model, batch, 1000.0).backward())
     assert batch_flops(batch, shape, lora, "computed", contrastive=False, full_logits=True).total == seen
+
+
+def test_packed_rows_compute_real_tokens_only():
+    # packing (model.packed_sequences, sdpa): the projections, MLPs and LoRA run on the real tokens; the
+    # fused CPU attention kernel is invisible to FlopCounterMode, so compare everything else
+    cfg = {"name_or_path": "tiny:llama", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    base, tok = load_model(cfg)
+    model = apply_lora(base, cfg)
+    batch = make_batch(tok, *toy_rows(3, seed=2), 3, side="left", pad_extra=3)
+    shape, lora = DecoderShape.from_config(model.config), LoraShape.from_peft(model)
+    module = CoinModule(model, {"lambda": 1000.0})
+    seen = count_with_torch(lambda: module.compute(batch).loss.backward())
+    packed = batch_flops(batch, shape, lora, "computed", packed=True)
+    attention = packed.forward["attention"] + packed.backward["attention"]
+    assert packed.total - attention == seen
+    padded = batch_flops(batch, shape, lora, "computed")
+    assert seen < padded.total - padded.forward["attention"] - padded.backward["attention"]
 
 
 def test_useful_flops_count_real_tokens_and_causal_pairs():

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from coin_lightning.losses import info_nce
+from coin_lightning.model import packing
+from coin_lightning.model.dropout import LoraDropout
 from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
+from coin_lightning.model.module import CoinModule
 from experiments.benchmarks import run as bench
 from experiments.benchmarks.batches import padding_stats, pick_batches, train_data
 from experiments.benchmarks.report import TARGETS
-from experiments.benchmarks.steps import lora_dropout_off, reference_loss
+from experiments.benchmarks.steps import padded_rows, reference_loss, swapped_lora_dropout, torch_lora_dropout
 from experiments.benchmarks.timing import paired_ratio, time_interleaved
 from tests.conftest import TINY_CFG
 from tests.helpers import make_batch, toy_rows
@@ -20,6 +23,7 @@ from tests.helpers import make_batch, toy_rows
 SMOKE = [
     "--model", "tiny_llama", "--data", "embedded", "--repeats", "1", "--warmup", "0", "--batches", "1",
     "--threads", "1", "--matmul-size", "128", "--eval-rows", "6", "--eval-batch-size", "3", "--eval-repeats", "1",
+    "--lora-dropout", "0.1",
 ]
 
 
@@ -28,13 +32,17 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     data = json.loads((tmp_path / "bench.json").read_text())
     md = (tmp_path / "bench.md").read_text()
     assert set(data["targets"]) == set(TARGETS)
-    for name in ("coin", "cit", "reference"):
+    for name in ("coin", "cit", "reference", "coin_padded", "coin_torch_dropout"):
         v = data["training"]["variants"][name]
         assert len(v["round_wall_s"]) == len(v["round_cpu_s"]) == 1 and v["step_s"] > 0
         assert v["useful_gflop_per_step"] <= v["computed_gflop_per_step"]
     # the reference-style step computes the LM head on every position: more FLOPs than the project's
     variants = data["training"]["variants"]
     assert variants["reference"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
+    # packed rows compute no padding: fewer FLOPs than the same step on the padded batch, >= the useful ones
+    assert variants["coin_padded"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
+    for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout"):
+        assert data["training"][key] > 0
     assert data["machine"]["versions"]["torch"] == torch.__version__
     ev = data["evaluation"]
     assert ev["rows"] == 6 and ev["shared_prefix_tokens"] > 0
@@ -66,17 +74,37 @@ def test_reference_loss_is_hf_loss_of_each_half_plus_capped_infonce():
     assert reference_loss(model, batch, 1000.0).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
-def test_lora_dropout_off_swaps_and_restores():
+def test_dropout_swaps_restore_the_projects_lora_dropout():
     cfg = dict(TINY_CFG, lora=dict(TINY_CFG["lora"], dropout=0.3))
     base, _ = load_model(cfg)
     model = apply_lora(base, cfg)
-    before = [type(m).__name__ for n, m in model.named_modules() if n.endswith("lora_dropout.default")]
-    assert before and set(before) == {"Dropout"}
-    with lora_dropout_off(model) as n:
-        assert n == len(before)
-        assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
-    after = [type(m).__name__ for n, m in model.named_modules() if n.endswith("lora_dropout.default")]
-    assert after == before
+
+    def kinds():
+        return [type(m) for n, m in model.named_modules() if n.endswith("lora_dropout.default")]
+
+    before = kinds()
+    assert before and set(before) == {LoraDropout}
+    with swapped_lora_dropout(model, lambda d: torch.nn.Identity()) as n:
+        assert n == len(before) and set(kinds()) == {torch.nn.Identity}
+    with torch_lora_dropout(model) as n:
+        assert n == len(before) and set(kinds()) == {torch.nn.Dropout}
+        assert all(m.p == 0.3 and m.training for m in model.modules() if type(m) is torch.nn.Dropout)
+    assert kinds() == before
+
+
+def test_padded_rows_switches_packing_off_and_back(tokenizer):
+    base, _ = load_model(TINY_CFG)
+    model = apply_lora(base, TINY_CFG)
+    batch = make_batch(tokenizer, *toy_rows(2, seed=3), 2, side="left", pad_extra=2)
+    module = CoinModule(model, {"lambda": 1000.0}).eval()
+    assert packing.is_enabled(base)
+    with torch.no_grad():
+        packed = module.compute(batch).loss
+        with padded_rows(model) as was:
+            assert was and not packing.is_enabled(base)
+            padded = module.compute(batch).loss
+    assert packing.is_enabled(base)
+    assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
 
 
 def test_interleaving_alternates_order_and_ratios_pair_rounds():

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from coin_lightning.model.loading import ModelArgs, load_adapter
+from coin_lightning.model import packing
+from coin_lightning.model.dropout import use_fast_lora_dropout
+from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter
 
 
 def apply_lora(model, cfg: Any):
@@ -13,14 +15,31 @@ def apply_lora(model, cfg: Any):
     ``tloen/alpaca-lora-7b``, Sec. 4.1); otherwise a fresh LoRA with ``model.lora`` settings (the B
     matrices start at zero, so the wrapped model equals the base model at step 0).
     Only adapter parameters require gradients afterwards. With ``model.gradient_checkpointing`` the
-    non-reentrant variant is enabled (the reentrant one breaks with frozen inputs under peft).
+    non-reentrant variant is enabled (the reentrant one breaks with frozen inputs under peft). With
+    ``model.lora.fast_dropout`` (default) peft's LoRA dropouts become
+    :class:`coin_lightning.model.dropout.LoraDropout` (same masks in distribution, cheaper on CPU).
+    With ``model.packed_sequences`` (default) the base model attends with
+    :data:`coin_lightning.model.packing.PACKED_SDPA`, so ``CoinModule.encode`` can pack rows.
 
     Raises:
-        coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded.
+        coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, or
+            ``packed_sequences`` with an attention implementation other than ``sdpa``.
     """
+    args = ModelArgs.from_config(cfg)
+    if args.packed_sequences:
+        try:
+            packing.enable(model)
+        except ValueError as exc:
+            raise ModelLoadError(f"{exc} (or set model.packed_sequences=false)") from None
+    peft_model = _wrap(model, args)
+    if args.lora.fast_dropout:
+        use_fast_lora_dropout(peft_model)
+    return peft_model
+
+
+def _wrap(model, args: ModelArgs):
     from peft import LoraConfig, get_peft_model
 
-    args = ModelArgs.from_config(cfg)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from coin_lightning.losses import (
     POOLING_METHODS,
@@ -20,6 +21,7 @@ from coin_lightning.losses import (
     pool_hidden,
     response_cross_entropy,
 )
+from coin_lightning.model import packing
 
 
 class ConfigError(ValueError):
@@ -186,18 +188,32 @@ class CoinModule(L.LightningModule):
         """Run the decoder (no LM head) with position ids derived from the mask.
 
         Position ids count real tokens only (``cumsum(mask) - 1``), so a row's hidden states do not
-        depend on how much padding it has or on which side.
+        depend on how much padding it has or on which side. When the base model attends with
+        :data:`coin_lightning.model.packing.PACKED_SDPA` (``model.packed_sequences``), the rows' real
+        tokens run as one packed sequence (no compute on padding) and the states are scattered back.
 
         Args:
             input_ids: Long ``[N, T]``.
             attention_mask: ``[N, T]``.
 
         Returns:
-            The decoder output: ``last_hidden_state`` ``[N, T, H]`` (final norm applied) and, if asked,
-            ``hidden_states`` (``num_layers + 1`` tensors ``[N, T, H]``).
+            The decoder output: ``last_hidden_state`` ``[N, T, H]`` (final norm applied; zeros at
+            padding when packed) and, if asked, ``hidden_states`` (``num_layers + 1`` tensors ``[N, T, H]``).
         """
+        decoder = self._base().get_decoder()
+        if packing.is_enabled(self._base()):
+            packed = packing.pack_rows(input_ids, attention_mask)
+            out = decoder(
+                input_ids=packed.input_ids,
+                position_ids=packed.position_ids,
+                use_cache=False,
+                output_hidden_states=output_hidden_states,
+                coin_packed=packed,
+            )
+            states = tuple(packing.unpack(h, packed) for h in out.hidden_states) if output_hidden_states else None
+            return BaseModelOutput(last_hidden_state=packing.unpack(out.last_hidden_state, packed), hidden_states=states)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        return self._base().get_decoder()(
+        return decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,

@@ -36,6 +36,7 @@ def eval_throughput(
     precision: str = "fp32",
     max_new_tokens: int = 7,
     clock: str = "wall",
+    decode_batch_size: int | None = 64,
 ) -> dict[str, Any]:
     """Time ``predict`` for rank/generate x cached/uncached on the same rows, interleaved.
 
@@ -51,7 +52,8 @@ def eval_throughput(
 
     predictors = {
         f"{method}/{'cached' if cache else 'uncached'}": Predictor(
-            model, tokenizer, method=method, batch_size=batch_size, max_new_tokens=max_new_tokens, prefix_cache=cache
+            model, tokenizer, method=method, batch_size=batch_size, max_new_tokens=max_new_tokens, prefix_cache=cache,
+            decode_batch_size=decode_batch_size,
         )
         for method in ("rank", "generate")
         for cache in (True, False)
@@ -70,7 +72,8 @@ def eval_throughput(
     clocks = time_interleaved(fns, repeats, warmup, device, warmup_fns=warm)
     times = clocks[clock]
     n = len(rows.contents)
-    out: dict[str, Any] = {"task": rows.task, "rows": n, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+    out: dict[str, Any] = {"task": rows.task, "rows": n, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                           "decode_batch_size": predictors["generate/cached"].decode_batch_size}
     out.update(prompt_stats(predictors["rank/cached"], rows))
     for method in ("rank", "generate"):
         cached, uncached = last[f"{method}/cached"], last[f"{method}/uncached"]

@@ -122,7 +122,8 @@ def render_markdown(results: dict) -> str:
     if e:
         lines += [
             "",
-            f"Evaluation: {e['task']}, {e['rows']} rows, batch {e['batch_size']}, prompts of "
+            f"Evaluation: {e['task']}, {e['rows']} rows, batch {e['batch_size']} (generate decodes "
+            f"{e.get('decode_batch_size', e['batch_size'])} rows together), prompts of "
             f"{e['mean_prompt_tokens']:.0f} tokens on average of which {e['shared_prefix_tokens']} shared.",
             "",
             "| method | examples/s, prefix cache | examples/s, no cache | speed-up | identical predictions |",

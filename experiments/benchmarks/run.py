@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-task", default=None, help="evaluation task (default sst2, or embedded_parity)")
     p.add_argument("--eval-rows", type=int, default=64, help="rows of the evaluation task")
     p.add_argument("--eval-batch-size", type=int, default=16, help="rows per forward pass in evaluation")
+    p.add_argument("--eval-decode-batch-size", type=int, default=64,
+                   help="generate: rows decoded together (eval.decode_batch_size)")
     p.add_argument("--eval-repeats", type=int, default=3, help="timed rounds per evaluation variant")
     p.add_argument("--seed", type=int, default=0, help="seeds LoRA init, dropout, data order and row samples")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="directory of bench.json and bench.md")
@@ -300,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"evaluation: {rows.task}, {len(rows.contents)} rows, rank and generate, cached and uncached")
         t0 = time.perf_counter()
         evaluation = eval_throughput(model, tokenizer, rows, args.eval_batch_size, args.eval_repeats, args.warmup,
-                                     device, precision, clock=clock)
+                                     device, precision, clock=clock, decode_batch_size=args.eval_decode_batch_size)
         evaluation["seconds"] = time.perf_counter() - t0
 
     results = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.decode import encode_prefix, left_pad, prefill, shared_prefix_length
+from coin_lightning.eval.decode import encode_prefix, left_pad, merge_prefilled, prefill, shared_prefix_length
 from coin_lightning.eval.predict import Predictor
 from tests.eval.eval_helpers import forced_answer_model, tiny
 
@@ -62,11 +62,13 @@ def test_prefix_cache_gives_identical_predictions(method):
                                    torch.tensor([x.scores for x in without]), atol=1e-4, rtol=1e-4)
 
 
-def test_greedy_generation_matches_transformers_generate():
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_greedy_generation_matches_transformers_generate(prefix_cache):
+    # prefill batches of 2 rows (2, 2, 1: different widths), decoded together as one merged batch
     model, tok = tiny()
-    p = Predictor(model, tok, max_new_tokens=6, batch_size=4)
-    answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:4], LABEL_WORDS["rte"])]
-    for content, answer in zip(CONTENTS[:4], answers):
+    p = Predictor(model, tok, max_new_tokens=6, batch_size=2, prefix_cache=prefix_cache, decode_batch_size=64)
+    answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:5], LABEL_WORDS["rte"])]
+    for content, answer in zip(CONTENTS[:5], answers):
         ids = torch.tensor([p.encode([p.prompt(INSTRUCTION, content)])[0]])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
                              eos_token_id=p.stop_ids, pad_token_id=p.pad_id, use_cache=True)
@@ -74,6 +76,40 @@ def test_greedy_generation_matches_transformers_generate():
         if any(t in p.stop_ids for t in new):
             new = new[: next(i for i, t in enumerate(new) if t in p.stop_ids)]
         assert answer == tok.decode(new, skip_special_tokens=True)
+
+
+def test_merged_decoding_gives_the_per_batch_answers():
+    model, tok = tiny()
+    words = LABEL_WORDS["rte"]
+    kw = dict(method="generate", batch_size=2, max_new_tokens=5)
+    alone = Predictor(model, tok, decode_batch_size=None, **kw).predict(INSTRUCTION, CONTENTS, words)
+    for size in (4, 64):  # merge 2 batches at a time, or all 4
+        merged = Predictor(model, tok, decode_batch_size=size, **kw).predict(INSTRUCTION, CONTENTS, words)
+        assert [x.answer for x in merged] == [x.answer for x in alone]
+        assert [x.pred for x in merged] == [x.pred for x in alone]
+
+
+def test_merge_prefilled_left_pads_caches_and_masks():
+    model, tok = tiny()
+    p = Predictor(model, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS[:3]])
+    a = prefill(model, [seqs[2]], p.pad_id)  # the longest prompt alone
+    b = prefill(model, seqs[:2], p.pad_id)
+    merged = merge_prefilled([b, a])
+    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+    assert merged.attention_mask.shape == (3, width)
+    assert merged.attention_mask.sum(1).tolist() == [len(seqs[0]), len(seqs[1]), len(seqs[2])]
+    assert merged.cache.get_seq_length() == width
+    layer = merged.cache.layers[0]
+    assert layer.keys.shape[0] == 3
+    shift = width - b.attention_mask.shape[1]
+    torch.testing.assert_close(layer.keys[:2, :, shift:], b.cache.layers[0].keys)
+    assert float(layer.keys[:2, :, :shift].abs().sum()) == 0.0
+    torch.testing.assert_close(merged.last_logits, torch.cat([b.last_logits, a.last_logits]))
+    assert merged.next_position.tolist() == [len(s) for s in seqs]
+    assert merge_prefilled([a]) is a
+    with pytest.raises(ValueError):
+        merge_prefilled([])
 
 
 def test_rank_scores_are_label_word_log_likelihoods():

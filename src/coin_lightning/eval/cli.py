@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict:
             model = load_adapter(model, cfg.adapter)
         load_s = time.perf_counter() - t0
         predictor = Predictor(model, tokenizer, cfg.prompt_format, settings.method, settings.batch_size,
-                              settings.max_new_tokens, settings.prefix_cache)
+                              settings.max_new_tokens, settings.prefix_cache, settings.decode_batch_size)
         loggers = instantiate_loggers(cfg.get("logger"))
         started = True
         meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,

@@ -144,6 +144,43 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
     )
 
 
+def merge_prefilled(states: Sequence[Prefilled]) -> Prefilled:
+    """Stack prefilled batches into one, so that they decode together.
+
+    Decoding a step costs about the same for 16 rows as for 64 on a CPU (it streams the weights
+    through small matmuls), while prefilling many rows at once pads them all to the longest: so
+    :class:`~coin_lightning.eval.predict.Predictor` prefills in length-sorted batches and decodes
+    several of them as one. Each state's key/value cache ``[B_i, kv_heads, W_i, D]`` per layer and its
+    attention mask ``[B_i, W_i]`` are left-padded to the widest ``W`` (padding keys are never attended
+    to: the mask is 0 there, and the positions of new tokens are explicit), then concatenated on the
+    batch dimension; logits, next positions and hidden states are concatenated.
+
+    Raises:
+        ValueError: no states.
+    """
+    if not states:
+        raise ValueError("merge_prefilled needs at least one state")
+    if len(states) == 1:
+        return states[0]
+    from transformers import DynamicCache
+
+    width = max(int(s.attention_mask.shape[1]) for s in states)
+    pad = [width - int(s.attention_mask.shape[1]) for s in states]
+    layers = []
+    for layer in range(len(states[0].cache.layers)):
+        keys = [torch.nn.functional.pad(s.cache.layers[layer].keys, (0, 0, p, 0)) for s, p in zip(states, pad)]
+        values = [torch.nn.functional.pad(s.cache.layers[layer].values, (0, 0, p, 0)) for s, p in zip(states, pad)]
+        layers.append((torch.cat(keys), torch.cat(values)))
+    hidden = [s.last_hidden for s in states]
+    return Prefilled(
+        last_logits=torch.cat([s.last_logits for s in states]),
+        cache=DynamicCache(ddp_cache_data=layers),
+        attention_mask=torch.cat([torch.nn.functional.pad(s.attention_mask, (p, 0)) for s, p in zip(states, pad)]),
+        next_position=torch.cat([s.next_position for s in states]),
+        last_hidden=torch.cat(hidden) if all(h is not None for h in hidden) else None,
+    )
+
+
 def greedy_decode(model, state: Prefilled, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
     """Greedy decoding (argmax at every step) from a prefilled batch; consumes ``state.cache``.
 

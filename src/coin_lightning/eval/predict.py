@@ -20,9 +20,11 @@ import torch
 
 from coin_lightning.data.prompts import build_prompt
 from coin_lightning.eval.decode import (
+    Prefilled,
     encode_prefix,
     greedy_decode,
     label_log_likelihoods,
+    merge_prefilled,
     prefill,
     shared_prefix_length,
 )
@@ -69,17 +71,23 @@ class Predictor:
         batch_size: rows per forward pass.
         max_new_tokens: generation length for ``generate``.
         prefix_cache: reuse the key/value cache of the prompt prefix shared by all rows.
+        decode_batch_size: ``generate`` decodes up to this many rows together (whole prefill
+            batches, stacked with :func:`~coin_lightning.eval.decode.merge_prefilled`): decoding steps
+            cost about the same for 16 or 64 rows on a CPU, prefilling does not. ``None`` or a value
+            below ``batch_size``: each prefill batch decodes alone.
 
     Raises:
         ValueError: unknown method or a non-positive batch size / generation length.
     """
 
     def __init__(self, model, tokenizer, prompt_format: str = "alpaca", method: str = "generate",
-                 batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True):
+                 batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True,
+                 decode_batch_size: int | None = 64):
         if method not in METHODS:
             raise ValueError(f"eval.method={method!r}; choose one of {', '.join(METHODS)}")
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"eval.batch_size={batch_size} and eval.max_new_tokens={max_new_tokens} must be >= 1")
+        self.decode_batch_size = max(batch_size, decode_batch_size or 0)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
@@ -134,19 +142,31 @@ class Predictor:
         if not contents:
             return []
         results: list[Prediction | None] = [None] * len(contents)
-        candidates = [self.word_ids(w) for w in label_words] if self.method == "rank" else None
-        for rows, state in self.batches(instruction, contents):
-            if self.method == "rank":
+        if self.method == "rank":
+            candidates = [self.word_ids(w) for w in label_words]
+            for rows, state in self.batches(instruction, contents):
                 scores = label_log_likelihoods(self.model, state, candidates, self.pad_id)
                 for j, i in enumerate(rows):
-                    s = scores[j].tolist()
                     best = int(torch.argmax(scores[j]))
-                    results[i] = Prediction(answer=label_words[best], pred=best, scores=s)
-            else:
-                new = greedy_decode(self.model, state, self.max_new_tokens, self.stop_ids, self.pad_id)
-                for j, i in enumerate(rows):
-                    text = self.tokenizer.decode(new[j], skip_special_tokens=True)
-                    results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
+                    results[i] = Prediction(answer=label_words[best], pred=best, scores=scores[j].tolist())
+            return results  # type: ignore[return-value]
+        pending: list[tuple[list[int], Prefilled]] = []
+
+        def decode_pending() -> None:
+            rows = [i for r, _ in pending for i in r]
+            new = greedy_decode(self.model, merge_prefilled([st for _, st in pending]), self.max_new_tokens,
+                                self.stop_ids, self.pad_id)
+            for j, i in enumerate(rows):
+                text = self.tokenizer.decode(new[j], skip_special_tokens=True)
+                results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
+            pending.clear()
+
+        for rows, state in self.batches(instruction, contents):
+            pending.append((rows, state))
+            if sum(len(r) for r, _ in pending) + self.batch_size > self.decode_batch_size:
+                decode_pending()
+        if pending:
+            decode_pending()
         return results  # type: ignore[return-value]
 
     def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:

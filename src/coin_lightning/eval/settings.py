@@ -49,6 +49,8 @@ class EvalSettings:
     """Adversarial mode: rows per task on which candidate instructions are scored."""
     prefix_cache: bool = True
     """Reuse the key/value cache of the prompt prefix shared by one instruction's rows."""
+    decode_batch_size: int = 64
+    """``generate``: rows decoded together (whole prefill batches of ``batch_size``, stacked)."""
     perturb: Any = None
     """The ``eval.perturb`` node (see ``coin_lightning.eval.perturb.config``)."""
 
@@ -77,7 +79,7 @@ class EvalSettings:
             raise EvalConfigError(f"eval.method={s.method!r}; choose one of {', '.join(METHODS)}")
         if s.perturb_mode not in PERTURB_MODES:
             raise EvalConfigError(f"eval.perturb_mode={s.perturb_mode!r}; choose one of {', '.join(PERTURB_MODES)}")
-        for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size"):
+        for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size", "decode_batch_size"):
             if int(getattr(s, key)) < 1:
                 raise EvalConfigError(f"eval.{key}={getattr(s, key)!r}: must be >= 1")
         if s.perturb_mode == "adversarial" and "clean" not in s.levels:

@@ -115,6 +115,8 @@ def model_config(args: argparse.Namespace) -> dict:
     """
     from omegaconf import OmegaConf
 
+    from coin_lightning.model.loading import ModelArgs
+
     path = Path(args.model)
     if not path.suffix:
         path = REPO / "conf" / "model" / f"{args.model}.yaml"
@@ -123,7 +125,7 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     cfg["attn_implementation"] = args.attn
     cfg["gradient_checkpointing"] = bool(args.grad_ckpt)
-    cfg["packed_sequences"] = bool(cfg.get("packed_sequences", True)) and args.attn == "sdpa" and not args.no_packing
+    cfg["packed_sequences"] = ModelArgs.from_config(cfg).packed_sequences and args.attn == "sdpa" and not args.no_packing
     if args.lora_dropout is not None:
         cfg.setdefault("lora", {})["dropout"] = args.lora_dropout
     return cfg
@@ -165,7 +167,8 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
         "cit": make_step(lambda b: cit.compute(b).loss, optimizer, device, precision),
         "reference": reference_step,
     }
-    if packing.is_enabled(model.get_base_model()) and not args.no_ablations:
+    packed = packing.is_enabled(model.get_base_model())
+    if packed and not args.no_ablations:
         def coin_padded(b):
             with padded_rows(model):
                 return coin_step(b)
@@ -198,7 +201,6 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     useful = [batch_flops(b, shape, lora, "useful", contrastive=contrastive) for b in batches]
     useful_coin = sum(f.total for f in useful) / n_steps
     useful_plain = per_step(lambda b: batch_flops(b, shape, lora, "useful", contrastive=False).total)
-    packed = packing.is_enabled(model.get_base_model())
     computed = {
         "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed).total),
         "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed).total),
@@ -261,7 +263,7 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every section and return the results dict (also written to ``args.output``)."""
     from coin_lightning.io import write_json, write_text
-    from coin_lightning.model.loading import load_model
+    from coin_lightning.model.loading import ModelArgs, load_model
     from coin_lightning.model.lora import apply_lora
 
     _quiet()
@@ -314,7 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "attn": args.attn, "packed_sequences": cfg["packed_sequences"],
             "gradient_checkpointing": bool(args.grad_ckpt), "compile": bool(args.compile),
             "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout"),
-                     "fast_dropout": cfg.get("lora", {}).get("fast_dropout", True)},
+                     "fast_dropout": ModelArgs.from_config(cfg).lora.fast_dropout},
             "lambda": args.lambda_, "temperature": args.temperature, "repeats": args.repeats,
             "eval_repeats": args.eval_repeats, "warmup": args.warmup,
             "matmul_size": args.matmul_size, "seed": args.seed,

@@ -114,16 +114,15 @@ def swapped_lora_dropout(model, make: Callable[[torch.nn.Module], torch.nn.Modul
     Yields:
         The number of dropout modules swapped; all are restored on exit.
     """
+    from coin_lightning.model.dropout import lora_dropout_slots
+
     swapped = []
-    for module in model.modules():
-        holder = getattr(module, "lora_dropout", None)
-        if isinstance(holder, torch.nn.ModuleDict):
-            for key, drop in list(holder.items()):
-                if isinstance(drop, torch.nn.Dropout):
-                    swapped.append((holder, key, drop))
-                    new = make(drop)
-                    new.train(drop.training)
-                    holder[key] = new
+    for holder, key, drop in lora_dropout_slots(model):
+        if isinstance(drop, torch.nn.Dropout):
+            swapped.append((holder, key, drop))
+            new = make(drop)
+            new.train(drop.training)
+            holder[key] = new
     try:
         yield len(swapped)
     finally:

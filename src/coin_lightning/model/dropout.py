@@ -13,6 +13,7 @@ calls ``torch.nn.functional.dropout`` (masks are already cheap there).
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -98,6 +99,18 @@ class LoraDropout(nn.Dropout):
         return _DropPositions.apply(x, drop_positions(x.numel(), self.p), 1.0 / (1.0 - self.p))
 
 
+def lora_dropout_slots(model: nn.Module) -> Iterator[tuple[nn.ModuleDict, str, nn.Module]]:
+    """Every LoRA dropout of a peft model: ``(holder, adapter name, module)`` with ``holder[name] is module``
+    (peft keeps them in each LoRA layer's ``lora_dropout`` ``ModuleDict``). Listed before yielding, so
+    callers may replace ``holder[name]``."""
+    slots = []
+    for module in model.modules():
+        holder = getattr(module, "lora_dropout", None)
+        if isinstance(holder, nn.ModuleDict):
+            slots.extend((holder, key, drop) for key, drop in holder.items())
+    yield from slots
+
+
 def use_fast_lora_dropout(model: nn.Module) -> int:
     """Replace peft's ``nn.Dropout`` LoRA dropouts of ``model`` in place by :class:`LoraDropout` (same ``p``).
 
@@ -105,17 +118,13 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
         The number of dropout modules replaced (``nn.Identity`` ones, peft's ``p = 0``, are left alone).
     """
     replaced = 0
-    for module in model.modules():
-        holder = getattr(module, "lora_dropout", None)
-        if not isinstance(holder, nn.ModuleDict):
-            continue
-        for key, drop in list(holder.items()):
-            if type(drop) is nn.Dropout:
-                fast = LoraDropout(drop.p)
-                fast.train(drop.training)
-                holder[key] = fast
-                replaced += 1
+    for holder, key, drop in lora_dropout_slots(model):
+        if type(drop) is nn.Dropout:
+            fast = LoraDropout(drop.p)
+            fast.train(drop.training)
+            holder[key] = fast
+            replaced += 1
     return replaced
 
 
-__all__ = ["LoraDropout", "drop_positions", "use_fast_lora_dropout"]
+__all__ = ["LoraDropout", "drop_positions", "lora_dropout_slots", "use_fast_lora_dropout"]

@@ -1,6 +1,8 @@
 """Test helpers: hand-built CoIN batches (independent of the DataModule's collation)."""
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 ALPACA = "\n\n### Response:\n"
@@ -40,3 +42,21 @@ def toy_rows(n_pairs: int, seed: int = 0):
     paraphrases = [f"Tell me whether {n} is divisible by two (yes/no).{ALPACA}" for n in nums]
     targets = ["yes" if n % 2 == 0 else "no" for n in nums]
     return originals + paraphrases, targets + targets
+
+
+def tiny_lora_models(configs: list[dict], seed: int = 0) -> list[tuple]:
+    """``(peft model, tokenizer)`` for each ``model`` config: the same tiny LLaMA and LoRA initialisation
+    (``seed``), with each LoRA B drawn from its parameter name (non-zero, so the adapters matter)."""
+    from coin_lightning.model.loading import load_model
+    from coin_lightning.model.lora import apply_lora
+
+    out = []
+    for cfg in configs:
+        base, tok = load_model(cfg)
+        torch.manual_seed(seed)
+        model = apply_lora(base, cfg)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.05, generator=torch.Generator().manual_seed(zlib.crc32(name.encode())))
+        out.append((model, tok))
+    return out

@@ -128,6 +128,7 @@ def step_flops(
     causal: bool = True,
     backward: bool = True,
     attn_lens: Sequence[int] | None = None,
+    attn_pairs: float | None = None,
 ) -> FlopCount:
     """Matmul FLOPs of one training step (forward, and backward when ``backward``).
 
@@ -142,6 +143,8 @@ def step_flops(
         backward: include the backward pass.
         attn_lens: widths of the attention score matrices when they differ from ``seq_lens`` (packed
             rows: projections run on the real tokens, attention on ``[L, L]`` right-padded rows).
+        attn_pairs: score pairs per head and layer over the batch, when given (overrides ``causal``
+            and ``attn_lens``; the block-causal packed kernel).
 
     Returns:
         :class:`FlopCount` by part.
@@ -156,6 +159,8 @@ def step_flops(
         raise ValueError("sizes must be non-negative")
     N = float(sum(seq_lens))
     pairs = float(sum(n * (n + 1) / 2 if causal else n * n for n in (seq_lens if attn_lens is None else attn_lens)))
+    if attn_pairs is not None:
+        pairs = float(attn_pairs)
     H, r = shape.hidden, lora.r
     fwd = dict.fromkeys(("linear", "lora", "attention", "lm_head", "contrastive"), 0.0)
     bwd = dict.fromkeys(fwd, 0.0)
@@ -213,6 +218,7 @@ def batch_flops(
     contrastive: bool = True,
     full_logits: bool = False,
     packed: bool = False,
+    fused: bool = True,
 ) -> FlopCount:
     """FLOPs of one step on a CONTRACTS.md batch.
 
@@ -224,7 +230,9 @@ def batch_flops(
         full_logits: the LM head runs on every position of the LM rows (the reference-style step);
             only meaningful with ``mode="computed"``.
         packed: the step packs rows (``model.packed_sequences``): in ``computed`` mode the layers run
-            on the real tokens and attention on ``R`` dense ``[L, L]`` score matrices (``L`` = longest row).
+            on the real tokens and attention on ``R`` right-padded rows of ``L`` (longest row) positions:
+            with ``fused`` (the CPU kernel :func:`coin_lightning.model.packing.packed_attention`) each
+            block of query positions ``[s, e)`` against keys ``[0, e)``, else dense ``[L, L]`` (SDPA).
 
     Raises:
         ValueError: unknown mode.
@@ -246,17 +254,32 @@ def batch_flops(
         lens = [T] * R
         attn = None
         m = 2 * P * T if full_logits else lm_positions_of(batch)
-    return step_flops(shape, lora, list(lens), m, P if contrastive else 0, causal=mode == "useful", attn_lens=attn)
+    pairs = None
+    if mode == "computed" and packed and fused:
+        from coin_lightning.model.packing import attention_blocks
+
+        pairs = R * sum((end - start) * end for start, end in attention_blocks(max(lens)))
+    return step_flops(shape, lora, list(lens), m, P if contrastive else 0, causal=mode == "useful", attn_lens=attn,
+                      attn_pairs=pairs)
 
 
 def count_with_torch(fn) -> float:
-    """Total matmul FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` sees while ``fn()`` runs.
+    """Total matmul FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` sees while ``fn()`` runs,
+    in-place accumulates (``addmm_``, ``baddbmm_``: the fused LoRA and attention kernels) included.
 
-    (Fused CPU attention kernels are not counted by it; use eager attention to compare.)
+    (Fused CPU SDPA kernels are not counted by it; use eager attention to compare.)
     """
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    def addmm_(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # [m, k] x [k, n] accumulated
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+    def baddbmm_(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # [b, m, k] x [b, k, n] accumulated
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+    inplace = {torch.ops.aten.addmm_: addmm_, torch.ops.aten.baddbmm_: baddbmm_}
+    with FlopCounterMode(display=False, custom_mapping=inplace) as counter:
         fn()
     return float(counter.get_total_flops())
 

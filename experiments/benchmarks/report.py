@@ -28,6 +28,7 @@ VARIANT_LABELS = {
     "reference": "reference-style step",
     "coin_padded": "CoIN step, padded rows (no packing)",
     "coin_torch_dropout": "CoIN step, peft's nn.Dropout",
+    "coin_unfused": "CoIN step, without the fused kernels",
 }
 
 
@@ -99,6 +100,11 @@ def render_markdown(results: dict) -> str:
             f"{t['fast_dropout_speedup']:.2f}x faster (useful FLOP fraction {t['useful_flop_fraction_torch_dropout']:.3f} "
             f"with nn.Dropout); speed-up over the reference-style step with the same nn.Dropout in both: "
             f"{t['speedup_vs_reference_same_dropout']:.2f}x.")
+    if "fused_kernels_speedup" in t:
+        lines.append(
+            f"Fused CPU kernels (model.fused_kernels: LoRA projections, RMSNorm, attention on packed rows) instead of "
+            f"peft's and transformers' layers: CoIN step {t['fused_kernels_speedup']:.2f}x faster (useful FLOP "
+            f"fraction {t['useful_flop_fraction_unfused']:.3f} without them).")
     lines += [
         "",
         "| training step | s/step | tokens/s | useful GFLOP/step | computed GFLOP/step | useful GFLOP/s "

@@ -28,10 +28,12 @@ from experiments.benchmarks.machine import choose_threads, machine_info, matmul_
 from experiments.benchmarks.report import TARGETS, render_markdown
 from experiments.benchmarks.steps import (
     compiled_decoder,
+    fused_kernels_installed,
     make_step,
     padded_rows,
     reference_loss,
     torch_lora_dropout,
+    unfused_kernels,
 )
 from experiments.benchmarks.timing import (
     median,
@@ -73,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip timing the CoIN step on padded rows and with peft's nn.Dropout (the ablations)")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     p.add_argument("--no-packing", action="store_true", help="model.packed_sequences=false (padded rows)")
+    p.add_argument("--no-fused", action="store_true", help="model.fused_kernels=false (peft's and transformers' layers)")
     p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant gradient checkpointing (peft-compatible)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder for the training steps")
     p.add_argument("--matmul-size", type=int, default=2048, help="square matrix size of the matmul peak")
@@ -126,6 +129,8 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg["attn_implementation"] = args.attn
     cfg["gradient_checkpointing"] = bool(args.grad_ckpt)
     cfg["packed_sequences"] = ModelArgs.from_config(cfg).packed_sequences and args.attn == "sdpa" and not args.no_packing
+    if args.no_fused:
+        cfg["fused_kernels"] = False
     if args.lora_dropout is not None:
         cfg.setdefault("lora", {})["dropout"] = args.lora_dropout
     return cfg
@@ -141,10 +146,11 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     """Time the training-step variants and the matmul peak interleaved; memory, FLOPs and ratios.
 
     Variants: ``coin`` (lambda = ``--lambda``), ``cit`` (lambda = 0), ``reference`` (reference-style
-    step on padded rows with peft's ``nn.Dropout``, as the reference code) and two ablations of the
-    CoIN step: ``coin_padded`` (packing off, when ``model.packed_sequences``) and
-    ``coin_torch_dropout`` (peft's ``nn.Dropout``, when :class:`~coin_lightning.model.dropout.LoraDropout`
-    is in use); all share one AdamW optimizer.
+    step on padded rows with peft's ``nn.Dropout`` and peft's and transformers' own layers, as the
+    reference code) and three ablations of the CoIN step: ``coin_padded`` (packing off, when
+    ``model.packed_sequences``), ``coin_torch_dropout`` (peft's ``nn.Dropout``, when
+    :class:`~coin_lightning.model.dropout.LoraDropout` is in use) and ``coin_unfused`` (without the
+    fused kernels of :mod:`coin_lightning.model.fused`, when installed); all share one AdamW optimizer.
     """
     from coin_lightning.model import packing
     from coin_lightning.model.dropout import LoraDropout
@@ -157,8 +163,8 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     reference = make_step(lambda b: reference_loss(model, b, args.lambda_, args.temperature), optimizer, device,
                           precision)
 
-    def reference_step(b):  # the reference code: padded batches, peft's own nn.Dropout
-        with torch_lora_dropout(model), padded_rows(model):
+    def reference_step(b):  # the reference code: padded batches, peft's own nn.Dropout and layers
+        with torch_lora_dropout(model), padded_rows(model), unfused_kernels(model):
             return reference(b)
 
     coin_step = make_step(lambda b: coin.compute(b).loss, optimizer, device, precision)
@@ -180,6 +186,12 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
                 return coin_step(b)
 
         steps["coin_torch_dropout"] = coin_torch_dropout
+    if fused_kernels_installed(model) and not args.no_ablations:
+        def coin_unfused(b):
+            with unfused_kernels(model):
+                return coin_step(b)
+
+        steps["coin_unfused"] = coin_unfused
     fns = {name: (lambda s=s: [s(b) for b in batches]) for name, s in steps.items()}
     mm_fn, mm_flops = matmul_unit(device, torch.bfloat16 if precision == "bf16" else torch.float32, args.matmul_size)
     fns["matmul"] = mm_fn
@@ -201,9 +213,14 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     useful = [batch_flops(b, shape, lora, "useful", contrastive=contrastive) for b in batches]
     useful_coin = sum(f.total for f in useful) / n_steps
     useful_plain = per_step(lambda b: batch_flops(b, shape, lora, "useful", contrastive=False).total)
+    # the packed attention kernel runs on CPU in fp32 eager mode (else SDPA on dense [L, L] rows)
+    fused = fused_kernels_installed(model) and device.type == "cpu" and precision == "fp32" and not args.compile
     computed = {
-        "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed).total),
-        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed).total),
+        "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed,
+                                               fused=fused).total),
+        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed, fused=fused).total),
+        "coin_unfused": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed,
+                                                       fused=False).total),
         "reference": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, full_logits=True).total),
         "coin_padded": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive).total),
     }
@@ -257,6 +274,9 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
         out["useful_flop_fraction_torch_dropout"] = fraction("coin_torch_dropout")
         out["fast_dropout_speedup"] = paired_ratio(times["coin_torch_dropout"], times["coin"])
         out["speedup_vs_reference_same_dropout"] = paired_ratio(times["reference"], times["coin_torch_dropout"])
+    if "coin_unfused" in times:
+        out["useful_flop_fraction_unfused"] = fraction("coin_unfused")
+        out["fused_kernels_speedup"] = paired_ratio(times["coin_unfused"], times["coin"])
     return out
 
 
@@ -314,6 +334,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "model": cfg["name_or_path"], "precision": precision, "threads": threads, "clock": clock,
             "attn": args.attn, "packed_sequences": cfg["packed_sequences"],
+            "fused_kernels": ModelArgs.from_config(cfg).fused_kernels,
             "gradient_checkpointing": bool(args.grad_ckpt), "compile": bool(args.compile),
             "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout"),
                      "fast_dropout": ModelArgs.from_config(cfg).lora.fast_dropout},

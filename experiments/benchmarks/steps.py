@@ -3,7 +3,8 @@
 Project step: ``CoinModule.compute`` (one decoder pass over originals and paraphrases together, LM
 head on labelled positions only), backward, AdamW update of the LoRA weights.
 
-Reference-style step (:func:`reference_loss`, written here only, for comparison): what the CoIN
+Reference-style step (:func:`reference_loss`, written here only, for comparison; run with peft's and
+transformers' own layers, :func:`unfused_kernels`): what the CoIN
 reference code (luka-group/CoIN, ``ContrastiveLlama.forward``) does per batch: split the batch into
 its original and paraphrase halves, run the decoder on each half separately, project *every* position
 onto the vocabulary (fp32 logits ``[P, T, V]``), shifted cross-entropy over the full logits of each
@@ -155,3 +156,29 @@ def padded_rows(model) -> Iterator[bool]:
     finally:
         if was:
             base.set_attn_implementation(packing.PACKED_SDPA)
+
+
+def fused_kernels_installed(model) -> bool:
+    """Whether :func:`coin_lightning.model.fused.use_fused_kernels` has been applied to ``model``."""
+    from coin_lightning.model.fused import installed_kernels
+
+    return any(installed_kernels(model).values())
+
+
+@contextlib.contextmanager
+def unfused_kernels(model) -> Iterator[dict[str, int]]:
+    """Temporarily take the project's fused CPU kernels off ``model`` (peft's own LoRA forward,
+    transformers' RMSNorm and SDPA on packed rows: what the code did before them, and what the reference
+    code runs).
+
+    Yields:
+        The counts removed (:func:`coin_lightning.model.fused.remove_fused_kernels`); reinstalled on exit.
+    """
+    from coin_lightning.model.fused import remove_fused_kernels, use_fused_kernels
+
+    removed = remove_fused_kernels(model)
+    try:
+        yield removed
+    finally:
+        if any(removed.values()):
+            use_fused_kernels(model)

@@ -1,8 +1,6 @@
 """Packed rows: the training forward on real tokens only gives the padded forward's states, losses and gradients."""
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 
@@ -11,7 +9,7 @@ from coin_lightning.model.loading import ModelLoadError, load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from tests.conftest import TINY_CFG
-from tests.helpers import make_batch, toy_rows
+from tests.helpers import make_batch, tiny_lora_models, toy_rows
 
 
 def test_pack_rows_lays_real_tokens_end_to_end():
@@ -50,18 +48,8 @@ def test_unpack_scatters_back_with_gradients():
 
 
 def _models(seed=0):
-    """The same tiny LoRA model with packing on and off (LoRA B randomised so adapters matter)."""
-    out = []
-    for packed in (True, False):
-        cfg = dict(TINY_CFG, packed_sequences=packed)
-        base, tok = load_model(cfg)
-        torch.manual_seed(seed)
-        model = apply_lora(base, cfg)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.05, generator=torch.Generator().manual_seed(zlib.crc32(name.encode())))
-        out.append((model, tok))
-    return out
+    """The same tiny LoRA model with packing on and off."""
+    return tiny_lora_models([dict(TINY_CFG, packed_sequences=packed) for packed in (True, False)], seed)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -89,8 +77,9 @@ def test_packed_forward_equals_padded_forward(side):
     grads_a = {n: p.grad for n, p in packed_model.named_parameters() if p.requires_grad}
     grads_b = {n: p.grad for n, p in padded_model.named_parameters() if p.requires_grad}
     assert grads_a.keys() == grads_b.keys() and grads_a
-    for name in grads_a:
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-6, msg=name)
+    for name in grads_a:  # float32 sums in another order: errors relative to the gradient's scale
+        scale = float(grads_b[name].abs().max())
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
 
 
 def test_packed_model_attends_like_sdpa_without_packing_arguments():

@@ -93,6 +93,11 @@ class ModelArgs:
     """Training forward on packed rows: the real tokens of a micro-batch as one sequence, attention
     within each row (:mod:`coin_lightning.model.packing`), so no layer computes on padding. Needs
     ``attn_implementation: sdpa``; evaluation is unaffected."""
+    fused_kernels: bool = True
+    """CPU fp32: LoRA projections, RMSNorm and attention over packed rows as single autograd functions
+    (:mod:`coin_lightning.model.fused`; same parameters and results, fewer memory passes); GPU, autocast
+    and ``torch.compile`` use the standard operations either way. ``false`` keeps peft's and
+    transformers' own layers."""
     tiny: TinyArgs = field(default_factory=TinyArgs)
     """Sizes for ``tiny:llama``."""
     lora: LoraArgs = field(default_factory=LoraArgs)

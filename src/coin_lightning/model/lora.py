@@ -5,6 +5,7 @@ from typing import Any
 
 from coin_lightning.model import packing
 from coin_lightning.model.dropout import use_fast_lora_dropout
+from coin_lightning.model.fused import use_fused_kernels
 from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter
 
 
@@ -19,7 +20,9 @@ def apply_lora(model, cfg: Any):
     ``model.lora.fast_dropout`` (default) peft's LoRA dropouts become
     :class:`coin_lightning.model.dropout.LoraDropout` (same masks in distribution, cheaper on CPU).
     With ``model.packed_sequences`` (default) the base model attends with
-    :data:`coin_lightning.model.packing.PACKED_SDPA`, so ``CoinModule.encode`` can pack rows.
+    :data:`coin_lightning.model.packing.PACKED_SDPA`, so ``CoinModule.encode`` can pack rows. With
+    ``model.fused_kernels`` (default) LoRA projections, RMSNorms and packed attention run as single
+    autograd functions on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`).
 
     Raises:
         coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, or
@@ -34,6 +37,8 @@ def apply_lora(model, cfg: Any):
     peft_model = _wrap(model, args)
     if args.lora.fast_dropout:
         use_fast_lora_dropout(peft_model)
+    if args.fused_kernels:
+        use_fused_kernels(peft_model)
     return peft_model
 
 

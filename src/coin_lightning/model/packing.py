@@ -14,12 +14,15 @@ own SDPA (evaluation, generation, KV caches).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 PACKED_SDPA = "coin_packed_sdpa"
 """Name of the attention implementation registered with transformers by :func:`register`."""
+FUSED_ATTENTION = "coin_fused_attention"
+"""Attribute that marks an attention layer for :func:`packed_attention` (set by
+:func:`coin_lightning.model.fused.use_fused_kernels`); unmarked layers attend through SDPA."""
 
 
 @dataclass
@@ -36,11 +39,23 @@ class PackedRows:
     """Long ``[N]``: flat index of each packed token in the right-padded ``[R, max_len]`` layout."""
     max_len: int
     """Longest row (real tokens)."""
+    _causal: dict = field(default_factory=dict, repr=False, compare=False)
+    """Causal score biases by group size, built once per forward for all layers (:func:`packed_attention`)."""
 
     @property
     def rows(self) -> int:
         """``R``."""
         return int(self.keep.shape[0])
+
+    def causal_bias(self, group: int, dtype: torch.dtype) -> torch.Tensor:
+        """``[L group, L]``: row ``l group + g`` (position ``l``, ``g``-th query head of a group) is 0 on
+        keys ``j <= l`` and ``-inf`` on later ones."""
+        key = (group, dtype)
+        if key not in self._causal:
+            L = self.max_len
+            bias = torch.full((L, L), float("-inf"), dtype=dtype, device=self.attn_index.device).triu_(1)
+            self._causal[key] = bias.repeat_interleave(group, dim=0)
+        return self._causal[key]
 
 
 def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PackedRows:
@@ -90,6 +105,113 @@ def unpack(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
     return flat.new_zeros(R, T, flat.shape[-1]).index_put((packed.keep,), flat)
 
 
+ATTENTION_BLOCK = 40
+"""Query positions per block of :func:`packed_attention`: block ``b`` scores only the keys up to its end."""
+
+
+def _to_grid(flat: torch.Tensor, packed: PackedRows, group: int) -> torch.Tensor:
+    """``[N, kv_heads * group, D]`` packed -> ``[R kv_heads, L group, D]`` right-padded with zeros,
+    position-major within each key/value head (row ``l * group + g`` = position ``l``, head ``g``)."""
+    R, L, (_, h, d) = packed.rows, packed.max_len, flat.shape
+    grid = flat.new_zeros(R * L, h, d).index_copy_(0, packed.attn_index, flat)
+    kv = h // group
+    return grid.view(R, L, kv, group, d).transpose(1, 2).reshape(R * kv, L * group, d)
+
+
+def _from_grid(grid: torch.Tensor, packed: PackedRows, group: int) -> torch.Tensor:
+    """Inverse of :func:`_to_grid` on the real positions: ``[R kv_heads, L group, D]`` -> ``[N, heads, D]``."""
+    R, L, d = packed.rows, packed.max_len, grid.shape[-1]
+    kv = grid.shape[0] // R
+    rows = grid.view(R, kv, L, group, d).transpose(1, 2).reshape(R * L, kv * group, d)
+    return rows.index_select(0, packed.attn_index)
+
+
+def attention_blocks(L: int) -> list[tuple[int, int]]:
+    """Query-position blocks ``[start, end)`` of about :data:`ATTENTION_BLOCK` positions covering ``[0, L)``."""
+    size = -(-L // -(-L // ATTENTION_BLOCK))  # equal blocks, none longer than ATTENTION_BLOCK
+    return [(s, min(L, s + size)) for s in range(0, L, size)]
+
+
+class _PackedAttention(torch.autograd.Function):
+    """Block-causal attention within each packed row with batched matmuls; see :func:`packed_attention`."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, scale, packed):
+        kv_heads, group = key.shape[1], query.shape[1] // key.shape[1]
+        q = _to_grid(query[0].transpose(0, 1), packed, group)  # [R kv, L group, D]
+        k = _to_grid(key[0].transpose(0, 1), packed, 1)  # [R kv, L, D]
+        v = _to_grid(value[0].transpose(0, 1), packed, 1)
+        bias = packed.causal_bias(group, q.dtype)  # [L group, L]
+        out, probs = torch.empty_like(q), []
+        for start, end in attention_blocks(packed.max_len):
+            rows = slice(start * group, end * group)  # these queries see keys [0, end) at most
+            p = torch.baddbmm(bias[rows, :end], q[:, rows], k[:, :end].transpose(1, 2), alpha=scale).softmax(-1)
+            out[:, rows] = torch.bmm(p, v[:, :end])
+            probs.append(p)
+        ctx.save_for_backward(q, k, v, *probs)
+        ctx.scale, ctx.packed, ctx.group = scale, packed, group
+        return _from_grid(out, packed, group).unsqueeze(0)  # [1, N, heads, D]
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, *probs = ctx.saved_tensors
+        packed, group = ctx.packed, ctx.group
+        grad_out = _to_grid(grad[0], packed, group)  # [R kv, L group, D]
+        grad_q, grad_k, grad_v = torch.empty_like(q), None, None
+        blocks = list(zip(attention_blocks(packed.max_len), probs))
+        for (start, end), p in reversed(blocks):  # the last block sees every key: it starts the sums
+            rows = slice(start * group, end * group)
+            g = grad_out[:, rows]
+            grad_scores = torch._softmax_backward_data(torch.bmm(g, v[:, :end].transpose(1, 2)), p, -1, p.dtype)
+            grad_q[:, rows] = torch.bmm(grad_scores, k[:, :end])
+            dv = torch.bmm(p.transpose(1, 2), g)  # summed over the group's query heads
+            dk = torch.bmm(grad_scores.transpose(1, 2), q[:, rows])
+            if grad_v is None:
+                grad_v, grad_k = dv, dk
+            else:
+                grad_v[:, :end].add_(dv), grad_k[:, :end].add_(dk)
+        grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale)
+
+        def back(t: torch.Tensor, g: int) -> torch.Tensor:  # -> [1, h, N, D]
+            return _from_grid(t, packed, g).transpose(0, 1).unsqueeze(0)
+
+        return back(grad_q, group), back(grad_k, 1), back(grad_v, 1), None, None
+
+
+def packed_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedRows, scale: float
+) -> torch.Tensor:
+    """Causal attention within each row of a packed sequence, as one autograd node (the CPU kernel).
+
+    Each row's queries, keys and values are laid out right-padded (``L`` = longest row); the
+    ``group = heads / kv_heads`` query heads that share a key/value head (grouped-query attention,
+    Ainslie et al. 2023) are stacked position-major, ``[R kv_heads, L group, D]``, so the scores of a
+    block of query positions ``[s, e)`` are one batched matmul against keys ``[0, e)`` only
+    (blocks of :data:`ATTENTION_BLOCK` positions: about 2/3 of the full ``L x L`` products for
+    three blocks), with the causal bias added by ``baddbmm``, a softmax, and one batched matmul with
+    the values. The backward is the attention gradient (Vaswani et al. 2017) in four batched matmuls
+    and a softmax backward per block, from the probabilities kept by the forward
+    (``[R heads, L, L]`` at most). A real query never sees a later (padding) key; padding queries are
+    dropped on the way out. On a CPU with short rows this is faster than the tiled flash kernel
+    behind SDPA (FLOPs: ``experiments/benchmarks/flops.py``).
+
+    Args:
+        query: ``[1, heads, N, D]``.
+        key, value: ``[1, kv_heads, N, D]``, ``heads`` a multiple of ``kv_heads``.
+        packed: the :class:`PackedRows` of the batch.
+        scale: score scale (``D ** -0.5`` for LLaMA).
+
+    Returns:
+        ``[1, N, heads, D]`` (the layout transformers expects from an attention function).
+    """
+    return _PackedAttention.apply(query, key, value, scale, packed)
+
+
+def _use_kernel(query: torch.Tensor) -> bool:
+    return (query.device.type == "cpu" and query.dtype == torch.float32 and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def packed_sdpa_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -105,10 +227,13 @@ def packed_sdpa_attention(
 
     With ``coin_packed=PackedRows`` in ``kwargs`` (passed through the decoder call by
     :meth:`coin_lightning.model.module.CoinModule.encode`): ``query`` ``[1, heads, N, D]``, ``key`` and
-    ``value`` ``[1, kv_heads, N, D]`` are laid out as ``[R, *, L, D]`` right-padded rows, causal SDPA
-    runs per row (grouped-query heads shared, ``enable_gqa``), and the output comes back as
-    ``[1, N, heads, D]`` (the layout transformers expects). The ``N x N`` mask transformers built for
-    the packed sequence is not used. Without it: ``transformers.integrations.sdpa_attention``.
+    ``value`` ``[1, kv_heads, N, D]`` attend causally within each row and the output comes back as
+    ``[1, N, heads, D]`` (the layout transformers expects). For a layer marked with
+    :data:`FUSED_ATTENTION`, on CPU in fp32 eager mode, this is :func:`packed_attention`; otherwise
+    (unmarked, GPU, autocast, ``torch.compile``) the rows are laid out as
+    ``[R, *, L, D]`` right-padded and run through causal SDPA (grouped-query heads shared,
+    ``enable_gqa``), which dispatches to flash kernels. The ``N x N`` mask transformers built for the
+    packed sequence is not used. Without ``coin_packed``: ``transformers.integrations.sdpa_attention``.
 
     Raises:
         ValueError: attention dropout > 0 with packed rows (LLaMA uses none).
@@ -121,6 +246,9 @@ def packed_sdpa_attention(
                                       is_causal=is_causal, **kwargs)
     if dropout:
         raise ValueError("packed_sdpa_attention: attention dropout is not supported")
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if getattr(module, FUSED_ATTENTION, False) and _use_kernel(query):
+        return packed_attention(query, key, value, packed, scale), None
     R, L, index = packed.rows, packed.max_len, packed.attn_index
 
     def rows(x: torch.Tensor) -> torch.Tensor:  # [1, h, N, D] -> [R, h, L, D]
@@ -131,7 +259,7 @@ def packed_sdpa_attention(
 
     gqa = query.shape[1] != key.shape[1]
     out = torch.nn.functional.scaled_dot_product_attention(
-        rows(query), rows(key), rows(value), is_causal=True, scale=scaling, enable_gqa=gqa
+        rows(query), rows(key), rows(value), is_causal=True, scale=scale, enable_gqa=gqa
     )  # [R, heads, L, D]
     out = out.transpose(1, 2).reshape(R * L, out.shape[1], out.shape[3]).index_select(0, index)
     return out.unsqueeze(0), None
@@ -170,5 +298,5 @@ def is_enabled(model) -> bool:
     return getattr(config, "_attn_implementation", None) == PACKED_SDPA
 
 
-__all__ = ["PACKED_SDPA", "PackedRows", "pack_rows", "unpack", "packed_sdpa_attention", "register", "enable",
-           "is_enabled"]
+__all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "enable", "is_enabled", "pack_rows", "packed_attention",
+           "packed_sdpa_attention", "register", "unpack"]

@@ -57,6 +57,7 @@ def tiny_lora_models(configs: list[dict], seed: int = 0) -> list[tuple]:
         model = apply_lora(base, cfg)
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.05, generator=torch.Generator().manual_seed(zlib.crc32(name.encode())))
+                generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+                torch.nn.init.normal_(param, std=0.05, generator=generator)
         out.append((model, tok))
     return out

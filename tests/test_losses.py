@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coin_lightning.losses import cap_to_generation, info_nce, last_token_index, pool_hidden, response_cross_entropy
+from coin_lightning.losses import (
+    cap_to_generation,
+    info_nce,
+    last_token_index,
+    pool_hidden,
+    response_cross_entropies,
+    response_cross_entropy,
+)
 
 
 def _cos(u, v):
@@ -101,3 +108,32 @@ def test_response_ce_equals_full_logit_reference():
     full = head(hidden)[:2, :-1].reshape(-1, 11)
     ref = F.cross_entropy(full, labels[:2, 1:].reshape(-1), ignore_index=-100)
     assert response_cross_entropy(hidden, labels, head, slice(0, 2)).item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_response_ces_of_several_groups_use_one_projection():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(4, 6, 8, generator=g, requires_grad=True)
+    head = torch.nn.Linear(8, 11, bias=False)
+    labels = torch.full((4, 6), -100)
+    labels[0, 3:] = torch.tensor([1, 2, 3])
+    labels[2, 4:] = torch.tensor([4, 5])
+    labels[3, 5:] = torch.tensor([6])  # row 1 has no response token
+    calls = []
+    head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    groups = [slice(0, 2), slice(2, 4)]
+    fused = response_cross_entropies(hidden, labels, head, groups, [None, torch.tensor(4.0)])
+    assert calls == [6]  # one LM-head call on the 3 + 3 labelled positions
+    # each group against an independent full-logit computation
+    for loss, rows, denom in zip(fused, groups, (3.0, 4.0)):
+        full = head(hidden)[rows, :-1].reshape(-1, 11)
+        want = F.cross_entropy(full, labels[rows, 1:].reshape(-1), ignore_index=-100, reduction="sum") / denom
+        torch.testing.assert_close(loss, want)
+    (grad,) = torch.autograd.grad(fused[0] + fused[1], hidden)
+    hidden2 = hidden.detach().clone().requires_grad_()
+    sep = response_cross_entropy(hidden2, labels, head, groups[0]) + response_cross_entropy(
+        hidden2, labels, head, groups[1], torch.tensor(4.0))
+    sep.backward()
+    torch.testing.assert_close(grad, hidden2.grad)
+    empty = torch.full((4, 6), -100)  # no labelled token at all: 0, still differentiable
+    zero = response_cross_entropies(hidden, empty, head, groups)
+    assert [z.item() for z in zero] == [0.0, 0.0] and zero[0].requires_grad

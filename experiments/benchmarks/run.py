@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip timing the CoIN step on padded rows and with peft's nn.Dropout (the ablations)")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     p.add_argument("--no-packing", action="store_true", help="model.packed_sequences=false (padded rows)")
-    p.add_argument("--no-fused", action="store_true", help="model.fused_kernels=false (peft's and transformers' layers)")
+    p.add_argument("--no-fused", action="store_true",
+                   help="model.fused_kernels=false (peft's and transformers' own layers)")
     p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant gradient checkpointing (peft-compatible)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder for the training steps")
     p.add_argument("--matmul-size", type=int, default=2048, help="square matrix size of the matmul peak")

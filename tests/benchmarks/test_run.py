@@ -48,7 +48,8 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     assert variants["reference"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
     # packed rows compute no padding: fewer FLOPs than the same step on the padded batch, >= the useful ones
     assert variants["coin_padded"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
-    for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout", "fused_kernels_speedup"):
+    for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout",
+                "fused_kernels_speedup"):
         assert data["training"][key] > 0
     assert data["machine"]["versions"]["torch"] == torch.__version__
     ev = data["evaluation"]

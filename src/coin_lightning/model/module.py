@@ -19,7 +19,7 @@ from coin_lightning.losses import (
     cap_to_generation,
     info_nce,
     pool_hidden,
-    response_cross_entropy,
+    response_cross_entropies,
 )
 from coin_lightning.model import packing
 
@@ -160,9 +160,8 @@ class CoinModule(L.LightningModule):
             glob = torch.stack([counts[:P].sum(), counts[P : 2 * P].sum()]).float()
             torch.distributed.all_reduce(glob)
             norm_o, norm_p = (glob / self._world_size()).clamp_min(1e-6).unbind()
-        ce = response_cross_entropy(hidden, labels, head, slice(0, P), norm_o) + response_cross_entropy(
-            hidden, labels, head, slice(P, 2 * P), norm_p
-        )
+        ce_o, ce_p = response_cross_entropies(hidden, labels, head, [slice(0, P), slice(P, 2 * P)], [norm_o, norm_p])
+        ce = ce_o + ce_p
         tokens = int(mask.sum())
         if not use_cl:
             return StepOutput(ce, ce, None, None, None, None, tokens)

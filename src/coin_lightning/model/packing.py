@@ -39,8 +39,8 @@ class PackedRows:
     """Long ``[N]``: flat index of each packed token in the right-padded ``[R, max_len]`` layout."""
     max_len: int
     """Longest row (real tokens)."""
-    _causal: dict = field(default_factory=dict, repr=False, compare=False)
-    """Causal score biases by group size, built once per forward for all layers (:func:`packed_attention`)."""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Causal score biases and padding indices, built once per forward for all layers (:func:`packed_attention`)."""
 
     @property
     def rows(self) -> int:
@@ -50,12 +50,20 @@ class PackedRows:
     def causal_bias(self, group: int, dtype: torch.dtype) -> torch.Tensor:
         """``[L group, L]``: row ``l group + g`` (position ``l``, ``g``-th query head of a group) is 0 on
         keys ``j <= l`` and ``-inf`` on later ones."""
-        key = (group, dtype)
-        if key not in self._causal:
+        key = ("causal", group, dtype)
+        if key not in self._cache:
             L = self.max_len
             bias = torch.full((L, L), float("-inf"), dtype=dtype, device=self.attn_index.device).triu_(1)
-            self._causal[key] = bias.repeat_interleave(group, dim=0)
-        return self._causal[key]
+            self._cache[key] = bias.repeat_interleave(group, dim=0)
+        return self._cache[key]
+
+    def pad_index(self) -> torch.Tensor:
+        """Long ``[R L - N]``: the padding positions of the right-padded ``[R, L]`` layout (flat)."""
+        if "pad" not in self._cache:
+            free = torch.ones(self.rows * self.max_len, dtype=torch.bool, device=self.attn_index.device)
+            free[self.attn_index] = False
+            self._cache["pad"] = free.nonzero().squeeze(1)
+        return self._cache["pad"]
 
 
 def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PackedRows:
@@ -105,7 +113,7 @@ def unpack(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
     return flat.new_zeros(R, T, flat.shape[-1]).index_put((packed.keep,), flat)
 
 
-ATTENTION_BLOCK = 40
+ATTENTION_BLOCK = 32
 """Query positions per block of :func:`packed_attention`: block ``b`` scores only the keys up to its end."""
 
 
@@ -113,7 +121,7 @@ def _to_grid(flat: torch.Tensor, packed: PackedRows, group: int) -> torch.Tensor
     """``[N, kv_heads * group, D]`` packed -> ``[R kv_heads, L group, D]`` right-padded with zeros,
     position-major within each key/value head (row ``l * group + g`` = position ``l``, head ``g``)."""
     R, L, (_, h, d) = packed.rows, packed.max_len, flat.shape
-    grid = flat.new_zeros(R * L, h, d).index_copy_(0, packed.attn_index, flat)
+    grid = flat.new_empty(R * L, h, d).index_copy_(0, packed.attn_index, flat).index_fill_(0, packed.pad_index(), 0.0)
     kv = h // group
     return grid.view(R, L, kv, group, d).transpose(1, 2).reshape(R * kv, L * group, d)
 
@@ -187,8 +195,8 @@ def packed_attention(
     ``group = heads / kv_heads`` query heads that share a key/value head (grouped-query attention,
     Ainslie et al. 2023) are stacked position-major, ``[R kv_heads, L group, D]``, so the scores of a
     block of query positions ``[s, e)`` are one batched matmul against keys ``[0, e)`` only
-    (blocks of :data:`ATTENTION_BLOCK` positions: about 2/3 of the full ``L x L`` products for
-    three blocks), with the causal bias added by ``baddbmm``, a softmax, and one batched matmul with
+    (``b`` blocks of at most :data:`ATTENTION_BLOCK` positions: ``(b + 1) / 2b`` of the full ``L x L``
+    products, 5/8 for four), with the causal bias added by ``baddbmm``, a softmax, and one batched matmul with
     the values. The backward is the attention gradient (Vaswani et al. 2017) in four batched matmuls
     and a softmax backward per block, from the probabilities kept by the forward
     (``[R heads, L, L]`` at most). A real query never sees a later (padding) key; padding queries are
@@ -298,5 +306,5 @@ def is_enabled(model) -> bool:
     return getattr(config, "_attn_implementation", None) == PACKED_SDPA
 
 
-__all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "enable", "is_enabled", "pack_rows", "packed_attention",
-           "packed_sdpa_attention", "register", "unpack"]
+__all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "enable",
+           "is_enabled", "pack_rows", "packed_attention", "packed_sdpa_attention", "register", "unpack"]

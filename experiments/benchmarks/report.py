@@ -15,7 +15,7 @@ TARGETS: dict[str, tuple[str, float | bool]] = {
 LABELS = {
     "contrastive_overhead": "CoIN step (lambda=1000) vs CIT step (lambda=0): extra time",
     "speedup_vs_reference": "Speed-up over the reference-style step",
-    "useful_flop_fraction": "Useful FLOP/s / matmul peak (CoIN step)",
+    "useful_flop_fraction": "Useful FLOP/s / matmul peak, same round (CoIN step)",
     "padding_efficiency": "Padding efficiency (real / computed tokens), length-grouped training epoch",
     "prefix_cache_speedup_rank": "Prefix-cache speed-up, rank",
     "prefix_cache_speedup_generate": "Prefix-cache speed-up, generate",
@@ -87,8 +87,11 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {LABELS[name]} | {_fmt(row['value'], name)} | {op} {_fmt(goal, name)} | {met} |")
     lines += [
         "",
-        f"Matmul peak (torch.mm {s['matmul_size']}^2, same threads and dtype, best of the interleaved rounds): "
-        f"{t['matmul_peak_gflop_per_s']:.1f} GFLOP/s (median round {t['matmul_median_gflop_per_s']:.1f}).",
+        f"Matmul peak (torch.mm {s['matmul_size']}^2, same threads and dtype, timed next to the CoIN step in every "
+        f"round): {t['matmul_median_gflop_per_s']:.1f} GFLOP/s median round, {t['matmul_peak_gflop_per_s']:.1f} best. "
+        f"The useful-FLOP fraction is the median over rounds of the step's useful FLOP/s over the matmul rate of the "
+        f"same round; against the best round's peak it is "
+        f"{_fmt(t.get('useful_flop_fraction_best_peak'), 'useful_flop_fraction')}.",
     ]
     if "packing_speedup" in t:
         lines.append(

@@ -28,7 +28,7 @@ from tests.conftest import TINY_CFG
 from tests.helpers import make_batch, toy_rows
 
 SMOKE = [
-    "--model", "tiny_llama", "--data", "embedded", "--repeats", "1", "--warmup", "0", "--batches", "1",
+    "--model", "tiny_llama", "--data", "embedded", "--repeats", "3", "--warmup", "0", "--batches", "1",
     "--threads", "1", "--matmul-size", "128", "--eval-rows", "6", "--eval-batch-size", "3", "--eval-repeats", "1",
     "--lora-dropout", "0.1",
 ]
@@ -41,7 +41,7 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     assert set(data["targets"]) == set(TARGETS)
     for name in ("coin", "cit", "reference", "coin_padded", "coin_torch_dropout", "coin_unfused"):
         v = data["training"]["variants"][name]
-        assert len(v["round_wall_s"]) == len(v["round_cpu_s"]) == 1 and v["step_s"] > 0
+        assert len(v["round_wall_s"]) == len(v["round_cpu_s"]) == 3 and v["step_s"] > 0
         assert v["useful_gflop_per_step"] <= v["computed_gflop_per_step"]
     # the reference-style step computes the LM head on every position: more FLOPs than the project's
     variants = data["training"]["variants"]
@@ -51,6 +51,13 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout",
                 "fused_kernels_speedup"):
         assert data["training"][key] > 0
+    # the fraction, recomputed from the raw round times: each round's step against the same round's matmuls
+    t, clock = data["training"], data["settings"]["clock"]
+    steps, mms = t["variants"]["coin"][f"round_{clock}_s"], t[f"matmul_round_{clock}_s"]
+    useful = t["variants"]["coin"]["useful_gflop_per_step"] * 1e9
+    per_round = sorted(useful / s / (t["matmul_flops_per_round"] / m) for s, m in zip(steps, mms))
+    assert t["useful_flop_fraction"] == pytest.approx(per_round[len(per_round) // 2])
+    assert t["useful_flop_fraction_best_peak"] <= t["useful_flop_fraction"] * (1 + 1e-9)
     assert data["machine"]["versions"]["torch"] == torch.__version__
     ev = data["evaluation"]
     assert ev["rows"] == 6 and ev["shared_prefix_tokens"] > 0

@@ -187,7 +187,8 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
                 return coin_step(b)
 
         steps["coin_torch_dropout"] = coin_torch_dropout
-    if fused_kernels_installed(model) and not args.no_ablations:
+    fused_installed = fused_kernels_installed(model)
+    if fused_installed and not args.no_ablations:
         def coin_unfused(b):
             with unfused_kernels(model):
                 return coin_step(b)
@@ -216,7 +217,7 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     useful_coin = sum(f.total for f in useful) / n_steps
     useful_plain = per_step(lambda b: batch_flops(b, shape, lora, "useful", contrastive=False).total)
     # the packed attention kernel runs on CPU in fp32 eager mode (else SDPA on dense [L, L] rows)
-    fused = fused_kernels_installed(model) and device.type == "cpu" and precision == "fp32" and not args.compile
+    fused = fused_installed and device.type == "cpu" and precision == "fp32" and not args.compile
     computed = {
         "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed,
                                                fused=fused).total),
@@ -304,6 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _log(f"threads: {threads} ({thread_choice['mode']}), device {device}, {precision}, {clock} clock")
 
     cfg = model_config(args)
+    model_args = ModelArgs.from_config(cfg)
     t0 = time.perf_counter()
     base, tokenizer = load_model(cfg)
     torch.manual_seed(args.seed)
@@ -341,10 +343,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "model": cfg["name_or_path"], "precision": precision, "threads": threads, "clock": clock,
             "attn": args.attn, "packed_sequences": cfg["packed_sequences"],
-            "fused_kernels": ModelArgs.from_config(cfg).fused_kernels,
+            "fused_kernels": model_args.fused_kernels,
             "gradient_checkpointing": bool(args.grad_ckpt), "compile": bool(args.compile),
             "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout"),
-                     "fast_dropout": ModelArgs.from_config(cfg).lora.fast_dropout},
+                     "fast_dropout": model_args.lora.fast_dropout},
             "lambda": args.lambda_, "temperature": args.temperature, "repeats": args.repeats,
             "eval_repeats": args.eval_repeats, "warmup": args.warmup,
             "matmul_size": args.matmul_size, "seed": args.seed,

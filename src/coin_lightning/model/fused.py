@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from coin_lightning.model.dropout import LoraDropout, drop_positions
+from coin_lightning.model.dropout import LoraDropout
 from coin_lightning.model.packing import FUSED_ATTENTION
 
 RMS_NORM_CLASSES = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"})
@@ -143,8 +143,8 @@ def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return type(self).forward(self, x, *args, **kwargs)
     dropout, scale, positions, x_lora = self.lora_dropout[name], float(self.scaling[name]), None, None
     if isinstance(dropout, LoraDropout):
-        if dropout.training and dropout.p > 0:
-            positions = drop_positions(x.numel(), dropout.p)
+        positions = dropout.positions(x)
+        if positions is not None:
             scale /= 1.0 - dropout.p
     elif not isinstance(dropout, nn.Identity):  # another dropout module (e.g. peft's nn.Dropout): as is
         x_lora = dropout(x)

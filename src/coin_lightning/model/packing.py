@@ -257,20 +257,16 @@ def packed_sdpa_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if getattr(module, FUSED_ATTENTION, False) and _use_kernel(query):
         return packed_attention(query, key, value, packed, scale), None
-    R, L, index = packed.rows, packed.max_len, packed.attn_index
+    R, L = packed.rows, packed.max_len
 
     def rows(x: torch.Tensor) -> torch.Tensor:  # [1, h, N, D] -> [R, h, L, D]
-        h, d = x.shape[1], x.shape[3]
-        flat = x[0].transpose(0, 1)  # [N, h, D]
-        grid = flat.new_zeros(R * L, h, d).index_copy(0, index, flat)
-        return grid.view(R, L, h, d).transpose(1, 2)
+        return _to_grid(x[0].transpose(0, 1), packed, 1).view(R, x.shape[1], L, x.shape[3])
 
     gqa = query.shape[1] != key.shape[1]
     out = torch.nn.functional.scaled_dot_product_attention(
         rows(query), rows(key), rows(value), is_causal=True, scale=scale, enable_gqa=gqa
     )  # [R, heads, L, D]
-    out = out.transpose(1, 2).reshape(R * L, out.shape[1], out.shape[3]).index_select(0, index)
-    return out.unsqueeze(0), None
+    return _from_grid(out.reshape(R * out.shape[1], L, out.shape[3]), packed, 1).unsqueeze(0), None
 
 
 def register() -> None:

@@ -46,3 +46,25 @@ def test_reserve_cache_rejects_a_negative_size_and_leaves_other_layers():
         reserve_cache(_cache(), -1)
     cache = _cache()
     assert reserve_cache(cache, 0) is cache and type(cache.layers[0]) is not ReservedLayer
+
+
+def test_reserved_layer_stacks_parts_left_padded():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2, 3, 5, 4, generator=g), torch.randn(1, 3, 3, 4, generator=g)
+    layer = ReservedLayer([a, b], [a + 1, b + 1], extra=2)
+    assert layer.keys.shape == (3, 3, 5, 4) and layer._keys_buffer.shape == (3, 3, 7, 4)
+    torch.testing.assert_close(layer.keys[:2], a, rtol=0, atol=0)
+    torch.testing.assert_close(layer.keys[2:, :, 2:], b, rtol=0, atol=0)
+    assert float(layer.keys[2:, :, :2].abs().sum()) == 0.0
+    torch.testing.assert_close(layer.values[2:, :, 2:], b + 1, rtol=0, atol=0)
+
+
+def test_reserve_cache_grows_a_full_reserved_layer():
+    cache = reserve_cache(_cache(), extra=1)
+    assert cache.layers[0].free() == 1
+    keys = cache.layers[0].keys.clone()
+    reserve_cache(cache, extra=3)
+    assert cache.layers[0].free() == 3
+    torch.testing.assert_close(cache.layers[0].keys, keys, rtol=0, atol=0)
+    kept = cache.layers[0]
+    assert reserve_cache(cache, extra=2).layers[0] is kept  # room enough: left as it is

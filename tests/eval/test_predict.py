@@ -142,3 +142,64 @@ def test_rank_and_generate_agree_on_a_forced_answer(task, forced):
     assert [g.answer for g in gen] == [forced] * len(CONTENTS)
     assert [g.pred for g in gen] == [words.index(forced)] * len(CONTENTS)
     assert [r.pred for r in rank] == [g.pred for g in gen]
+
+
+def _packed_and_padded(fused: bool):
+    """The same tiny LoRA model attending with packed prompts (``fused``: CPU kernels) and padded."""
+    from tests.conftest import TINY_CFG
+    from tests.helpers import tiny_lora_models
+
+    (packed, tok), (padded, _) = tiny_lora_models(
+        [dict(TINY_CFG, packed_sequences=True, fused_kernels=fused), dict(TINY_CFG, packed_sequences=False)])
+    return packed.eval(), padded.eval(), tok
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_packed_prefill_gives_the_padded_state(with_prefix, fused):
+    from coin_lightning.eval.decode import packs_prompts
+
+    packed, padded, tok = _packed_and_padded(fused)
+    assert packs_prompts(packed) and not packs_prompts(padded)
+    p = Predictor(packed, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
+    n = shared_prefix_length(seqs) if with_prefix else 0
+    suffixes = [s[n:] for s in seqs]
+    states = []
+    for model in (packed, padded):
+        prefix = encode_prefix(model, seqs[0][:n])
+        states.append(prefill(model, suffixes, p.pad_id, prefix, hidden=True))
+    a, b = states
+    torch.testing.assert_close(a.last_logits, b.last_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.last_hidden, b.last_hidden, rtol=1e-4, atol=1e-4)
+    assert torch.equal(a.attention_mask, b.attention_mask) and torch.equal(a.next_position, b.next_position)
+    real = a.attention_mask.bool()[:, None, :, None]
+    for la, lb in zip(a.cache.layers, b.cache.layers):
+        assert la.keys.shape == lb.keys.shape
+        torch.testing.assert_close(la.keys * real, lb.keys * real, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(la.values * real, lb.values * real, rtol=1e-4, atol=1e-5)
+        assert float(la.keys[~real.expand_as(la.keys)].abs().sum()) == 0.0  # padding slots are zeros
+
+
+@pytest.mark.parametrize("method", ["generate", "rank"])
+def test_packed_prompts_predict_like_padded_prompts(method):
+    packed, padded, tok = _packed_and_padded(fused=True)
+    words = LABEL_WORDS["rte"]
+    kw = dict(method=method, batch_size=3, max_new_tokens=5)
+    runs = [Predictor(m, tok, prefix_cache=c, **kw).predict(INSTRUCTION, CONTENTS, words)
+            for m in (packed, padded) for c in (True, False)]
+    for run in runs[1:]:
+        assert [x.answer for x in run] == [x.answer for x in runs[0]]
+        assert [x.pred for x in run] == [x.pred for x in runs[0]]
+
+
+def test_load_for_inference_switches_on_the_training_speedups():
+    from coin_lightning.model import packing
+    from coin_lightning.model.fused import installed_kernels
+    from coin_lightning.model.lora import load_for_inference
+    from tests.conftest import TINY_CFG
+
+    model, _ = load_for_inference(dict(TINY_CFG))
+    assert packing.is_enabled(model) and installed_kernels(model)["attention"] > 0
+    plain, _ = load_for_inference(dict(TINY_CFG, packed_sequences=False, fused_kernels=False))
+    assert not packing.is_enabled(plain) and installed_kernels(plain)["attention"] == 0

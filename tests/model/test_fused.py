@@ -108,6 +108,39 @@ def test_packed_attention_equals_attention_per_row(heads, kv_heads, block, monke
         torch.testing.assert_close(got.grad, want.grad)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("heads,kv_heads", [(2, 2), (6, 2)])
+def test_packed_attention_after_a_shared_prefix(heads, kv_heads, kernel, monkeypatch):
+    # every row sees the P prefix keys and its own earlier keys: per row, SDPA over [prefix | row] with
+    # a causal mask shifted by P; the kernel (packed_prefix_attention) and the SDPA fallback both
+    monkeypatch.setattr(packing, "ATTENTION_BLOCK", 3)
+    lens, P, D = [5, 9, 1, 7], 4, 8
+    mask = torch.zeros(len(lens), max(lens), dtype=torch.long)
+    for i, n in enumerate(lens):
+        mask[i, max(lens) - n:] = 1
+    packed = packing.pack_rows(torch.zeros_like(mask), mask)
+    N = sum(lens)
+    g = torch.Generator().manual_seed(heads)
+    q = torch.randn(1, heads, N, D, generator=g)
+    k, v = (torch.randn(1, kv_heads, P + N, D, generator=g) for _ in range(2))
+    module = torch.nn.Module()
+    setattr(module, packing.FUSED_ATTENTION, kernel)
+    with torch.inference_mode():
+        out, _ = packing.packed_sdpa_attention(module, q, k, v, None, scaling=0.3, coin_packed=packed)
+    rep = heads // kv_heads
+    want, start = [], 0
+    for n in lens:
+        own = slice(P + start, P + start + n)
+        kk = torch.cat([k[:, :, :P], k[:, :, own]], dim=2).repeat_interleave(rep, dim=1)
+        vv = torch.cat([v[:, :, :P], v[:, :, own]], dim=2).repeat_interleave(rep, dim=1)
+        allowed = torch.ones(n, P + n, dtype=torch.bool).tril(P)
+        want.append(F.scaled_dot_product_attention(q[:, :, start:start + n], kk, vv, attn_mask=allowed, scale=0.3))
+        start += n
+    torch.testing.assert_close(out, torch.cat(want, dim=2).transpose(1, 2))
+    with pytest.raises(ValueError, match="no backward"):
+        packing.packed_prefix_attention(q.requires_grad_(), k, v, packed, 0.3)
+
+
 def _pair(dropout: float, seed: int = 0):
     """The same tiny LoRA model with fused kernels on and off."""
     lora = dict(TINY_CFG["lora"], dropout=dropout)

@@ -19,7 +19,8 @@ from coin_lightning.eval.predict import Predictor
 from coin_lightning.eval.report import FILES, RunDirError
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
-from coin_lightning.model.loading import ModelLoadError, load_adapter, load_model
+from coin_lightning.model.loading import ModelLoadError
+from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,7 @@ def evaluate(cfg: DictConfig) -> dict:
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
         t0 = time.perf_counter()
-        model, tokenizer = load_model(cfg.model)
-        if cfg.adapter:
-            model = load_adapter(model, cfg.adapter)
+        model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
         load_s = time.perf_counter() - t0
         predictor = Predictor(model, tokenizer, cfg.prompt_format, settings.method, settings.batch_size,
                               settings.max_new_tokens, settings.prefix_cache, settings.decode_batch_size)
@@ -110,9 +109,7 @@ def analyze(cfg: DictConfig) -> dict:
             raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
-        model, tokenizer = load_model(cfg.model)
-        if cfg.adapter:
-            model = load_adapter(model, cfg.adapter)
+        model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
         predictor = Predictor(model, tokenizer, cfg.prompt_format, batch_size=settings.batch_size,
                               prefix_cache=settings.prefix_cache)
         started = True

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from coin_lightning.eval.kv_cache import reserve_cache
+from coin_lightning.eval.kv_cache import ReservedLayer, reserve_cache
 from coin_lightning.losses import pool_hidden
 
 
@@ -113,9 +113,23 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[t
     return ids.to(device), mask.to(device)
 
 
+def packs_prompts(model) -> bool:
+    """Whether :func:`prefill` runs a batch as one packed sequence: the model attends with
+    :data:`coin_lightning.model.packing.PACKED_SDPA` (``model.packed_sequences``) and has no
+    sliding-window attention (whose caches and masks the packed path does not build)."""
+    from coin_lightning.model import packing
+
+    return packing.is_enabled(model) and getattr(model.config, "sliding_window", None) is None
+
+
 def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefix | None = None,
-            hidden: bool = False) -> Prefilled:
+            hidden: bool = False, packed: bool | None = None) -> Prefilled:
     """Encode a batch of prompts ``prefix.ids + suffix`` (or whole ``suffixes`` without a prefix).
+
+    With ``packed`` the suffixes' real tokens run end to end as one sequence (after the prefix
+    cache, :func:`coin_lightning.model.packing.packed_prefix_attention`), so no layer computes on
+    padding, as in training (:mod:`coin_lightning.model.packing`); the key/value cache is then laid
+    out per row as in the padded path. Both give the same state up to floating-point rounding.
 
     Args:
         model: a causal LM taking ``input_ids, attention_mask, position_ids, past_key_values``.
@@ -123,12 +137,15 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
         pad_id: padding token id (never attended to).
         prefix: the shared encoded prefix, or ``None``.
         hidden: also return the last layer's hidden state at each prompt's last token.
+        packed: pack the suffixes; ``None``: when :func:`packs_prompts` says the model can.
 
     Returns:
         A :class:`Prefilled` state.
     """
     device = _device(model)
     ids, mask = left_pad(suffixes, pad_id, device)
+    if packed or (packed is None and packs_prompts(model)):
+        return _prefill_packed(model, ids, mask, prefix, hidden)
     offset = len(prefix.ids) if prefix is not None else 0
     positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
     cache = None
@@ -156,7 +173,47 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
     )
 
 
-def merge_prefilled(states: Sequence[Prefilled]) -> Prefilled:
+def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix | None, hidden: bool) -> Prefilled:
+    """:func:`prefill` on packed rows: ``ids``/``mask`` ``[B, S]`` left-padded suffixes."""
+    from transformers import DynamicCache
+
+    from coin_lightning.model.packing import pack_rows
+
+    rows = pack_rows(ids, mask)
+    offset = len(prefix.ids) if prefix is not None else 0
+    lengths = mask.sum(dim=1)
+    ends = lengths.cumsum(dim=0) - 1  # each row's last token in the packed sequence
+    with torch.inference_mode():
+        out = model(
+            input_ids=rows.input_ids,
+            position_ids=rows.position_ids + offset,
+            past_key_values=copy.deepcopy(prefix.cache) if prefix is not None else None,
+            use_cache=True,
+            output_hidden_states=hidden,
+            logits_to_keep=ends,
+            coin_packed=rows,
+        )
+        slots = mask.flatten().nonzero().squeeze(1)  # packed token -> its place in the [B, S] layout
+        layers = [tuple(_rows_cache(t, slots, ids.shape, offset) for t in (layer.keys, layer.values))
+                  for layer in out.past_key_values.layers]
+    return Prefilled(
+        last_logits=out.logits[0].float(),
+        cache=DynamicCache(ddp_cache_data=layers),
+        attention_mask=torch.cat([mask.new_ones((mask.shape[0], offset)), mask], dim=1),
+        next_position=offset + lengths,
+        last_hidden=out.hidden_states[-1][0, ends].float() if hidden else None,
+    )
+
+
+def _rows_cache(t: torch.Tensor, slots: torch.Tensor, shape: torch.Size, offset: int) -> torch.Tensor:
+    """Packed cache ``[1, kv_heads, P + N, D]`` -> per row ``[B, kv_heads, P + S, D]``: the prefix, then
+    each row's tokens left-padded with zeros (never attended to: the mask is 0 there)."""
+    (B, S), kv, dim = shape, t.shape[1], t.shape[3]
+    own = t.new_zeros(B * S, kv, dim).index_copy_(0, slots, t[0, :, offset:].transpose(0, 1))
+    return torch.cat([t[:, :, :offset].expand(B, kv, offset, dim), own.view(B, S, kv, dim).transpose(1, 2)], dim=2)
+
+
+def merge_prefilled(states: Sequence[Prefilled], reserve: int = 0) -> Prefilled:
     """Stack prefilled batches into one, so that they decode together.
 
     Decoding a step costs about the same for 16 rows as for 64 on a CPU (it streams the weights
@@ -165,7 +222,9 @@ def merge_prefilled(states: Sequence[Prefilled]) -> Prefilled:
     several of them as one. Each state's key/value cache ``[B_i, kv_heads, W_i, D]`` per layer and its
     attention mask ``[B_i, W_i]`` are left-padded to the widest ``W`` (padding keys are never attended
     to: the mask is 0 there, and the positions of new tokens are explicit), then concatenated on the
-    batch dimension; logits, next positions and hidden states are concatenated.
+    batch dimension, in one copy into a cache with room for ``reserve`` more positions
+    (:class:`~coin_lightning.eval.kv_cache.ReservedLayer`); logits, next positions and hidden states
+    are concatenated.
 
     Raises:
         ValueError: no states.
@@ -178,15 +237,15 @@ def merge_prefilled(states: Sequence[Prefilled]) -> Prefilled:
 
     width = max(int(s.attention_mask.shape[1]) for s in states)
     pad = [width - int(s.attention_mask.shape[1]) for s in states]
-    layers = []
-    for layer in range(len(states[0].cache.layers)):
-        keys = [torch.nn.functional.pad(s.cache.layers[layer].keys, (0, 0, p, 0)) for s, p in zip(states, pad)]
-        values = [torch.nn.functional.pad(s.cache.layers[layer].values, (0, 0, p, 0)) for s, p in zip(states, pad)]
-        layers.append((torch.cat(keys), torch.cat(values)))
+    cache = DynamicCache()
+    cache.layers = [
+        ReservedLayer([s.cache.layers[i].keys for s in states], [s.cache.layers[i].values for s in states], reserve)
+        for i in range(len(states[0].cache.layers))
+    ]
     hidden = [s.last_hidden for s in states]
     return Prefilled(
         last_logits=torch.cat([s.last_logits for s in states]),
-        cache=DynamicCache(ddp_cache_data=layers),
+        cache=cache,
         attention_mask=torch.cat([torch.nn.functional.pad(s.attention_mask, (p, 0)) for s, p in zip(states, pad)]),
         next_position=torch.cat([s.next_position for s in states]),
         last_hidden=torch.cat(hidden) if all(h is not None for h in hidden) else None,

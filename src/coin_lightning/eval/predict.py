@@ -154,7 +154,8 @@ class Predictor:
 
         def decode_pending() -> None:
             rows = [i for r, _ in pending for i in r]
-            new = greedy_decode(self.model, merge_prefilled([st for _, st in pending]), self.max_new_tokens,
+            merged = merge_prefilled([st for _, st in pending], reserve=self.max_new_tokens - 1)
+            new = greedy_decode(self.model, merged, self.max_new_tokens,
                                 self.stop_ids, self.pad_id)
             for j, i in enumerate(rows):
                 text = self.tokenizer.decode(new[j], skip_special_tokens=True)

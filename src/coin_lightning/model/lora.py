@@ -59,3 +59,31 @@ def _wrap(model, args: ModelArgs):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def load_for_inference(cfg: Any, adapter: str | None = None):
+    """Load ``model`` (and a saved ``adapter``, if any) for evaluation, with the same speed-ups as training.
+
+    With ``model.packed_sequences`` (and ``sdpa`` attention) the base model attends with
+    :data:`coin_lightning.model.packing.PACKED_SDPA`, so the evaluation prefill packs prompts
+    (:func:`coin_lightning.eval.decode.prefill`); with ``model.fused_kernels`` the LoRA, RMSNorm and
+    packed-attention kernels run on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`). Other
+    attention implementations are kept as they are (the prefill then pads).
+
+    Returns:
+        ``(model, tokenizer)``, the model a ``PeftModel`` when ``adapter`` is given.
+
+    Raises:
+        coin_lightning.model.loading.ModelLoadError: the model or the adapter cannot be loaded.
+    """
+    from coin_lightning.model.loading import load_model
+
+    args = ModelArgs.from_config(cfg)
+    model, tokenizer = load_model(cfg)
+    if args.packed_sequences and model.config._attn_implementation == "sdpa":
+        packing.enable(model)
+    if adapter:
+        model = load_adapter(model, adapter)
+    if args.fused_kernels:
+        use_fused_kernels(model)
+    return model, tokenizer

@@ -9,8 +9,9 @@ kernels, Dao 2023), so projections, MLPs, norms and LoRA run on real tokens only
 values out right-padded as ``[R, heads, L, head_dim]`` (``L`` = longest row) and runs causal SDPA,
 whose ``is_causal`` kernels never let a real token see a later (padding) position, then gathers the
 real positions back. :func:`unpack` returns hidden states to the batch's ``[R, T, H]`` layout, so
-losses and pooling are unchanged. Without packing arguments the attention function is transformers'
-own SDPA (evaluation, generation, KV caches).
+losses and pooling are unchanged. The evaluation prefill packs prompts the same way, after the
+cached prefix they share (:func:`packed_prefix_attention`). Without packing arguments the attention
+function is transformers' own SDPA (decoding steps, unpacked batches).
 """
 from __future__ import annotations
 
@@ -47,14 +48,14 @@ class PackedRows:
         """``R``."""
         return int(self.keep.shape[0])
 
-    def causal_bias(self, group: int, dtype: torch.dtype) -> torch.Tensor:
-        """``[L group, L]``: row ``l group + g`` (position ``l``, ``g``-th query head of a group) is 0 on
-        keys ``j <= l`` and ``-inf`` on later ones."""
-        key = ("causal", group, dtype)
+    def causal_bias(self, group: int, dtype: torch.dtype, prefix: int = 0) -> torch.Tensor:
+        """``[L group, prefix + L]``: row ``l group + g`` (position ``l``, ``g``-th query head of a group)
+        is 0 on the ``prefix`` keys every row shares and on its own keys ``j <= l``, ``-inf`` on later ones."""
+        key = ("causal", group, dtype, prefix)
         if key not in self._cache:
             L = self.max_len
-            bias = torch.full((L, L), float("-inf"), dtype=dtype, device=self.attn_index.device).triu_(1)
-            self._cache[key] = bias.repeat_interleave(group, dim=0)
+            bias = torch.full((L, prefix + L), float("-inf"), dtype=dtype, device=self.attn_index.device)
+            self._cache[key] = bias.triu_(prefix + 1).repeat_interleave(group, dim=0)
         return self._cache[key]
 
     def pad_index(self) -> torch.Tensor:
@@ -140,22 +141,31 @@ def attention_blocks(L: int) -> list[tuple[int, int]]:
     return [(s, min(L, s + size)) for s in range(0, L, size)]
 
 
+def _block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, length: int,
+                     prefix: int, scale: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Softmax attention of grids ``q`` ``[R kv, L group, D]`` over ``k``, ``v`` ``[R kv, prefix + L, D]``
+    with ``bias`` ``[L group, prefix + L]``, a block of query positions ``[s, e)`` at a time against keys
+    ``[0, prefix + e)``: the output ``[R kv, L group, D]`` and each block's probabilities."""
+    group = q.shape[1] // length
+    out, probs = torch.empty_like(q), []
+    for start, end in attention_blocks(length):
+        rows, keys = slice(start * group, end * group), prefix + end  # later keys are masked for these rows
+        p = torch.baddbmm(bias[rows, :keys], q[:, rows], k[:, :keys].transpose(1, 2), alpha=scale).softmax(-1)
+        out[:, rows] = torch.bmm(p, v[:, :keys])
+        probs.append(p)
+    return out, probs
+
+
 class _PackedAttention(torch.autograd.Function):
     """Block-causal attention within each packed row with batched matmuls; see :func:`packed_attention`."""
 
     @staticmethod
     def forward(ctx, query, key, value, scale, packed):
-        kv_heads, group = key.shape[1], query.shape[1] // key.shape[1]
+        group = query.shape[1] // key.shape[1]
         q = _to_grid(query[0].transpose(0, 1), packed, group)  # [R kv, L group, D]
         k = _to_grid(key[0].transpose(0, 1), packed, 1)  # [R kv, L, D]
         v = _to_grid(value[0].transpose(0, 1), packed, 1)
-        bias = packed.causal_bias(group, q.dtype)  # [L group, L]
-        out, probs = torch.empty_like(q), []
-        for start, end in attention_blocks(packed.max_len):
-            rows = slice(start * group, end * group)  # these queries see keys [0, end) at most
-            p = torch.baddbmm(bias[rows, :end], q[:, rows], k[:, :end].transpose(1, 2), alpha=scale).softmax(-1)
-            out[:, rows] = torch.bmm(p, v[:, :end])
-            probs.append(p)
+        out, probs = _block_attention(q, k, v, packed.causal_bias(group, q.dtype), packed.max_len, 0, scale)
         ctx.save_for_backward(q, k, v, *probs)
         ctx.scale, ctx.packed, ctx.group = scale, packed, group
         return _from_grid(out, packed, group).unsqueeze(0)  # [1, N, heads, D]
@@ -215,6 +225,43 @@ def packed_attention(
     return _PackedAttention.apply(query, key, value, scale, packed)
 
 
+def packed_prefix_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedRows, scale: float
+) -> torch.Tensor:
+    """Inference kernel: packed rows that also attend to a cached prefix all of them share.
+
+    The evaluation prefill (:func:`coin_lightning.eval.decode.prefill`) runs the suffixes of a batch
+    of prompts as one packed sequence after the key/value cache of their common prefix (batch 1,
+    ``P`` positions), so ``key`` and ``value`` hold the prefix followed by the packed tokens. Every
+    row's keys become ``[prefix | own row]`` (``[R kv_heads, P + L, D]``); query position ``l`` sees
+    the whole prefix and its row's keys ``j <= l``, in the blocks of :func:`packed_attention`.
+
+    Args:
+        query: ``[1, heads, N, D]``.
+        key, value: ``[1, kv_heads, P + N, D]``.
+        packed: the :class:`PackedRows` of the suffixes.
+        scale: score scale.
+
+    Returns:
+        ``[1, N, heads, D]``.
+
+    Raises:
+        ValueError: gradients are required (this kernel has no backward; training has no prefix).
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+        raise ValueError("packed_prefix_attention is for inference: it has no backward")
+    kv_heads, group, dim = key.shape[1], query.shape[1] // key.shape[1], key.shape[3]
+    R, L, P = packed.rows, packed.max_len, key.shape[2] - query.shape[2]
+
+    def keys(x: torch.Tensor) -> torch.Tensor:  # [1, kv, P + N, D] -> [R kv, P + L, D]
+        own = _to_grid(x[0, :, P:].transpose(0, 1), packed, 1).view(R, kv_heads, L, dim)
+        return torch.cat([x[:, :, :P].expand(R, kv_heads, P, dim), own], dim=2).view(R * kv_heads, P + L, dim)
+
+    q = _to_grid(query[0].transpose(0, 1), packed, group)  # [R kv, L group, D]
+    out, _ = _block_attention(q, keys(key), keys(value), packed.causal_bias(group, q.dtype, P), L, P, scale)
+    return _from_grid(out, packed, group).unsqueeze(0)
+
+
 def _use_kernel(query: torch.Tensor) -> bool:
     return (query.device.type == "cpu" and query.dtype == torch.float32 and not torch.compiler.is_compiling()
             and not torch.is_autocast_enabled("cpu"))
@@ -241,7 +288,10 @@ def packed_sdpa_attention(
     (unmarked, GPU, autocast, ``torch.compile``) the rows are laid out as
     ``[R, *, L, D]`` right-padded and run through causal SDPA (grouped-query heads shared,
     ``enable_gqa``), which dispatches to flash kernels. The ``N x N`` mask transformers built for the
-    packed sequence is not used. Without ``coin_packed``: ``transformers.integrations.sdpa_attention``.
+    packed sequence is not used. When ``key`` and ``value`` are longer than ``query`` (``[1, kv_heads,
+    P + N, D]``: a cached prefix before the packed tokens, the evaluation prefill) every row also
+    attends to those ``P`` positions (:func:`packed_prefix_attention`, or SDPA with the mask
+    ``[L, P + L]``). Without ``coin_packed``: ``transformers.integrations.sdpa_attention``.
 
     Raises:
         ValueError: attention dropout > 0 with packed rows (LLaMA uses none).
@@ -255,16 +305,21 @@ def packed_sdpa_attention(
     if dropout:
         raise ValueError("packed_sdpa_attention: attention dropout is not supported")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    prefix = key.shape[2] - query.shape[2]  # cached positions before the packed tokens (evaluation prefill)
     if getattr(module, FUSED_ATTENTION, False) and _use_kernel(query):
+        if prefix:
+            return packed_prefix_attention(query, key, value, packed, scale), None
         return packed_attention(query, key, value, packed, scale), None
     R, L = packed.rows, packed.max_len
 
-    def rows(x: torch.Tensor) -> torch.Tensor:  # [1, h, N, D] -> [R, h, L, D]
-        return _to_grid(x[0].transpose(0, 1), packed, 1).view(R, x.shape[1], L, x.shape[3])
+    def rows(x: torch.Tensor, shared: int = 0) -> torch.Tensor:  # [1, h, shared + N, D] -> [R, h, shared + L, D]
+        own = _to_grid(x[0, :, shared:].transpose(0, 1), packed, 1).view(R, x.shape[1], L, x.shape[3])
+        return torch.cat([x[:, :, :shared].expand(R, -1, -1, -1), own], dim=2) if shared else own
 
     gqa = query.shape[1] != key.shape[1]
+    mask = None if not prefix else torch.ones(L, prefix + L, dtype=torch.bool, device=query.device).tril_(prefix)
     out = torch.nn.functional.scaled_dot_product_attention(
-        rows(query), rows(key), rows(value), is_causal=True, scale=scale, enable_gqa=gqa
+        rows(query), rows(key, prefix), rows(value, prefix), attn_mask=mask, is_causal=not prefix, scale=scale, enable_gqa=gqa
     )  # [R, heads, L, D]
     return _from_grid(out.reshape(R * out.shape[1], L, out.shape[3]), packed, 1).unsqueeze(0), None
 
@@ -303,4 +358,5 @@ def is_enabled(model) -> bool:
 
 
 __all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "enable",
-           "is_enabled", "pack_rows", "packed_attention", "packed_sdpa_attention", "register", "unpack"]
+           "is_enabled", "pack_rows", "packed_attention", "packed_prefix_attention", "packed_sdpa_attention",
+           "register", "unpack"]

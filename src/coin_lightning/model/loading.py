@@ -91,8 +91,9 @@ class ModelArgs:
     """Recompute activations in the backward pass (non-reentrant, works with peft)."""
     packed_sequences: bool = True
     """Training forward on packed rows: the real tokens of a micro-batch as one sequence, attention
-    within each row (:mod:`coin_lightning.model.packing`), so no layer computes on padding. Needs
-    ``attn_implementation: sdpa``; evaluation is unaffected."""
+    within each row (:mod:`coin_lightning.model.packing`), so no layer computes on padding; the
+    evaluation prefill packs prompts the same way (:func:`coin_lightning.eval.decode.prefill`, same
+    predictions up to float rounding). Needs ``attn_implementation: sdpa``."""
     fused_kernels: bool = True
     """CPU fp32: LoRA projections, RMSNorm and attention over packed rows as single autograd functions
     (:mod:`coin_lightning.model.fused`; same parameters and results, fewer memory passes); GPU, autocast

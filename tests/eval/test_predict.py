@@ -161,6 +161,8 @@ def test_packed_prefill_gives_the_padded_state(with_prefix, fused):
 
     packed, padded, tok = _packed_and_padded(fused)
     assert packs_prompts(packed) and not packs_prompts(padded)
+    with pytest.raises(ValueError, match="packed_sequences"):
+        prefill(padded, [[5, 6]], 0, packed=True)
     p = Predictor(packed, tok)
     seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
     n = shared_prefix_length(seqs) if with_prefix else 0

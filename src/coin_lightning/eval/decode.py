@@ -141,7 +141,13 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
 
     Returns:
         A :class:`Prefilled` state.
+
+    Raises:
+        ValueError: ``packed=True`` for a model that :func:`packs_prompts` rules out.
     """
+    if packed and not packs_prompts(model):
+        raise ValueError("prefill(packed=True) needs a model attending with packed rows (model.packed_sequences, "
+                         "no sliding window)")
     device = _device(model)
     ids, mask = left_pad(suffixes, pad_id, device)
     if packed or (packed is None and packs_prompts(model)):

@@ -6,7 +6,7 @@ from typing import Any
 from coin_lightning.model import packing
 from coin_lightning.model.dropout import use_fast_lora_dropout
 from coin_lightning.model.fused import use_fused_kernels
-from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter
+from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter, load_model
 
 
 def apply_lora(model, cfg: Any):
@@ -76,8 +76,6 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
     Raises:
         coin_lightning.model.loading.ModelLoadError: the model or the adapter cannot be loaded.
     """
-    from coin_lightning.model.loading import load_model
-
     args = ModelArgs.from_config(cfg)
     model, tokenizer = load_model(cfg)
     if args.packed_sequences and model.config._attn_implementation == "sdpa":

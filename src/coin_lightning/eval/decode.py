@@ -22,6 +22,7 @@ import torch
 
 from coin_lightning.eval.kv_cache import ReservedLayer, reserve_cache
 from coin_lightning.losses import pool_hidden
+from coin_lightning.model.packing import PackedRows, is_enabled, pack_rows, unpack
 
 
 @dataclass
@@ -117,9 +118,7 @@ def packs_prompts(model) -> bool:
     """Whether :func:`prefill` runs a batch as one packed sequence: the model attends with
     :data:`coin_lightning.model.packing.PACKED_SDPA` (``model.packed_sequences``) and has no
     sliding-window attention (whose caches and masks the packed path does not build)."""
-    from coin_lightning.model import packing
-
-    return packing.is_enabled(model) and getattr(model.config, "sliding_window", None) is None
+    return is_enabled(model) and getattr(model.config, "sliding_window", None) is None
 
 
 def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefix | None = None,
@@ -145,12 +144,13 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
     Raises:
         ValueError: ``packed=True`` for a model that :func:`packs_prompts` rules out.
     """
-    if packed and not packs_prompts(model):
+    can_pack = packs_prompts(model)
+    if packed and not can_pack:
         raise ValueError("prefill(packed=True) needs a model attending with packed rows (model.packed_sequences, "
                          "no sliding window)")
     device = _device(model)
     ids, mask = left_pad(suffixes, pad_id, device)
-    if packed or (packed is None and packs_prompts(model)):
+    if can_pack and packed is not False:
         return _prefill_packed(model, ids, mask, prefix, hidden)
     offset = len(prefix.ids) if prefix is not None else 0
     positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -183,8 +183,6 @@ def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix
     """:func:`prefill` on packed rows: ``ids``/``mask`` ``[B, S]`` left-padded suffixes."""
     from transformers import DynamicCache
 
-    from coin_lightning.model.packing import pack_rows
-
     rows = pack_rows(ids, mask)
     offset = len(prefix.ids) if prefix is not None else 0
     lengths = mask.sum(dim=1)
@@ -199,8 +197,7 @@ def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix
             logits_to_keep=ends,
             coin_packed=rows,
         )
-        slots = mask.flatten().nonzero().squeeze(1)  # packed token -> its place in the [B, S] layout
-        layers = [tuple(_rows_cache(t, slots, ids.shape, offset) for t in (layer.keys, layer.values))
+        layers = [tuple(_rows_cache(t, rows, offset) for t in (layer.keys, layer.values))
                   for layer in out.past_key_values.layers]
     return Prefilled(
         last_logits=out.logits[0].float(),
@@ -211,12 +208,13 @@ def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix
     )
 
 
-def _rows_cache(t: torch.Tensor, slots: torch.Tensor, shape: torch.Size, offset: int) -> torch.Tensor:
+def _rows_cache(t: torch.Tensor, rows: PackedRows, offset: int) -> torch.Tensor:
     """Packed cache ``[1, kv_heads, P + N, D]`` -> per row ``[B, kv_heads, P + S, D]``: the prefix, then
-    each row's tokens left-padded with zeros (never attended to: the mask is 0 there)."""
-    (B, S), kv, dim = shape, t.shape[1], t.shape[3]
-    own = t.new_zeros(B * S, kv, dim).index_copy_(0, slots, t[0, :, offset:].transpose(0, 1))
-    return torch.cat([t[:, :, :offset].expand(B, kv, offset, dim), own.view(B, S, kv, dim).transpose(1, 2)], dim=2)
+    each row's tokens in the batch's left-padded layout (:func:`~coin_lightning.model.packing.unpack`;
+    zeros at padding, never attended to: the mask is 0 there)."""
+    (_, kv, _, dim), (B, S) = t.shape, rows.keep.shape
+    own = unpack(t[:, :, offset:].transpose(1, 2).reshape(1, -1, kv * dim), rows).view(B, S, kv, dim)
+    return torch.cat([t[:, :, :offset].expand(B, kv, offset, dim), own.transpose(1, 2)], dim=2)
 
 
 def merge_prefilled(states: Sequence[Prefilled], reserve: int = 0) -> Prefilled:

@@ -6,8 +6,9 @@ CPU that was 0.5 s of a 2.3 s decode, as much as the step's attention. :func:`re
 each layer's keys and values into a buffer with ``extra`` free positions once; the layer's
 ``update`` then writes new tokens into that buffer in place and hands attention a view of its
 filled part. :func:`~coin_lightning.eval.decode.merge_prefilled` builds such layers directly
-while it stacks prefilled batches, so decoding copies the cache once. Everything else of the cache (``get_seq_length``, masks, ``crop``, batch selection)
-sees the same ``keys``/``values`` tensors as with a plain ``DynamicLayer``.
+while it stacks prefilled batches, so decoding copies the cache once. Everything else of the cache
+(``get_seq_length``, masks, ``crop``, batch selection) sees the same ``keys``/``values`` tensors as
+with a plain ``DynamicLayer``.
 """
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ def _stacked(parts, extra: int) -> tuple[torch.Tensor, int]:
 def reserve_cache(cache, extra: int):
     """Give every plain ``DynamicLayer`` of ``cache`` room for ``extra`` more positions (in place).
 
-    A :class:`ReservedLayer` with less free room is moved to a larger buffer. Layers of other kinds (sliding-window, static, quantized) and empty layers are left as they are.
-    Costs one copy of the cache; returns ``cache``.
+    A :class:`ReservedLayer` with less free room is moved to a larger buffer. Layers of other kinds
+    (sliding-window, static, quantized) and empty layers are left as they are. Costs one copy of the
+    cache; returns ``cache``.
 
     Raises:
         ValueError: ``extra < 0``.

@@ -30,17 +30,12 @@ import torch
 from torch import nn
 
 from coin_lightning.model.dropout import LoraDropout
-from coin_lightning.model.packing import FUSED_ATTENTION
+from coin_lightning.model.packing import FUSED_ATTENTION, eager_cpu
 
 RMS_NORM_CLASSES = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"})
 """transformers RMSNorm classes with exactly ``weight * x * rsqrt(mean(x^2) + eps)`` (not Gemma's ``1 + w``)."""
 ATTENTION_CLASSES = frozenset({"LlamaAttention", "MistralAttention", "Qwen2Attention"})
 """transformers attention layers whose packed-row attention may use the batched-matmul kernel."""
-
-
-def _fusable(x: torch.Tensor) -> bool:
-    """The fused kernels run on CPU, in eager mode, without autocast."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -127,7 +122,7 @@ def _plain_weights(x: torch.Tensor, weight: torch.Tensor, weight_a: torch.Tensor
     """Whole matrices of ``x``'s dtype that chain (not FSDP's flattened shards), on a fusable input."""
     shapes_ok = weight.dim() == weight_a.dim() == weight_b.dim() == 2 and x.shape[-1] == weight.shape[1] \
         == weight_a.shape[1] and weight_a.shape[0] == weight_b.shape[1] and weight_b.shape[0] == weight.shape[0]
-    return shapes_ok and x.dtype == weight.dtype == weight_a.dtype == weight_b.dtype and _fusable(x)
+    return shapes_ok and x.dtype == weight.dtype == weight_a.dtype == weight_b.dtype and eager_cpu(x)
 
 
 def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -197,7 +192,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 def _fused_rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     """Forward installed on an RMSNorm module by :func:`use_fused_kernels`."""
     if (hidden_states.dtype != torch.float32 or self.weight.dtype != torch.float32
-            or self.weight.shape != hidden_states.shape[-1:] or not _fusable(hidden_states)):
+            or self.weight.shape != hidden_states.shape[-1:] or not eager_cpu(hidden_states)):
         return type(self).forward(self, hidden_states)
     return rms_norm(hidden_states, self.weight, self.variance_epsilon)
 

@@ -135,6 +135,20 @@ def _from_grid(grid: torch.Tensor, packed: PackedRows, group: int) -> torch.Tens
     return rows.index_select(0, packed.attn_index)
 
 
+def eager_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU kernels may run on ``x``: on CPU, in eager mode, without autocast (elsewhere
+    kernels are fused by other means). Shared by these kernels and :mod:`coin_lightning.model.fused`."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+
+
+def _rows_after_prefix(x: torch.Tensor, packed: PackedRows, prefix: int) -> torch.Tensor:
+    """``[1, h, prefix + N, D]`` (a shared prefix, then the packed tokens) -> ``[R, h, prefix + L, D]``:
+    every row gets the prefix followed by its own tokens, right-padded with zeros."""
+    R, L, (_, h, _, d) = packed.rows, packed.max_len, x.shape
+    own = _to_grid(x[0, :, prefix:].transpose(0, 1), packed, 1).view(R, h, L, d)
+    return torch.cat([x[:, :, :prefix].expand(R, h, prefix, d), own], dim=2) if prefix else own
+
+
 def attention_blocks(L: int) -> list[tuple[int, int]]:
     """Query-position blocks ``[start, end)`` of about :data:`ATTENTION_BLOCK` positions covering ``[0, L)``."""
     size = -(-L // -(-L // ATTENTION_BLOCK))  # equal blocks, none longer than ATTENTION_BLOCK
@@ -250,21 +264,17 @@ def packed_prefix_attention(
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
         raise ValueError("packed_prefix_attention is for inference: it has no backward")
-    kv_heads, group, dim = key.shape[1], query.shape[1] // key.shape[1], key.shape[3]
-    R, L, P = packed.rows, packed.max_len, key.shape[2] - query.shape[2]
+    group, P = query.shape[1] // key.shape[1], key.shape[2] - query.shape[2]
 
     def keys(x: torch.Tensor) -> torch.Tensor:  # [1, kv, P + N, D] -> [R kv, P + L, D]
-        own = _to_grid(x[0, :, P:].transpose(0, 1), packed, 1).view(R, kv_heads, L, dim)
-        return torch.cat([x[:, :, :P].expand(R, kv_heads, P, dim), own], dim=2).view(R * kv_heads, P + L, dim)
+        return _rows_after_prefix(x, packed, P).flatten(0, 1)
 
     q = _to_grid(query[0].transpose(0, 1), packed, group)  # [R kv, L group, D]
-    out, _ = _block_attention(q, keys(key), keys(value), packed.causal_bias(group, q.dtype, P), L, P, scale)
+    out, _ = _block_attention(q, keys(key), keys(value), packed.causal_bias(group, q.dtype, P), packed.max_len,
+                              P, scale)
     return _from_grid(out, packed, group).unsqueeze(0)
 
 
-def _use_kernel(query: torch.Tensor) -> bool:
-    return (query.device.type == "cpu" and query.dtype == torch.float32 and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu"))
 
 
 def packed_sdpa_attention(
@@ -306,20 +316,16 @@ def packed_sdpa_attention(
         raise ValueError("packed_sdpa_attention: attention dropout is not supported")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     prefix = key.shape[2] - query.shape[2]  # cached positions before the packed tokens (evaluation prefill)
-    if getattr(module, FUSED_ATTENTION, False) and _use_kernel(query):
+    if getattr(module, FUSED_ATTENTION, False) and query.dtype == torch.float32 and eager_cpu(query):
         if prefix:
             return packed_prefix_attention(query, key, value, packed, scale), None
         return packed_attention(query, key, value, packed, scale), None
     R, L = packed.rows, packed.max_len
-
-    def rows(x: torch.Tensor, shared: int = 0) -> torch.Tensor:  # [1, h, shared + N, D] -> [R, h, shared + L, D]
-        own = _to_grid(x[0, :, shared:].transpose(0, 1), packed, 1).view(R, x.shape[1], L, x.shape[3])
-        return torch.cat([x[:, :, :shared].expand(R, -1, -1, -1), own], dim=2) if shared else own
-
     gqa = query.shape[1] != key.shape[1]
     mask = None if not prefix else torch.ones(L, prefix + L, dtype=torch.bool, device=query.device).tril_(prefix)
+    q, k, v = (_rows_after_prefix(x, packed, shared) for x, shared in ((query, 0), (key, prefix), (value, prefix)))
     out = torch.nn.functional.scaled_dot_product_attention(
-        rows(query), rows(key, prefix), rows(value, prefix), attn_mask=mask, is_causal=not prefix, scale=scale, enable_gqa=gqa
+        q, k, v, attn_mask=mask, is_causal=not prefix, scale=scale, enable_gqa=gqa
     )  # [R, heads, L, D]
     return _from_grid(out.reshape(R * out.shape[1], L, out.shape[3]), packed, 1).unsqueeze(0), None
 
@@ -357,6 +363,6 @@ def is_enabled(model) -> bool:
     return getattr(config, "_attn_implementation", None) == PACKED_SDPA
 
 
-__all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "enable",
+__all__ = ["ATTENTION_BLOCK", "FUSED_ATTENTION", "PACKED_SDPA", "PackedRows", "attention_blocks", "eager_cpu", "enable",
            "is_enabled", "pack_rows", "packed_attention", "packed_prefix_attention", "packed_sdpa_attention",
            "register", "unpack"]

@@ -159,6 +159,12 @@ def test_refusals_in_one_line(tmp_path, capsys, case, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_negative_bootstrap_is_refused_for_run_directories_too(tmp_path, capsys):
+    runs = [str(make_job(tmp_path / "m", n, [f"seed={n}"], random_rows(0.5, n))) for n in range(2)]
+    assert main([*runs, "--bootstrap", "-3", "--out", str(tmp_path / "out")]) == 2
+    assert "--bootstrap -3" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_job_without_results(tmp_path):
     job = tmp_path / "0"
     (job / ".hydra").mkdir(parents=True)

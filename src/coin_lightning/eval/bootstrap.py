@@ -198,5 +198,6 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
         "per_category": {c: {lv: interval([k for k in first if k[1] == lv and first[k]["category"] == c])
                              for lv in levels if any(k[1] == lv and first[k]["category"] == c for k in first)}
                          for c in categories},
-        "per_task_level": [{"task": k[0], "level": k[1], **interval([k])} for k in sorted(first)],
+        "per_task_level": [{"task": k[0], "level": k[1], **interval([k])}
+                           for k in sorted(first, key=lambda k: (k[0], levels.index(k[1])))],
     }

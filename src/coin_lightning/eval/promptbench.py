@@ -151,7 +151,10 @@ def promptbench_instruction_set(tasks: Iterable[str], level_map: Mapping[str, st
     """
     if pools is None:
         pools = load_pools()
-        version = importlib.metadata.version(PACKAGE)
+        try:
+            version = importlib.metadata.version(PACKAGE)
+        except importlib.metadata.PackageNotFoundError:  # found on the path without distribution metadata
+            version = "unknown"
         if version != PINNED_VERSION:
             log.warning("promptbench %s is installed; the prompt selection is documented for %s", version, PINNED_VERSION)
     keys = list(dict.fromkeys(TASK_ALIASES.get(t, t) for t in tasks))

@@ -31,6 +31,10 @@ def _mean_std(s: dict | None) -> str:
     return pct(s["mean"]) + (f" ± {pct(s['std'])}" if s["std"] is not None else "")
 
 
+def _bracket(s: dict) -> str:
+    return f" [{pct(s['low'])}, {pct(s['high'])}]" if s.get("low") is not None else ""
+
+
 def sweep_comparison_markdown(cmp: dict) -> str:
     """Markdown of :func:`coin_lightning.eval.sweep.compare_sweep`: arms, accuracy per level (mean ±
     std over seeds, %), PDR, consistency, paired differences from the reference with bootstrap
@@ -41,7 +45,8 @@ def sweep_comparison_markdown(cmp: dict) -> str:
     levels = list(arms[ref]["accuracy"])
     arm_body = [[f"`{n}`", ", ".join(str(s) for s in a["seeds"]), str(len(a["jobs"])),
                  ", ".join(Path(j).name for j in a["jobs"])] for n, a in arms.items()]
-    acc_body = [[lv] + [_mean_std(arms[n]["accuracy"][lv]) for n in names] for lv in levels]
+    acc_body = [[lv] + [_mean_std(arms[n]["accuracy"][lv]) + _bracket(arms[n]["accuracy"][lv]) for n in names]
+                for lv in levels]
     pdr_levels = list(arms[ref]["pdr"])
     pdr_body = [[lv] + [_mean_std(arms[n]["pdr"][lv]) for n in names] for lv in pdr_levels]
     cons_body = [[lv] + [_mean_std(arms[n]["consistency"][lv]) for n in names] for lv in arms[ref]["consistency"]]
@@ -49,7 +54,8 @@ def sweep_comparison_markdown(cmp: dict) -> str:
         "# Sweep comparison\n\n",
         f"Sweep `{cmp['sweep_dir']}`; arms by their overrides other than `{cmp['seed_key']}`; reference arm `{ref}`.\n\n",
         markdown_table(["arm", "seeds", "jobs", "job dirs"], arm_body),
-        "\nAccuracy (%) per level: mean ± std over seeds (sample std) of the mean over tasks.\n\n",
+        "\nAccuracy (%) per level: mean ± std over seeds (sample std) of the mean over tasks "
+        "[bootstrap interval of the seed mean: seeds, rows and instructions resampled].\n\n",
         markdown_table(["level"] + names, acc_body),
         "\nPerformance Drop Rate (%, mean ± std over seeds).\n\n", markdown_table(["level"] + names, pdr_body),
         "\nConsistency (% of inputs with the same answer under every instruction of the level; mean ± std over seeds).\n\n",

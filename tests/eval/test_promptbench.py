@@ -105,3 +105,28 @@ def test_settings_accept_only_known_sources():
     assert EvalSettings.from_config({"instructions": "promptbench"}).instructions == "promptbench"
     with pytest.raises(EvalConfigError, match="eval.instructions='flan'"):
         EvalSettings.from_config({"instructions": "flan"})
+
+
+@needs_package
+def test_evaluate_with_promptbench_prompts_and_the_reference_layout(tmp_path, shared_data):
+    """``evaluate eval.instructions=promptbench eval.prompt_layout=reference`` on the tiny LLaMA."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from coin_lightning.eval.cli import evaluate
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[
+            "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[sst2]", "eval.samples_per_task=2",
+            "eval.levels=[clean,semantic]", "eval.instructions=promptbench", "eval.prompt_layout=reference",
+            "eval.method=rank"])
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path)
+    metrics = evaluate(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    want = promptbench_instruction_set(["sst2"])
+    assert len(rows) == 2 * 12 and metrics["run"]["prompt_layout"] == "reference"
+    assert [r["instruction"] for r in rows if r["level"] == "clean"][::2] == want.instructions_for("sst2")
+    assert [r["instruction"] for r in rows if r["level"] == "semantic"][::2] == want.instructions_for("sst2", "semantic")

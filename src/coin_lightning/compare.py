@@ -4,11 +4,17 @@ Examples::
 
     python -m coin_lightning.compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
     python -m coin_lightning.compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
-    python -m coin_lightning.compare --sweep outputs/evaluate/multiruns/<time>
+    python -m coin_lightning.compare --sweep outputs/train/multiruns/<time>   # arms across seeds
+    python -m coin_lightning.compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
+    python -m coin_lightning.compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
 
-Writes ``comparison.md``/``.json``/``.png`` (or ``sweep.*``) into ``--out`` (default: the current
-directory's ``outputs/compare/<time>``) and prints the table. Runs that scored different rows or used
-different instructions are refused (exit status 2 with a one-line message).
+Writes ``comparison.md``/``.json``/``.png`` (or, for ``--sweep``, ``comparison.md``/``.json`` with
+``accuracy_by_level.png`` and ``consistency.png``, or ``sweep.*`` for a strength sweep) into ``--out``
+(default: the current directory's ``outputs/compare/<time>``) and prints the table. A sweep's jobs
+keep their evaluation in the job directory or its ``eval/`` subdirectory
+(:mod:`coin_lightning.eval.sweep`). Runs that scored different rows or used different instructions,
+arms with different seed sets and a negative ``--bootstrap`` are refused (exit status 2 with a
+one-line message).
 """
 from __future__ import annotations
 
@@ -20,16 +26,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
-from coin_lightning.eval.comparison import (
-    ComparisonError,
-    compare_runs,
-    comparison_markdown,
-    load_runs,
-    sweep_markdown,
-    sweep_points,
-)
-from coin_lightning.eval.plots import comparison_figure, save_png, sweep_figure
+from coin_lightning.eval.comparison import ComparisonError, compare_runs, comparison_markdown, load_runs
+from coin_lightning.eval.plots import comparison_figure, save_png
 from coin_lightning.eval.report import RunDirError
+from coin_lightning.eval.sweep_report import write_sweep
 from coin_lightning.io import write_json, write_text
 
 
@@ -38,10 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m coin_lightning.compare", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", help="evaluation run directories (two or more); the first is the baseline")
     p.add_argument("--names", nargs="+", help="a label per run (default: adapter or model name)")
-    p.add_argument("--sweep", metavar="DIR", help="a Hydra multirun directory of evaluations to plot against the swept value")
-    p.add_argument("--param", help="the swept override key (default: the only one that varies)")
+    p.add_argument("--sweep", metavar="DIR", help="a Hydra multirun directory: arms compared across seeds, or "
+                   "(only eval.perturb.* varying, or --param) accuracy against the swept value")
+    p.add_argument("--param", help="plot accuracy against this swept override key (default for eval.perturb.* sweeps: the one that varies)")
+    p.add_argument("--reference", metavar="ARM", help="--sweep: the reference arm, e.g. loss.lambda=0 (default: the first)")
+    p.add_argument("--seed-key", default="seed", help="--sweep: the override that numbers the seeds of an arm")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
-                   help="paired bootstrap replicates for 95%% intervals of every delta (rows and instructions resampled); 0 = none")
+                   help="paired bootstrap replicates for 95%% intervals of every delta (rows and instructions "
+                   "resampled, and seeds with --sweep); 0 = none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out", help="output directory (default: outputs/compare/<time>)")
     return p.parse_args(argv)
@@ -56,12 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             if args.runs:
                 raise ComparisonError("give either run directories or --sweep, not both")
-            parameter, points = sweep_points(args.sweep, args.param)
-            text = sweep_markdown(parameter, points)
-            write_text(out / "sweep.md", text)
-            write_json(out / "sweep.json", {"parameter": parameter, "points": [
-                {"value": v, "job": str(j), "per_level": m["per_level"], "overall": m["overall"]} for v, m, j in points]})
-            save_png(sweep_figure(parameter, [(v, m) for v, m, _ in points]), out / "sweep.png")
+            text = write_sweep(args.sweep, out, args.param, args.reference, args.bootstrap, args.seed, args.seed_key)
         else:
             cmp = compare_runs(args.runs, args.names, bootstrap=args.bootstrap, seed=args.seed)
             text = comparison_markdown(cmp)

@@ -129,3 +129,26 @@ def test_missing_special_tokens_are_errors(tiny_tokenizer):
         Collator(None)
     with pytest.raises(DataError, match="too small"):
         Encoder(tiny_tokenizer, cutoff_len=4)
+
+
+@pytest.mark.parametrize("append_eos", [True, False])
+def test_append_eos_decides_the_pooled_token(tiny_tokenizer, append_eos):
+    """With EOS the last non-padding token (the pooled one) is EOS; without it (the reference's
+    choice) it is the answer's last token."""
+    from coin_lightning.losses import last_token_index
+
+    tok = tiny_tokenizer
+    groups = [pair_group(1), pair_group(22)]
+    enc = Encoder(tok, "alpaca", cutoff_len=256, append_eos=append_eos)
+    encoded = enc.encode_groups(groups)
+    batch = collate(encoded, tok.pad_token_id)
+    rows = [r for g in encoded for r in g.originals] + [r for g in encoded for r in g.paraphrases]
+    examples = [p.original for g in groups for p in g.pairs] + [p.paraphrase for g in groups for p in g.pairs]
+    last = last_token_index(batch["attention_mask"])
+    for i, (row, ex) in enumerate(zip(rows, examples)):
+        prompt, response = expected_ids(tok, ex)
+        want = response if append_eos else response[:-1]          # expected_ids ends the response with EOS
+        assert list(row.ids) == prompt + want
+        pooled = int(batch["input_ids"][i, last[i]])
+        assert pooled == (tok.eos_token_id if append_eos else tok(ex.target, add_special_tokens=False)["input_ids"][-1])
+        assert int(batch["labels"][i, last[i]]) == pooled           # the pooled token is a response token with a label

@@ -4,10 +4,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from coin_lightning.data.collate import Collator
+from coin_lightning.data.collate import Collator, collate
 from coin_lightning.data.datamodule import CoinDataModule
+from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import LengthGroupedSampler
 
 
@@ -98,3 +100,33 @@ def test_datamodule_uses_the_length_sampler(tiny_tokenizer):
     loader = m.train_dataloader()
     assert isinstance(loader.sampler, LengthGroupedSampler) and loader.batch_size == 2
     assert Counter(len(b["response_start"]) for b in loader) == {8: len(loader)}
+
+
+def test_sequential_order_is_the_dataset_order_every_epoch(tiny_tokenizer):
+    """data.order=sequential (the reference: no shuffling) yields the dataset's groups in order, every
+    epoch; shuffled changes the order between epochs."""
+    m = CoinDataModule(source="embedded", n_per_task=10, val_size=0, batch_size=2, order="sequential", tokenizer=tiny_tokenizer)
+    m.setup()
+    ds = m.train_dataset
+    for epoch in (0, 1):
+        loader = m.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        got = [b["input_ids"] for b in loader]
+        assert len(got) == len(ds)
+        for k in (0, 1, len(ds) - 1):
+            assert torch.equal(got[k], collate([ds[k]], tiny_tokenizer.pad_token_id)["input_ids"])
+    shuffled = CoinDataModule(source="embedded", n_per_task=10, val_size=0, batch_size=2, tokenizer=tiny_tokenizer)
+    shuffled.setup()
+    orders = []
+    for epoch in (0, 1):
+        loader = shuffled.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        orders.append(list(iter(loader.sampler)))
+    assert orders[0] != orders[1] and sorted(orders[0]) == list(range(len(ds)))
+
+
+def test_order_is_validated_at_construction():
+    with pytest.raises(DataError, match="data.order='random' is not one of shuffled, sequential"):
+        CoinDataModule(order="random")
+    with pytest.raises(DataError, match="data.order=sequential keeps the dataset order"):
+        CoinDataModule(order="sequential", group_by_length=True)

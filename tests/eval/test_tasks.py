@@ -5,6 +5,7 @@ import pytest
 
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.eval.tasks import format_glue_content, load_glue_task, render_input, sample_rows, task_from_records
+from tests.eval.eval_helpers import tiny
 
 
 @pytest.mark.parametrize("dataset, fields, expected", [
@@ -63,3 +64,42 @@ def test_task_from_records_labels_and_targets():
         task_from_records("p", labelled, None, 0, label_words=("only",))
     with pytest.raises(DataError, match="no target"):
         task_from_records("p", labelled, None, 0)
+
+
+def test_prompt_layouts():
+    """training: the training wrapping; reference (CoIN's evaluation): instruction, content and
+    '### Response:' without newlines."""
+    from coin_lightning.data.prompts import build_prompt
+    from coin_lightning.eval.tasks import eval_prompt
+
+    inst, content = "Is it 'positive' or 'negative'?", "Sentence A: fine. Sentence B: ok."
+    assert eval_prompt(inst, content) == build_prompt(inst + "\n" + content, "alpaca") == f"{inst}\n{content}\n\n### Response:\n"
+    assert eval_prompt(inst, content, "reference") == "Is it 'positive' or 'negative'? Sentence A: fine. Sentence B: ok.### Response:"
+    assert eval_prompt(inst + " ", content, "reference", fmt="chat") == eval_prompt(inst, content, "reference")
+    with pytest.raises(ValueError, match="eval.prompt_layout='flat'"):
+        eval_prompt(inst, content, "flat")
+
+
+def test_predictor_uses_the_prompt_layout():
+    from coin_lightning.eval.predict import Predictor
+    from coin_lightning.eval.tasks import eval_prompt
+
+    model, tok = tiny()
+    p = Predictor(model, tok, "alpaca", "rank", prompt_layout="reference")
+    assert p.prompt("Say 'yes' or 'no'.", "x") == eval_prompt("Say 'yes' or 'no'.", "x", "reference") == "Say 'yes' or 'no'. x### Response:"
+    assert p.encode([p.prompt("a", "b")])[0] == tok("a b### Response:")["input_ids"]
+
+
+def test_mnli_aliases_count_once_unless_asked(caplog):
+    import logging
+
+    from coin_lightning.eval.settings import EvalSettings
+
+    with caplog.at_level(logging.WARNING):
+        s = EvalSettings.from_config({"tasks": ["sst2", "mnli", "rte", "mnli_matched", "mnli_mismatched"]})
+    assert s.tasks == ["sst2", "mnli", "rte", "mnli_mismatched"]
+    assert "mnli_matched scores the same rows as mnli" in caplog.text
+    assert EvalSettings.from_config({"tasks": ["mnli_matched", "mnli"]}).tasks == ["mnli_matched"]
+    both = EvalSettings.from_config({"tasks": ["mnli", "mnli_matched"], "dedup_aliases": False})
+    assert both.tasks == ["mnli", "mnli_matched"]
+    assert EvalSettings.from_config({"tasks": ["glue"]}).tasks.count("mnli_matched") == 0

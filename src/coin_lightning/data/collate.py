@@ -5,8 +5,11 @@ Produces exactly the batch of ``docs/CONTRACTS.md``: ``input_ids``, ``attention_
 are the originals, ``[P, 2P)`` their paraphrases in the same order and, for
 ``data.group=hard_negative_column``, ``[2P, 3P)`` the hard negatives (labels all ``-100``).
 
-A row is ``build_prompt(input, fmt, tokenizer)`` followed by the target and the tokenizer's EOS
-token. Prompt and response are tokenized separately (the response exactly as generation would
+A row is ``build_prompt(input, fmt, tokenizer)`` followed by the target and, with ``append_eos``
+(``data.append_eos``, default true), the tokenizer's EOS token: the model learns to stop, and the
+pooled (last non-padding) token of the contrastive loss is EOS. The CoIN reference
+(luka-group/CoIN ``run_contrastive_llama.py``) appends none, so its pooled token is the last token
+of the answer; ``data.append_eos=false`` reproduces that. Prompt and response are tokenized separately (the response exactly as generation would
 produce it after the prompt), so the label mask falls exactly on the response: the reference code
 (luka-group/CoIN ``run_contrastive_llama.py``, ``generate_and_tokenize_prompt``) masks by the token
 length of the prompt tokenized alone, which can be off by one at the boundary.
@@ -40,7 +43,7 @@ class EncodedRow:
     """One tokenized row."""
 
     ids: np.ndarray
-    """Token ids ``[L]`` (int64): prompt then response (target + EOS)."""
+    """Token ids ``[L]`` (int64): prompt then response (target, + EOS with ``append_eos``)."""
     n_prompt: int
     """Number of prompt tokens; the response is ``ids[n_prompt:]``."""
 
@@ -80,6 +83,7 @@ class Encoder:
         prompt_format: ``alpaca`` or ``chat`` (``prompts.build_prompt``).
         cutoff_len: maximum row length in tokens (paper: 256).
         min_prompt_tokens: prompt tokens kept at least when the response alone is too long.
+        append_eos: end every response with the EOS token (reference: no; see the module docstring).
 
     Attributes:
         truncated: rows whose input was shortened so far.
@@ -89,7 +93,8 @@ class Encoder:
         DataError: the tokenizer has no EOS token, or ``cutoff_len`` is too small.
     """
 
-    def __init__(self, tokenizer, prompt_format: str = "alpaca", cutoff_len: int = 256, min_prompt_tokens: int = 8):
+    def __init__(self, tokenizer, prompt_format: str = "alpaca", cutoff_len: int = 256, min_prompt_tokens: int = 8,
+                 append_eos: bool = True):
         if tokenizer.eos_token_id is None:
             raise DataError("the tokenizer has no EOS token; the response must end with one")
         if cutoff_len < 2 * min_prompt_tokens:
@@ -98,6 +103,7 @@ class Encoder:
         self.prompt_format = prompt_format
         self.cutoff_len = int(cutoff_len)
         self.min_prompt_tokens = int(min_prompt_tokens)
+        self.append_eos = bool(append_eos)
         # the chat template writes its own special tokens; the alpaca prompt gets the tokenizer's (e.g. BOS)
         self.add_special_tokens = prompt_format != "chat"
         self.truncated = 0
@@ -128,8 +134,8 @@ class Encoder:
             :attr:`response_over_cutoff`.
         """
         prompts = self._tok([self.prompt(e.input) for e in examples], self.add_special_tokens)
-        eos = self.tokenizer.eos_token_id
-        responses = [r + [eos] for r in self._tok([e.target for e in examples], False)]
+        end = [self.tokenizer.eos_token_id] if self.append_eos else []
+        responses = [r + end for r in self._tok([e.target for e in examples], False)]
         out = []
         for ex, p, r in zip(examples, prompts, responses):
             if len(p) + len(r) > self.cutoff_len:

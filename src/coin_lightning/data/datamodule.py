@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from coin_lightning.data.collate import Collator, EncodedGroup, Encoder
@@ -38,7 +38,7 @@ from coin_lightning.data.grouping import (
 )
 from coin_lightning.data.prompts import PROMPT_FORMATS
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.samplers import LengthGroupedSampler, _world
+from coin_lightning.data.samplers import check_order, train_sampler
 from coin_lightning.data.templates import TEMPLATE_POOLS, TemplateBank, load_template_bank
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ class CoinDataModule(L.LightningDataModule):
         task_weights: ``{task: weight}`` scaling each task's (capped) record count; default 1.
         num_workers: DataLoader workers.
         group_by_length: batch groups of similar length (:class:`LengthGroupedSampler`).
+        order: training order, ``shuffled`` (default) or ``sequential`` (reference; see
+            :func:`~coin_lightning.data.samplers.train_sampler`).
+        append_eos: end responses with EOS (default; the reference does not, see
+            :mod:`coin_lightning.data.collate`).
         on_error: ``raise`` or ``skip`` (count) bad rows.
         n_per_task: records per embedded task (``embedded`` only).
         data_seed: seed of the embedded generator; ``None`` = ``seed``.
@@ -166,6 +170,8 @@ class CoinDataModule(L.LightningDataModule):
         data_seed: int | None = 0,
         hub_id: str | None = None,
         data_files: Any = None,
+        order: str = "shuffled",
+        append_eos: bool = True,
     ):
         super().__init__()
         checks = [
@@ -187,6 +193,7 @@ class CoinDataModule(L.LightningDataModule):
                     f"data.{key}={value} must be a positive multiple of {ppi}, the pairs per item of "
                     f"data.group={group} (it counts pairs = examples per micro-batch)"
                 )
+        check_order(order, group_by_length)
         if source == "coin_csv" and not path:
             raise DataError("data.source=coin_csv needs data.path (the CoIN CSV file)")
         self.save_hyperparameters(ignore=["tokenizer"])
@@ -204,6 +211,7 @@ class CoinDataModule(L.LightningDataModule):
         self.n_per_task = int(n_per_task)
         self.data_seed = self.seed if data_seed is None else int(data_seed)
         self.hub_id, self.data_files = hub_id, _plain(data_files)
+        self.order, self.append_eos = order, bool(append_eos)
         self.bank: TemplateBank | None = None
         self.train_dataset: GroupDataset | None = None
         self.val_dataset: GroupDataset | None = None
@@ -325,7 +333,7 @@ class CoinDataModule(L.LightningDataModule):
         )
 
     def _encode(self) -> None:
-        enc = Encoder(self.tokenizer, self.prompt_format, self.cutoff_len)
+        enc = Encoder(self.tokenizer, self.prompt_format, self.cutoff_len, append_eos=self.append_eos)
         self.train_dataset.encoded = enc.encode_groups(self.train_dataset.groups)
         self.val_dataset.encoded = enc.encode_groups(self.val_dataset.groups)
         self.stats["truncated"] = enc.truncated
@@ -347,10 +355,11 @@ class CoinDataModule(L.LightningDataModule):
         return ds
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled micro-batches of ``batch_size / pairs_per_item`` groups.
+        """Micro-batches of ``batch_size / pairs_per_item`` groups in the order of ``data.order``.
 
         Without ``group_by_length``: a ``DistributedSampler`` (also with one process) whose order
-        depends only on ``(seed, epoch)``; with it: a :class:`LengthGroupedSampler`. Both are
+        depends only on ``(seed, epoch)`` (``sequential``: the dataset order); with it: a
+        :class:`LengthGroupedSampler` (:func:`~coin_lightning.data.samplers.train_sampler`). Both are
         rank-aware and left in place by Lightning; items are whole groups, so they stay whole. The
         loader is torchdata's ``StatefulDataLoader``, so mid-epoch checkpoints resume exactly.
         """
@@ -361,11 +370,7 @@ class CoinDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-        if self.group_by_length:
-            sampler = LengthGroupedSampler(ds.lengths, items, seed=self.seed, shuffle=True)
-        else:
-            world, rank = _world()
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        sampler = train_sampler(ds, ds.lengths, items, self.order, self.group_by_length, self.seed)
         # A stateful loader: Lightning stores its position in checkpoints, so a resume from a
         # mid-epoch checkpoint continues with the very next micro-batch (exact resume).
         return StatefulDataLoader(ds, batch_size=items, sampler=sampler, **common)

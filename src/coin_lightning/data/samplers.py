@@ -1,4 +1,5 @@
-"""Length-grouped, rank-aware sampling of whole groups (``data.group_by_length=true``).
+"""Training order: shuffled or sequential (``data.order``), and length-grouped, rank-aware sampling
+of whole groups (``data.group_by_length=true``).
 
 Items are whole contrastive groups, so any sampler keeps an example with its positive and hard
 negative. :class:`LengthGroupedSampler` additionally puts groups of similar padded length into the
@@ -21,6 +22,13 @@ from typing import Iterator, Sequence
 
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+from coin_lightning.data.records import DataError
+
+DATA_ORDERS = ("shuffled", "sequential")
+"""Values of ``data.order``: ``shuffled`` (a new seeded order every epoch) or ``sequential`` (the
+dataset's order every epoch, as the CoIN reference's ``ContrastiveTrainer``, which passes no
+sampler and ``shuffle=False``: for ``coin_csv`` the CSV's row order)."""
 
 
 def _world() -> tuple[int, int]:
@@ -101,3 +109,43 @@ class LengthGroupedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def check_order(order: str, group_by_length: bool = False) -> None:
+    """Validate ``data.order`` (with ``data.group_by_length``).
+
+    Raises:
+        DataError: an unknown order, or ``sequential`` with ``group_by_length``.
+    """
+    if order not in DATA_ORDERS:
+        raise DataError(f"data.order={order!r} is not one of {', '.join(DATA_ORDERS)}")
+    if order == "sequential" and group_by_length:
+        raise DataError("data.order=sequential keeps the dataset order; data.group_by_length=true reorders by length: "
+                        "choose one")
+
+
+def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",
+                  group_by_length: bool = False, seed: int = 0) -> DistributedSampler:
+    """The training sampler of ``CoinDataModule``, rank-aware (Lightning leaves it in place).
+
+    Args:
+        dataset: the training dataset (whole groups as items).
+        lengths: padded length of each item (used with ``group_by_length``).
+        batch_items: items per micro-batch.
+        order: ``shuffled`` or ``sequential`` (:data:`DATA_ORDERS`).
+        group_by_length: a :class:`LengthGroupedSampler` (``shuffled`` only: it reorders by length).
+        seed: base seed of the shuffled orders (``seed + epoch``).
+
+    Returns:
+        ``sequential``: a ``DistributedSampler`` with ``shuffle=False`` (rank ``r`` of ``W`` takes
+        items ``r, r + W, ...`` in dataset order; one process: the dataset order itself);
+        ``shuffled``: the same with ``shuffle=True``, or the length-grouped sampler.
+
+    Raises:
+        DataError: an unknown order, or ``sequential`` with ``group_by_length``.
+    """
+    check_order(order, group_by_length)
+    if group_by_length:
+        return LengthGroupedSampler(lengths, batch_items, seed=seed, shuffle=True)
+    world, rank = _world()
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=order == "shuffled", seed=seed)

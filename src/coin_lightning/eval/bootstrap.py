@@ -1,4 +1,4 @@
-"""Paired bootstrap confidence intervals of accuracy differences between two evaluation runs.
+"""Paired (and seed-hierarchical) bootstrap confidence intervals of accuracy differences.
 
 Two runs that scored the same rows with the same instructions (same fingerprint) are compared cell by
 cell: for every (task, level) the per-example correctness forms a matrix ``[instructions, rows]`` in
@@ -13,6 +13,10 @@ with replacement and *the same draw for both runs* (paired):
 so the interval covers both sources of sampling variation of a robustness evaluation (which inputs,
 which wordings). Intervals are percentile intervals (Efron & Tibshirani 1993, Ch. 13); the point
 estimate is the difference on the full data, equal to the deltas of :func:`compare_runs`.
+
+Across training seeds (:func:`hierarchical_bootstrap`, used by ``compare --sweep``), each arm is a
+list of runs, one per seed, and replicates draw the seeds too (the same seeds for both arms), so the
+interval also covers the variation between training runs.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ from coin_lightning.data.sources.jsonl import read_jsonl
 from coin_lightning.eval.metrics import CLEAN
 from coin_lightning.eval.report import RunDirError
 
-RESAMPLE_UNITS = ("rows", "instructions")
+RESAMPLE_UNITS = ("seeds", "rows", "instructions")
+"""Units a bootstrap replicate may draw with replacement."""
 
 
 def read_predictions(run_dir: str | Path) -> list[dict]:
@@ -73,8 +78,10 @@ def correctness(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:
 
 
 def paired_bootstrap(rows_run: Sequence[dict], rows_ref: Sequence[dict], resamples: int = 2000, seed: int = 0,
-                     confidence: float = 0.95, resample: Sequence[str] = RESAMPLE_UNITS) -> dict:
+                     confidence: float = 0.95, resample: Sequence[str] = ("rows", "instructions")) -> dict:
     """Bootstrap intervals of accuracy(run) - accuracy(ref), per level, task x level, category x level.
+
+    :func:`hierarchical_bootstrap` with one seed per side.
 
     Args:
         rows_run, rows_ref: prediction rows of the two runs (``predictions.jsonl``), same rows and
@@ -85,37 +92,93 @@ def paired_bootstrap(rows_run: Sequence[dict], rows_ref: Sequence[dict], resampl
         resample: units drawn with replacement: ``"rows"`` and/or ``"instructions"``.
 
     Returns:
-        ``{"resamples", "confidence", "seed", "resample", "per_level": {level: {delta, low, high}},
-        "perturbed": {...} (``None`` without perturbed levels), "per_category": {category: {level: {...}}}, "per_task_level":
-        [{task, level, delta, low, high}]}``; deltas are fractions (accuracy points / 100).
+        See :func:`hierarchical_bootstrap`; deltas are fractions (accuracy points / 100).
 
     Raises:
         ValueError: the runs scored different cells, rows or instructions; bad arguments.
     """
+    return hierarchical_bootstrap([rows_run], [rows_ref], resamples, seed, confidence, resample)
+
+
+def _check_same(cells: Sequence[dict], reference: dict, what: str) -> None:
+    for c in cells:
+        if c.keys() != reference.keys():
+            raise ValueError(f"{what} scored different (task, level) cells: {sorted(c.keys() ^ reference.keys())}")
+        for key in c:
+            if c[key]["uids"] != reference[key]["uids"] or c[key]["instructions"] != reference[key]["instructions"]:
+                raise ValueError(f"task {key[0]} level {key[1]}: {what} scored different rows or instructions")
+
+
+def _weights(rng: np.random.Generator, n: int, resamples: int, draw: bool) -> np.ndarray:
+    """Float ``[B, n]``: multinomial counts / n of ``resamples`` draws of ``n`` units (uniform 1/n without ``draw``)."""
+    if not draw or n == 1:
+        return np.full((resamples, n), 1.0 / n)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples) / n
+
+
+def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequence[dict]] | None = None,
+                           resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                           resample: Sequence[str] = RESAMPLE_UNITS) -> dict:
+    """Bootstrap intervals of the seed-mean accuracy of ``runs`` minus that of ``refs`` (paired by seed).
+
+    ``runs[s]`` and ``refs[s]`` are the prediction rows of training seed ``s`` of two arms (the same
+    position = the same seed). Every run must have scored the same cells, rows and instructions. The
+    statistic of one (task, level) cell is ``mean_s mean_{i, r} (C_run[s, i, r] - C_ref[s, i, r])``
+    over the correctness ``C`` of instruction ``i`` on row ``r``; levels, categories and "perturbed"
+    average cells as :func:`coin_lightning.eval.metrics.summarize` does. Seeds, rows and
+    instructions are crossed factors (every seed scores every row under every instruction), so each
+    replicate draws each factor once, with replacement (the pigeonhole bootstrap of crossed random
+    effects, Owen 2007, Ann. Appl. Stat. 1(1)): the seeds (``"seeds"``), the rows of each task (one
+    draw per task, shared by its levels) and the instructions of each (task, level); the same draw
+    serves both arms and every drawn seed, so the comparison stays paired.
+
+    Args:
+        runs: prediction rows per seed of the compared arm (or their :func:`correctness` dicts).
+        refs: prediction rows (or :func:`correctness` dicts) per seed of the reference arm (same length, same seed order); ``None``
+            gives intervals of ``runs``' own accuracy.
+        resamples: replicates ``B``; 0 gives the point estimates with ``low``/``high`` ``None``.
+        seed: seed of the draws (numpy ``default_rng``; rows, then instructions, then seeds are drawn).
+        confidence: interval coverage, e.g. 0.95 -> 2.5 and 97.5 percentiles.
+        resample: units drawn with replacement, a subset of ``("seeds", "rows", "instructions")``.
+
+    Returns:
+        ``{"resamples", "confidence", "seed", "resample", "seeds": S, "per_level": {level: {delta,
+        low, high}}, "perturbed": {...} (``None`` without perturbed levels), "per_category":
+        {category: {level: {...}}}, "per_task_level": [{task, level, delta, low, high}]}``; values
+        are fractions (accuracy points / 100).
+
+    Raises:
+        ValueError: no runs, a different number of seeds on the two sides, runs that scored
+            different cells, rows or instructions, or bad arguments.
+    """
     bad = set(resample) - set(RESAMPLE_UNITS)
-    if bad or not 0 < confidence < 1 or resamples < 1:
+    if bad or not 0 < confidence < 1 or resamples < 0:
         raise ValueError(f"bad bootstrap arguments: resample={list(resample)}, confidence={confidence}, resamples={resamples}")
-    a, b = correctness(rows_run), correctness(rows_ref)
-    if a.keys() != b.keys():
-        raise ValueError(f"the runs scored different (task, level) cells: {sorted(a.keys() ^ b.keys())}")
-    for key in a:
-        if a[key]["uids"] != b[key]["uids"] or a[key]["instructions"] != b[key]["instructions"]:
-            raise ValueError(f"task {key[0]} level {key[1]}: the runs scored different rows or instructions")
+    if not runs:
+        raise ValueError("no runs to bootstrap")
+    if refs is not None and len(refs) != len(runs):
+        raise ValueError(f"{len(runs)} seeds against {len(refs)} reference seeds: a paired comparison needs the same seeds")
+    a = [r if isinstance(r, dict) else correctness(r) for r in runs]
+    b = [r if isinstance(r, dict) else correctness(r) for r in refs] if refs is not None else None
+    first = a[0]
+    _check_same(a[1:], first, "the seeds")
+    if b is not None:
+        _check_same(b, first, "the runs")
+    diff = {key: np.stack([x[key]["correct"] - (y[key]["correct"] if b is not None else 0.0)
+                           for x, y in zip(a, b if b is not None else a)]) for key in first}   # [S, instructions, rows]
+    B = max(resamples, 1)
     rng = np.random.default_rng(seed)
-    tasks = list(dict.fromkeys(t for t, _ in a))
-    row_weights = {}
-    for t in tasks:
-        n = len(next(a[k]["uids"] for k in a if k[0] == t))
-        row_weights[t] = (rng.multinomial(n, np.full(n, 1.0 / n), size=resamples) / n if "rows" in resample
-                          else np.full((resamples, n), 1.0 / n))
+    tasks = list(dict.fromkeys(t for t, _ in first))
+    draw = set(resample) if resamples else set()
+    row_weights = {t: _weights(rng, len(next(first[k]["uids"] for k in first if k[0] == t)), B, "rows" in draw)
+                   for t in tasks}
     samples, point = {}, {}
-    for key in sorted(a):
-        diff = a[key]["correct"] - b[key]["correct"]          # [instructions, rows]
-        k = diff.shape[0]
-        inst_w = (rng.multinomial(k, np.full(k, 1.0 / k), size=resamples) / k if "instructions" in resample
-                  else np.full((resamples, k), 1.0 / k))
-        samples[key] = np.einsum("bi,ir,br->b", inst_w, diff, row_weights[key[0]])
-        point[key] = float(diff.mean())
+    for key in sorted(first):
+        inst_w = _weights(rng, diff[key].shape[1], B, "instructions" in draw)
+        samples[key] = np.einsum("bi,sir,br->bs", inst_w, diff[key], row_weights[key[0]])   # [B, S]
+        point[key] = float(diff[key].mean())
+    seed_w = _weights(rng, len(runs), B, "seeds" in draw)
+    samples = {key: np.einsum("bs,bs->b", seed_w, s) for key, s in samples.items()}
 
     lo_q, hi_q = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
 
@@ -123,17 +186,18 @@ def paired_bootstrap(rows_run: Sequence[dict], rows_ref: Sequence[dict], resampl
         if not keys:
             return None
         s = np.mean([samples[k] for k in keys], axis=0)
-        return {"delta": float(np.mean([point[k] for k in keys])),
-                "low": float(np.percentile(s, lo_q)), "high": float(np.percentile(s, hi_q))}
+        low, high = (float(np.percentile(s, lo_q)), float(np.percentile(s, hi_q))) if resamples else (None, None)
+        return {"delta": float(np.mean([point[k] for k in keys])), "low": low, "high": high}
 
-    levels = list(dict.fromkeys(lv for _, lv in sorted(a, key=lambda k: (k[1] != CLEAN, k[1]))))
-    categories = list(dict.fromkeys(a[k]["category"] for k in sorted(a)))
+    levels = list(dict.fromkeys(lv for _, lv in sorted(first, key=lambda k: (k[1] != CLEAN, k[1]))))
+    categories = list(dict.fromkeys(first[k]["category"] for k in sorted(first)))
     return {
-        "resamples": resamples, "confidence": confidence, "seed": seed, "resample": list(resample),
-        "per_level": {lv: interval([k for k in a if k[1] == lv]) for lv in levels},
-        "perturbed": interval([k for k in a if k[1] != CLEAN]),
-        "per_category": {c: {lv: interval([k for k in a if k[1] == lv and a[k]["category"] == c])
-                             for lv in levels if any(k[1] == lv and a[k]["category"] == c for k in a)}
+        "resamples": resamples, "confidence": confidence, "seed": seed, "resample": list(resample), "seeds": len(runs),
+        "per_level": {lv: interval([k for k in first if k[1] == lv]) for lv in levels},
+        "perturbed": interval([k for k in first if k[1] != CLEAN]),
+        "per_category": {c: {lv: interval([k for k in first if k[1] == lv and first[k]["category"] == c])
+                             for lv in levels if any(k[1] == lv and first[k]["category"] == c for k in first)}
                          for c in categories},
-        "per_task_level": [{"task": k[0], "level": k[1], **interval([k])} for k in sorted(a)],
+        "per_task_level": [{"task": k[0], "level": k[1], **interval([k])}
+                           for k in sorted(first, key=lambda k: (k[0], levels.index(k[1])))],
     }

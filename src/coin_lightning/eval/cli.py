@@ -66,7 +66,8 @@ def evaluate(cfg: DictConfig) -> dict:
         model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
         load_s = time.perf_counter() - t0
         predictor = Predictor(model, tokenizer, cfg.prompt_format, settings.method, settings.batch_size,
-                              settings.max_new_tokens, settings.prefix_cache, settings.decode_batch_size)
+                              settings.max_new_tokens, settings.prefix_cache, settings.decode_batch_size,
+                              prompt_layout=settings.prompt_layout)
         loggers = instantiate_loggers(cfg.get("logger"))
         started = True
         meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
@@ -111,7 +112,7 @@ def analyze(cfg: DictConfig) -> dict:
         iset = build_instruction_set(settings, [t.name for t in tasks])
         model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
         predictor = Predictor(model, tokenizer, cfg.prompt_format, batch_size=settings.batch_size,
-                              prefix_cache=settings.prefix_cache)
+                              prefix_cache=settings.prefix_cache, prompt_layout=settings.prompt_layout)
         started = True
         a = cfg.analyze
         states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)

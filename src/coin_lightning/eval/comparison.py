@@ -75,6 +75,8 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     """
     if len(run_dirs) < 2:
         raise ComparisonError("compare needs at least two run directories")
+    if bootstrap < 0:
+        raise ComparisonError(f"--bootstrap {bootstrap}: the number of replicates must be >= 0")
     metrics = load_runs(run_dirs)
     check_comparable(run_dirs, metrics)
     names = list(names) if names else [run_name(d, m) for d, m in zip(run_dirs, metrics)]
@@ -119,17 +121,21 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     return out
 
 
-def _signed(x: float | None) -> str:
+def signed_points(x: float | None) -> str:
+    """A difference of fractions in signed accuracy points (``+1.25``), ``"-"`` for ``None``."""
     if x is None:
         return "-"
     v = 100 * x
     return f"{0.0 if abs(v) < 0.005 else v:+.2f}"  # no "-0.00" for float noise
 
 
-def _interval(c: dict | None) -> str:
+def interval_text(c: dict | None) -> str:
+    """``delta [low, high]`` in signed points; the delta alone without bounds; ``"-"`` for ``None``."""
     if c is None:
         return "-"
-    return f"{_signed(c['delta'])} [{_signed(c['low'])}, {_signed(c['high'])}]"
+    if c.get("low") is None:
+        return signed_points(c["delta"])
+    return f"{signed_points(c['delta'])} [{signed_points(c['low'])}, {signed_points(c['high'])}]"
 
 
 def bootstrap_markdown(cmp: dict) -> str:
@@ -142,11 +148,11 @@ def bootstrap_markdown(cmp: dict) -> str:
     levels = list(first["per_level"])
     head = (f"\nPaired bootstrap: Δ accuracy points vs `{base}` [{100 * first['confidence']:g}% interval], "
             f"{first['resamples']} resamples of {' and '.join(first['resample'])} (seed {first['seed']}).\n\n")
-    lv_body = [[lv] + [_interval(boot[n]["per_level"][lv]) for n in names] for lv in levels]
-    lv_body.append(["perturbed"] + [_interval(boot[n]["perturbed"]) for n in names])
-    cat_body = [[c, lv] + [_interval(boot[n]["per_category"][c][lv]) for n in names]
+    lv_body = [[lv] + [interval_text(boot[n]["per_level"][lv]) for n in names] for lv in levels]
+    lv_body.append(["perturbed"] + [interval_text(boot[n]["perturbed"]) for n in names])
+    cat_body = [[c, lv] + [interval_text(boot[n]["per_category"][c][lv]) for n in names]
                 for c in first["per_category"] for lv in first["per_category"][c]]
-    task_body = [[r["task"], r["level"]] + [_interval(boot[n]["per_task_level"][i]) for n in names]
+    task_body = [[r["task"], r["level"]] + [interval_text(boot[n]["per_task_level"][i]) for n in names]
                  for i, r in enumerate(first["per_task_level"])]
     return "".join([head, markdown_table(["level"] + names, lv_body),
                     "\nBy task category.\n\n", markdown_table(["category", "level"] + names, cat_body),
@@ -160,12 +166,12 @@ def comparison_markdown(cmp: dict) -> str:
     body = []
     for lv, by in cmp["per_level"].items():
         cells = [f"{pct(by[n]['mean'])}" + (f" ± {pct(by[n]['std'])}" if by[n]["std"] is not None else "") for n in names]
-        body.append([lv] + cells + [_signed(by[n]["delta"]) for n in names[1:]])
+        body.append([lv] + cells + [signed_points(by[n]["delta"]) for n in names[1:]])
     pdr_body = [[lv] + [pct(by[n]["pdr"]) for n in names] for lv, by in cmp["per_level"].items() if lv != "clean"]
     cat_body = [[c, lv] + [pct(by.get(n)) for n in names] for c, levels in cmp.get("per_category", {}).items()
                 for lv, by in levels.items()]
     task_header = ["task", "level"] + names + [f"Δ {n}" for n in names[1:]]
-    task_body = [[r["task"], r["level"]] + [pct(r[n]) for n in names] + [_signed(r[f"{n} delta"]) for n in names[1:]]
+    task_body = [[r["task"], r["level"]] + [pct(r[n]) for n in names] + [signed_points(r[f"{n} delta"]) for n in names[1:]]
                  for r in cmp["per_task_level"]]
     return "".join([
         "# Comparison\n\n", "Runs: " + ", ".join(f"`{n}` = {d}" for n, d in zip(names, cmp["run_dirs"])) + "\n\n",
@@ -199,6 +205,22 @@ def read_overrides(job_dir: str | Path) -> dict:
     return {k.lstrip("+~"): _value(v) for k, v in (i.split("=", 1) for i in items)}
 
 
+def job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """The job directories of a Hydra multirun directory (those with a ``.hydra`` folder), in job order
+    (numeric names by number).
+
+    Raises:
+        RunDirError: not a directory, or no job directories in it.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise RunDirError(f"{sweep_dir}: not a directory")
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    if not jobs:
+        raise RunDirError(f"{sweep_dir}: no Hydra job directories (expected <sweep>/<n>/.hydra)")
+    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
 def sweep_points(sweep_dir: str | Path, parameter: str | None = None) -> tuple[str, list[tuple[object, dict, Path]]]:
     """The jobs of a Hydra multirun directory as ``(parameter value, metrics, job dir)``, sorted by value.
 
@@ -210,12 +232,7 @@ def sweep_points(sweep_dir: str | Path, parameter: str | None = None) -> tuple[s
         RunDirError: no job directories, or a job without results.
         ComparisonError: no (or more than one, without ``parameter``) varying key; jobs on different rows.
     """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise RunDirError(f"{sweep_dir}: not a directory")
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name)
-    if not jobs:
-        raise RunDirError(f"{sweep_dir}: no Hydra job directories (expected <sweep>/<n>/.hydra)")
+    jobs = job_dirs(sweep_dir)
     overrides = [read_overrides(j) for j in jobs]
     metrics = [read_metrics(j) for j in jobs]
     if parameter is None:

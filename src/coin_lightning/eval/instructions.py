@@ -327,7 +327,7 @@ def _require(base: InstructionSet, task: str) -> str:
 
 
 def default_instruction_set(
-    perturb_cfg: Any = None, seed: int | None = None, tasks: Iterable[str] | None = None
+    perturb_cfg: Any = None, seed: int | None = None, tasks: Iterable[str] | None = None, source: str = "default"
 ) -> InstructionSet:
     """The project's default set: own ``clean`` + ``semantic`` instructions and generated perturbations.
 
@@ -335,16 +335,29 @@ def default_instruction_set(
         perturb_cfg: the ``eval.perturb`` node (strengths, seed, perturbations, levels).
         seed: overrides ``perturb_cfg.seed``.
         tasks: evaluation tasks (``mnli_matched`` -> ``mnli``); default: every task of the file.
+        source: ``default`` (the project's own clean and semantic instructions) or ``promptbench``
+            (PromptBench's, read from the installed package: :mod:`coin_lightning.eval.promptbench`;
+            ``tasks`` required).
 
     Returns:
         Perturbations ``clean``, the generated ones, ``semantic``; keyed by instruction task key.
 
     Raises:
-        InstructionError: a task without default instructions (use ``eval.instructions_file``).
+        InstructionError: a task without default instructions (use ``eval.instructions_file``); the
+            ``promptbench`` package missing (the message says how to install it).
         WordNetMissing: word-level perturbations without the WordNet database.
     """
     cfg = PerturbConfig.from_cfg(perturb_cfg)
-    base = load_instruction_file(default_instruction_path(), level_map=cfg.levels)
+    if source == "promptbench":
+        from coin_lightning.eval.promptbench import promptbench_instruction_set  # reads the package's files
+
+        if tasks is None:
+            raise InstructionError("eval.instructions=promptbench needs the task list")
+        base = promptbench_instruction_set(tasks, level_map=cfg.levels)
+    elif source == "default":
+        base = load_instruction_file(default_instruction_path(), level_map=cfg.levels)
+    else:
+        raise InstructionError(f"eval.instructions={source!r}; choose default or promptbench")
     return perturb_instruction_set(base, cfg, seed, tasks)
 
 

@@ -14,7 +14,9 @@ A prediction row is a dict with at least ``task``, ``category``, ``perturbation`
   (each perturbation of a set perturbs the clean instructions in order), averaged over instructions;
   when a perturbation has a different number of instructions than ``clean``, the clean mean is the
   denominator. A clean accuracy of 0 leaves PDR undefined (``None``), and such instructions are left
-  out of the averages. Positive PDR = accuracy dropped.
+  out of the averages. Positive PDR = accuracy dropped;
+- consistency (:func:`consistency`): the share of inputs answered alike under every instruction of
+  a level, whatever the gold label.
 
 Accuracies are fractions in ``[0, 1]``.
 """
@@ -181,6 +183,50 @@ def summarize(rows: Sequence[dict], levels: Sequence[str] | None = None) -> dict
         "per_level": per_level,
         "per_category": per_category,
         "overall": overall,
+    }
+
+
+def consistency(rows: Iterable[dict]) -> dict:
+    """Consistency: the share of inputs that get the same answer under every instruction of a level.
+
+    For each (task, level), a row (``uid``) is consistent when its prediction (the label id, ``-1``
+    = unparseable counting as one more answer) is the same under every instruction of the level,
+    pooled over the level's perturbations. Unlike accuracy it does not look at the gold label: a
+    model that answers every wording alike is consistent even where it is wrong. A level with a
+    single instruction is consistent by definition (1.0).
+
+    Returns:
+        ``{"per_task_level": [{task, category, level, consistency, n_rows, n_instructions}],
+        "per_level": {level: mean over tasks}, "perturbed": mean over the non-clean cells (``None``
+        without them)}``; shares are fractions in ``[0, 1]``.
+
+    Raises:
+        ValueError: a row misses a required key, or no rows.
+    """
+    answers: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    instructions: dict[tuple[str, str], set] = defaultdict(set)
+    category: dict[tuple[str, str], str] = {}
+    for row in rows:
+        try:
+            key = (row["task"], row["level"])
+            answers[key][row["uid"]].add(int(row["pred"]))
+            instructions[key].add((row["perturbation"], int(row["instruction_index"])))
+            category[key] = row["category"]
+        except KeyError as exc:
+            raise ValueError(f"prediction row misses key {exc}: {row}") from None
+    if not answers:
+        raise ValueError("no predictions to measure consistency on")
+    cells = [{"task": t, "category": category[(t, lv)], "level": lv,
+              "consistency": sum(len(a) == 1 for a in by_uid.values()) / len(by_uid),
+              "n_rows": len(by_uid), "n_instructions": len(instructions[(t, lv)])}
+             for (t, lv), by_uid in answers.items()]
+    levels = list(dict.fromkeys(c["level"] for c in cells))
+    if CLEAN in levels:
+        levels = [CLEAN] + [lv for lv in levels if lv != CLEAN]
+    return {
+        "per_task_level": cells,
+        "per_level": {lv: _mean([c["consistency"] for c in cells if c["level"] == lv]) for lv in levels},
+        "perturbed": _mean([c["consistency"] for c in cells if c["level"] != CLEAN]),
     }
 
 

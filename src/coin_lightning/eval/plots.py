@@ -27,8 +27,12 @@ def _grouped_bars(ax, groups: Sequence[str], series: dict[str, list[float | None
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
         ys = [100 * v if v is not None else 0.0 for v in values]
         err = None
-        if errors is not None:
-            err = [100 * e if e is not None else 0.0 for e in errors[name]]
+        if errors is not None:  # symmetric (a value per bar) or asymmetric ((below, above) per bar)
+            es = errors[name]
+            if any(isinstance(e, tuple) for e in es):
+                err = [[100 * e[k] if isinstance(e, tuple) else 0.0 for e in es] for k in (0, 1)]
+            else:
+                err = [100 * e if e is not None else 0.0 for e in es]
         ax.bar(xs, ys, width, yerr=err, label=name, capsize=2)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30, ha="right")
@@ -37,6 +41,18 @@ def _grouped_bars(ax, groups: Sequence[str], series: dict[str, list[float | None
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize="small", ncol=min(n, 5), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
+
+
+def _bar_figure(groups: Sequence[str], series: dict, errors: dict | None, title: str, width: float,
+                ylabel: str | None = None) -> Figure:
+    """A figure of :func:`_grouped_bars`, ``width`` inches per group (at least 6 in all)."""
+    fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4))
+    _grouped_bars(ax, groups, series, errors)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def accuracy_by_level_figure(metrics: dict, title: str = "Accuracy by perturbation level") -> Figure:
@@ -49,11 +65,7 @@ def accuracy_by_level_figure(metrics: dict, title: str = "Accuracy by perturbati
         series[lv].append(metrics["per_level"][lv]["mean"])
         errors[lv] = [cell[(t, lv)]["std"] if (t, lv) in cell else None for t in metrics["tasks"]]
         errors[lv].append(metrics["per_level"][lv]["std"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups)), 4))
-    _grouped_bars(ax, groups, series, errors)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _bar_figure(groups, series, errors, title, 1.1)
 
 
 def clean_vs_perturbed_figure(metrics: dict, title: str = "Clean vs perturbed instructions") -> Figure:
@@ -107,6 +119,29 @@ def sweep_figure(parameter: str, points: Sequence[tuple[float, dict]], title: st
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def arms_accuracy_figure(cmp: dict, title: str = "Accuracy by level per arm") -> Figure:
+    """Grouped bars of a sweep comparison (:func:`coin_lightning.eval.sweep.compare_sweep`): one group
+    per level (plus ``perturbed``), one bar per arm at its mean over seeds, with the bootstrap interval
+    of that mean (seeds, rows and instructions resampled) or, without a bootstrap, +-1 std over seeds."""
+    levels = list(next(iter(cmp["arms"].values()))["accuracy"])
+    series, errors = {}, {}
+    for name, arm in cmp["arms"].items():
+        acc = [arm["accuracy"][lv] for lv in levels]
+        series[name] = [a["mean"] for a in acc]
+        errors[name] = [(a["mean"] - a["low"], a["high"] - a["mean"]) if a.get("low") is not None
+                        else (a["std"] or 0.0, a["std"] or 0.0) for a in acc]
+    return _bar_figure(levels, series, errors, title, 1.2)
+
+
+def arms_consistency_figure(cmp: dict, title: str = "Consistency by level per arm") -> Figure:
+    """Grouped bars: the share of inputs answered alike under every instruction of a level, one bar
+    per arm (mean over seeds, +-1 std over seeds)."""
+    levels = list(next(iter(cmp["arms"].values()))["consistency"])
+    series = {n: [a["consistency"][lv]["mean"] for lv in levels] for n, a in cmp["arms"].items()}
+    errors = {n: [a["consistency"][lv]["std"] for lv in levels] for n, a in cmp["arms"].items()}
+    return _bar_figure(levels, series, errors, title, 1.2, ylabel="consistency (% of inputs)")
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:

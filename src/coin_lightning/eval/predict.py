@@ -18,7 +18,6 @@ from typing import Sequence
 
 import torch
 
-from coin_lightning.data.prompts import build_prompt
 from coin_lightning.eval.decode import (
     Prefilled,
     encode_prefix,
@@ -29,7 +28,7 @@ from coin_lightning.eval.decode import (
     shared_prefix_length,
 )
 from coin_lightning.eval.parse import parse_label
-from coin_lightning.eval.tasks import render_input
+from coin_lightning.eval.tasks import eval_prompt
 
 METHODS = ("generate", "rank")
 
@@ -75,6 +74,7 @@ class Predictor:
             batches, stacked with :func:`~coin_lightning.eval.decode.merge_prefilled`): decoding steps
             cost about the same for 16 or 64 rows on a CPU, prefilling does not. ``None`` or a value
             below ``batch_size``: each prefill batch decodes alone.
+        prompt_layout: ``training`` or ``reference`` (:func:`~coin_lightning.eval.tasks.eval_prompt`).
 
     Raises:
         ValueError: unknown method or a non-positive batch size / generation length.
@@ -82,7 +82,7 @@ class Predictor:
 
     def __init__(self, model, tokenizer, prompt_format: str = "alpaca", method: str = "generate",
                  batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True,
-                 decode_batch_size: int | None = 64):
+                 decode_batch_size: int | None = 64, prompt_layout: str = "training"):
         if method not in METHODS:
             raise ValueError(f"eval.method={method!r}; choose one of {', '.join(METHODS)}")
         if batch_size < 1 or max_new_tokens < 1:
@@ -91,6 +91,7 @@ class Predictor:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
+        self.prompt_layout = prompt_layout
         self.method = method
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -102,11 +103,11 @@ class Predictor:
 
     def prompt(self, instruction: str, content: str) -> str:
         """The full prompt text for one row."""
-        return build_prompt(render_input(instruction, content), self.prompt_format, self.tokenizer)
+        return eval_prompt(instruction, content, self.prompt_layout, self.prompt_format, self.tokenizer)
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of whole prompts (the chat format already carries its special tokens)."""
-        special = self.prompt_format != "chat"
+        special = self.prompt_format != "chat" or self.prompt_layout != "training"
         return [list(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=special)["input_ids"]]
 
     def word_ids(self, word: str) -> list[int]:

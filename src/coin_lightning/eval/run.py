@@ -85,7 +85,7 @@ def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> 
     else:
         if settings.perturb_mode == "adversarial":
             cfg = dataclasses.replace(cfg, perturbations=())
-        iset = default_instruction_set(cfg, tasks=task_names)
+        iset = default_instruction_set(cfg, tasks=task_names, source=settings.instructions)
     perts = [p for p in iset.perturbations if iset.level(p) in settings.levels]
     iset = iset.select(perts, task_names)
     for name in task_names:
@@ -195,7 +195,7 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     metrics = summarize(rows, settings.levels)
     metrics["fingerprint"] = fingerprint({t.name: t.uids for t in tasks}, given)
     metrics["run"] = {
-        **(meta or {}), "method": settings.method, "prefix_cache": settings.prefix_cache,
+        **(meta or {}), "method": settings.method, "prefix_cache": settings.prefix_cache, "prompt_layout": settings.prompt_layout,
         "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
         "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
         "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),

@@ -8,10 +8,13 @@ from typing import Any, Sequence
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
 from coin_lightning.eval.perturb.levels import LEVELS
 from coin_lightning.eval.predict import METHODS
-from coin_lightning.eval.tasks import GLUE_EVAL_TASKS
+from coin_lightning.eval.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
 
 TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
 """Shorthands accepted in ``eval.tasks``."""
+
+INSTRUCTION_SOURCES = ("default", "promptbench")
+"""Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions``)."""
 
 PERTURB_MODES = ("generated", "adversarial")
 """Values of ``eval.perturb_mode``."""
@@ -40,7 +43,15 @@ class EvalSettings:
     max_new_tokens: int = 7
     """Greedy generation length (paper / PromptBench: 7)."""
     instructions_file: str | None = None
-    """An instruction file ``{perturbation: {task: [...]}}``; ``null`` = the default set."""
+    """An instruction file ``{perturbation: {task: [...]}}``; ``null`` = the set of ``instructions``."""
+    instructions: str = "default"
+    """Clean and semantic instructions: ``default`` (the project's own) or ``promptbench`` (read from
+    the installed ``promptbench`` package); the generated perturbations perturb the clean ones."""
+    prompt_layout: str = "training"
+    """``training`` (the training prompt format) or ``reference`` (CoIN's evaluation: instruction +
+    content + ``### Response:``, no newlines); see ``coin_lightning.eval.tasks.eval_prompt``."""
+    dedup_aliases: bool = True
+    """Count tasks that score the same rows (``mnli`` and ``mnli_matched``) once: the later is dropped."""
     perturb_mode: str = "generated"
     """``generated`` (seeded operators) or ``adversarial`` (greedy search per instruction)."""
     query_budget: int = 50
@@ -70,6 +81,8 @@ class EvalSettings:
                 raise EvalConfigError(f"eval.{key}: unknown key; known: {', '.join(sorted(known))}")
         s = cls(**data)
         s.tasks = expand_tasks(s.tasks)
+        if s.dedup_aliases:
+            s.tasks = dedup_aliases(s.tasks)
         if isinstance(s.levels, str):
             s.levels = [s.levels]
         for lv in s.levels:
@@ -77,6 +90,9 @@ class EvalSettings:
                 raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
         if s.method not in METHODS:
             raise EvalConfigError(f"eval.method={s.method!r}; choose one of {', '.join(METHODS)}")
+        for key, allowed in (("instructions", INSTRUCTION_SOURCES), ("prompt_layout", PROMPT_LAYOUTS)):
+            if getattr(s, key) not in allowed:
+                raise EvalConfigError(f"eval.{key}={getattr(s, key)!r}; choose one of {', '.join(allowed)}")
         if s.perturb_mode not in PERTURB_MODES:
             raise EvalConfigError(f"eval.perturb_mode={s.perturb_mode!r}; choose one of {', '.join(PERTURB_MODES)}")
         for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size", "decode_batch_size"):

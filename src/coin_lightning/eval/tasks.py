@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from coin_lightning.data.prompts import build_prompt
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.sources.glue import GLUE_FIELDS, LABEL_WORDS, load_glue
 
@@ -97,6 +98,51 @@ def format_fields(fields: dict) -> str:
 def render_input(instruction: str, content: str) -> str:
     """The text handed to ``build_prompt``: ``instruction + CONTENT_SEPARATOR + content``."""
     return f"{instruction}{CONTENT_SEPARATOR}{content}"
+
+
+PROMPT_LAYOUTS = ("training", "reference")
+"""Values of ``eval.prompt_layout`` (see :func:`eval_prompt`)."""
+
+REFERENCE_RESPONSE_MARKER = "### Response:"
+"""What the reference evaluation appends to the content (luka-group/CoIN ``promptbench/inference.py``)."""
+
+
+def eval_prompt(instruction: str, content: str, layout: str = "training", fmt: str = "alpaca", tokenizer=None) -> str:
+    """The full evaluation prompt of one row.
+
+    - ``training`` (default): ``build_prompt(instruction + "\n" + content, fmt, tokenizer)``, the
+      wrapping the model was trained with (alpaca: ``"...\n\n### Response:\n"``).
+    - ``reference``: the CoIN reference evaluation (luka-group/CoIN ``promptbench/inference.py``,
+      ``_process_cls_input``: ``prompt + content + '### Response:'``): the instruction, one space
+      (the reference's PromptBench prompts end in one), the content and ``### Response:``, with no
+      newlines and no chat template (``fmt`` is not used).
+
+    Raises:
+        ValueError: unknown layout or prompt format.
+    """
+    if layout == "training":
+        return build_prompt(render_input(instruction, content), fmt, tokenizer)
+    if layout == "reference":
+        return f"{instruction.rstrip()} {content}{REFERENCE_RESPONSE_MARKER}"
+    raise ValueError(f"eval.prompt_layout={layout!r}; choose one of {', '.join(PROMPT_LAYOUTS)}")
+
+
+def dedup_aliases(names: Sequence[str]) -> list[str]:
+    """Keep one task per GLUE split: a later task that scores the same rows as an earlier one
+    (``mnli`` and ``mnli_matched``, both ``mnli/validation_matched``) is dropped with a logged note,
+    so its rows count once in the averages over tasks. Other names are kept as given."""
+    seen: dict[tuple[str, str], str] = {}
+    out = []
+    for name in names:
+        split = GLUE_EVAL_TASKS.get(name)
+        if split is not None and split in seen:
+            log.warning("eval.tasks: %s scores the same rows as %s (%s/%s); counting them once as %s "
+                        "(eval.dedup_aliases=false keeps both)", name, seen[split], *split, seen[split])
+            continue
+        if split is not None:
+            seen[split] = name
+        out.append(name)
+    return out
 
 
 @dataclass

@@ -65,7 +65,8 @@ def mixed_precision_policy(precision: str | int | None, param_dtype: str | None 
         return None
     names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if param_dtype is not None and param_dtype not in names:
-        raise ValueError(f"trainer.strategy.mixed_precision.param_dtype={param_dtype!r}; choose null or one of {sorted(names)}")
+        key = "trainer.strategy.mixed_precision.param_dtype"
+        raise ValueError(f"{key}={param_dtype!r}; choose null or one of {sorted(names)}")
     dtype = names[param_dtype] if param_dtype else None
     return MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
 

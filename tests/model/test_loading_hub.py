@@ -59,7 +59,7 @@ def test_hub_model_revision_and_cache_dir(hub_cache, tokenizer):
         model, tok = load_model({**cfg, "revision": revision})
         torch.testing.assert_close(_first_weight(model), want[key], atol=0, rtol=0, msg=f"revision={revision}")
         assert tok.padding_side == "left" and len(tok) == len(tokenizer)
-    with pytest.raises(ModelLoadError, match="model.name_or_path='org/tiny'"):
+    with pytest.raises(ModelLoadError, match="model.name_or_path='org/tiny'.* at revision 'no-such-branch'"):
         load_model({**cfg, "revision": "no-such-branch"})
     with pytest.raises(ModelLoadError, match="model.name_or_path='org/tiny'"):  # only model.cache_dir holds it
         load_model({"name_or_path": "org/tiny", "cache_dir": str(hub_cache.parent / "elsewhere")})
@@ -71,6 +71,9 @@ def test_hub_adapter_revision(hub_cache):
         model = apply_lora(load_model(TINY_CFG)[0], args)
         b = [p for n, p in model.named_parameters() if "lora_B" in n]
         assert b and all(p.requires_grad and torch.all(p == value) for p in b), f"adapter_revision={revision}"
+    with pytest.raises(ModelLoadError, match="adapter='org/adapter'.* at revision 'v3'"):
+        missing = {**TINY_CFG, "adapter": "org/adapter", "adapter_revision": "v3", "cache_dir": str(hub_cache)}
+        apply_lora(load_model(TINY_CFG)[0], missing)
 
 
 def test_local_directory_needs_no_revision(tmp_path, tokenizer):

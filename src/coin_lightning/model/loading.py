@@ -204,12 +204,13 @@ def load_tokenizer(cfg: Any):
         hub = hub_kwargs(args.revision, args.cache_dir)
         return _finish_tokenizer(AutoTokenizer.from_pretrained(args.name_or_path, **hub))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+        raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
 
 
-def _not_found(path: str, exc: Exception) -> str:
+def _not_found(path: str, exc: Exception, revision: str | None = None) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub ({first})"
+    at = f" at revision {revision!r}" if revision else ""
+    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub{at} ({first})"
 
 
 def _load_embedded(args: ModelArgs):
@@ -298,7 +299,7 @@ def load_model(cfg: Any):
         try:
             model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+            raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
@@ -327,4 +328,4 @@ def load_adapter(
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=trainable, **hub_kwargs(revision, cache_dir))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(str(path), exc).replace("model.name_or_path", "adapter")) from None
+        raise ModelLoadError(_not_found(str(path), exc, revision).replace("model.name_or_path", "adapter")) from None

@@ -101,22 +101,23 @@ def check_loss_cpu_vs_gpu(out: Path) -> dict[str, Any]:
 
 
 def _loss_and_grads(module, batch, wrap=None) -> tuple[float, dict[str, torch.Tensor]]:
-    """Loss and LoRA gradients of one forward/backward under CUDA bf16 autocast (optionally FSDP-wrapped)."""
+    """Loss and LoRA gradients of one forward/backward, under bf16 autocast on CUDA (optionally FSDP-wrapped)."""
     model = wrap(module) if wrap else module
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["input_ids"].is_cuda):
         loss = model(batch)
     loss.backward()
     grads = {}
     for name, p in model.named_parameters():
         if p.requires_grad and p.grad is not None:
             grads[name.replace("_fsdp_wrapped_module.", "")] = p.grad.detach().float().clone()
-    return float(loss), grads
+    return loss.detach().item(), grads
 
 
-def check_fsdp_matches_ddp(out: Path) -> dict[str, Any]:
+def check_fsdp_matches_ddp(out: Path, device: str = "cuda", backend: str = "nccl") -> dict[str, Any]:
     """One GPU, world size 1: FSDP with ``conf/trainer/fsdp.yaml``'s policies vs the unwrapped module
     (what each DDP rank computes), same batch, loss and LoRA gradients. Lightning's default FSDP policy
-    (bf16 reduce and buffers) is measured alongside for contrast (reported, not checked)."""
+    (bf16 reduce and buffers) is measured alongside for contrast (reported, not checked).
+    (``device="cpu", backend="gloo"`` runs the same code without autocast, for debugging the check.)"""
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp import MixedPrecision
@@ -125,17 +126,17 @@ def check_fsdp_matches_ddp(out: Path) -> dict[str, Any]:
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29531")
-    dist.init_process_group("nccl", rank=0, world_size=1)
+    dist.init_process_group(backend, rank=0, world_size=1)
     try:
+        dev = torch.device(device, torch.cuda.current_device()) if device == "cuda" else torch.device(device)
         module, batch = fixed_batch_module(out)
-        module = module.cuda()
-        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+        module = module.to(dev)
+        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
         ref_loss, ref = _loss_and_grads(copy.deepcopy(module), batch)
 
         def fsdp(policy, lora_precision):
             wrap = lora_wrap_policy(["LlamaDecoderLayer"], lora_precision)
-            device = torch.cuda.current_device()
-            return lambda m: FSDP(m, auto_wrap_policy=wrap, mixed_precision=policy, use_orig_params=True, device_id=device)
+            return lambda m: FSDP(m, auto_wrap_policy=wrap, mixed_precision=policy, use_orig_params=True, device_id=dev)
 
         bf16 = torch.bfloat16
         policies = {  # (root policy, precision the LoRA units' override follows)

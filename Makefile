@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench glue-small clean-venv
+.PHONY: install train test bench glue-small gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: install
 ## Real-data experiment: base vs continual tuning vs CoIN on GLUE (experiments/glue_small/results, ~1.5 h on 2 cores)
 glue-small: install
 	$(PY) -m experiments.glue_small.run $(ARGS)
+
+## On a machine with a CUDA GPU (CI never runs it): 100 bf16 training steps, CPU-vs-GPU loss, FSDP-vs-DDP
+## numerics, GPU-vs-CPU evaluation predictions, throughput and peak memory (docs/SCALING.md)
+gpu-check: install
+	$(PY) -m experiments.gpu_check.run $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

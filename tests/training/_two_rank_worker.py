@@ -7,8 +7,9 @@ Step 1 runs with ``loss.gather_across_ranks=true``, step 2 with ``false``. Rank 
 consolidated), ``last.ckpt`` (Lightning checkpoint after step 2) and ``adapter/`` (peft export).
 
 The strategies are the project's own configs: ``conf/trainer/ddp_cpu.yaml``'s DDPStrategy, and
-``conf/trainer/fsdp.yaml``'s FSDPStrategy settings (LoRA wrap policy, ``use_orig_params``, full
-state dict) on :class:`CpuFSDPStrategy`.
+``conf/trainer/fsdp.yaml``'s FSDPStrategy settings (LoRA wrap policy, mixed-precision policy,
+``use_orig_params``, full state dict) under ``precision=32-true`` on :class:`CpuFSDPStrategy`
+(bf16 numerics are checked on a GPU: ``experiments/gpu_check``).
 """
 from __future__ import annotations
 
@@ -112,13 +113,17 @@ def strategy_from_config(name: str):
     from coin_lightning.conf import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"trainer={'ddp_cpu' if name == 'ddp' else 'fsdp'}", "output_dir=unused"])
+        # no bf16 on CPU: 32-true, with the LoRA units' own (fp32) mixed-precision override of bf16-mixed
+        fsdp = ["trainer=fsdp", "trainer.precision=32-true", "trainer.strategy.auto_wrap_policy.precision=bf16-mixed"]
+        trainer = ["trainer=ddp_cpu"] if name == "ddp" else fsdp
+        cfg = compose("train", overrides=[*trainer, "output_dir=unused"])
     node = cfg.trainer.strategy
     if name == "ddp":
         return instantiate(node)
     params = OmegaConf.to_container(node)
     del params["_target_"]
     params["auto_wrap_policy"] = instantiate(node.auto_wrap_policy)
+    params["mixed_precision"] = instantiate(node.mixed_precision)  # None under 32-true: Lightning's fp32 policy
     return CpuFSDPStrategy(**params, process_group_backend="gloo")
 
 

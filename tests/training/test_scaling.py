@@ -177,11 +177,17 @@ def test_fsdp_config_builds_a_lora_aware_strategy(tiny_model):
     for p in model.parameters():  # a bf16 base next to fp32 LoRA tensors, as model=alpaca loads it
         if not p.requires_grad:
             p.data = p.data.to(torch.bfloat16)
-    units = strategy.kwargs["auto_wrap_policy"]._run_policy(model, ignored_modules=set(), root_kwargs={})
+    root = {"mixed_precision": strategy.mixed_precision}
+    units = strategy.kwargs["auto_wrap_policy"]._run_policy(model, ignored_modules=set(), root_kwargs=root)
     names = {n for n, m in model.named_modules() if m in units}
     lora_leaves = ("lora_A.default", "lora_B.default")
     want = {n for n, m in model.named_modules() if isinstance(m, LlamaDecoderLayer) or n.endswith(lora_leaves)}
     assert names - {""} == want  # "" = the root, always a unit
+    # bf16-mixed: decoder layers take the root's policy (stored dtype), LoRA units their own fp32 one
+    dtypes = {n: units[m]["mixed_precision"].param_dtype for n, m in model.named_modules() if m in units}
+    assert {dtypes[n] for n in want if n.endswith(lora_leaves)} == {torch.float32}
+    assert {dtypes[n] for n in want if not n.endswith(lora_leaves)} == {None}
+    assert all(units[m]["mixed_precision"].reduce_dtype == torch.float32 for m in units)
     # so no unit mixes frozen and trainable tensors or dtypes (FSDP flattens each unit into one tensor)
     for name, unit in [("", model), *((n, m) for n, m in model.named_modules() if m in units)]:
         nested = [m for n, m in unit.named_modules() if n and m in units]

@@ -7,7 +7,9 @@
   markers and caches an fp32 safetensors copy under ``model.cache_dir``; later loads take seconds.
 - ``tiny:llama`` — a randomly initialised LLaMA (``model.tiny`` sizes) with the embedded tokenizer,
   for tests.
-- anything else — a hub id or a local directory, loaded with ``AutoModelForCausalLM.from_pretrained``.
+- anything else — a hub id or a local directory, loaded with ``AutoModelForCausalLM.from_pretrained``
+  at ``model.revision`` into the hub cache ``model.cache_dir`` (``python -m coin_lightning.download``
+  fetches it ahead for offline compute nodes).
 """
 from __future__ import annotations
 
@@ -77,14 +79,20 @@ class ModelArgs:
 
     name_or_path: str = EMBEDDED
     """``embedded:smollm2-135m``, ``tiny:llama``, a hub id or a local directory."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit hash) of ``name_or_path`` and its tokenizer; pin a commit
+    for reproducible runs. ``null`` = the default branch; ignored for local directories."""
     adapter: str | None = None
     """A peft adapter (hub id or directory) to start LoRA training from, e.g. ``tloen/alpaca-lora-7b``."""
+    adapter_revision: str | None = None
+    """Hub revision of ``adapter``; ``null`` = the default branch."""
     dtype: str = "float32"
     """Weights dtype: ``float32`` (always on CPU), ``bfloat16`` or ``float16`` (GPU)."""
     quantization: str | None = None
     """``null``, ``8bit`` or ``4bit`` (bitsandbytes, GPU only), as the reference code's ``load_in_8bit``."""
     cache_dir: str | None = None
-    """Where the embedded model's fp32 copy is cached; default ``$XDG_CACHE_HOME/coin_lightning``."""
+    """Embedded model: the directory of its fp32 copy (default under ``$XDG_CACHE_HOME/coin_lightning``).
+    Hub model and adapter: the Hugging Face cache directory (default ``$HF_HUB_CACHE``)."""
     attn_implementation: str = "sdpa"
     """Attention kernel passed to transformers (``sdpa`` or ``eager``)."""
     gradient_checkpointing: bool = False
@@ -153,6 +161,11 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def hub_kwargs(revision: str | None, cache_dir: str | None) -> dict[str, str]:
+    """``from_pretrained`` keyword arguments for a hub revision and cache directory (unset ones omitted)."""
+    return {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir)) if v is not None}
+
+
 def _embedded_cache(cache_dir: str | None) -> Path:
     return Path(cache_dir) if cache_dir else default_cache_dir() / "smollm2-135m-instruct-fp32"
 
@@ -188,14 +201,16 @@ def load_tokenizer(cfg: Any):
                 tokenizer.save_pretrained(tmp)
         return _finish_tokenizer(AutoTokenizer.from_pretrained(tok_cache))
     try:
-        return _finish_tokenizer(AutoTokenizer.from_pretrained(args.name_or_path))
+        hub = hub_kwargs(args.revision, args.cache_dir)
+        return _finish_tokenizer(AutoTokenizer.from_pretrained(args.name_or_path, **hub))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+        raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
 
 
-def _not_found(path: str, exc: Exception) -> str:
+def _not_found(path: str, exc: Exception, revision: str | None = None) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub ({first})"
+    at = f" at revision {revision!r}" if revision else ""
+    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub{at} ({first})"
 
 
 def _load_embedded(args: ModelArgs):
@@ -272,6 +287,7 @@ def load_model(cfg: Any):
         model = build_tiny_llama(len(tokenizer), args.tiny, args.attn_implementation, tokenizer.pad_token_id)
     else:
         kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": args.attn_implementation}
+        kwargs.update(hub_kwargs(args.revision, args.cache_dir))
         if args.quantization:
             if not torch.cuda.is_available():
                 raise ModelLoadError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
@@ -283,18 +299,26 @@ def load_model(cfg: Any):
         try:
             model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(_not_found(args.name_or_path, exc)) from None
+            raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
     return model, tokenizer
 
 
-def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+def load_adapter(
+    model, adapter_dir: str | Path, trainable: bool = False, revision: str | None = None, cache_dir: str | None = None
+):
     """Wrap ``model`` with a saved peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``).
 
+    Args:
+        adapter_dir: a directory or a hub id.
+        trainable: keep the adapter's parameters trainable.
+        revision, cache_dir: hub revision and cache directory (``model.adapter_revision``,
+            ``model.cache_dir``) for a hub id; unused for a directory.
+
     Raises:
-        ModelLoadError: the directory has no adapter.
+        ModelLoadError: the directory has no adapter, or the hub id cannot be loaded.
     """
     from peft import PeftModel
 
@@ -302,6 +326,6 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     if path.exists() and not (path / "adapter_config.json").is_file():
         raise ModelLoadError(f"adapter={str(path)!r}: no adapter_config.json in that directory")
     try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable, **hub_kwargs(revision, cache_dir))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(str(path), exc).replace("model.name_or_path", "adapter")) from None
+        raise ModelLoadError(_not_found(str(path), exc, revision).replace("model.name_or_path", "adapter")) from None

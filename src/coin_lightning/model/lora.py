@@ -49,7 +49,7 @@ def _wrap(model, args: ModelArgs):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if args.adapter:
-        return load_adapter(model, args.adapter, trainable=True)
+        return load_adapter(model, args.adapter, True, args.adapter_revision, args.cache_dir)
     config = LoraConfig(
         r=args.lora.r,
         lora_alpha=args.lora.alpha,

@@ -1,4 +1,4 @@
-"""LoRA-aware FSDP settings: which modules become their own FSDP unit (``conf/trainer/fsdp.yaml``).
+"""LoRA-aware FSDP settings (``conf/trainer/fsdp.yaml``): the FSDP units and their mixed precision.
 
 A LoRA model has a large frozen base and a small trainable adapter. FSDP flattens the parameters of
 each wrapped unit into one ``FlatParameter``; keeping frozen and trainable tensors in separate units
@@ -7,12 +7,68 @@ dtype even when the base is loaded in bf16 while peft keeps the adapter in fp32,
 base of each decoder layer is sharded and gathered one layer at a time. This is the policy peft's
 ``fsdp_auto_wrap_policy`` builds (decoder layers + trainable leaf modules), written as a config-time
 factory that needs no model instance.
+
+Mixed precision: Lightning's FSDP precision plugin turns ``bf16-mixed`` into
+``MixedPrecision(param_dtype=bf16, reduce_dtype=bf16, buffer_dtype=bf16)``, so the RoPE frequencies
+(a buffer) are rounded to bf16 and the adapter's gradients are summed across ranks in bf16, unlike
+DDP with ``bf16-mixed`` (fp32 parameters, buffers and gradient all-reduce; autocast only around
+the matmuls). :func:`mixed_precision_policy` gives FSDP DDP's numerics instead: the frozen base is
+gathered in its stored dtype (``model.dtype``; bf16 for ``model=alpaca``) and autocast computes
+exactly as under DDP, buffers and the gradient reduce-scatter stay fp32, and :func:`lora_wrap_policy`
+keeps the adapter units entirely in fp32. A policy passed to ``FSDPStrategy(mixed_precision=...)``
+replaces the plugin's (Lightning 2.6 ``FSDPStrategy.mixed_precision_config``); autocast still runs
+around the forward as under DDP.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+
+_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def _mixed_dtype(precision: str | int | None) -> torch.dtype | None:
+    """The autocast dtype of a Lightning ``*-mixed`` precision string; None for ``32-true``/``*-true``."""
+    text = str(precision)
+    if not text.endswith("-mixed"):
+        return None
+    try:
+        return _DTYPES[text.removesuffix("-mixed")]
+    except KeyError:
+        raise ValueError(f"trainer.precision={text!r}: FSDP mixed precision supports bf16-mixed and 16-mixed") from None
+
+
+def mixed_precision_policy(precision: str | int | None, param_dtype: str | None = None):
+    """The FSDP mixed-precision policy for ``trainer.precision`` (``FSDPStrategy(mixed_precision=...)``).
+
+    Args:
+        precision: Lightning's precision setting (``conf/trainer/fsdp.yaml`` passes
+            ``${trainer.precision}``).
+        param_dtype: dtype in which FSDP gathers the frozen base for the forward: ``None`` keeps the
+            stored dtype (``model.dtype``), so the numerics are DDP's; ``bfloat16``/``float16`` casts
+            an fp32-stored base (half the all-gather traffic, but the residual stream then runs in
+            that dtype, unlike DDP).
+
+    Returns:
+        For ``bf16-mixed`` / ``16-mixed``: ``MixedPrecision(param_dtype=param_dtype,
+        reduce_dtype=fp32, buffer_dtype=fp32)``: gradients reduce-scattered and buffers such as RoPE
+        ``inv_freq`` kept in fp32. ``None`` for any other precision, so Lightning's own policy applies
+        (``32-true``: fp32 throughout; ``*-true``: the whole model in that dtype).
+
+    Raises:
+        ValueError: a ``*-mixed`` precision other than bf16 or 16, or an unknown ``param_dtype``.
+    """
+    from torch.distributed.fsdp import MixedPrecision
+
+    if _mixed_dtype(precision) is None:
+        return None
+    names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if param_dtype is not None and param_dtype not in names:
+        key = "trainer.strategy.mixed_precision.param_dtype"
+        raise ValueError(f"{key}={param_dtype!r}; choose null or one of {sorted(names)}")
+    dtype = names[param_dtype] if param_dtype else None
+    return MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
 
 
 def is_trainable_leaf(module: torch.nn.Module) -> bool:
@@ -21,34 +77,51 @@ def is_trainable_leaf(module: torch.nn.Module) -> bool:
     return next(module.children(), None) is None and isinstance(weight, torch.nn.Parameter) and weight.requires_grad
 
 
-def lora_wrap_policy(layer_classes: Sequence[str] = ("LlamaDecoderLayer",)):
+def lora_wrap_policy(layer_classes: Sequence[str] = ("LlamaDecoderLayer",), precision: str | int | None = None):
     """An FSDP ``auto_wrap_policy``: one unit per decoder layer and one per trainable leaf module.
 
     Args:
         layer_classes: class names of the transformer blocks to wrap (``LlamaDecoderLayer`` for LLaMA
             and SmolLM2; ``MistralDecoderLayer``, ``Qwen2DecoderLayer``, ... for other families; a
             model's ``_no_split_modules`` lists them). Matched by name, so the config needs no import.
+        precision: ``trainer.precision``. Under ``bf16-mixed``/``16-mixed`` the trainable units get
+            their own fp32 ``MixedPrecision`` (parameters gathered, gradients kept and reduced in fp32,
+            as DDP keeps them), whatever the root's ``param_dtype``; otherwise they use the root's
+            settings.
 
     Returns:
         A ``torch.distributed.fsdp.wrap.CustomPolicy`` for ``FSDPStrategy(auto_wrap_policy=...)``.
-        Modules not selected (embeddings, final norm, LM head) stay in the root unit.
+        Modules not selected (embeddings, final norm, LM head, RoPE) stay in the root unit.
 
     Raises:
-        ValueError: ``layer_classes`` is empty.
+        ValueError: ``layer_classes`` is empty, or an unsupported ``*-mixed`` precision.
     """
     from torch.distributed.fsdp.wrap import CustomPolicy
 
-    names = frozenset(layer_classes)
-    if not names:
-        raise ValueError("trainer.strategy.auto_wrap_policy.layer_classes is empty; name the decoder layer class")
-    return CustomPolicy(_WrapRule(names))
+    return CustomPolicy(LoraWrapRule(layer_classes, precision))
 
 
-class _WrapRule:
-    """The picklable predicate behind :func:`lora_wrap_policy` (spawned workers receive it by pickle)."""
+class LoraWrapRule:
+    """The picklable predicate behind :func:`lora_wrap_policy` (spawned workers receive it by pickle).
 
-    def __init__(self, names: frozenset[str]) -> None:
-        self.names = names
+    Called on a module, it returns True for decoder layers, the FSDP keyword overrides of trainable
+    units (``{"mixed_precision": fp32 MixedPrecision}`` under ``*-mixed``, else True) for trainable
+    leaves, and False otherwise. Arguments as :func:`lora_wrap_policy`.
+    """
 
-    def __call__(self, module: torch.nn.Module) -> bool:
-        return type(module).__name__ in self.names or is_trainable_leaf(module)
+    def __init__(self, layer_classes: Sequence[str], precision: str | int | None = None) -> None:
+        from torch.distributed.fsdp import MixedPrecision
+
+        self.names = frozenset(layer_classes)
+        if not self.names:
+            raise ValueError("trainer.strategy.auto_wrap_policy.layer_classes is empty; name the decoder layer class")
+        fp32 = torch.float32
+        mixed = _mixed_dtype(precision) is not None
+        self.trainable_kwargs = (
+            {"mixed_precision": MixedPrecision(param_dtype=fp32, reduce_dtype=fp32, buffer_dtype=fp32)} if mixed else None
+        )
+
+    def __call__(self, module: torch.nn.Module) -> bool | dict:
+        if is_trainable_leaf(module):
+            return dict(self.trainable_kwargs) if self.trainable_kwargs else True
+        return type(module).__name__ in self.names

@@ -1,10 +1,12 @@
-"""Logger factories that never hang: W&B falls back to offline mode without a key or network."""
+"""Loggers: factories that never hang (W&B falls back to offline mode without a key or network), and
+the resolved run config handed to every logger."""
 from __future__ import annotations
 
 import logging
 import netrc
 import os
 import socket
+from typing import Any, Iterable
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -65,3 +67,30 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
+    """Give every logger the run's resolved Hydra config as its hyper-parameters.
+
+    Each Lightning logger stores the nested dict its own way: ``CSVLogger`` and ``TensorBoardLogger``
+    write it to ``hparams.yaml`` (TensorBoard's hparams view gets it flattened with ``/`` between
+    keys), ``WandbLogger`` sets it as the W&B run config (nested, so ``model.lora.r`` is a config
+    field). Interpolations (``${output_dir}``, ``${seed}``, ...) are resolved first, so the record
+    holds the values the run used. Under DDP only rank 0 writes (the loggers are rank-zero only).
+
+    Args:
+        loggers: ``trainer.loggers``.
+        cfg: the composed config (``DictConfig``) or an already plain dict.
+
+    Returns:
+        The plain dict that was logged.
+
+    Raises:
+        omegaconf.errors.InterpolationResolutionError: an interpolation cannot be resolved.
+    """
+    from omegaconf import OmegaConf
+
+    params = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(params)
+    return params

@@ -1,0 +1,1 @@
+"""``make gpu-check``: training, loss, FSDP and evaluation checks on a CUDA GPU (never run by CI)."""

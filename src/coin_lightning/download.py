@@ -1,0 +1,219 @@
+"""``python -m coin_lightning.download``: fetch everything a config needs from the Hugging Face hub.
+
+Compute nodes often have no internet access. Run this once on a login node with the same config
+overrides as the job; it composes the config (``train`` by default, ``--config-name eval`` for
+evaluation), downloads the hub model (with its tokenizer) at ``model.revision`` into
+``model.cache_dir``, the starting adapter at ``model.adapter_revision``, and the hub datasets the
+data source reads (GLUE ``nyu-mll/glue`` configs, the FLAN collection), then prints the environment
+variables that make the job run offline. Local paths, the embedded model and ``tiny:llama`` need
+nothing and are skipped.
+
+Examples::
+
+    python -m coin_lightning.download experiment=coin_alpaca data=glue
+    python -m coin_lightning.download --config-name eval model=alpaca adapter=outputs/.../adapter
+    python -m coin_lightning.download --dry-run model=alpaca data=glue   # list, fetch nothing
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from coin_lightning.conf import CONFIG_DIR
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+"""Set on compute nodes: transformers, peft and datasets then read only the local caches."""
+
+CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE")
+"""Cache locations that must be the same (a shared filesystem) on the download and compute nodes."""
+
+IGNORED_WEIGHTS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "flax_model*", "tf_model*", "rust_model*"]
+"""Non-PyTorch weight files skipped in model snapshots (TensorFlow, Flax, ONNX, Rust)."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """One item to fetch from the hub."""
+
+    what: str
+    """What the run uses it for: ``model`` (weights + tokenizer), ``adapter`` or ``dataset``."""
+    repo_id: str
+    """Hub repository id, e.g. ``yahma/llama-7b-hf`` or ``nyu-mll/glue``."""
+    revision: str | None
+    """Branch, tag or commit; ``None`` = the default branch."""
+    repo_type: str
+    """``model`` or ``dataset``."""
+    config: str | None = None
+    """Dataset configuration (a GLUE task such as ``rte``); ``None`` for models."""
+    cache_dir: str | None = None
+    """Hub cache directory (``model.cache_dir``); ``None`` = ``$HF_HUB_CACHE``."""
+    data_files: Any = None
+    """``datasets.load_dataset`` ``data_files`` (FLAN: only some task files)."""
+
+    def describe(self) -> str:
+        """One line: ``model yahma/llama-7b-hf@main``, ``dataset nyu-mll/glue:rte``."""
+        name = self.repo_id + (f":{self.config}" if self.config else "") + (f"@{self.revision}" if self.revision else "")
+        return f"{self.what:8s} {name}" + (f" (cache_dir={self.cache_dir})" if self.cache_dir else "")
+
+
+def _is_hub_id(value: str | None) -> bool:
+    """A hub id (``org/name``) rather than a local path, the embedded model or ``tiny:llama``."""
+    from coin_lightning.model.loading import EMBEDDED, TINY
+
+    if not value or value in (EMBEDDED, TINY) or Path(value).expanduser().exists():
+        return False
+    return not value.startswith(("/", ".", "~")) and value.count("/") == 1
+
+
+def _glue_configs(cfg: Any) -> list[str]:
+    """GLUE dataset configs the config reads from the hub: training data and/or evaluation tasks."""
+    from coin_lightning.data.sources.glue import GLUE_TASKS
+
+    data = cfg.get("data") or {}
+    if data.get("root") is not None:
+        return []
+    configs: list[str] = []
+    if data.get("source") == "glue":
+        configs += list(data.get("tasks") or GLUE_TASKS)
+    if cfg.get("eval") is not None:
+        from coin_lightning.eval.settings import TASK_GROUPS
+        from coin_lightning.eval.tasks import GLUE_EVAL_TASKS
+
+        for task in cfg.eval.get("tasks") or []:
+            for name in TASK_GROUPS.get(task, (task,)):
+                if name in GLUE_EVAL_TASKS:
+                    configs.append(GLUE_EVAL_TASKS[name][0])
+    return list(dict.fromkeys(configs))
+
+
+def plan(cfg: Any) -> list[Download]:
+    """The hub downloads a composed ``train`` or ``eval`` config needs, in order, without duplicates.
+
+    Args:
+        cfg: the composed config (``model``, ``data`` and, for evaluation, ``eval`` and ``adapter``).
+
+    Returns:
+        ``Download`` items: the model repository (weights and tokenizer) at ``model.revision``, the
+        adapter at ``model.adapter_revision``, an evaluated hub adapter (``adapter``), one item per
+        GLUE config (``nyu-mll/glue``; data with ``data.source=glue`` and evaluation tasks, unless
+        ``data.root`` is set), and the FLAN hub dataset (``data.source=flan`` without ``data.root``).
+        Local paths, ``embedded:smollm2-135m`` and ``tiny:llama`` give no item.
+    """
+    model = cfg.get("model") or {}
+    cache = model.get("cache_dir")
+    items: list[Download] = []
+    if _is_hub_id(model.get("name_or_path")):
+        items.append(Download("model", model.name_or_path, model.get("revision"), "model", cache_dir=cache))
+    if _is_hub_id(model.get("adapter")):
+        items.append(Download("adapter", model.adapter, model.get("adapter_revision"), "model", cache_dir=cache))
+    if _is_hub_id(cfg.get("adapter")):
+        items.append(Download("adapter", cfg.adapter, None, "model", cache_dir=cache))
+    items += [Download("dataset", "nyu-mll/glue", None, "dataset", config=c) for c in _glue_configs(cfg)]
+    data = cfg.get("data") or {}
+    if data.get("source") == "flan" and data.get("root") is None:
+        from coin_lightning.data.sources.flan import FLAN_HUB_ID
+
+        files = data.get("data_files")
+        if files is not None and not isinstance(files, (str, list, dict)):
+            from omegaconf import OmegaConf
+
+            files = OmegaConf.to_container(files, resolve=True)
+        items.append(Download("dataset", data.get("hub_id") or FLAN_HUB_ID, None, "dataset", data_files=files))
+    unique: dict[tuple, Download] = {}
+    for item in items:
+        unique.setdefault((item.repo_id, item.revision, item.config), item)
+    return list(unique.values())
+
+
+def fetch(item: Download) -> str:
+    """Download one item into the local caches; returns where it is (a directory or a dataset summary).
+
+    Models and adapters: ``huggingface_hub.snapshot_download`` (non-PyTorch weight formats skipped).
+    Datasets: ``datasets.load_dataset`` of every split, so the prepared Arrow cache that the run reads
+    offline exists, not only the raw files.
+
+    Raises:
+        whatever the hub client raises (no network, unknown repository or revision, gated model).
+    """
+    if item.repo_type == "model":
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(
+            item.repo_id, revision=item.revision, repo_type="model", cache_dir=item.cache_dir, ignore_patterns=IGNORED_WEIGHTS
+        )
+    import datasets
+
+    kwargs = {"revision": item.revision} if item.revision else {}
+    splits = datasets.load_dataset(item.repo_id, item.config, data_files=item.data_files, **kwargs)
+    return ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
+
+
+def offline_instructions() -> list[str]:
+    """Lines telling how to run the job offline on compute nodes (env vars to export, caches to share)."""
+    lines = ["On the compute nodes, with the same cache directories as here (a shared filesystem):"]
+    exports = dict(OFFLINE_ENV)
+    exports.update({k: os.environ[k] for k in CACHE_ENV if os.environ.get(k)})
+    lines.append("  export " + " ".join(f"{k}={v}" for k, v in exports.items()))
+    return lines
+
+
+def run(cfg: Any, dry_run: bool = False, fetcher: Callable[[Download], str] = fetch, out=None) -> int:
+    """Fetch (or with ``dry_run`` only list) every item of :func:`plan`; print what happened.
+
+    Returns:
+        The exit status: 0 when every item was fetched (or listed), 1 when any failed (each failure
+        is one line naming the item).
+    """
+    out = out or sys.stdout
+    err = sys.stderr if out is sys.stdout else out
+    items = plan(cfg)
+    if not items:
+        print("Nothing to download: the config uses only local or embedded models and data.", file=out)
+        return 0
+    failed = 0
+    for item in items:
+        if dry_run:
+            print(f"would fetch {item.describe()}", file=out)
+            continue
+        try:
+            where = fetcher(item)
+        except Exception as exc:  # noqa: BLE001 - report each item's failure in one line and go on
+            failed += 1
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {item.describe()}: {first}", file=err)
+            continue
+        print(f"fetched {item.describe()} -> {where}", file=out)
+    if not dry_run and not failed:
+        print("\n".join(offline_instructions()), file=out)
+    return 1 if failed else 0
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """Compose ``conf/<config_name>.yaml`` with command-line overrides (no output directory is created)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``[--config-name train|eval] [--dry-run] [hydra overrides ...]``."""
+    ap = argparse.ArgumentParser(prog="python -m coin_lightning.download", description=__doc__.splitlines()[0])
+    ap.add_argument("--config-name", default="train", help="train (default) or eval")
+    ap.add_argument("--dry-run", action="store_true", help="list the downloads without fetching")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job (model=alpaca data=glue ...)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = compose_config(args.config_name, args.overrides)
+    except Exception as exc:  # noqa: BLE001 - Hydra's config errors, reported in one line
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    return run(cfg, dry_run=args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -154,3 +154,30 @@ def test_model_adapter_is_loaded_and_the_evaluated_adapter_takes_its_place(tmp_p
     assert (alpaca_like - plain).abs().max() > 1e-3 and (continued - alpaca_like).abs().max() > 1e-3
     torch.testing.assert_close(logits(load_for_inference(cfg)[0]), alpaca_like, atol=1e-5, rtol=0)
     torch.testing.assert_close(logits(load_for_inference(cfg, str(tmp_path / "trained"))[0]), continued, atol=1e-5, rtol=0)
+
+
+def test_analyze_on_two_gloo_processes_matches_one(tmp_path, shared_data):
+    """The representation pass shares the rows too: the same similarities as one process."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from coin_lightning.conf import CONFIG_DIR
+    from coin_lightning.eval.cli import analyze
+
+    args = ["model=tiny_llama", "eval.tasks=[rte]", f"data.root={shared_data / 'glue'}", "eval.samples_per_task=6",
+            "analyze.rows=6", "eval.batch_size=2", "analyze.projection=pca", "eval.levels=[clean,sentence]"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "coin_lightning.analyze", *args, "trainer=ddp_cpu",
+                           f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="analyze", overrides=args)
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "single")
+    single = analyze(cfg)
+    ddp = json.loads((tmp_path / "ddp" / "analysis.json").read_text())
+    assert ddp["n_pairs"] == single["n_pairs"] == 2 * 6
+    for key in ("overall", "per_level", "per_perturbation"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6)

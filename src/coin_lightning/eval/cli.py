@@ -120,7 +120,7 @@ def analyze(cfg: DictConfig) -> dict:
         The similarity summary (:func:`coin_lightning.eval.representations.similarity_summary`).
 
     Raises:
-        SystemExit: one-line message for configuration, data and model errors.
+        SystemExit: one-line message for configuration, data and model errors, and for Ctrl-C.
     """
     from coin_lightning.eval.plots import save_png
     from coin_lightning.eval.report import markdown_table
@@ -166,3 +166,5 @@ def analyze(cfg: DictConfig) -> dict:
         if not started:
             _remove_empty_run_dir(out)
         raise SystemExit(f"error: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the analysis writes its files at the end; nothing was written") from None

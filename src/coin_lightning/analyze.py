@@ -5,6 +5,7 @@ Examples::
 
     python -m coin_lightning.analyze data.root=../shared/data/glue eval.tasks=[rte,sst2]
     python -m coin_lightning.analyze adapter=outputs/train/runs/<time>/adapter analyze.projection=pca
+    python -m coin_lightning.analyze model=alpaca trainer=gpu adapter=...          # on one GPU (bf16-mixed)
 """
 from __future__ import annotations
 

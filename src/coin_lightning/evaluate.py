@@ -6,6 +6,7 @@ Examples::
     python -m coin_lightning.evaluate adapter=outputs/train/runs/<time>/adapter data.root=../shared/data/glue
     python -m coin_lightning.evaluate eval.instructions_file=prompts.yaml eval.method=rank
     python -m coin_lightning.evaluate -m eval.perturb.character.max_words=1,2,4     # then: compare --sweep DIR
+    python -m coin_lightning.evaluate model=alpaca trainer=ddp trainer.devices=8 adapter=...   # 8 GPUs share the rows
 """
 from __future__ import annotations
 

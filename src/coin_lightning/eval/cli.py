@@ -45,17 +45,22 @@ def _remove_empty_run_dir(out: Path) -> None:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _start(cfg: DictConfig, settings: EvalSettings, **predictor_kw):
-    """Launch Fabric's processes, then load the model onto its device: ``(fabric, sharded predictor, seconds)``."""
+def _fabric(cfg: DictConfig):
+    """The ``trainer``'s Fabric, checked (no processes started yet)."""
     fabric = fabric_from_trainer(cfg.get("trainer"))
     check_not_multirun(fabric)
+    return fabric
+
+
+def _start(cfg: DictConfig, fabric, settings: EvalSettings, **predictor_kw):
+    """Launch Fabric's processes, then load the model onto its device: ``(sharded predictor, seconds)``."""
     fabric.launch()
     t0 = time.perf_counter()
     model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
     model = prepare_model(fabric, model)
     predictor = Predictor(model, tokenizer, cfg.prompt_format, batch_size=settings.batch_size,
                           prefix_cache=settings.prefix_cache, **predictor_kw)
-    return fabric, ShardedPredictor(fabric, predictor), time.perf_counter() - t0
+    return ShardedPredictor(fabric, predictor), time.perf_counter() - t0
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -79,15 +84,16 @@ def evaluate(cfg: DictConfig) -> dict:
     try:
         with sigterm_as_interrupt():
             settings = EvalSettings.from_config(cfg.eval)
+            fabric = _fabric(cfg)
             tasks = load_tasks(settings, cfg.data.root)
             iset = build_instruction_set(settings, [t.name for t in tasks])
             meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
                     "data_root": cfg.data.root}
             parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
             parts.check()
-            fabric, predictor, load_s = _start(cfg, settings, method=settings.method,
-                                               max_new_tokens=settings.max_new_tokens,
-                                               decode_batch_size=settings.decode_batch_size)
+            predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
+                                       max_new_tokens=settings.max_new_tokens,
+                                       decode_batch_size=settings.decode_batch_size)
             parts.write = rank0 = fabric.is_global_zero
             loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
             started = True
@@ -141,9 +147,10 @@ def analyze(cfg: DictConfig) -> dict:
         a = cfg.analyze
         if a.projection not in PROJECTIONS:
             raise EvalConfigError(f"analyze.projection={a.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        fabric = _fabric(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
-        fabric, predictor, _ = _start(cfg, settings)
+        predictor, _ = _start(cfg, fabric, settings)
         started = True
         states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)
         summary = similarity_summary(states)

@@ -19,8 +19,10 @@ from coin_lightning.conf import CONFIG_DIR
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: returns the overall mean cosine similarity (clean vs perturbed)."""
     from coin_lightning.eval.cli import analyze
+    from coin_lightning.eval.distributed import sigterm_as_interrupt
 
-    return analyze(cfg)["overall"]
+    with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
+        return analyze(cfg)["overall"]
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from coin_lightning.conf import CONFIG_DIR
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs one evaluation and returns its mean perturbed accuracy (for sweepers)."""
     from coin_lightning.eval.cli import evaluate
+    from coin_lightning.eval.distributed import sigterm_as_interrupt
 
-    return evaluate(cfg)["overall"]["perturbed"]
+    with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
+        return evaluate(cfg)["overall"]["perturbed"]
 
 
 if __name__ == "__main__":

@@ -107,7 +107,8 @@ def test_sigterm_raises_keyboard_interrupt_inside_the_block():
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
-def test_ctrl_c_on_the_command_line_exits_in_one_line_and_keeps_the_parts(tmp_path, shared_data):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_on_the_command_line_exits_in_one_line_and_keeps_the_parts(tmp_path, shared_data, sig):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
@@ -118,7 +119,7 @@ def test_ctrl_c_on_the_command_line_exits_in_one_line_and_keeps_the_parts(tmp_pa
     deadline = time.time() + 300
     while not list((run / "parts").glob("*.jsonl")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, "the evaluation finished before it could be interrupted"
     lines = [x for x in err.splitlines() if x.strip()]

@@ -16,7 +16,6 @@ from coin_lightning.eval.distributed import (
     check_not_multirun,
     fabric_from_trainer,
     prepare_model,
-    sigterm_as_interrupt,
     trainer_fields,
 )
 from coin_lightning.eval.instructions import InstructionError
@@ -77,29 +76,29 @@ def evaluate(cfg: DictConfig) -> dict:
     Raises:
         SystemExit: a one-line message for configuration, instruction-file, data and model errors (the
             job directory is removed when nothing was evaluated, so no half-written run remains), and
-            for Ctrl-C / SIGTERM (the finished parts are kept).
+            for Ctrl-C (and SIGTERM under :func:`~coin_lightning.eval.distributed.sigterm_as_interrupt`,
+            as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
     started = False
     try:
-        with sigterm_as_interrupt():
-            settings = EvalSettings.from_config(cfg.eval)
-            fabric = _fabric(cfg)
-            tasks = load_tasks(settings, cfg.data.root)
-            iset = build_instruction_set(settings, [t.name for t in tasks])
-            meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
-                    "data_root": cfg.data.root}
-            parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
-            parts.check()
-            predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
-                                       max_new_tokens=settings.max_new_tokens,
-                                       decode_batch_size=settings.decode_batch_size)
-            parts.write = rank0 = fabric.is_global_zero
-            loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
-            started = True
-            meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
-            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
-                                     write=rank0, config=resolved_config(cfg, trainer_fields(cfg.get("trainer"))))
+        settings = EvalSettings.from_config(cfg.eval)
+        fabric = _fabric(cfg)
+        tasks = load_tasks(settings, cfg.data.root)
+        iset = build_instruction_set(settings, [t.name for t in tasks])
+        meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
+                "data_root": cfg.data.root}
+        parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
+        parts.check()
+        predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
+                                   max_new_tokens=settings.max_new_tokens,
+                                   decode_batch_size=settings.decode_batch_size)
+        parts.write = rank0 = fabric.is_global_zero
+        loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
+        started = True
+        meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
+        metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
+                                 write=rank0, config=resolved_config(cfg, trainer_fields(cfg.get("trainer"))))
         if rank0:
             Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
             Console().print(f"[bold]Outputs:[/bold] {out}")

@@ -153,6 +153,8 @@ class ShardedPredictor:
         with self.fabric.autocast():
             local = list(self.predictor.hidden_rows(instruction, contents, shard=self.shard))
         pieces = [p for part in self._gather(local) for p in part]
+        if not pieces:
+            return torch.empty((0, 0))
         out = torch.empty((len(contents), pieces[0][1].shape[-1]))
         for rows, states in pieces:
             out[rows] = states

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.distributed import ShardedPredictor, fabric_from_trainer, trainer_fields
+from coin_lightning.eval.distributed import ShardedPredictor, fabric_from_trainer, fabric_strategy, trainer_fields
 from coin_lightning.eval.predict import Predictor
 from coin_lightning.eval.report import FILES
 from coin_lightning.eval.settings import EvalConfigError
@@ -78,6 +78,12 @@ def test_trainer_configs_map_to_fabric():
     fabric = fabric_from_trainer(cfg.trainer)  # not launched: no processes started
     assert fabric.world_size == 2 and type(fabric.strategy).__name__ == "DDPStrategy"
     assert fabric.strategy.process_group_backend == "gloo"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        fsdp = compose(config_name="eval", overrides=["trainer=fsdp"])
+    strategy = fabric_strategy(trainer_fields(fsdp.trainer)["strategy"], "gpu")  # evaluates as DDP on NCCL
+    assert type(strategy).__name__ == "DDPStrategy" and strategy.process_group_backend == "nccl"
+    with pytest.raises(EvalConfigError, match="evaluation runs with a DDP or FSDP strategy"):
+        fabric_strategy({"_target_": "lightning.pytorch.strategies.DeepSpeedStrategy"}, "gpu")
     with pytest.raises(EvalConfigError, match="trainer.precision=bf16-mixed: CPU evaluation runs in fp32"):
         fabric_from_trainer({"accelerator": "cpu", "precision": "bf16-mixed"})
 

@@ -40,17 +40,17 @@ def trainer_fields(node: Any) -> dict:
     return out
 
 
-def _strategy(spec: Any, accelerator: str) -> Any:
-    """A Fabric strategy for the ``trainer.strategy`` value: a name is passed on; a Lightning
-    ``DDPStrategy`` / ``FSDPStrategy`` node becomes Fabric's ``DDPStrategy`` with the same process-group
-    backend. Evaluation holds no gradients, so FSDP's sharding buys nothing there: each GPU holds the
+def fabric_strategy(spec: Any, accelerator: str) -> Any:
+    """A Fabric strategy for the ``trainer.strategy`` value: a name is passed on; a node whose
+    ``_target_`` is a DDP or FSDP strategy (Lightning's ``DDPStrategy`` / ``FSDPStrategy`` or a factory
+    of one) becomes Fabric's ``DDPStrategy`` with the same process-group backend. Evaluation holds no gradients, so FSDP's sharding buys nothing there: each GPU holds the
     whole model (a 7B model in bf16 fits one) and predicts its share of the rows, as with DDP."""
     if spec is None or isinstance(spec, str):
         return spec or "auto"
     target = str(spec.get("_target_", ""))
-    name = target.rsplit(".", 1)[-1]
-    if name not in ("DDPStrategy", "FSDPStrategy"):
-        raise EvalConfigError(f"trainer.strategy._target_={target!r}: evaluation runs with DDPStrategy or FSDPStrategy "
+    name = target.rsplit(".", 1)[-1].lower()
+    if "ddp" not in name and "fsdp" not in name:
+        raise EvalConfigError(f"trainer.strategy._target_={target!r}: evaluation runs with a DDP or FSDP strategy "
                               "(rows shared by the processes) or a strategy name")
     from lightning.fabric.strategies import DDPStrategy
 
@@ -79,7 +79,7 @@ def fabric_from_trainer(node: Any):
                               "bf16/fp16 are for GPUs")
     try:
         return Fabric(accelerator=accelerator, devices=f.get("devices", 1), num_nodes=int(f.get("num_nodes", 1)),
-                      precision=precision, strategy=_strategy(f.get("strategy"), accelerator))
+                      precision=precision, strategy=fabric_strategy(f.get("strategy"), accelerator))
     except (ValueError, RuntimeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EvalConfigError(f"trainer ({', '.join(f'{k}={v}' for k, v in f.items() if k != 'strategy')}): {first}") from None

@@ -179,7 +179,7 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: "Ca
             by_level.setdefault(entry.level, []).append(entry)
         plan.append((task, by_level))
     rows: list[dict] = []
-    todo = sum(len(e) for _, lv in plan for level, e in lv.items() if (_.name, level) not in finished)
+    todo = sum(len(e) for t, by_lv in plan for lv, e in by_lv.items() if (t.name, lv) not in finished)
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("evaluating", total=todo)
         for task, by_level in plan:

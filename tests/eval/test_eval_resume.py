@@ -143,3 +143,28 @@ def test_loggers_receive_the_config_tables_and_figures(tmp_path, shared_data, mo
     assert [(r[0], r[2], r[3]) for r in table["data"]] == [(c["task"], c["level"], c["mean"]) for c in metrics["per_task_level"]]
     assert len(list((offline / "files" / "media" / "images").glob("accuracy_by_level_*.png"))) == 1
     assert str(shared_data / "glue").encode() in next(offline.glob("run-*.wandb")).read_bytes()  # the config
+
+
+def test_when_rank_0_stops_the_other_rank_exits_in_one_line_too(tmp_path, shared_data):
+    """``trainer=ddp_cpu``, SIGTERM to rank 0 only (a crash or ``kill`` of one process): rank 0 keeps its
+    parts and says so, rank 1's failed gather is one line, not a traceback, and no process is left."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "coin_lightning.evaluate", "model=tiny_llama", "trainer=ddp_cpu",
+                             "eval.tasks=[sst2]", f"data.root={shared_data / 'glue'}", "eval.samples_per_task=64",
+                             "eval.batch_size=4", f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((run / "parts").glob("*.jsonl")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "the evaluation finished before it could be interrupted"
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith(("interrupted:", "error:"))]
+    assert any(x.startswith("interrupted: ") for x in lines)
+    assert any(x.startswith("error: rank 1 lost another process of the evaluation") for x in lines)
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # the whole process group has exited

@@ -12,6 +12,7 @@ from rich.markdown import Markdown
 
 from coin_lightning.data.records import DataError
 from coin_lightning.eval.distributed import (
+    ProcessesLost,
     ShardedPredictor,
     check_not_multirun,
     fabric_from_trainer,
@@ -80,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict:
             as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
-    started = False
+    started, rank0 = False, True
     try:
         settings = EvalSettings.from_config(cfg.eval)
         fabric = _fabric(cfg)
@@ -107,9 +108,12 @@ def evaluate(cfg: DictConfig) -> dict:
         if not started:
             _remove_empty_run_dir(out)
         raise SystemExit(f"error: {exc}") from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ProcessesLost) as exc:
+        if not rank0:  # rank 0 reports the interruption
+            raise SystemExit(f"error: {exc}" if isinstance(exc, ProcessesLost) else 1) from None
         kept = len(list((out / PARTS_DIR).glob("*.jsonl")))
-        raise SystemExit(f"interrupted: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
+        reason = f"stopped: {exc}" if isinstance(exc, ProcessesLost) else "interrupted"
+        raise SystemExit(f"{reason}: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
                          f"hydra.run.dir={out} and the same settings to resume") from None
     finally:
         finish_wandb()

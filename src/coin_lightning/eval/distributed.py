@@ -114,13 +114,18 @@ def prepare_model(fabric, model):
     return model.eval()
 
 
+class ProcessesLost(RuntimeError):
+    """A collective failed because another process of the evaluation stopped (interrupted or crashed)."""
+
+
 class ShardedPredictor:
     """A :class:`~coin_lightning.eval.predict.Predictor` whose rows are shared by Fabric's processes.
 
     Rank ``r`` of ``W`` predicts the length-sorted batches ``r, r + W, ...`` of each instruction's rows
     (the same batches, prefix cache and decoding groups as one process would run), then the
-    predictions are gathered on every rank (``torch.distributed.all_gather_object``). Every rank must
-    call the methods in the same order with the same arguments. With one process it is the
+    predictions are gathered on every rank (``torch.distributed.all_gather_object``; a failed gather
+    raises :class:`ProcessesLost`). Every rank must call the methods in the same order with the same
+    arguments. With one process it is the
     predictor itself, under ``fabric.autocast()``.
     """
 
@@ -133,7 +138,11 @@ class ShardedPredictor:
         if self.fabric.world_size == 1:
             return [local]
         out: list[Any] = [None] * self.fabric.world_size
-        torch.distributed.all_gather_object(out, local)
+        try:
+            torch.distributed.all_gather_object(out, local)
+        except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: DistBackendError
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ProcessesLost(f"rank {self.fabric.global_rank} lost another process of the evaluation ({first[:160]})") from None
         return out
 
     def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str]) -> list[Prediction]:

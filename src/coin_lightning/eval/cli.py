@@ -172,7 +172,7 @@ def analyze(cfg: DictConfig) -> dict:
         Console().print(Markdown(text))
         Console().print(f"[bold]Outputs:[/bold] {out}")
         return summary
-    except (*USER_ERRORS, ValueError) as exc:
+    except (*USER_ERRORS, ValueError, ProcessesLost) as exc:
         if not started:
             _remove_empty_run_dir(out)
         raise SystemExit(f"error: {exc}") from None

@@ -5,6 +5,7 @@ Examples::
 
     python -m coin_lightning.analyze data.root=../shared/data/glue eval.tasks=[rte,sst2]
     python -m coin_lightning.analyze adapter=outputs/train/runs/<time>/adapter analyze.projection=pca
+    python -m coin_lightning.analyze model=alpaca trainer=gpu adapter=...          # on one GPU (bf16-mixed)
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from coin_lightning.conf import CONFIG_DIR
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: returns the overall mean cosine similarity (clean vs perturbed)."""
     from coin_lightning.eval.cli import analyze
+    from coin_lightning.eval.distributed import sigterm_as_interrupt
 
-    return analyze(cfg)["overall"]
+    with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
+        return analyze(cfg)["overall"]
 
 
 if __name__ == "__main__":

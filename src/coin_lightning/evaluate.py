@@ -6,6 +6,7 @@ Examples::
     python -m coin_lightning.evaluate adapter=outputs/train/runs/<time>/adapter data.root=../shared/data/glue
     python -m coin_lightning.evaluate eval.instructions_file=prompts.yaml eval.method=rank
     python -m coin_lightning.evaluate -m eval.perturb.character.max_words=1,2,4     # then: compare --sweep DIR
+    python -m coin_lightning.evaluate model=alpaca trainer=ddp trainer.devices=8 adapter=...   # 8 GPUs share the rows
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from coin_lightning.conf import CONFIG_DIR
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs one evaluation and returns its mean perturbed accuracy (for sweepers)."""
     from coin_lightning.eval.cli import evaluate
+    from coin_lightning.eval.distributed import sigterm_as_interrupt
 
-    return evaluate(cfg)["overall"]["perturbed"]
+    with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
+        return evaluate(cfg)["overall"]["perturbed"]
 
 
 if __name__ == "__main__":

@@ -5,15 +5,24 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.markdown import Markdown
 
 from coin_lightning.data.records import DataError
+from coin_lightning.eval.distributed import (
+    ProcessesLost,
+    ShardedPredictor,
+    check_not_multirun,
+    fabric_from_trainer,
+    prepare_model,
+    trainer_fields,
+)
 from coin_lightning.eval.instructions import InstructionError
+from coin_lightning.eval.logs import instantiate_loggers, resolved_config
+from coin_lightning.eval.metrics import fingerprint
+from coin_lightning.eval.parts import PARTS_DIR, Parts, part_key
 from coin_lightning.eval.perturb.word import WordNetMissing
 from coin_lightning.eval.predict import Predictor
 from coin_lightning.eval.report import FILES, RunDirError
@@ -29,13 +38,6 @@ USER_ERRORS = (EvalConfigError, InstructionError, DataError, ModelLoadError, Run
 """Errors caused by the configuration or the input: reported in one line, without a traceback."""
 
 
-def instantiate_loggers(node: Any) -> list[Any]:
-    """Instantiate every ``_target_`` entry of the ``logger`` group mapping (``csv``, ``tensorboard``, ...)."""
-    if not node:
-        return []
-    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
-
-
 def _remove_empty_run_dir(out: Path) -> None:
     """Delete a job directory that holds nothing but Hydra's records (``.hydra``, ``*.log``)."""
     if out.is_dir() and out.resolve() != Path.cwd().resolve():
@@ -43,44 +45,76 @@ def _remove_empty_run_dir(out: Path) -> None:
             shutil.rmtree(out, ignore_errors=True)
 
 
+def _fabric(cfg: DictConfig):
+    """The ``trainer``'s Fabric, checked (no processes started yet)."""
+    fabric = fabric_from_trainer(cfg.get("trainer"))
+    check_not_multirun(fabric)
+    return fabric
+
+
+def _start(cfg: DictConfig, fabric, settings: EvalSettings, **predictor_kw):
+    """Launch Fabric's processes, then load the model onto its device: ``(sharded predictor, seconds)``."""
+    fabric.launch()
+    t0 = time.perf_counter()
+    model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
+    model = prepare_model(fabric, model)
+    predictor = Predictor(model, tokenizer, cfg.prompt_format, batch_size=settings.batch_size,
+                          prefix_cache=settings.prefix_cache, prompt_layout=settings.prompt_layout, **predictor_kw)
+    return ShardedPredictor(fabric, predictor), time.perf_counter() - t0
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run one evaluation job from a composed ``eval.yaml`` config.
 
-    Validates settings, rows and instructions before loading the model; writes every output into
-    ``cfg.output_dir``.
+    Validates settings, rows, instructions, the ``trainer`` and earlier parts in the output directory
+    before loading the model; runs on the ``trainer``'s devices (:mod:`coin_lightning.eval.distributed`);
+    saves each finished (task, level) under ``parts/`` and resumes from them
+    (:mod:`coin_lightning.eval.parts`); rank 0 writes every output into ``cfg.output_dir``.
 
     Returns:
-        The metrics dict.
+        The metrics dict (on every rank).
 
     Raises:
-        SystemExit: a one-line message for configuration, instruction-file, data and model errors;
-            the job directory is removed when nothing was evaluated, so no half-written run remains.
+        SystemExit: a one-line message for configuration, instruction-file, data and model errors (the
+            job directory is removed when nothing was evaluated, so no half-written run remains), and
+            for Ctrl-C (and SIGTERM under :func:`~coin_lightning.eval.distributed.sigterm_as_interrupt`,
+            as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
-    started = False
+    started, rank0 = False, True
     try:
         settings = EvalSettings.from_config(cfg.eval)
+        fabric = _fabric(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
-        t0 = time.perf_counter()
-        model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
-        load_s = time.perf_counter() - t0
-        predictor = Predictor(model, tokenizer, cfg.prompt_format, settings.method, settings.batch_size,
-                              settings.max_new_tokens, settings.prefix_cache, settings.decode_batch_size,
-                              prompt_layout=settings.prompt_layout)
-        loggers = instantiate_loggers(cfg.get("logger"))
-        started = True
         meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
-                "data_root": cfg.data.root, "load_seconds": round(load_s, 3),
-                "config": OmegaConf.to_container(cfg, resolve=True)}
-        metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers)
-        Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
-        Console().print(f"[bold]Outputs:[/bold] {out}")
+                "data_root": cfg.data.root}
+        parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
+        parts.check()
+        predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
+                                   max_new_tokens=settings.max_new_tokens,
+                                   decode_batch_size=settings.decode_batch_size)
+        parts.write = rank0 = fabric.is_global_zero
+        loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
+        started = True
+        meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
+        metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
+                                 write=rank0, config=resolved_config(cfg, trainer_fields(cfg.get("trainer"))))
+        if rank0:
+            Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
+            Console().print(f"[bold]Outputs:[/bold] {out}")
         return metrics
     except USER_ERRORS as exc:
         if not started:
             _remove_empty_run_dir(out)
         raise SystemExit(f"error: {exc}") from None
+    except (KeyboardInterrupt, ProcessesLost) as exc:
+        if not rank0:  # rank 0 reports the interruption
+            raise SystemExit(f"error: {exc}" if isinstance(exc, ProcessesLost) else 1) from None
+        kept = len(list((out / PARTS_DIR).glob("*.jsonl")))
+        reason = f"stopped: {exc}" if isinstance(exc, ProcessesLost) else "interrupted"
+        raise SystemExit(f"{reason}: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
+                         f"hydra.run.dir={out} and the same settings to resume") from None
     finally:
         finish_wandb()
 
@@ -95,11 +129,16 @@ def analyze(cfg: DictConfig) -> dict:
         The similarity summary (:func:`coin_lightning.eval.representations.similarity_summary`).
 
     Raises:
-        SystemExit: one-line message for configuration, data and model errors.
+        SystemExit: one-line message for configuration, data and model errors, and for Ctrl-C.
     """
     from coin_lightning.eval.plots import save_png
     from coin_lightning.eval.report import markdown_table
-    from coin_lightning.eval.representations import collect_states, representation_figure, similarity_summary
+    from coin_lightning.eval.representations import (
+        PROJECTIONS,
+        collect_states,
+        representation_figure,
+        similarity_summary,
+    )
     from coin_lightning.io import write_json, write_text
 
     out = Path(cfg.output_dir)
@@ -108,28 +147,34 @@ def analyze(cfg: DictConfig) -> dict:
         settings = EvalSettings.from_config(cfg.eval)
         if settings.perturb_mode != "generated":
             raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
+        a = cfg.analyze
+        if a.projection not in PROJECTIONS:
+            raise EvalConfigError(f"analyze.projection={a.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        fabric = _fabric(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
-        model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
-        predictor = Predictor(model, tokenizer, cfg.prompt_format, batch_size=settings.batch_size,
-                              prefix_cache=settings.prefix_cache, prompt_layout=settings.prompt_layout)
+        predictor, _ = _start(cfg, fabric, settings)
         started = True
-        a = cfg.analyze
         states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)
         summary = similarity_summary(states)
+        if not fabric.is_global_zero:
+            return summary
         summary["run"] = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "rows": int(a.rows),
                           "instruction_index": a.instruction_index, "projection": a.projection,
                           "tasks": [t.name for t in tasks], "instructions": iset.source}
+        figure = representation_figure(states, a.projection, int(a.seed))
         write_json(out / "analysis.json", summary)
         body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
         text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
                 "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
         write_text(out / "analysis.md", text)
-        save_png(representation_figure(states, a.projection, int(a.seed)), out / "representations.png")
+        save_png(figure, out / "representations.png")
         Console().print(Markdown(text))
         Console().print(f"[bold]Outputs:[/bold] {out}")
         return summary
-    except (*USER_ERRORS, ValueError) as exc:
+    except (*USER_ERRORS, ValueError, ProcessesLost) as exc:
         if not started:
             _remove_empty_run_dir(out)
         raise SystemExit(f"error: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the analysis writes its files at the end; nothing was written") from None

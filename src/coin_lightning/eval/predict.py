@@ -116,36 +116,46 @@ class Predictor:
             self._word_ids[word] = list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
         return self._word_ids[word]
 
-    def batches(self, instruction: str, contents: Sequence[str], hidden: bool = False):
-        """Yield ``(row indices, Prefilled)`` for the rows of one instruction, longest prompts first."""
+    def batches(self, instruction: str, contents: Sequence[str], hidden: bool = False, shard: tuple[int, int] = (0, 1)):
+        """Yield ``(row indices, Prefilled)`` for the rows of one instruction, longest prompts first.
+
+        ``shard=(r, W)`` keeps the batches ``r, r + W, ...`` of that order (one process of ``W`` that
+        share the rows, :class:`~coin_lightning.eval.distributed.ShardedPredictor`); the batches and the
+        shared prefix are those of all rows, so the shards together compute what one process does.
+        """
+        rank, world = shard
         sequences = self.encode([self.prompt(instruction, c) for c in contents])
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        mine = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][rank::world]
+        if not mine:
+            return
         prefix = None
         if self.prefix_cache and len(sequences) > 1:
             prefix = encode_prefix(self.model, sequences[0][: shared_prefix_length(sequences)])
         cut = len(prefix.ids) if prefix is not None else 0
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for rows in mine:
             state = prefill(self.model, [sequences[i][cut:] for i in rows], self.pad_id, prefix, hidden=hidden)
             yield rows, state
 
-    def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str]) -> list[Prediction]:
+    def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str],
+                shard: tuple[int, int] = (0, 1)) -> list[Prediction]:
         """Predict a label for every content string under ``instruction``.
 
         Args:
             instruction: the (possibly perturbed) instruction text.
             contents: ``N`` content strings (:mod:`coin_lightning.eval.tasks`).
             label_words: the task's label words by label id.
+            shard: ``(rank, world size)``: predict only this process's batches (:meth:`batches`).
 
         Returns:
-            ``N`` predictions in the order of ``contents``.
+            ``N`` predictions in the order of ``contents`` (``None`` for rows of other shards).
         """
         if not contents:
             return []
         results: list[Prediction | None] = [None] * len(contents)
         if self.method == "rank":
             candidates = [self.word_ids(w) for w in label_words]
-            for rows, state in self.batches(instruction, contents):
+            for rows, state in self.batches(instruction, contents, shard=shard):
                 scores = label_log_likelihoods(self.model, state, candidates, self.pad_id)
                 for j, i in enumerate(rows):
                     best = int(torch.argmax(scores[j]))
@@ -163,7 +173,7 @@ class Predictor:
                 results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
             pending.clear()
 
-        for rows, state in self.batches(instruction, contents):
+        for rows, state in self.batches(instruction, contents, shard=shard):
             pending.append((rows, state))
             if sum(len(r) for r, _ in pending) + self.batch_size > self.decode_batch_size:
                 decode_pending()
@@ -171,11 +181,17 @@ class Predictor:
             decode_pending()
         return results  # type: ignore[return-value]
 
+    def hidden_rows(self, instruction: str, contents: Sequence[str], shard: tuple[int, int] = (0, 1)):
+        """Yield ``(row indices, Float [B, H] on CPU)``: the final-layer hidden state at each prompt's last
+        token, batch by batch (only this ``shard``'s batches, see :meth:`batches`)."""
+        for rows, state in self.batches(instruction, contents, hidden=True, shard=shard):
+            yield rows, state.last_hidden.cpu()
+
     def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
         """Final-layer hidden state at each prompt's last token, Float ``[N, H]`` in ``contents`` order."""
         out: torch.Tensor | None = None
-        for rows, state in self.batches(instruction, contents, hidden=True):
+        for rows, states in self.hidden_rows(instruction, contents):
             if out is None:
-                out = torch.empty((len(contents), state.last_hidden.shape[-1]))
-            out[rows] = state.last_hidden.cpu()
+                out = torch.empty((len(contents), states.shape[-1]))
+            out[rows] = states
         return out

@@ -23,7 +23,9 @@ from coin_lightning.eval.instructions import (
 )
 from coin_lightning.eval.metrics import fingerprint, summarize
 from coin_lightning.eval.perturb.config import PerturbConfig
-from coin_lightning.eval.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_figures, save_png
+from coin_lightning.eval.logs import log_results
+from coin_lightning.eval.parts import Parts
+from coin_lightning.eval.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
 from coin_lightning.eval.predict import Prediction, Predictor
 from coin_lightning.eval.report import FILES, write_results
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
@@ -159,26 +161,57 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
 
 
 def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: "CachedPredictor",
-                   progress: bool = True) -> list[dict]:
-    """Predict every (task, instruction) of the set and return the prediction rows."""
+                   progress: bool = True, parts: Parts | None = None,
+                   finished: dict[tuple[str, str], list[dict]] | None = None) -> list[dict]:
+    """Predict every (task, instruction) of the set and return the prediction rows.
+
+    Rows come task by task, level by level (in the set's order of levels). The rows of a (task,
+    level) found in ``finished`` are taken from there; every other (task, level) is saved to
+    ``parts`` as soon as its instructions are done.
+    """
     from rich.progress import Progress
 
-    plan = [(t, iset.entries(t.name)) for t in tasks]
+    finished = finished or {}
+    plan = []
+    for task in tasks:
+        by_level: dict[str, list[Entry]] = {}
+        for entry in iset.entries(task.name):
+            by_level.setdefault(entry.level, []).append(entry)
+        plan.append((task, by_level))
     rows: list[dict] = []
+    todo = sum(len(e) for t, by_lv in plan for lv, e in by_lv.items() if (t.name, lv) not in finished)
     with Progress(transient=True, disable=not progress) as bar:
-        job = bar.add_task("evaluating", total=sum(len(e) for _, e in plan))
-        for task, entries in plan:
-            for entry in entries:
-                bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
-                rows.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
-                bar.advance(job)
+        job = bar.add_task("evaluating", total=todo)
+        for task, by_level in plan:
+            for level, entries in by_level.items():
+                if (task.name, level) in finished:
+                    rows.extend(finished[(task.name, level)])
+                    continue
+                part: list[dict] = []
+                for entry in entries:
+                    bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
+                    part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
+                    bar.advance(job)
+                if parts is not None:
+                    parts.save(task.name, level, part)
+                rows.extend(part)
     return rows
 
 
 def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: InstructionSet, predictor: Predictor,
                    run_dir: str | Path, meta: dict | None = None, loggers: Sequence[Any] = (),
-                   progress: bool = True) -> dict:
-    """Evaluate, then write every output into ``run_dir`` and send metrics and figures to ``loggers``.
+                   progress: bool = True, parts: Parts | None = None, write: bool = True,
+                   config: dict | None = None) -> dict:
+    """Evaluate, then write every output into ``run_dir`` and send config, metrics, tables and figures
+    to ``loggers``.
+
+    Args:
+        predictor: a :class:`Predictor` or a
+            :class:`~coin_lightning.eval.distributed.ShardedPredictor` (same interface).
+        parts: resume from its finished (task, level) parts and save the others as they finish
+            (:mod:`coin_lightning.eval.parts`); ``None``: neither.
+        write: write files (``False`` on every process but rank 0); the metrics are returned either way.
+        config: the resolved job config, for each logger's ``log_hyperparams``.
 
     Returns:
         The metrics dict (also ``run_dir/metrics.json``).
@@ -189,8 +222,12 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     if settings.perturb_mode == "adversarial":
         given = {"base": given, "adversarial": {"query_budget": settings.query_budget, "probe_size": settings.probe_size,
                                                 "perturb": perturb_config(settings).to_dict()}}
+        # every rank takes part in the search and reads the same cache (identical writes are atomic)
         iset = attack(settings, iset, tasks, predict, run_dir, meta)
-    rows = evaluate_tasks(tasks, iset, predict, progress)
+    # Every rank reads the finished parts itself: rank 0 cannot save a new one before the others have
+    # read them (each part needs their predictions), so all ranks skip the same parts.
+    finished = parts.finished() if parts is not None else {}
+    rows = evaluate_tasks(tasks, iset, predict, progress and write, parts, finished)
     wall = time.perf_counter() - start
     metrics = summarize(rows, settings.levels)
     metrics["fingerprint"] = fingerprint({t.name: t.uids for t in tasks}, given)
@@ -199,35 +236,17 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
         "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
         "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),
-        "model_calls": predict.calls,
+        "model_calls": predict.calls, "resumed_parts": len(finished),
     }
     metrics["label_words"] = {t.name: list(t.label_words) for t in tasks}
+    if not write:
+        return metrics
     run_dir = Path(run_dir)
     meta = meta or {}
     title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
-    for lg in loggers:
-        lg.log_metrics(flat_metrics(metrics), step=0)
-        log_figures(lg, figures)
-        lg.save()
+    log_results(loggers, metrics, figures, config)
     save_png(figures["accuracy_by_level"], run_dir / FILES["accuracy_plot"])
     save_png(figures["clean_vs_perturbed"], run_dir / FILES["clean_vs_perturbed_plot"])
     return metrics
-
-
-def flat_metrics(metrics: dict) -> dict[str, float]:
-    """Scalars for a logger: ``eval/<task>/<level>/acc_mean`` ..., ``eval/<level>/acc_mean``, ``eval/overall/*``."""
-    out: dict[str, float] = {}
-    for c in metrics["per_task_level"]:
-        for k in ("mean", "std", "pdr"):
-            if c[k] is not None:
-                out[f"eval/{c['task']}/{c['level']}/acc_{k}" if k != "pdr" else f"eval/{c['task']}/{c['level']}/pdr"] = c[k]
-    for lv, v in metrics["per_level"].items():
-        for k in ("mean", "std", "pdr"):
-            if v[k] is not None:
-                out[f"eval/{lv}/acc_{k}" if k != "pdr" else f"eval/{lv}/pdr"] = v[k]
-    for k, v in metrics["overall"].items():
-        if isinstance(v, (int, float)) and v is not None:
-            out[f"eval/overall/{k}"] = float(v)
-    return out

@@ -62,7 +62,14 @@ def _wrap(model, args: ModelArgs):
 
 
 def load_for_inference(cfg: Any, adapter: str | None = None):
-    """Load ``model`` (and a saved ``adapter``, if any) for evaluation, with the same speed-ups as training.
+    """Load the model to evaluate as training builds it, with the same speed-ups.
+
+    The base model (``model.name_or_path``) carries ``model.adapter`` when one is set, as in training
+    (:func:`apply_lora`): ``model=alpaca`` is LLaMA-7B + alpaca-lora, the paper's starting point
+    (Sec. 4.1). An evaluated ``adapter`` takes that adapter's place: training continues
+    ``model.adapter`` itself rather than adding a second LoRA, so the adapter it saves already holds
+    the starting weights plus what was learned (stacking it on ``model.adapter`` would count the
+    starting adapter twice).
 
     With ``model.packed_sequences`` (and ``sdpa`` attention) the base model attends with
     :data:`coin_lightning.model.packing.PACKED_SDPA`, so the evaluation prefill packs prompts
@@ -71,10 +78,10 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
     attention implementations are kept as they are (the prefill then pads).
 
     Returns:
-        ``(model, tokenizer)``, the model a ``PeftModel`` when ``adapter`` is given.
+        ``(model, tokenizer)``, the model a ``PeftModel`` when ``adapter`` or ``model.adapter`` is set.
 
     Raises:
-        coin_lightning.model.loading.ModelLoadError: the model or the adapter cannot be loaded.
+        coin_lightning.model.loading.ModelLoadError: the model or an adapter cannot be loaded.
     """
     args = ModelArgs.from_config(cfg)
     model, tokenizer = load_model(cfg)
@@ -82,6 +89,8 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
         packing.enable(model)
     if adapter:
         model = load_adapter(model, adapter)
+    elif args.adapter:
+        model = load_adapter(model, args.adapter, False, args.adapter_revision, args.cache_dir)
     if args.fused_kernels:
         use_fused_kernels(model)
     return model, tokenizer

@@ -1,0 +1,69 @@
+"""Sending an evaluation to the configured Lightning loggers (``conf/logger``: CSV, TensorBoard, W&B).
+
+Every logger receives the resolved config (``log_hyperparams``), the scalar metrics
+(:func:`flat_metrics`) and the figures (:func:`coin_lightning.eval.plots.log_figures`); a
+``WandbLogger`` also gets the result tables as W&B Tables (``log_table``). CSV and TensorBoard keep
+the scalars; the full tables are the run directory's CSV files.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from coin_lightning.eval.plots import log_figures
+from coin_lightning.eval.report import PER_INSTRUCTION_COLUMNS, PER_TASK_LEVEL_COLUMNS
+
+TABLES = {"per_task_level": PER_TASK_LEVEL_COLUMNS, "per_instruction": PER_INSTRUCTION_COLUMNS}
+"""Metrics entries logged as tables, with their columns (as the run directory's CSV files)."""
+
+
+def instantiate_loggers(node: Any) -> list[Any]:
+    """Instantiate every ``_target_`` entry of the ``logger`` group mapping (``csv``, ``tensorboard``, ...)."""
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def resolved_config(cfg: DictConfig, trainer: dict | None = None) -> dict:
+    """The job's config as a plain dict, interpolations resolved; ``trainer`` is replaced by the given
+    fields (the ones evaluation used: its training-only keys may refer to keys evaluation lacks)."""
+    node = cfg.copy()
+    if "trainer" in node:
+        with open_dict(node):
+            node.trainer = trainer or {}
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """Scalars for a logger: ``eval/<task>/<level>/acc_mean`` ..., ``eval/<level>/acc_mean``, ``eval/overall/*``."""
+    out: dict[str, float] = {}
+    for c in metrics["per_task_level"]:
+        for k in ("mean", "std", "pdr"):
+            if c[k] is not None:
+                out[f"eval/{c['task']}/{c['level']}/acc_{k}" if k != "pdr" else f"eval/{c['task']}/{c['level']}/pdr"] = c[k]
+    for lv, v in metrics["per_level"].items():
+        for k in ("mean", "std", "pdr"):
+            if v[k] is not None:
+                out[f"eval/{lv}/acc_{k}" if k != "pdr" else f"eval/{lv}/pdr"] = v[k]
+    for k, v in metrics["overall"].items():
+        if isinstance(v, (int, float)) and v is not None:
+            out[f"eval/overall/{k}"] = float(v)
+    return out
+
+
+def log_results(loggers: Sequence[Any], metrics: dict, figures: dict, config: dict | None = None) -> None:
+    """Send config, scalars, tables and figures to every logger, then ``save()`` each."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if config is not None:
+            lg.log_hyperparams(config)
+        lg.log_metrics(flat_metrics(metrics), step=0)
+        if isinstance(lg, WandbLogger):
+            for name, columns in TABLES.items():
+                data = [[row.get(c) for c in columns] for row in metrics[name]]
+                lg.log_table(key=f"eval/{name}", columns=list(columns), data=data, step=0)
+        log_figures(lg, figures)
+        lg.save()

@@ -36,6 +36,8 @@ from coin_lightning.data.grouping import (
     split_records,
     validate_records,
 )
+from coin_lightning.data.paths import absolute as _abs
+from coin_lightning.data.paths import check_paths
 from coin_lightning.data.prompts import PROMPT_FORMATS
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.samplers import LengthGroupedSampler, _world
@@ -73,19 +75,6 @@ class GroupDataset(Dataset):
         if self.encoded is None:
             raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
         return [g.max_len for g in self.encoded]
-
-
-def _abs(path: str | None) -> str | None:
-    """Absolute, normalised path; relative paths are taken from Hydra's original working directory."""
-    if path is None:
-        return None
-    try:
-        from hydra.utils import to_absolute_path
-
-        path = to_absolute_path(str(path))
-    except Exception:  # hydra missing or not usable: relative to the working directory
-        path = str(Path(path).absolute())
-    return os.path.normpath(path)
 
 
 def _plain(value: Any) -> Any:
@@ -187,8 +176,7 @@ class CoinDataModule(L.LightningDataModule):
                     f"data.{key}={value} must be a positive multiple of {ppi}, the pairs per item of "
                     f"data.group={group} (it counts pairs = examples per micro-batch)"
                 )
-        if source == "coin_csv" and not path:
-            raise DataError("data.source=coin_csv needs data.path (the CoIN CSV file)")
+        check_paths(source, root, path, templates)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.source, self.seed, self.group = source, int(seed), group
@@ -245,17 +233,17 @@ class CoinDataModule(L.LightningDataModule):
         """Download hub data into the ``datasets`` cache (rank 0 only; local sources do nothing)."""
         if self.root is not None or self.source in ("embedded", "coin_csv"):
             return
-        import datasets
+        from coin_lightning.data.sources.hub import load_hub_dataset
 
         if self.source == "glue":
             from coin_lightning.data.sources.glue import GLUE_TASKS
 
             for task in self.tasks or GLUE_TASKS:
-                datasets.load_dataset("nyu-mll/glue", task, split=self.split)
+                load_hub_dataset("nyu-mll/glue", task, split=self.split)
         else:
             from coin_lightning.data.sources.flan import FLAN_HUB_ID
 
-            datasets.load_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
+            load_hub_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

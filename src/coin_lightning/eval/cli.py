@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,21 +11,16 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markdown import Markdown
 
-from coin_lightning.data.records import DataError
-from coin_lightning.eval.instructions import InstructionError
-from coin_lightning.eval.perturb.word import WordNetMissing
+from coin_lightning.errors import exit_if_user_error
 from coin_lightning.eval.predict import Predictor
-from coin_lightning.eval.report import FILES, RunDirError
+from coin_lightning.eval.report import FILES
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
-from coin_lightning.model.loading import ModelLoadError
 from coin_lightning.model.lora import load_for_inference
+from coin_lightning.outputs import JobDir
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
-
-USER_ERRORS = (EvalConfigError, InstructionError, DataError, ModelLoadError, RunDirError, WordNetMissing)
-"""Errors caused by the configuration or the input: reported in one line, without a traceback."""
 
 
 def instantiate_loggers(node: Any) -> list[Any]:
@@ -36,11 +30,42 @@ def instantiate_loggers(node: Any) -> list[Any]:
     return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
-def _remove_empty_run_dir(out: Path) -> None:
-    """Delete a job directory that holds nothing but Hydra's records (``.hydra``, ``*.log``)."""
-    if out.is_dir() and out.resolve() != Path.cwd().resolve():
-        if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
+def check_inputs(cfg: DictConfig) -> None:
+    """Check what the model's loading does not need: ``prompt_format``, ``model`` and ``adapter``.
+
+    Raises:
+        EvalConfigError, ModelLoadError: one line naming the key.
+    """
+    from coin_lightning.data.prompts import PROMPT_FORMATS
+    from coin_lightning.model.checks import check_adapter, model_args
+
+    if cfg.prompt_format not in PROMPT_FORMATS:
+        raise EvalConfigError(f"prompt_format={cfg.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    args = model_args(cfg.model)
+    for key, path in (("model.adapter", args.adapter), ("adapter", cfg.adapter)):
+        if path:
+            check_adapter(str(path), args, key=key)
+
+
+def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
+    """Check the ``analyze`` keys before any representation is computed.
+
+    Raises:
+        EvalConfigError: unknown ``analyze.projection`` (or ``umap`` without umap-learn installed),
+            ``analyze.rows`` < 2, or ``eval.levels`` without ``clean`` (the reference of every pair).
+    """
+    import importlib.util
+
+    from coin_lightning.eval.representations import PROJECTIONS
+
+    if node.projection not in PROJECTIONS:
+        raise EvalConfigError(f"analyze.projection={node.projection!r} is not one of {', '.join(PROJECTIONS)}")
+    if node.projection == "umap" and importlib.util.find_spec("umap") is None:
+        raise EvalConfigError("analyze.projection=umap needs umap-learn (pip install umap-learn), or set analyze.projection=pca")
+    if not isinstance(node.rows, int) or isinstance(node.rows, bool) or node.rows < 2:
+        raise EvalConfigError(f"analyze.rows={node.rows!r} must be an integer >= 2")
+    if "clean" not in settings.levels:
+        raise EvalConfigError("analyze compares each perturbed instruction with its clean one: keep clean in eval.levels")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -53,13 +78,15 @@ def evaluate(cfg: DictConfig) -> dict:
         The metrics dict.
 
     Raises:
-        SystemExit: a one-line message for configuration, instruction-file, data and model errors;
-            the job directory is removed when nothing was evaluated, so no half-written run remains.
+        SystemExit: a one-line message for configuration, instruction-file, data and model errors
+            (:func:`coin_lightning.errors.exit_if_user_error`); while nothing was evaluated, what the
+            job wrote is removed (:meth:`coin_lightning.outputs.JobDir.discard`), never what was there.
     """
     out = Path(cfg.output_dir)
-    started = False
+    job_dir, started = JobDir(out), False
     try:
         settings = EvalSettings.from_config(cfg.eval)
+        check_inputs(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
         t0 = time.perf_counter()
@@ -76,10 +103,10 @@ def evaluate(cfg: DictConfig) -> dict:
         Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
         Console().print(f"[bold]Outputs:[/bold] {out}")
         return metrics
-    except USER_ERRORS as exc:
+    except Exception as exc:
         if not started:
-            _remove_empty_run_dir(out)
-        raise SystemExit(f"error: {exc}") from None
+            job_dir.discard()
+        exit_if_user_error(exc)
     finally:
         finish_wandb()
 
@@ -102,11 +129,13 @@ def analyze(cfg: DictConfig) -> dict:
     from coin_lightning.io import write_json, write_text
 
     out = Path(cfg.output_dir)
-    started = False
+    job_dir, started = JobDir(out), False
     try:
         settings = EvalSettings.from_config(cfg.eval)
         if settings.perturb_mode != "generated":
             raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
+        check_inputs(cfg)
+        check_analyze(cfg.analyze, settings)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
         model, tokenizer = load_for_inference(cfg.model, cfg.adapter)
@@ -119,16 +148,16 @@ def analyze(cfg: DictConfig) -> dict:
         summary["run"] = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "rows": int(a.rows),
                           "instruction_index": a.instruction_index, "projection": a.projection,
                           "tasks": [t.name for t in tasks], "instructions": iset.source}
-        write_json(out / "analysis.json", summary)
+        save_png(representation_figure(states, a.projection, int(a.seed)), out / "representations.png")
         body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
         text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
                 "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
         write_text(out / "analysis.md", text)
-        save_png(representation_figure(states, a.projection, int(a.seed)), out / "representations.png")
+        write_json(out / "analysis.json", summary)  # last: an analysis.json always has its plot
         Console().print(Markdown(text))
         Console().print(f"[bold]Outputs:[/bold] {out}")
         return summary
-    except (*USER_ERRORS, ValueError) as exc:
+    except Exception as exc:
         if not started:
-            _remove_empty_run_dir(out)
-        raise SystemExit(f"error: {exc}") from None
+            job_dir.discard()
+        exit_if_user_error(exc)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
+from coin_lightning.errors import UserError
 from coin_lightning.eval.perturb.levels import LEVELS
 from coin_lightning.eval.predict import METHODS
 from coin_lightning.eval.tasks import GLUE_EVAL_TASKS
@@ -17,7 +18,7 @@ PERTURB_MODES = ("generated", "adversarial")
 """Values of ``eval.perturb_mode``."""
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(UserError, ValueError):
     """A bad ``eval.*`` setting; the message names the key."""
 
 

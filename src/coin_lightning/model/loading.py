@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from coin_lightning.errors import UserError
 from coin_lightning.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model or tokenizer could not be loaded; the message names the config key and the path."""
 
 

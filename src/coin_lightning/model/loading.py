@@ -295,7 +295,7 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     """Wrap ``model`` with a saved peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``).
 
     Raises:
-        ModelLoadError: the directory has no adapter.
+        ModelLoadError: the directory has no adapter, or its tensors have other shapes than the model's.
     """
     from peft import PeftModel
 
@@ -306,3 +306,7 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
         return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_not_found(str(path), exc).replace("model.name_or_path", "adapter")) from None
+    except RuntimeError as exc:  # load_state_dict: tensors of another shape (another base model)
+        if "size mismatch" not in str(exc):
+            raise
+        raise ModelLoadError(f"adapter={str(path)!r}: its weights do not fit this base model (trained on another one?)") from None

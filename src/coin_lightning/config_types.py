@@ -20,6 +20,9 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "list": lambda v: isinstance(v, (list, tuple)),
 }
 
+_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string", "None": "null",
+          "list": "a list"}
+
 
 def _kind(annotation: str) -> str:
     return annotation.split("[", 1)[0].strip()
@@ -56,7 +59,7 @@ def check_types(obj: Any, prefix: str, error: type[Exception] = ConfigError) -> 
             if "float" in known and "int" not in known and _CHECKS["float"](value):
                 setattr(obj, f.name, float(value))
             continue
-        wanted = " or ".join("null" if k == "None" else ("a list" if k == "list" else f"a {k}") for k in kinds)
+        wanted = " or ".join(_WORDS.get(k, k) for k in kinds)
         raise error(f"{key}={value!r} must be {wanted}")
     return obj
 

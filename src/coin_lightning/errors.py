@@ -61,7 +61,7 @@ def _instantiation_message(exc: Exception) -> str | None:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
     detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
-    return f"{key}: {detail}" if key else detail
+    return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
 def one_line(exc: BaseException) -> str | None:

@@ -1,4 +1,5 @@
-"""The CoIN objective as pure tensor functions: pooling, symmetric InfoNCE, the cap rule, response CE.
+"""The CoIN objective as pure tensor functions: pooling, symmetric InfoNCE, the cap rule, response CE;
+and its config, :class:`LossArgs` (the ``loss`` group), checked before any model loads.
 
 References: Yan et al., "Contrastive Instruction Tuning", Findings of ACL 2024 (arXiv 2402.11138),
 Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``ContrastiveLlama``:

@@ -177,6 +177,9 @@ class CoinDataModule(L.LightningDataModule):
                     f"data.group={group} (it counts pairs = examples per micro-batch)"
                 )
         check_paths(source, root, path, templates)
+        for key, value, low in (("num_workers", num_workers, 0), ("val_size", val_size, 0), ("n_per_task", n_per_task, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DataError(f"data.{key}={value!r} must be an integer >= {low}")
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.source, self.seed, self.group = source, int(seed), group

@@ -1,4 +1,5 @@
-"""Type checks of config dataclasses: a value of the wrong type is refused in one line naming its key.
+"""Checks of config values: types of config dataclass fields, ranges and required (``???``) values,
+each refused in one line naming its key.
 
 Hydra passes command-line values through as YAML scalars, so ``loss.lambda=abc`` arrives as the string
 ``"abc"`` and would only fail later, deep in a computation. :func:`check_types` compares every field
@@ -77,3 +78,16 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
         lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
         hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
         raise ConfigError(f"{key} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}")
+
+
+def check_required(cfg: Any) -> None:
+    """Refuse a required value left unset (``???`` in the config or on the command line).
+
+    Raises:
+        ConfigError: names the first such key.
+    """
+    from omegaconf import OmegaConf
+
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required (its value is ???): set {missing[0]}=...")

@@ -31,14 +31,16 @@ def instantiate_loggers(node: Any) -> list[Any]:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Check what the model's loading does not need: ``prompt_format``, ``model`` and ``adapter``.
+    """Check, before the model loads: required values (``???``), ``prompt_format``, ``model`` and ``adapter``.
 
     Raises:
-        EvalConfigError, ModelLoadError: one line naming the key.
+        ConfigError, EvalConfigError, ModelLoadError: one line naming the key.
     """
+    from coin_lightning.config_types import check_required
     from coin_lightning.data.prompts import PROMPT_FORMATS
     from coin_lightning.model.checks import check_adapter, model_args
 
+    check_required(cfg)
     if cfg.prompt_format not in PROMPT_FORMATS:
         raise EvalConfigError(f"prompt_format={cfg.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
     args = model_args(cfg.model)

@@ -8,9 +8,9 @@ import logging
 import math
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from coin_lightning.config_types import check_range
+from coin_lightning.config_types import check_range, check_required
 from coin_lightning.data.paths import check_paths
 from coin_lightning.errors import ConfigError
 from coin_lightning.model.checks import check_adapter, check_checkpoint, model_args
@@ -65,17 +65,6 @@ def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
             f"trainer.accelerator=cpu with precision={trainer.get('precision')} / model.dtype={model.dtype}: bf16 on a CPU "
             "is about 80x slower than fp32; use trainer.precision=32-true model.dtype=float32, or trainer=gpu"
         )
-
-
-def check_required(cfg: DictConfig) -> None:
-    """Refuse a required value left unset (``???`` in the config or on the command line).
-
-    Raises:
-        ConfigError: names the first such key.
-    """
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
-    if missing:
-        raise ConfigError(f"{missing[0]} is required (its value is ???): set {missing[0]}=...")
 
 
 def check_train_config(cfg: DictConfig) -> ModelArgs:

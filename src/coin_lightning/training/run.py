@@ -22,6 +22,7 @@ from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
 
+
 def _instantiate_group(node: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group mapping (callbacks, loggers)."""
     if not node:

@@ -176,9 +176,14 @@ def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict
         raise ModelLoadError(f"{key}={path}: not a PyTorch checkpoint (truncated, or another format)")
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"{key}={path}: not a Lightning checkpoint of this project (it holds Python objects that "
+            "torch.load(weights_only=True), as used to resume, refuses)"
+        ) from None
+    except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{key}={path}: not a loadable Lightning checkpoint ({first[:200]})") from None
+        raise ModelLoadError(f"{key}={path}: not a loadable checkpoint ({first[:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
         raise ModelLoadError(f"{key}={path}: not a Lightning checkpoint (no state_dict / pytorch-lightning_version)")
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}

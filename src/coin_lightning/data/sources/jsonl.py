@@ -36,8 +36,9 @@ def read_jsonl(path: str | Path, on_error: str = "raise") -> Iterator[tuple[int,
                 if on_error == "skip":
                     read_jsonl.skipped[str(path)] = read_jsonl.skipped.get(str(path), 0) + 1
                     continue
-                what = f"not UTF-8 text ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else str(exc)
-                raise DataError(f"{path}:{lineno}: malformed JSONL row ({what})") from None
+                if isinstance(exc, UnicodeDecodeError):
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
+                raise DataError(f"{path}:{lineno}: malformed JSONL row ({exc})") from None
             yield lineno, obj
 
 

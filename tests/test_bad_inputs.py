@@ -162,6 +162,8 @@ CASES = [
     Case("ckpt-other-rank", T, lambda d: [f"ckpt_path={_ckpt(d, rank=4)}"], ("ckpt_path", "model.lora.r=8")),
     Case("adapter-no-config", T, lambda d: [f"model.adapter={_adapter(d, 64, config=False)}"], ("model.adapter", "adapter_config.json")),
     Case("lora-target-unknown", T, lambda d: ["model.lora.target_modules=[nope_proj]"], ("model.lora", "nope_proj")),
+    Case("adapter-other-name", T, lambda d: ["model=smollm2_135m", f"model.adapter={_adapter(d, 576, base='yahma/llama-7b-hf')}"],
+         ("model.adapter", "yahma/llama-7b-hf")),
     Case("adapter-other-base", T, lambda d: [f"model.adapter={_adapter(d, 576)}"], ("model.adapter", "width 576")),
     # ---- data: paths, keys, files, rows (read and checked before the model loads)
     Case("csv-path-missing", T, lambda d: ["data=coin_csv", "data.path=/nonexistent.csv"], ("data.path",)),
@@ -241,6 +243,28 @@ def test_bad_input_fails_in_one_line(case, tmp_path):
     assert (run / USER_FILE).read_text(encoding="utf-8") == "mine\n"  # the user's file is untouched
     assert before <= {p.relative_to(run) for p in run.rglob("*")}  # nothing that was there is gone
     assert seconds < 60, f"{case.id} took {seconds:.1f} s"
+
+
+def test_library_errors_are_restated_with_their_key():
+    """Hydra's and OmegaConf's errors name their key; an unknown error (a bug) is not restated."""
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from coin_lightning.errors import ConfigError, one_line
+
+    cfg = OmegaConf.create({"data": {"path": "???"}})
+    with pytest.raises(MissingMandatoryValue) as missing:
+        _ = cfg.data.path
+    assert one_line(missing.value) == "data.path is required (its value is ???): set data.path=..."
+    wrapped = InstantiationException("Error in call to target 'x.Y':\nTypeError('bad')\nfull_key: trainer")
+    wrapped.__cause__ = TypeError("bad\nsecond line")
+    assert one_line(wrapped) == "trainer: TypeError: bad; second line"
+    user = InstantiationException("Error in call to target 'x.Y'\nfull_key: data")
+    user.__cause__ = ConfigError("data.batch_size=3 must be even")
+    assert one_line(user) == "data.batch_size=3 must be even"
+    assert one_line(FileNotFoundError(2, "No such file or directory", "/x.csv")) == "/x.csv: No such file or directory"
+    assert one_line(KeyError("x")) is None and one_line(ZeroDivisionError()) is None
 
 
 def test_verbose_keeps_the_traceback(tmp_path):

@@ -26,8 +26,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from coin_lightning.data.collate import Collator, EncodedGroup, Encoder
 from coin_lightning.data.grouping import (
-    GROUP_MODES,
-    NEGATIVE_MODES,
     PAIRS_PER_ITEM,
     Group,
     apply_mixture,
@@ -36,19 +34,14 @@ from coin_lightning.data.grouping import (
     split_records,
     validate_records,
 )
-from coin_lightning.data.paths import absolute as _abs
-from coin_lightning.data.paths import check_paths
-from coin_lightning.data.prompts import PROMPT_FORMATS
+from coin_lightning.data.checks import absolute as _abs
+from coin_lightning.data.checks import check_data_values, check_paths
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.samplers import LengthGroupedSampler, _world
-from coin_lightning.data.templates import TEMPLATE_POOLS, TemplateBank, load_template_bank
+from coin_lightning.data.templates import TemplateBank, load_template_bank
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("embedded", "glue", "flan", "coin_csv")
-"""Values of ``data.source``."""
-ON_ERROR = ("raise", "skip")
-"""Values of ``data.on_error``."""
 
 
 class GroupDataset(Dataset):
@@ -157,29 +150,11 @@ class CoinDataModule(L.LightningDataModule):
         data_files: Any = None,
     ):
         super().__init__()
-        checks = [
-            ("source", source, SOURCES),
-            ("group", group, GROUP_MODES),
-            ("prompt_format", prompt_format, PROMPT_FORMATS),
-            ("template_pool", template_pool, TEMPLATE_POOLS),
-            ("negatives", negatives, NEGATIVE_MODES),
-            ("on_error", on_error, ON_ERROR),
-        ]
-        for key, value, allowed in checks:
-            if value not in allowed:
-                raise DataError(f"data.{key}={value!r} is not one of {', '.join(allowed)}")
+        check_data_values(source, group, batch_size, eval_batch_size, prompt_format, template_pool, negatives,
+                          on_error, num_workers, val_size, n_per_task)
+        check_paths(source, root, path, templates)
         ppi = PAIRS_PER_ITEM[group]
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < ppi or value % ppi:
-                raise DataError(
-                    f"data.{key}={value} must be a positive multiple of {ppi}, the pairs per item of "
-                    f"data.group={group} (it counts pairs = examples per micro-batch)"
-                )
-        check_paths(source, root, path, templates)
-        for key, value, low in (("num_workers", num_workers, 0), ("val_size", val_size, 0), ("n_per_task", n_per_task, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DataError(f"data.{key}={value!r} must be an integer >= {low}")
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.source, self.seed, self.group = source, int(seed), group

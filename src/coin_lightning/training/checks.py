@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from coin_lightning.config_types import check_range, check_required
-from coin_lightning.data.paths import check_paths
+from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
 from coin_lightning.model.checks import check_adapter, check_checkpoint, model_args
 from coin_lightning.model.loading import ModelArgs
@@ -69,7 +69,7 @@ def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
 
 def check_train_config(cfg: DictConfig) -> ModelArgs:
     """Check every value of a ``train.yaml`` config that can be checked without loading a model:
-    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), the data's files, ``optimizer.lr``, ``scheduler``, ``warmup_ratio``,
+    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``scheduler``, ``warmup_ratio``,
     ``seed``, ``trainer`` and ``ckpt_path`` (a readable Lightning checkpoint of this LoRA setup).
 
     Returns:
@@ -100,8 +100,8 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     optimizer = cfg.get("optimizer") or {}
     if "lr" in optimizer:
         check_range("optimizer.lr", _number("optimizer.lr", optimizer.lr), low=0, low_open=True)
-    data = cfg.get("data") or {}
-    check_paths(data.get("source", "embedded"), data.get("root"), data.get("path"), data.get("templates", "own"))
+    if cfg.get("data") is not None:
+        check_data_config(cfg.data)
     check_trainer(cfg.trainer, args)
     if args.adapter:
         check_adapter(args.adapter, args, key="model.adapter")

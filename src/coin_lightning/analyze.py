@@ -13,6 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.errors import take_verbose_flag
+import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: records which job directories exist)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
@@ -26,4 +28,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    take_verbose_flag()  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1)
     main()

@@ -26,11 +26,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
+from coin_lightning.errors import print_user_error, take_verbose_flag
 from coin_lightning.eval.comparison import ComparisonError, compare_runs, comparison_markdown, load_runs
 from coin_lightning.eval.plots import comparison_figure, save_png
 from coin_lightning.eval.report import RunDirError
 from coin_lightning.eval.sweep_report import write_sweep
 from coin_lightning.io import write_json, write_text
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (argparse type of ``--bootstrap``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} replicates: give 0 (no intervals) or more")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--param", help="plot accuracy against this swept override key (default for eval.perturb.* sweeps: the one that varies)")
     p.add_argument("--reference", metavar="ARM", help="--sweep: the reference arm, e.g. loss.lambda=0 (default: the first)")
     p.add_argument("--seed-key", default="seed", help="--sweep: the override that numbers the seeds of an arm")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+    p.add_argument("--bootstrap", type=_count, default=1000, metavar="B",
                    help="paired bootstrap replicates for 95%% intervals of every delta (rows and instructions "
                    "resampled, and seeds with --sweep); 0 = none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
@@ -53,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; return the exit status (0 ok, 2 bad input)."""
-    args = parse_args(argv)
+    args = parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     out = Path(args.out or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     console = Console()
     try:
@@ -67,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)
             save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
-    except (ComparisonError, RunDirError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        return print_user_error(exc)
     console.print(Markdown(text))
     console.print(f"[bold]Outputs:[/bold] {out}")
     return 0

@@ -1,4 +1,5 @@
-"""The CoIN objective as pure tensor functions: pooling, symmetric InfoNCE, the cap rule, response CE.
+"""The CoIN objective as pure tensor functions: pooling, symmetric InfoNCE, the cap rule, response CE;
+and its config, :class:`LossArgs` (the ``loss`` group), checked before any model loads.
 
 References: Yan et al., "Contrastive Instruction Tuning", Findings of ACL 2024 (arXiv 2402.11138),
 Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``ContrastiveLlama``:
@@ -6,12 +7,65 @@ Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``Contrasti
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from coin_lightning.config_types import check_types
+from coin_lightning.errors import ConfigError
+
 POOLING_METHODS = ("last", "mean", "last_prompt")
+
+
+@dataclass
+class LossArgs:
+    """The ``loss`` config group (``conf/loss/*.yaml``); defaults are the paper's (Sec. 4.1)."""
+
+    lambda_: float = 1000.0
+    """Weight of the contrastive term (config key ``loss.lambda``); 0 = continual instruction tuning."""
+    temperature: float = 0.05
+    """InfoNCE temperature tau (> 0)."""
+    cap_to_generation: bool = True
+    """Rescale ``lambda * L_ctr`` to the generation loss when larger (reference ``scale_contrastive_loss``)."""
+    pooling: str = "last"
+    """``last`` (paper), ``mean`` or ``last_prompt``; see :func:`coin_lightning.losses.pool_hidden`."""
+    hidden_layer: int = -1
+    """-1 = the final (normed) hidden state as in the reference; else ``hidden_states[i]`` (0 = embeddings)."""
+    gather_across_ranks: bool = False
+    """Under DDP, gather pooled states from all ranks (with gradients) so all ranks' items are negatives."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "LossArgs":
+        """Build and validate from a Hydra node or dict (key ``lambda`` maps to ``lambda_``).
+
+        Raises:
+            ConfigError: unknown key, a value of the wrong type, ``loss.lambda`` not a finite
+                number >= 0, ``loss.temperature`` not a finite number > 0, or unknown pooling.
+        """
+        if isinstance(cfg, LossArgs):
+            args = cfg
+        else:
+            if not isinstance(cfg, dict):
+                from omegaconf import OmegaConf
+
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+            cfg = {("lambda_" if k == "lambda" else k): v for k, v in cfg.items() if k != "_target_"}
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(cfg) - known)
+            if unknown:
+                raise ConfigError(f"loss: unknown key(s) {unknown}")
+            args = cls(**cfg)
+        check_types(args, "loss")
+        if not (args.lambda_ >= 0 and math.isfinite(args.lambda_)):
+            raise ConfigError(f"loss.lambda must be a finite number >= 0, got {args.lambda_}")
+        if not (args.temperature > 0 and math.isfinite(args.temperature)):
+            raise ConfigError(f"loss.temperature must be a finite number > 0, got {args.temperature}")
+        if args.pooling not in POOLING_METHODS:
+            raise ConfigError(f"loss.pooling={args.pooling!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
+        return args
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,10 @@ Examples::
     python -m coin_lightning.train                                  # embedded model + data, CPU
     python -m coin_lightning.train model=alpaca trainer=gpu experiment=coin_alpaca
     python -m coin_lightning.train -m loss.lambda=0,100,1000 seed=1,2,3   # one job (and dir) each
+    python -m coin_lightning.train --verbose ...                    # full tracebacks (or HYDRA_FULL_ERROR=1)
+
+Bad input stops the job with ``error: <one line>`` naming the key, file or row, before any model loads
+where the input can be checked without one.
 """
 from __future__ import annotations
 
@@ -12,11 +16,17 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.errors import reported, take_verbose_flag
+from coin_lightning.outputs import JobDir  # imported before Hydra runs: records which job directories exist
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs one job and returns its final ``val/loss`` (for sweepers)."""
+    from coin_lightning.training.checks import check_train_config
+
+    with reported(on_failure=JobDir(cfg.output_dir).discard):
+        check_train_config(cfg)  # before Lightning and peft are imported: config errors fail in seconds
     from coin_lightning.training.run import train
 
     summary = train(cfg)
@@ -24,4 +34,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    take_verbose_flag()  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1)
     main()

@@ -22,13 +22,15 @@ def compose(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str 
     """Compose ``<config_dir>/<config_name>.yaml`` with overrides (no Hydra run directory).
 
     Raises:
-        FileNotFoundError: the config file does not exist.
+        ConfigError: the config file does not exist.
     """
     from hydra import compose as hydra_compose
+
+    from coin_lightning.errors import ConfigError
     from hydra import initialize_config_dir
 
     if not (config_dir / f"{config_name}.yaml").is_file():
-        raise FileNotFoundError(f"{config_dir / config_name}.yaml not found; pass --config-dir")
+        raise ConfigError(f"{config_dir / config_name}.yaml not found; pass --config-dir")
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
         return hydra_compose(config_name=config_name, overrides=overrides)
 
@@ -95,18 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"Hydra config directory (default {CONF_DIR})")
     parser.add_argument("--config-name", default="train", help="primary config (default train)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=glue data.root=../shared/data/glue")
-    args = parser.parse_intermixed_args(argv)
+    from coin_lightning.errors import print_user_error, take_verbose_flag
+
+    args = parser.parse_intermixed_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from hydra.errors import HydraException
-
-    from coin_lightning.data.records import DataError
-
     try:
         cfg = compose(args.overrides, args.config_dir, args.config_name)
         show(cfg, args.n, args.tokenize)
-    except (DataError, FileNotFoundError, HydraException) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        return print_user_error(exc)
     return 0
 
 

@@ -26,8 +26,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from coin_lightning.data.collate import Collator, EncodedGroup, Encoder
 from coin_lightning.data.grouping import (
-    GROUP_MODES,
-    NEGATIVE_MODES,
     PAIRS_PER_ITEM,
     Group,
     apply_mixture,
@@ -36,17 +34,14 @@ from coin_lightning.data.grouping import (
     split_records,
     validate_records,
 )
-from coin_lightning.data.prompts import PROMPT_FORMATS
+from coin_lightning.data.checks import absolute as _abs
+from coin_lightning.data.checks import check_data_values, check_paths
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.samplers import check_order, train_sampler
-from coin_lightning.data.templates import TEMPLATE_POOLS, TemplateBank, load_template_bank
+from coin_lightning.data.templates import TemplateBank, load_template_bank
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("embedded", "glue", "flan", "coin_csv")
-"""Values of ``data.source``."""
-ON_ERROR = ("raise", "skip")
-"""Values of ``data.on_error``."""
 
 
 class GroupDataset(Dataset):
@@ -73,19 +68,6 @@ class GroupDataset(Dataset):
         if self.encoded is None:
             raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
         return [g.max_len for g in self.encoded]
-
-
-def _abs(path: str | None) -> str | None:
-    """Absolute, normalised path; relative paths are taken from Hydra's original working directory."""
-    if path is None:
-        return None
-    try:
-        from hydra.utils import to_absolute_path
-
-        path = to_absolute_path(str(path))
-    except Exception:  # hydra missing or not usable: relative to the working directory
-        path = str(Path(path).absolute())
-    return os.path.normpath(path)
 
 
 def _plain(value: Any) -> Any:
@@ -174,28 +156,12 @@ class CoinDataModule(L.LightningDataModule):
         append_eos: bool = True,
     ):
         super().__init__()
-        checks = [
-            ("source", source, SOURCES),
-            ("group", group, GROUP_MODES),
-            ("prompt_format", prompt_format, PROMPT_FORMATS),
-            ("template_pool", template_pool, TEMPLATE_POOLS),
-            ("negatives", negatives, NEGATIVE_MODES),
-            ("on_error", on_error, ON_ERROR),
-        ]
-        for key, value, allowed in checks:
-            if value not in allowed:
-                raise DataError(f"data.{key}={value!r} is not one of {', '.join(allowed)}")
+        check_data_values(source, group, batch_size, eval_batch_size, prompt_format, template_pool, negatives,
+                          on_error, num_workers, val_size, n_per_task)
+        check_paths(source, root, path, templates)
         ppi = PAIRS_PER_ITEM[group]
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < ppi or value % ppi:
-                raise DataError(
-                    f"data.{key}={value} must be a positive multiple of {ppi}, the pairs per item of "
-                    f"data.group={group} (it counts pairs = examples per micro-batch)"
-                )
         check_order(order, group_by_length)
-        if source == "coin_csv" and not path:
-            raise DataError("data.source=coin_csv needs data.path (the CoIN CSV file)")
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.source, self.seed, self.group = source, int(seed), group
@@ -253,17 +219,17 @@ class CoinDataModule(L.LightningDataModule):
         """Download hub data into the ``datasets`` cache (rank 0 only; local sources do nothing)."""
         if self.root is not None or self.source in ("embedded", "coin_csv"):
             return
-        import datasets
+        from coin_lightning.data.sources.hub import load_hub_dataset
 
         if self.source == "glue":
             from coin_lightning.data.sources.glue import GLUE_TASKS
 
             for task in self.tasks or GLUE_TASKS:
-                datasets.load_dataset("nyu-mll/glue", task, split=self.split)
+                load_hub_dataset("nyu-mll/glue", task, split=self.split)
         else:
             from coin_lightning.data.sources.flan import FLAN_HUB_ID
 
-            datasets.load_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
+            load_hub_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

@@ -192,6 +192,28 @@ def apply_mixture(
     return out
 
 
+def _check_inputs_used(record: Record, bank: TemplateBank, indices: Iterable[int]) -> None:
+    """Refuse a template that uses none of the task's input fields, on either side: its prompts would
+    carry no input at all (only the instruction), and the model would learn answers without the
+    question. (FLAN's inverse templates, which ask for the input given the answer, use the fields in
+    their target and pass.)
+
+    Raises:
+        DataError: names the template bank, the template and the fields it should use.
+    """
+    if not record.fields:
+        return
+    key = bank.aliases.get(record.task, record.task)
+    names = set(record.fields) | {ph for ph, fld in bank.field_maps.get(key, {}).items() if fld in record.fields}
+    templates = bank.for_task(record.task)
+    for i in indices:
+        if not names & templates[i].placeholders:
+            raise DataError(
+                f"template bank {bank.name!r}: template {templates[i].name} of task {record.task!r} uses none of the "
+                f"task's input fields ({', '.join(sorted(record.fields))}); its prompts would have no input"
+            )
+
+
 def validate_records(
     records: Iterable[Record], bank: TemplateBank, pool: str = "main", on_error: str = "raise", stats: dict | None = None
 ) -> list[Record]:
@@ -204,11 +226,14 @@ def validate_records(
         on_error: ``raise`` or ``skip``; skipped records are counted in ``stats["skipped"]``.
 
     Raises:
-        DataError: unknown task, a task with fewer than two paraphrasing templates, a missing
-            placeholder, a bad label or an empty target (names file and row) unless skipped.
+        DataError: unknown task, a task with fewer than two paraphrasing templates, a template
+            that uses none of the task's input fields (always raised: the bank is at fault, not a
+            row), a missing placeholder, a bad label or an empty target (names file and row) unless
+            skipped.
     """
     stats = {} if stats is None else stats
     sets_cache: dict[str, list[int]] = {}
+    inputs_checked: set[str] = set()
     out = []
     for r in records:
         try:
@@ -226,6 +251,9 @@ def validate_records(
                 raise
             stats["skipped"] = stats.get("skipped", 0) + 1
             continue
+        if r.task not in inputs_checked:  # outside the try: the bank is at fault, on_error=skip does not apply
+            _check_inputs_used(r, bank, sets_cache[r.task])
+            inputs_checked.add(r.task)
         out.append(r)
     return out
 

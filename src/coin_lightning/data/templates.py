@@ -372,7 +372,8 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
     from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
     from coin_lightning.data.sources.glue import LABEL_WORDS
 
-    paths = [Path(p) for p in (own_template_files() if paths is None else paths)]
+    shipped = paths is None
+    paths = [Path(p) for p in (own_template_files() if shipped else paths)]
     if not paths:
         raise DataError(f"no template files in {OWN_TEMPLATE_DIR}")
     templates: dict[str, tuple[Template, ...]] = {}
@@ -400,7 +401,7 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
             templates[task] = _dedupe(task, pairs, "own")
     options = {t: tuple(w) for t, w in LABEL_WORDS.items()}
     options.update({t: spec.options for t, spec in EMBEDDED_TASKS.items() if spec.options})
-    return TemplateBank(templates, options=options, name="own")
+    return TemplateBank(templates, options=options, name="own" if shipped else ", ".join(str(p) for p in paths))
 
 
 def load_template_bank(spec: str | Path) -> TemplateBank:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markdown import Markdown
 
-from coin_lightning.data.records import DataError
+from coin_lightning.errors import exit_if_user_error
 from coin_lightning.eval.distributed import (
     ProcessesLost,
     ShardedPredictor,
@@ -19,30 +18,57 @@ from coin_lightning.eval.distributed import (
     prepare_model,
     trainer_fields,
 )
-from coin_lightning.eval.instructions import InstructionError
 from coin_lightning.eval.logs import instantiate_loggers, resolved_config
 from coin_lightning.eval.metrics import fingerprint
 from coin_lightning.eval.parts import PARTS_DIR, Parts, part_key
-from coin_lightning.eval.perturb.word import WordNetMissing
 from coin_lightning.eval.predict import Predictor
-from coin_lightning.eval.report import FILES, RunDirError
+from coin_lightning.eval.report import FILES
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
-from coin_lightning.model.loading import ModelLoadError
 from coin_lightning.model.lora import load_for_inference
+from coin_lightning.outputs import JobDir
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
 
-USER_ERRORS = (EvalConfigError, InstructionError, DataError, ModelLoadError, RunDirError, WordNetMissing)
-"""Errors caused by the configuration or the input: reported in one line, without a traceback."""
+def check_inputs(cfg: DictConfig) -> None:
+    """Check, before the model loads: required values (``???``), ``prompt_format``, ``model`` and ``adapter``.
+
+    Raises:
+        ConfigError, EvalConfigError, ModelLoadError: one line naming the key.
+    """
+    from coin_lightning.config_types import check_required
+    from coin_lightning.data.prompts import PROMPT_FORMATS
+    from coin_lightning.model.checks import check_adapter, model_args
+
+    check_required(cfg)
+    if cfg.prompt_format not in PROMPT_FORMATS:
+        raise EvalConfigError(f"prompt_format={cfg.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    args = model_args(cfg.model)
+    for key, path in (("model.adapter", args.adapter), ("adapter", cfg.adapter)):
+        if path:
+            check_adapter(str(path), args, key=key)
 
 
-def _remove_empty_run_dir(out: Path) -> None:
-    """Delete a job directory that holds nothing but Hydra's records (``.hydra``, ``*.log``)."""
-    if out.is_dir() and out.resolve() != Path.cwd().resolve():
-        if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
+def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
+    """Check the ``analyze`` keys before any representation is computed.
+
+    Raises:
+        EvalConfigError: unknown ``analyze.projection`` (or ``umap`` without umap-learn installed),
+            ``analyze.rows`` < 2, or ``eval.levels`` without ``clean`` (the reference of every pair).
+    """
+    import importlib.util
+
+    from coin_lightning.eval.representations import PROJECTIONS
+
+    if node.projection not in PROJECTIONS:
+        raise EvalConfigError(f"analyze.projection={node.projection!r} is not one of {', '.join(PROJECTIONS)}")
+    if node.projection == "umap" and importlib.util.find_spec("umap") is None:
+        raise EvalConfigError("analyze.projection=umap needs umap-learn (pip install umap-learn), or set analyze.projection=pca")
+    if not isinstance(node.rows, int) or isinstance(node.rows, bool) or node.rows < 2:
+        raise EvalConfigError(f"analyze.rows={node.rows!r} must be an integer >= 2")
+    if "clean" not in settings.levels:
+        raise EvalConfigError("analyze compares each perturbed instruction with its clean one: keep clean in eval.levels")
 
 
 def _fabric(cfg: DictConfig):
@@ -81,9 +107,10 @@ def evaluate(cfg: DictConfig) -> dict:
             as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
-    started, rank0 = False, True
+    job_dir, started, rank0 = JobDir(out), False, True
     try:
         settings = EvalSettings.from_config(cfg.eval)
+        check_inputs(cfg)
         fabric = _fabric(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
@@ -104,10 +131,6 @@ def evaluate(cfg: DictConfig) -> dict:
             Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
             Console().print(f"[bold]Outputs:[/bold] {out}")
         return metrics
-    except USER_ERRORS as exc:
-        if not started:
-            _remove_empty_run_dir(out)
-        raise SystemExit(f"error: {exc}") from None
     except (KeyboardInterrupt, ProcessesLost) as exc:
         if not rank0:  # rank 0 reports the interruption
             raise SystemExit(f"error: {exc}" if isinstance(exc, ProcessesLost) else 1) from None
@@ -115,6 +138,10 @@ def evaluate(cfg: DictConfig) -> dict:
         reason = f"stopped: {exc}" if isinstance(exc, ProcessesLost) else "interrupted"
         raise SystemExit(f"{reason}: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
                          f"hydra.run.dir={out} and the same settings to resume") from None
+    except Exception as exc:
+        if not started:
+            job_dir.discard()
+        exit_if_user_error(exc)
     finally:
         finish_wandb()
 
@@ -133,23 +160,18 @@ def analyze(cfg: DictConfig) -> dict:
     """
     from coin_lightning.eval.plots import save_png
     from coin_lightning.eval.report import markdown_table
-    from coin_lightning.eval.representations import (
-        PROJECTIONS,
-        collect_states,
-        representation_figure,
-        similarity_summary,
-    )
+    from coin_lightning.eval.representations import collect_states, representation_figure, similarity_summary
     from coin_lightning.io import write_json, write_text
 
     out = Path(cfg.output_dir)
-    started = False
+    job_dir, started = JobDir(out), False
     try:
         settings = EvalSettings.from_config(cfg.eval)
         if settings.perturb_mode != "generated":
             raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
+        check_inputs(cfg)
         a = cfg.analyze
-        if a.projection not in PROJECTIONS:
-            raise EvalConfigError(f"analyze.projection={a.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        check_analyze(a, settings)
         fabric = _fabric(cfg)
         tasks = load_tasks(settings, cfg.data.root)
         iset = build_instruction_set(settings, [t.name for t in tasks])
@@ -163,18 +185,20 @@ def analyze(cfg: DictConfig) -> dict:
                           "instruction_index": a.instruction_index, "projection": a.projection,
                           "tasks": [t.name for t in tasks], "instructions": iset.source}
         figure = representation_figure(states, a.projection, int(a.seed))
-        write_json(out / "analysis.json", summary)
         body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
         text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
                 "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
         write_text(out / "analysis.md", text)
         save_png(figure, out / "representations.png")
+        write_json(out / "analysis.json", summary)  # last: an analysis.json always has its plot
         Console().print(Markdown(text))
         Console().print(f"[bold]Outputs:[/bold] {out}")
         return summary
-    except (*USER_ERRORS, ValueError, ProcessesLost) as exc:
-        if not started:
-            _remove_empty_run_dir(out)
+    except ProcessesLost as exc:
         raise SystemExit(f"error: {exc}") from None
     except KeyboardInterrupt:
         raise SystemExit("interrupted: the analysis writes its files at the end; nothing was written") from None
+    except Exception as exc:
+        if not started:
+            job_dir.discard()
+        exit_if_user_error(exc)

@@ -12,11 +12,12 @@ from typing import Sequence
 
 import yaml
 
+from coin_lightning.errors import UserError
 from coin_lightning.eval.bootstrap import paired_bootstrap, read_predictions
 from coin_lightning.eval.report import RunDirError, markdown_table, pct, read_metrics
 
 
-class ComparisonError(ValueError):
+class ComparisonError(UserError, ValueError):
     """Runs that cannot be compared (different rows or instructions, or no varying sweep parameter)."""
 
 

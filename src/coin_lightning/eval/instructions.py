@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import yaml
 
 from coin_lightning.data.sources.glue import GLUE_TASKS, LABEL_WORDS
+from coin_lightning.errors import UserError
 from coin_lightning.eval.perturb import apply, instruction_rng
 from coin_lightning.eval.perturb.config import PerturbConfig
 from coin_lightning.eval.perturb.levels import GENERATED, LEVEL_OF, LEVELS, check_level_map
@@ -39,7 +40,7 @@ DEFAULT_INSTRUCTIONS = "resources/instructions/default.yaml"
 """The project's hand-written instructions, relative to the ``coin_lightning`` package."""
 
 
-class InstructionError(ValueError):
+class InstructionError(UserError, ValueError):
     """Bad instruction set or file; the message names the file and the key at fault."""
 
 

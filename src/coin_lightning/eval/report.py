@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from coin_lightning.errors import UserError
 from coin_lightning.io import write_json, write_jsonl, write_text
 
 FILES = {
@@ -26,7 +27,7 @@ FILES = {
 """Output file names inside a run directory."""
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """A run directory without (readable) evaluation results."""
 
 

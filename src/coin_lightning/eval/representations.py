@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from coin_lightning.eval.instructions import InstructionSet
 from coin_lightning.eval.predict import Predictor
+from coin_lightning.eval.settings import EvalConfigError
 from coin_lightning.eval.tasks import EvalTask
 
 PROJECTIONS = ("umap", "pca")
@@ -32,12 +33,12 @@ def project(x: np.ndarray, method: str = "umap", seed: int = 0, n_neighbors: int
     """Project ``[M, H]`` vectors to ``[M, 2]`` with UMAP (umap-learn) or PCA (scikit-learn).
 
     Raises:
-        ValueError: unknown method, or fewer than 3 vectors.
+        EvalConfigError (a ValueError): unknown method, or fewer than 3 vectors.
     """
     if method not in PROJECTIONS:
-        raise ValueError(f"analyze.projection={method!r}; choose one of {', '.join(PROJECTIONS)}")
+        raise EvalConfigError(f"analyze.projection={method!r}; choose one of {', '.join(PROJECTIONS)}")
     if len(x) < 3:
-        raise ValueError(f"need at least 3 hidden states to project, got {len(x)}")
+        raise EvalConfigError(f"need at least 3 hidden states to project, got {len(x)}")
     if method == "pca":
         from sklearn.decomposition import PCA
 
@@ -74,11 +75,11 @@ def similarity_summary(states: Sequence[dict]) -> dict:
         "per_task": {task: {level: float}}, "n_pairs": int}``.
 
     Raises:
-        ValueError: no clean states, or no perturbed state with a clean partner.
+        EvalConfigError (a ValueError): no clean states, or no perturbed state with a clean partner.
     """
     clean = {(s["task"], s["index"]): s["states"] for s in states if s["perturbation"] == "clean"}
     if not clean:
-        raise ValueError("representation analysis needs the clean instructions (keep 'clean' in eval.levels)")
+        raise EvalConfigError("representation analysis needs the clean instructions (keep 'clean' in eval.levels)")
     by_level, by_pert, by_task = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
     everything = []
     for s in states:
@@ -91,7 +92,7 @@ def similarity_summary(states: Sequence[dict]) -> dict:
         by_task[s["task"]][s["level"]] += sims
         everything += sims
     if not everything:
-        raise ValueError("no perturbed instruction has a clean partner (same task and index)")
+        raise EvalConfigError("no perturbed instruction has a clean partner (same task and index)")
 
     def mean(xs):
         return float(sum(xs) / len(xs))

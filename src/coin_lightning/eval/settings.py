@@ -5,7 +5,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from coin_lightning.config_types import check_types
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
+from coin_lightning.errors import UserError
 from coin_lightning.eval.perturb.levels import LEVELS
 from coin_lightning.eval.predict import METHODS
 from coin_lightning.eval.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
@@ -20,7 +22,7 @@ PERTURB_MODES = ("generated", "adversarial")
 """Values of ``eval.perturb_mode``."""
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(UserError, ValueError):
     """A bad ``eval.*`` setting; the message names the key."""
 
 
@@ -70,7 +72,8 @@ class EvalSettings:
         """Build from the ``eval`` node (DictConfig or mapping).
 
         Raises:
-            EvalConfigError: unknown key, method, mode or level, or a non-positive size.
+            EvalConfigError: unknown key, a value of the wrong type, unknown method, mode or level,
+                no level, or a non-positive size.
         """
         from omegaconf import DictConfig, OmegaConf
 
@@ -85,6 +88,9 @@ class EvalSettings:
             s.tasks = dedup_aliases(s.tasks)
         if isinstance(s.levels, str):
             s.levels = [s.levels]
+        check_types(s, "eval", EvalConfigError)
+        if not s.levels:
+            raise EvalConfigError("eval.levels is empty; give at least one of " + ", ".join(LEVELS))
         for lv in s.levels:
             if lv not in LEVELS:
                 raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from coin_lightning.errors import UserError
 from coin_lightning.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model or tokenizer could not be loaded; the message names the config key and the path."""
 
 
@@ -318,7 +319,8 @@ def load_adapter(
             ``model.cache_dir``) for a hub id; unused for a directory.
 
     Raises:
-        ModelLoadError: the directory has no adapter, or the hub id cannot be loaded.
+        ModelLoadError: the directory has no adapter, the hub id cannot be loaded, or its tensors have
+            other shapes than the model's.
     """
     from peft import PeftModel
 
@@ -329,3 +331,7 @@ def load_adapter(
         return PeftModel.from_pretrained(model, str(path), is_trainable=trainable, **hub_kwargs(revision, cache_dir))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_not_found(str(path), exc, revision).replace("model.name_or_path", "adapter")) from None
+    except RuntimeError as exc:  # load_state_dict: tensors of another shape (another base model)
+        if "size mismatch" not in str(exc):
+            raise
+        raise ModelLoadError(f"adapter={str(path)!r}: its weights do not fit this base model (trained on another one?)") from None

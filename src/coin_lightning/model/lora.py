@@ -25,7 +25,8 @@ def apply_lora(model, cfg: Any):
     autograd functions on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`).
 
     Raises:
-        coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, or
+        coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, peft
+            refuses the ``model.lora`` settings (e.g. target modules the model lacks), or
             ``packed_sequences`` with an attention implementation other than ``sdpa``.
     """
     args = ModelArgs.from_config(cfg)
@@ -58,7 +59,11 @@ def _wrap(model, args: ModelArgs):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. target modules the model does not have
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"model.lora: {first}") from None
 
 
 def load_for_inference(cfg: Any, adapter: str | None = None):

@@ -7,71 +7,22 @@ through the model as one batch and the LM head runs only on response positions.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import lightning as L
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from coin_lightning.losses import (
-    POOLING_METHODS,
+from coin_lightning.errors import ConfigError
+from coin_lightning.losses import (  # LossArgs is re-exported: the loss config of CoinModule
+    LossArgs,
     cap_to_generation,
     info_nce,
     pool_hidden,
     response_cross_entropies,
 )
 from coin_lightning.model import packing
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key."""
-
-
-@dataclass
-class LossArgs:
-    """The ``loss`` config group (``conf/loss/*.yaml``); defaults are the paper's (Sec. 4.1)."""
-
-    lambda_: float = 1000.0
-    """Weight of the contrastive term (config key ``loss.lambda``); 0 = continual instruction tuning."""
-    temperature: float = 0.05
-    """InfoNCE temperature tau (> 0)."""
-    cap_to_generation: bool = True
-    """Rescale ``lambda * L_ctr`` to the generation loss when larger (reference ``scale_contrastive_loss``)."""
-    pooling: str = "last"
-    """``last`` (paper), ``mean`` or ``last_prompt``; see :func:`coin_lightning.losses.pool_hidden`."""
-    hidden_layer: int = -1
-    """-1 = the final (normed) hidden state as in the reference; else ``hidden_states[i]`` (0 = embeddings)."""
-    gather_across_ranks: bool = False
-    """Under DDP, gather pooled states from all ranks (with gradients) so all ranks' items are negatives."""
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "LossArgs":
-        """Build and validate from a Hydra node or dict (key ``lambda`` maps to ``lambda_``).
-
-        Raises:
-            ConfigError: unknown key, ``loss.lambda < 0``, ``loss.temperature <= 0`` or unknown pooling.
-        """
-        if isinstance(cfg, LossArgs):
-            args = cfg
-        else:
-            if not isinstance(cfg, dict):
-                from omegaconf import OmegaConf
-
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-            cfg = {("lambda_" if k == "lambda" else k): v for k, v in cfg.items() if k != "_target_"}
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(cfg) - known)
-            if unknown:
-                raise ConfigError(f"loss: unknown key(s) {unknown}")
-            args = cls(**cfg)
-        if args.lambda_ < 0:
-            raise ConfigError(f"loss.lambda must be >= 0, got {args.lambda_}")
-        if args.temperature <= 0:
-            raise ConfigError(f"loss.temperature must be > 0, got {args.temperature}")
-        if args.pooling not in POOLING_METHODS:
-            raise ConfigError(f"loss.pooling={args.pooling!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
-        return args
 
 
 @dataclass

@@ -2,28 +2,25 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from coin_lightning.data.records import DataError
+from coin_lightning.errors import reported
 from coin_lightning.io import write_json
-from coin_lightning.model.loading import ModelLoadError, load_model
+from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
-from coin_lightning.model.module import CoinModule, ConfigError, LossArgs
+from coin_lightning.model.module import CoinModule
+from coin_lightning.outputs import JobDir
+from coin_lightning.training.checks import check_train_config, fit_val_check_interval
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
-
-USER_ERRORS = (ConfigError, ModelLoadError, DataError)
-"""Errors caused by the configuration or the input data: reported in one line, no traceback."""
 
 
 def _instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -36,15 +33,28 @@ def _instantiate_group(node: DictConfig | None) -> list[Any]:
 def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
     """Instantiate the LightningModule, DataModule and Trainer of a composed ``train.yaml`` config.
 
+    Everything that can be checked without the model is checked first, in this order: the config
+    values and ``ckpt_path`` (:func:`coin_lightning.training.checks.check_train_config`), the data
+    (read, validated and grouped without a tokenizer), the trainer (accelerator and launch), then the
+    tokenizer encodes the data; the model weights load last. Every process checks its own
+    config and data before Lightning starts any other rank.
+
     Raises:
         ConfigError, ModelLoadError, DataError: bad configuration or data (one-line messages).
     """
-    LossArgs.from_config(cfg.loss)  # validate cheap things before loading a model
+    check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    base, tokenizer = load_model(cfg.model)
+    datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
+    datamodule.setup("fit")  # read and validate the data before any model loads
+    trainer = instantiate(
+        cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
+    )
+    check_launch(trainer)
+    fit_val_check_interval(trainer, datamodule)
+    datamodule.tokenizer = load_tokenizer(cfg.model)
+    datamodule.setup("fit")  # tokenize (setup is idempotent otherwise)
+    base, _ = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
-    datamodule.setup("fit")  # surface data errors before anything is written (setup is idempotent)
     module = CoinModule(
         model,
         loss=cfg.loss,
@@ -52,10 +62,6 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
         warmup_ratio=cfg.warmup_ratio,
         scheduler=cfg.scheduler,
     )
-    trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
-    )
-    check_launch(trainer)
     return module, datamodule, trainer
 
 
@@ -106,29 +112,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         The summary dict (global step, wall time, final metrics, written paths, data statistics).
 
     Raises:
-        SystemExit: with a one-line message for configuration and data errors; the job's output
-            directory is removed when the error happens before training starts, so no
-            half-written run is left behind.
+        SystemExit: with a one-line message for configuration and data errors
+            (:func:`coin_lightning.errors.reported`). When the error happens before training starts,
+            only what this job wrote is removed (:meth:`coin_lightning.outputs.JobDir.discard`): an
+            existing directory and every file that was in it stay.
     """
-    out = Path(cfg.output_dir)
+    job_dir = JobDir(cfg.output_dir)
     started = False
+
+    def discard_if_not_started() -> None:
+        if not started:
+            job_dir.discard()
+
     t0 = time.perf_counter()
     try:
-        module, datamodule, trainer = build(cfg)
-        started = True
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
-        if trainer.is_global_zero:
-            write_json(out / "summary.json", summary)
-            _print_summary(summary)
-        return summary
-    except (*USER_ERRORS, InstantiationException) as exc:
-        cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
-        if not isinstance(cause, USER_ERRORS):
-            raise
-        exc = cause
-        if not started:
-            shutil.rmtree(out, ignore_errors=True)
-        raise SystemExit(f"error: {exc}") from None
+        with reported(on_failure=discard_if_not_started):
+            module, datamodule, trainer = build(cfg)
+            started = True
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
+            if trainer.is_global_zero:
+                write_json(job_dir.path / "summary.json", summary)
+                _print_summary(summary)
+            return summary
     finally:
         finish_wandb()

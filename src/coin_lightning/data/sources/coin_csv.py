@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from coin_lightning.data.records import DataError, Record
 
 COIN_CSV_COLUMNS = ("original_instruction", "paraphrased_instruction", "targets", "task_name", "keyword_data")
 """Columns the loader needs."""
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+"""Lone surrogates: bytes that were not UTF-8, as ``errors="surrogateescape"`` decodes them."""
 
 
 def _parse_keywords(text: str) -> dict | None:
@@ -37,9 +41,10 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
 
     Args:
         path: the CSV file.
-        on_error: ``raise`` or ``skip``. A bad row (empty instruction or target, empty task name) or a
-            pair whose rows name different tasks spoils its pair: with ``skip`` the whole pair is
-            dropped, so pairing never shifts; a trailing row without partner likewise.
+        on_error: ``raise`` or ``skip``. A bad row (empty instruction or target, empty task name,
+            bytes that are not UTF-8) or a pair whose rows name different tasks spoils its pair:
+            with ``skip`` the whole pair is dropped, so pairing never shifts; a trailing row
+            without partner likewise.
         stats: if given, ``stats["skipped"]`` is incremented by the number of rows dropped and
             ``stats["keyword_data_unparsed"]`` counts rows whose ``keyword_data`` is no dict literal
             (kept, with empty fields: the rendered texts are what trains).
@@ -58,8 +63,11 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     stats = {} if stats is None else stats
     rows: list[Record | str] = []  # a Record, or the error message of a bad row
-    with path.open(newline="", encoding="utf-8") as fh:
+    # Undecodable bytes become lone surrogates (surrogateescape), so the row holding them is named.
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
+        if any(_UNDECODABLE.search(c) for c in reader.fieldnames or []):
+            raise DataError(f"{path}:1: the header is not UTF-8 text")
         missing = [c for c in COIN_CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or [])})")
@@ -71,6 +79,9 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
             bad = [c for c in ("original_instruction", "paraphrased_instruction", "targets", "task_name") if not (row.get(c) or "").strip()]
             if None in row:
                 rows.append(f"{where}: more values than columns")
+                continue
+            if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str)):
+                rows.append(f"{where}: not UTF-8 text")
                 continue
             if bad:
                 rows.append(f"{where}: empty {', '.join(bad)}")

@@ -49,9 +49,9 @@ def flan_task_key(name: str, bank: TemplateBank) -> str | None:
 
 def _rows(root: str | Path | None, split: str, on_error: str, hub_id: str, data_files) -> Iterator[tuple[str, int, dict]]:
     if root is None:
-        import datasets
+        from coin_lightning.data.sources.hub import load_hub_dataset
 
-        ds = datasets.load_dataset(hub_id, split=split, data_files=data_files)
+        ds = load_hub_dataset(hub_id, split=split, data_files=data_files)
         origin = f"{hub_id}:{split}"
         for i, row in enumerate(ds, 1):
             yield origin, i, row

@@ -93,7 +93,8 @@ def load_glue(
         task: one of :data:`GLUE_TASKS`.
         split: ``train``, ``validation``, ``validation_matched``, ``validation_mismatched`` (mnli), ...
         root: local directory with ``<task>/<split>.jsonl``; ``None`` loads ``nyu-mll/glue`` from the hub
-            with ``datasets.load_dataset``.
+            with ``datasets.load_dataset`` (at once a ``DataError`` naming ``data.root`` when the hub
+            is unreachable and nothing is cached: :func:`coin_lightning.data.sources.hub.load_hub_dataset`).
         on_error: ``"raise"`` or ``"skip"`` for malformed rows (missing field, bad label).
         stats: if given, ``stats["skipped"]`` is incremented for each row skipped here (rows that are
             not JSON are counted by ``read_jsonl.skipped``).
@@ -109,9 +110,9 @@ def load_glue(
     if task not in GLUE_FIELDS:
         raise DataError(f"unknown GLUE task {task!r}; known: {', '.join(GLUE_TASKS)}")
     if root is None:
-        import datasets
+        from coin_lightning.data.sources.hub import load_hub_dataset
 
-        rows = enumerate(datasets.load_dataset("nyu-mll/glue", task, split=split), 1)
+        rows = enumerate(load_hub_dataset("nyu-mll/glue", task, split=split), 1)
         origin = f"nyu-mll/glue:{task}:{split}"
     else:
         origin = str(Path(root) / task / f"{split}.jsonl")

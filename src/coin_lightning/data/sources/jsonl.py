@@ -17,23 +17,27 @@ def read_jsonl(path: str | Path, on_error: str = "raise") -> Iterator[tuple[int,
             ``read_jsonl.skipped[path]``.
 
     Raises:
-        DataError: the file is missing, or a line is not a JSON object (names file and line).
+        DataError: the file is missing, or a line is not UTF-8 text or not a JSON object (names
+            file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
                     raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            except ValueError as exc:
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 if on_error == "skip":
                     read_jsonl.skipped[str(path)] = read_jsonl.skipped.get(str(path), 0) + 1
                     continue
+                if isinstance(exc, UnicodeDecodeError):
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
                 raise DataError(f"{path}:{lineno}: malformed JSONL row ({exc})") from None
             yield lineno, obj
 

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+from coin_lightning.errors import UserError
 from coin_lightning.eval.perturb.text import edit_words, match_case
 
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
@@ -51,7 +52,7 @@ _LEXNAMES = (
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-class WordNetMissing(RuntimeError):
+class WordNetMissing(UserError, RuntimeError):
     """The WordNet database is not where ``eval.perturb.word.wordnet_dir`` points."""
 
 

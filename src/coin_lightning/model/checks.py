@@ -1,0 +1,205 @@
+"""Checks of the ``model`` config, of adapter directories and of Lightning checkpoints, before any
+model weights load: each problem is one line naming the key or file (a
+:class:`coin_lightning.errors.UserError`).
+
+The checks read only small files: an adapter's ``adapter_config.json`` and the header of its
+``adapter_model.safetensors``; a checkpoint through ``torch.load(weights_only=True, mmap=True)`` (the
+tensors stay on disk); a local model's ``config.json``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from coin_lightning.config_types import check_range, check_types
+from coin_lightning.errors import ConfigError
+from coin_lightning.model.loading import _DTYPES, EMBEDDED, TINY, ModelArgs, ModelLoadError, _embedded_cache
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""Values of ``model.attn_implementation`` transformers accepts."""
+QUANTIZATIONS = (None, "8bit", "4bit")
+"""Values of ``model.quantization``."""
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LORA_KEY = re.compile(r"\.(\w+)\.lora_A(?:\.\w+)?\.weight$")
+
+
+def model_args(cfg: Any, key: str = "model") -> ModelArgs:
+    """Build :class:`ModelArgs` from the ``model`` node and check every value.
+
+    Raises:
+        ConfigError: unknown key, wrong type, LoRA rank < 1, alpha <= 0, dropout outside [0, 1),
+            unknown dtype / attention / quantization, or tiny-LLaMA sizes that do not divide.
+    """
+    try:
+        args = ModelArgs.from_config(cfg)
+    except TypeError as exc:  # an unknown key inside model.lora / model.tiny
+        raise ConfigError(f"{key}: {exc}".replace("__init__() ", "")) from None
+    check_types(args, key)
+    if not args.name_or_path:
+        raise ConfigError(f"{key}.name_or_path is empty")
+    if args.dtype not in _DTYPES:
+        raise ConfigError(f"{key}.dtype={args.dtype!r} is not one of {', '.join(sorted(_DTYPES))}")
+    if args.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"{key}.attn_implementation={args.attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if args.quantization not in QUANTIZATIONS:
+        raise ConfigError(f"{key}.quantization={args.quantization!r} is not one of null, 8bit, 4bit")
+    lora = args.lora
+    check_range(f"{key}.lora.r", lora.r, low=1)
+    check_range(f"{key}.lora.alpha", lora.alpha, low=0, low_open=True)
+    check_range(f"{key}.lora.dropout", lora.dropout, low=0, high=1, high_open=True)
+    tiny = args.tiny
+    for name in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+        check_range(f"{key}.tiny.{name}", getattr(tiny, name), low=1)
+    if tiny.hidden_size % tiny.num_attention_heads or tiny.num_attention_heads % tiny.num_key_value_heads:
+        raise ConfigError(
+            f"{key}.tiny: hidden_size={tiny.hidden_size} must be a multiple of num_attention_heads="
+            f"{tiny.num_attention_heads}, and that a multiple of num_key_value_heads={tiny.num_key_value_heads}"
+        )
+    return args
+
+
+def is_local(path: str) -> bool:
+    """Whether ``path`` names a local file or directory (rather than a hub id such as ``owner/name``)."""
+    return Path(path).expanduser().exists() or not _HUB_ID.match(str(path))
+
+
+def _hidden_size(args: ModelArgs) -> int | None:
+    """The base model's hidden size when it is known without loading weights (tiny, cached, local)."""
+    if args.name_or_path == TINY:
+        return args.tiny.hidden_size
+    folder = _embedded_cache(args.cache_dir) if args.name_or_path == EMBEDDED else Path(args.name_or_path).expanduser()
+    try:
+        return int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _base_name(args: ModelArgs) -> str | None:
+    """What peft records as ``base_model_name_or_path`` for this model (``None`` for the tiny LLaMA)."""
+    if args.name_or_path == TINY:
+        return None
+    if args.name_or_path == EMBEDDED:
+        return str(_embedded_cache(args.cache_dir))
+    return args.name_or_path
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a == b or Path(a).name.lower() == Path(b).name.lower()
+
+
+def _lora_shapes(shapes: dict[str, tuple[int, ...]]) -> tuple[set[int], set[int], set[str]]:
+    """Ranks, input widths of q/k/v projections and adapted module names, from ``lora_A`` weight shapes."""
+    ranks, widths, modules = set(), set(), set()
+    for name, shape in shapes.items():
+        m = _LORA_KEY.search(name)
+        if m and len(shape) == 2:
+            ranks.add(shape[0])
+            modules.add(m.group(1))
+            if m.group(1) in ("q_proj", "k_proj", "v_proj"):
+                widths.add(shape[1])
+    return ranks, widths, modules
+
+
+def check_adapter(path: str, args: ModelArgs, key: str = "adapter") -> None:
+    """Check a saved peft adapter before loading: readable ``adapter_config.json``, a LoRA adapter
+    made for this base model (recorded base name, and weight widths where the hidden size is known).
+
+    A hub id (``owner/name``) that is not a local path is left to peft (it needs the hub).
+
+    Raises:
+        ModelLoadError: missing directory or config, unreadable JSON, another base model.
+    """
+    if not is_local(path):
+        return
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"{key}={path}: no such directory")
+    config_file = folder / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{key}={path}: no adapter_config.json in that directory") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{config_file}: unreadable adapter config ({exc})") from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        raise ModelLoadError(f"{config_file}: not a LoRA adapter config (peft_type={config.get('peft_type') if isinstance(config, dict) else None!r})")
+    recorded, expected = config.get("base_model_name_or_path"), _base_name(args)
+    if recorded and expected and not _same_model(str(recorded), expected):
+        raise ModelLoadError(
+            f"{key}={path} was trained on {recorded!r}, not on model.name_or_path={args.name_or_path!r}"
+        )
+    weights = folder / "adapter_model.safetensors"
+    hidden = _hidden_size(args)
+    if hidden is None or not weights.is_file():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: unreadable adapter weights ({exc})") from None
+    _, widths, _ = _lora_shapes(shapes)
+    if widths and widths != {hidden}:
+        raise ModelLoadError(
+            f"{key}={path} was trained on a model of width {sorted(widths)[0]}, model.name_or_path="
+            f"{args.name_or_path!r} has width {hidden} (another base model)"
+        )
+
+
+def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict:
+    """Check that ``path`` is a readable Lightning checkpoint of this model's LoRA adapter.
+
+    Loads it with ``torch.load(weights_only=True, mmap=True)`` on the CPU (tensors stay on disk, as
+    Lightning itself loads it with ``weights_only``), then compares its LoRA tensors with the config:
+    the rank (``model.lora.r`` when no starting ``model.adapter`` decides it), the adapted modules and
+    the width where the hidden size is known.
+
+    Returns:
+        The loaded checkpoint dict (memory-mapped).
+
+    Raises:
+        ModelLoadError: missing or unreadable file, not a Lightning checkpoint, or adapter tensors
+            that do not fit the model's LoRA settings.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelLoadError(f"{key}={path}: no such file")
+    if not zipfile.is_zipfile(file):
+        raise ModelLoadError(f"{key}={path}: not a PyTorch checkpoint (truncated, or another format)")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"{key}={path}: not a Lightning checkpoint of this project (it holds Python objects that "
+            "torch.load(weights_only=True), as used to resume, refuses)"
+        ) from None
+    except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{key}={path}: not a loadable checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+        raise ModelLoadError(f"{key}={path}: not a Lightning checkpoint (no state_dict / pytorch-lightning_version)")
+    shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
+    ranks, widths, modules = _lora_shapes(shapes)
+    if not ranks:
+        raise ModelLoadError(f"{key}={path}: the checkpoint holds no LoRA adapter tensors")
+    if not args.adapter and ranks != {args.lora.r}:
+        raise ModelLoadError(f"{key}={path} has LoRA rank {sorted(ranks)}, but model.lora.r={args.lora.r}")
+    if not args.adapter and modules != set(args.lora.target_modules):
+        raise ModelLoadError(
+            f"{key}={path} adapts {sorted(modules)}, but model.lora.target_modules={list(args.lora.target_modules)}"
+        )
+    hidden = _hidden_size(args)
+    if hidden is not None and widths and widths != {hidden}:
+        raise ModelLoadError(
+            f"{key}={path} was trained on a model of width {sorted(widths)[0]}, model.name_or_path="
+            f"{args.name_or_path!r} has width {hidden}"
+        )
+    return ckpt

@@ -1,0 +1,137 @@
+"""Checks of a composed ``train.yaml`` config before any model loads, and of the data's size against
+the trainer's validation interval. Every problem is one line naming the key (a ``ConfigError`` or
+``ModelLoadError``, both :class:`coin_lightning.errors.UserError`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from omegaconf import DictConfig
+
+from coin_lightning.config_types import check_range, check_required
+from coin_lightning.data.checks import check_data_config
+from coin_lightning.errors import ConfigError
+from coin_lightning.model.checks import check_adapter, check_checkpoint, model_args
+from coin_lightning.model.loading import ModelArgs
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("linear", "constant")
+"""Values of ``scheduler``."""
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
+    return float(value)
+
+
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    return value
+
+
+def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
+    """Check the ``trainer`` node's values that Lightning would only trip over later (or never).
+
+    Raises:
+        ConfigError: ``max_steps`` 0 or below -1 (0 trains nothing and writes no adapter),
+            ``max_epochs`` < -1 or 0, ``accumulate_grad_batches`` < 1, ``val_check_interval`` not a
+            positive int or a fraction in (0, 1], ``gradient_clip_val`` < 0, bf16 on a CPU.
+    """
+    max_steps = _integer("trainer.max_steps", trainer.get("max_steps", -1))
+    if max_steps == 0 or max_steps < -1:
+        raise ConfigError(f"trainer.max_steps={max_steps} trains nothing: give a positive number of optimizer steps, or -1 for whole epochs")
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and (_integer("trainer.max_epochs", max_epochs) == 0 or max_epochs < -1):
+        raise ConfigError(f"trainer.max_epochs={max_epochs} trains nothing: give a positive number, or -1")
+    if max_steps == -1 and max_epochs == -1:
+        raise ConfigError("trainer.max_steps=-1 and trainer.max_epochs=-1 never stop: set one of them")
+    check_range("trainer.accumulate_grad_batches", _integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1)), low=1)
+    vci = trainer.get("val_check_interval")
+    if vci is not None:
+        if isinstance(vci, int) and not isinstance(vci, bool):
+            check_range("trainer.val_check_interval", vci, low=1)
+        else:
+            check_range("trainer.val_check_interval", _number("trainer.val_check_interval", vci), low=0, high=1, low_open=True)
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None:
+        check_range("trainer.gradient_clip_val", _number("trainer.gradient_clip_val", clip), low=0)
+    if str(trainer.get("accelerator")) == "cpu" and ("bf16" in str(trainer.get("precision")) or model.dtype == "bfloat16"):
+        raise ConfigError(
+            f"trainer.accelerator=cpu with precision={trainer.get('precision')} / model.dtype={model.dtype}: bf16 on a CPU "
+            "is about 80x slower than fp32; use trainer.precision=32-true model.dtype=float32, or trainer=gpu"
+        )
+
+
+def check_train_config(cfg: DictConfig) -> ModelArgs:
+    """Check every value of a ``train.yaml`` config that can be checked without loading a model:
+    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``scheduler``, ``warmup_ratio``,
+    ``seed``, ``trainer`` and ``ckpt_path`` (a readable Lightning checkpoint of this LoRA setup).
+
+    Returns:
+        The checked :class:`ModelArgs`.
+
+    Raises:
+        ConfigError, ModelLoadError, DataError: one line naming the key at fault.
+    """
+    from coin_lightning.losses import LossArgs
+
+    check_required(cfg)
+    LossArgs.from_config(cfg.loss)
+    args = model_args(cfg.model)
+    if args.packed_sequences and args.attn_implementation != "sdpa":
+        raise ConfigError(
+            f"model.packed_sequences=true needs model.attn_implementation=sdpa (got {args.attn_implementation!r}); "
+            "or set model.packed_sequences=false"
+        )
+    if args.quantization:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
+    _integer("seed", cfg.get("seed"))
+    if cfg.get("scheduler") not in SCHEDULERS:
+        raise ConfigError(f"scheduler={cfg.get('scheduler')!r} is not one of {', '.join(SCHEDULERS)}")
+    check_range("warmup_ratio", _number("warmup_ratio", cfg.get("warmup_ratio")), low=0, high=1, high_open=True)
+    optimizer = cfg.get("optimizer") or {}
+    if "lr" in optimizer:
+        check_range("optimizer.lr", _number("optimizer.lr", optimizer.lr), low=0, low_open=True)
+    if cfg.get("data") is not None:
+        check_data_config(cfg.data)
+    check_trainer(cfg.trainer, args)
+    if args.adapter:
+        check_adapter(args.adapter, args, key="model.adapter")
+    if cfg.get("ckpt_path"):
+        check_checkpoint(str(cfg.ckpt_path), args)
+    return args
+
+
+def fit_val_check_interval(trainer: Any, datamodule: Any) -> None:
+    """Lower an integer ``trainer.val_check_interval`` that exceeds the training batches of one
+    epoch to that number (Lightning refuses such a trainer when ``fit`` starts), with a logged note.
+
+    Args:
+        trainer: the instantiated ``lightning.Trainer`` (its ``world_size`` is known).
+        datamodule: a set-up ``CoinDataModule`` (``train_dataset``, ``batch_size``, ``pairs_per_item``).
+    """
+    vci = trainer.val_check_interval
+    if not isinstance(vci, int) or trainer.check_val_every_n_epoch is None or not trainer.limit_val_batches:
+        return
+    items = max(1, datamodule.batch_size // datamodule.pairs_per_item)
+    per_rank = math.ceil(len(datamodule.train_dataset) / max(1, trainer.world_size))
+    batches = math.ceil(per_rank / items)
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None and limit < 1.0:
+        batches = int(batches * limit)
+    if 0 < batches < vci:
+        log.warning(
+            "trainer.val_check_interval=%d is more than the %d training batches of an epoch; validating every %d batches",
+            vci, batches, batches,
+        )
+        trainer.val_check_interval = batches

@@ -34,17 +34,6 @@ from coin_lightning.eval.sweep_report import write_sweep
 from coin_lightning.io import write_json, write_text
 
 
-def _count(text: str) -> int:
-    """An integer >= 0 (argparse type of ``--bootstrap``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} replicates: give 0 (no intervals) or more")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m coin_lightning.compare", description=__doc__.splitlines()[0])
@@ -55,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--param", help="plot accuracy against this swept override key (default for eval.perturb.* sweeps: the one that varies)")
     p.add_argument("--reference", metavar="ARM", help="--sweep: the reference arm, e.g. loss.lambda=0 (default: the first)")
     p.add_argument("--seed-key", default="seed", help="--sweep: the override that numbers the seeds of an arm")
-    p.add_argument("--bootstrap", type=_count, default=1000, metavar="B",
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
                    help="paired bootstrap replicates for 95%% intervals of every delta (rows and instructions "
                    "resampled, and seeds with --sweep); 0 = none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")

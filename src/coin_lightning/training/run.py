@@ -17,7 +17,10 @@ from coin_lightning.io import write_json
 from coin_lightning.model.loading import ModelLoadError, load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule, ConfigError, LossArgs
+from coin_lightning.training.batching import apply_batch_plan
 from coin_lightning.training.launch import check_launch
+from coin_lightning.training.learning import fit_measured, learning_rows
+from coin_lightning.training.resume import resolve_ckpt_path
 from coin_lightning.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
         ConfigError, ModelLoadError, DataError: bad configuration or data (one-line messages).
     """
     LossArgs.from_config(cfg.loss)  # validate cheap things before loading a model
+    apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
     L.seed_everything(cfg.seed, workers=True)
     base, tokenizer = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
@@ -94,6 +98,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for k, v in summary["metrics"].items():
         if k.startswith(("train/", "val/")):
             table.add_row(k, f"{v:.4g}")
+    for k, v in learning_rows(summary.get("learning")):  # validation before -> after training
+        table.add_row(k, v)
     for k, v in summary["paths"].items():
         table.add_row(k, v)
     Console().print(table)
@@ -114,10 +120,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = False
     t0 = time.perf_counter()
     try:
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # a path, auto, or null (auto under SLURM)
         module, datamodule, trainer = build(cfg)
         started = True
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
         summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
+        summary["learning"] = learning
         if trainer.is_global_zero:
             write_json(out / "summary.json", summary)
             _print_summary(summary)

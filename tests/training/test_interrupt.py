@@ -27,8 +27,16 @@ SMALL = [  # 4 optimizer steps of the tiny model; no periodic checkpoint, so onl
 ]
 
 
-def _train(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join(sys.path)}
+SLURM_TASK = {  # what SLURM sets for a one-task job: Lightning's SLURMEnvironment detects it
+    "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242",
+    "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+}
+
+
+def _train(args: list[str], slurm: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env |= {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env |= SLURM_TASK if slurm else {}
     return subprocess.run([sys.executable, "-m", "coin_lightning.train", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -49,12 +57,15 @@ def test_signal_saves_a_checkpoint_exits_in_one_line_and_resumes_exactly(tmp_pat
     assert state["global_step"] == 2 and state["optimizer_states"]
     assert not (run / "summary.json").exists() and not (run / "adapter").exists()
 
-    # resume in the same directory with ckpt_path=auto: continues at step 2 and ends as a straight run does
-    out = _train([*SMALL, f"hydra.run.dir={run}", "ckpt_path=auto"])
+    # resume in the same directory: after Ctrl-C with ckpt_path=auto; after SIGTERM as a requeued SLURM
+    # job does (same command, ckpt_path=null). It continues at step 2 and ends as a straight run does.
+    slurm = signame == "SIGTERM"
+    out = _train([*SMALL, f"hydra.run.dir={run}", *([] if slurm else ["ckpt_path=auto"])], slurm=slurm)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 4
     assert summary["learning"]["before_step"] == 2 and summary["learning"]["after_step"] == 4
+    assert f"resuming from {ckpt}" in out.stdout + out.stderr
     straight = tmp_path / "straight"
     assert _train([*SMALL, f"hydra.run.dir={straight}"]).returncode == 0
     a, b = load_file(str(straight / "adapter" / "adapter_model.safetensors")), load_file(str(run / "adapter" / "adapter_model.safetensors"))

@@ -104,3 +104,12 @@ def test_more_gpus_than_the_machine_has_are_refused_before_anything_loads(monkey
         apply_batch_plan(cfg)
     cfg = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=4", "data.path=/x.csv"])
     assert apply_batch_plan(cfg).accumulate_grad_batches == 8
+
+
+def test_integer_validation_interval_is_counted_across_epochs_and_fractions_per_epoch():
+    cfg = _compose(["data.val_every_n_steps=500", "data.global_batch_size=8"])
+    apply_batch_plan(cfg)
+    assert cfg.trainer.val_check_interval == 500 * 4 and cfg.trainer.check_val_every_n_epoch is None
+    cfg = _compose(["trainer.val_check_interval=0.5"])
+    apply_batch_plan(cfg)
+    assert cfg.trainer.check_val_every_n_epoch == 1

@@ -61,3 +61,12 @@ def test_run_validates_at_step_0_and_at_the_last_step(tmp_path):
     assert learning["val/ce"]["after"] == pytest.approx(after, rel=1e-5, abs=1e-6)
     assert learning["val/ce"]["drop"] == pytest.approx(before - after, rel=1e-4, abs=1e-5)
     assert abs(before - after) > 1e-3  # training changed the adapter: before and after are different models
+
+
+def test_an_interval_longer_than_the_dataset_still_validates_before_and_after(tmp_path):
+    # ~20 micro-batches in the epoch, validation every 1000: Lightning would refuse it with epoch counting
+    overrides = ["trainer.max_steps=-1", "trainer.max_epochs=1", "data.val_every_n_steps=1000", "trainer.limit_val_batches=1",
+                 "data.n_per_task=4"]
+    summary = train(_cfg(tmp_path, overrides))
+    assert summary["global_step"] > 0
+    assert list(summary["learning"]["curve"]) == ["0", str(summary["global_step"])]

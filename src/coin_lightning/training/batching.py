@@ -149,6 +149,10 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
     """Compute :func:`plan_batches` from a composed ``train.yaml`` config and write the result into
     ``cfg.trainer`` (``accumulate_grad_batches``, ``val_check_interval``, ``limit_val_batches``).
 
+    An integer interval from ``data.val_every_n_steps`` sets ``check_val_every_n_epoch: null``
+    (Lightning then counts it across epochs and accepts an interval longer than one epoch); a
+    fractional ``val_check_interval`` gets ``check_val_every_n_epoch: 1``, which Lightning requires.
+
     Raises:
         ConfigError: see :func:`resolve_devices` and :func:`plan_batches`; also more GPUs asked for
             than this machine has (when it has any: a machine without CUDA is reported elsewhere).
@@ -175,4 +179,9 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
         trainer.accumulate_grad_batches = plan.accumulate_grad_batches
         trainer.val_check_interval = plan.val_check_interval
         trainer.limit_val_batches = plan.limit_val_batches
+        if isinstance(plan.val_check_interval, float):  # a fraction of an epoch: Lightning needs epochs counted
+            if trainer.get("check_val_every_n_epoch") is None:
+                trainer.check_val_every_n_epoch = 1
+        elif data.get("val_every_n_steps") is not None:  # counted in steps across epochs, never refused as
+            trainer.check_val_every_n_epoch = None     # longer than one epoch of a small dataset
     return plan

@@ -20,8 +20,8 @@ from coin_lightning.model.module import CoinModule, ConfigError, LossArgs
 from coin_lightning.training.batching import apply_batch_plan
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.learning import fit_measured, learning_rows
-from coin_lightning.training.resume import resolve_ckpt_path
 from coin_lightning.training.loggers import finish_wandb
+from coin_lightning.training.resume import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 

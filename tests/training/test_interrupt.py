@@ -84,3 +84,24 @@ def test_interrupt_before_the_first_step_says_nothing_to_resume(tmp_path):
     assert out.stderr.strip().splitlines()[-1] == (
         "interrupted by Ctrl-C before the first optimizer step: nothing to resume from")
     assert not (run / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_only_interruptions_are_restated(capsys):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerStatus
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from coin_lightning.training.interrupt import exit_on_interrupt
+
+    trainer = SimpleNamespace(state=SimpleNamespace(status=TrainerStatus.INTERRUPTED), callbacks=[], is_global_zero=True,
+                              global_step=5)
+    with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+        raise SystemExit("error: data.path=/x.csv: no such file")  # a one-line error during training: unchanged
+    assert err.value.code == "error: data.path=/x.csv: no such file" and capsys.readouterr().err == ""
+    for exc, code, reason in ((SIGTERMException(), 143, "SIGTERM"), (SystemExit(1), 130, "Ctrl-C"), (KeyboardInterrupt(), 130, "Ctrl-C")):
+        with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+            raise exc
+        assert err.value.code == code
+        assert capsys.readouterr().err == (f"interrupted by {reason} at step 5: no interruption checkpoint "
+                                           "(add callbacks.interrupt)\n")

@@ -107,8 +107,8 @@ def interrupted_message(trainer: L.Trainer, callback: InterruptCheckpoint | None
 def exit_on_interrupt(trainer: L.Trainer) -> Iterator[None]:
     """Restate an interruption of ``trainer.fit``/``validate`` inside the block as one line and exit.
 
-    Lightning ends a Ctrl-C with ``sys.exit(1)`` and a SIGTERM with ``SIGTERMException`` (a
-    ``SystemExit`` whose status would be 0); both leave ``trainer.state.status`` INTERRUPTED.
+    Lightning ends a Ctrl-C with ``sys.exit(1)`` (``trainer.state.status`` INTERRUPTED) and a SIGTERM
+    with ``SIGTERMException`` (a ``SystemExit`` whose status would be 0).
 
     Raises:
         SystemExit: status 130 (Ctrl-C) or 143 (SIGTERM) after printing the line on rank 0;
@@ -117,10 +117,13 @@ def exit_on_interrupt(trainer: L.Trainer) -> Iterator[None]:
     try:
         yield
     except (SystemExit, KeyboardInterrupt) as exc:
-        if isinstance(exc, SystemExit) and trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
+        ctrl_c = isinstance(exc, KeyboardInterrupt) or (  # Lightning's own exit after a KeyboardInterrupt
+            type(exc) is SystemExit and exc.code == 1 and trainer.state.status == TrainerStatus.INTERRUPTED
+        )
+        if not (ctrl_c or isinstance(exc, SIGTERMException)):
+            raise  # any other exit (e.g. a one-line error raised during training) passes unchanged
         callback = next((cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint)), None)
-        reason = callback.reason if callback is not None and callback.reason else (
+        reason = callback.reason if callback is not None and callback.reason in EXIT_CODES else (
             "SIGTERM" if isinstance(exc, SIGTERMException) else "Ctrl-C"
         )
         if trainer.is_global_zero:

@@ -119,6 +119,12 @@ class CoinDataModule(L.LightningDataModule):
         hub_id: hub dataset id override (``glue``: ``nyu-mll/glue`` is fixed by the loader; ``flan``:
             default ``Muennighoff/flan``).
         data_files: ``datasets.load_dataset`` ``data_files`` for the ``flan`` hub source.
+        global_batch_size: examples per optimizer step over all processes (paper 64), or None; the
+            trainer's gradient accumulation is derived from it (``training.batching``). Must be a
+            multiple of ``batch_size``.
+        val_every_n_steps: optimizer steps between validations, or None (``trainer.val_check_interval``
+            as given); converted to micro-batches by ``training.batching``.
+        val_batches: validation batches per validation, or None (``trainer.limit_val_batches``).
 
     Raises:
         DataError: an invalid value (unknown source/group/format/pool, batch size not a multiple of
@@ -154,6 +160,9 @@ class CoinDataModule(L.LightningDataModule):
         data_files: Any = None,
         order: str = "shuffled",
         append_eos: bool = True,
+        global_batch_size: int | None = None,
+        val_every_n_steps: int | None = None,
+        val_batches: int | None = None,
     ):
         super().__init__()
         check_data_values(source, group, batch_size, eval_batch_size, prompt_format, template_pool, negatives,
@@ -162,6 +171,14 @@ class CoinDataModule(L.LightningDataModule):
         ppi = PAIRS_PER_ITEM[group]
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         check_order(order, group_by_length)
+        for key, value in (("global_batch_size", global_batch_size), ("val_every_n_steps", val_every_n_steps),
+                           ("val_batches", val_batches)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise DataError(f"data.{key}={value!r} must be a positive integer or null")
+        if global_batch_size is not None and (global_batch_size < 1 or global_batch_size % batch_size):
+            raise DataError(
+                f"data.global_batch_size={global_batch_size} must be a positive multiple of data.batch_size={batch_size}"
+            )
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.source, self.seed, self.group = source, int(seed), group
@@ -178,6 +195,7 @@ class CoinDataModule(L.LightningDataModule):
         self.data_seed = self.seed if data_seed is None else int(data_seed)
         self.hub_id, self.data_files = hub_id, _plain(data_files)
         self.order, self.append_eos = order, bool(append_eos)
+        self.global_batch_size, self.val_every_n_steps, self.val_batches = global_batch_size, val_every_n_steps, val_batches
         self.bank: TemplateBank | None = None
         self.train_dataset: GroupDataset | None = None
         self.val_dataset: GroupDataset | None = None

@@ -16,9 +16,12 @@ from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.outputs import JobDir
+from coin_lightning.training.batching import apply_batch_plan
 from coin_lightning.training.checks import check_train_config, fit_val_check_interval
 from coin_lightning.training.launch import check_launch
-from coin_lightning.training.loggers import finish_wandb
+from coin_lightning.training.learning import fit_measured, learning_rows
+from coin_lightning.training.loggers import finish_wandb, log_config
+from coin_lightning.training.resume import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
         ConfigError, ModelLoadError, DataError: bad configuration or data (one-line messages).
     """
     check_train_config(cfg)
+    apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
@@ -100,6 +104,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for k, v in summary["metrics"].items():
         if k.startswith(("train/", "val/")):
             table.add_row(k, f"{v:.4g}")
+    for k, v in learning_rows(summary.get("learning")):  # validation before -> after training
+        table.add_row(k, v)
     for k, v in summary["paths"].items():
         table.add_row(k, v)
     Console().print(table)
@@ -127,10 +133,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         with reported(on_failure=discard_if_not_started):
+            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), job_dir.path)  # a path, auto, or null (auto under SLURM)
             module, datamodule, trainer = build(cfg)
+            log_config(trainer.loggers, cfg)
             started = True
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
             summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
+            summary["learning"] = learning
             if trainer.is_global_zero:
                 write_json(job_dir.path / "summary.json", summary)
                 _print_summary(summary)

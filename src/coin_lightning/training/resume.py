@@ -1,0 +1,105 @@
+"""Resuming a job from its own checkpoints, and SLURM's automatic requeue.
+
+``ckpt_path`` (``conf/train.yaml``) takes:
+
+- a file: resume from it exactly;
+- ``auto``: resume from the newest checkpoint in the job's own ``<output_dir>/checkpoints/`` (and
+  Lightning's ``hpc_ckpt_*.ckpt`` in ``<output_dir>``), or start fresh when there is none;
+- ``null`` (default): start fresh, except under SLURM, where it means ``auto``: a requeued job
+  (preemption, time limit) runs the same command in the same directory and continues where it stopped.
+
+"Newest" is the highest ``global_step`` stored in the checkpoint (ties: the later file), not the
+file time alone; unreadable files (e.g. cut short by a kill during the write) are skipped.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from coin_lightning.model.module import ConfigError
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+"""The ``ckpt_path`` value that resumes from the job's own newest checkpoint."""
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The ``global_step`` a Lightning checkpoint was saved at, or ``None`` if the file is unreadable.
+
+    Loads with ``mmap=True`` (tensors stay on disk), so a large checkpoint costs little to inspect.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return int(state["global_step"])
+    except Exception as exc:  # truncated, foreign or not a Lightning checkpoint: not a resume candidate
+        log.warning("resume: skipping %s (%s)", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest global step among ``<output_dir>/checkpoints/*.ckpt`` and
+    ``<output_dir>/hpc_ckpt_*.ckpt`` (Lightning's SLURM requeue checkpoints); ``None`` if there is none.
+
+    Ties (``last.ckpt`` and ``stepNNNNNN.ckpt`` of the same step) go to the most recently written file.
+    """
+    out = Path(output_dir)
+    candidates = sorted((out / "checkpoints").glob("*.ckpt")) + sorted(out.glob("hpc_ckpt_*.ckpt"))
+    best: tuple[int, float, Path] | None = None
+    for path in candidates:
+        step = checkpoint_step(path)
+        if step is None:
+            continue
+        key = (step, path.stat().st_mtime, path)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return None if best is None else best[2]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, on_slurm: bool | None = None) -> str | None:
+    """The checkpoint ``trainer.fit`` resumes from, following the ``ckpt_path`` rules of this module.
+
+    Args:
+        ckpt_path: the config value (a path, ``"auto"`` or ``None``).
+        output_dir: the job's own directory.
+        on_slurm: running as a SLURM job (default: Lightning's ``SLURMEnvironment.detect()``).
+
+    Raises:
+        ConfigError: ``ckpt_path`` names a file that does not exist.
+    """
+    if ckpt_path is not None and str(ckpt_path) != AUTO:
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path}: no such file (use a .ckpt file, {AUTO} or null)")
+        return str(ckpt_path)
+    on_slurm = SLURMEnvironment.detect() if on_slurm is None else on_slurm
+    if ckpt_path is None and not on_slurm:
+        return None
+    newest = newest_checkpoint(output_dir)
+    if newest is not None:
+        log.info("resuming from %s (newest checkpoint in %s)", newest, output_dir)
+    return None if newest is None else str(newest)
+
+
+def cluster_plugins(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1") -> list:
+    """Trainer ``plugins``: Lightning's ``SLURMEnvironment`` with automatic requeue under SLURM, else none.
+
+    With ``auto_requeue``, Lightning saves ``<output_dir>/hpc_ckpt_<n>.ckpt`` and runs ``scontrol
+    requeue`` when SLURM sends ``requeue_signal`` (ask for it with ``#SBATCH --signal=SIGUSR1@90``);
+    the requeued job resumes from the newest checkpoint (:func:`resolve_ckpt_path`). On SIGTERM
+    (preemption, ``scancel``, a requeue) the interruption checkpoint is written instead
+    (:class:`~coin_lightning.training.interrupt.InterruptCheckpoint`).
+
+    Raises:
+        ConfigError: ``requeue_signal`` is not a signal name.
+    """
+    if not SLURMEnvironment.detect():
+        return []
+    try:
+        sig = signal.Signals[requeue_signal]
+    except KeyError:
+        raise ConfigError(f"trainer.plugins.requeue_signal={requeue_signal!r} is not a signal name (e.g. SIGUSR1)") from None
+    return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=sig)]

@@ -5,7 +5,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -99,8 +99,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None) -> dict[str, Any]:
     """Run one training job: build, fit (resuming from ``ckpt_path`` if set), write ``summary.json``.
+
+    Args:
+        after_fit: called on every rank with the trainer and the summary once fit ends and
+            ``summary.json`` is written (the entry point's evaluation of the adapter, ``eval_after_train``);
+            a dict it returns is merged into the summary, which rank 0 writes again.
 
     Returns:
         The summary dict (global step, wall time, final metrics, written paths, data statistics).
@@ -121,6 +126,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             write_json(out / "summary.json", summary)
             _print_summary(summary)
+        extra = after_fit(trainer, summary) if after_fit is not None else None
+        if extra:
+            summary.update(extra)
+            if trainer.is_global_zero:
+                write_json(out / "summary.json", summary)
         return summary
     except (*USER_ERRORS, InstantiationException) as exc:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc

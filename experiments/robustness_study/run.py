@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coin_lightning.eval.bootstrap import read_predictions
 from coin_lightning.io import write_json
@@ -67,12 +67,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_config(path: str, smoke: bool, sets: list[str]) -> DictConfig:
-    """``study.yaml``, with its ``smoke`` section merged when ``smoke``, then ``--set`` overrides."""
+    """``study.yaml``, with its ``smoke`` section merged when ``smoke``, then ``--set`` overrides.
+
+    Raises:
+        SystemExit: one line naming a key the config does not have (a new arm under ``arms`` is allowed).
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
     cfg = OmegaConf.load(path)
     small = cfg.pop("smoke", None)
-    if smoke and small is not None:
-        cfg = OmegaConf.merge(cfg, small)
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
+    try:
+        OmegaConf.set_struct(cfg, True)  # the smoke section and --set may only change keys the config has
+        if smoke and small is not None:
+            cfg = OmegaConf.merge(cfg, small)
+        with open_dict(cfg.arms):  # arms may be added
+            return OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
+    except OmegaConfBaseException as exc:
+        first = str(exc).strip().splitlines()[0]
+        key = getattr(exc, "full_key", None)
+        raise SystemExit(f"error: {path}: {key + ': ' if key else ''}{first} (--set takes keys of the study config)") from None
 
 
 def _list(xs) -> str:

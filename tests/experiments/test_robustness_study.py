@@ -83,5 +83,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
 def test_refuses_bad_arguments(tmp_path):
     with pytest.raises(SystemExit, match="instructions-file"):
         main(["--smoke", "--instructions-file", str(tmp_path / "none.yaml"), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="sweep.sedes"):
+        main(["--smoke", "--set", "sweep.sedes=3", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="glue"):
         main(["--smoke", "--set", f"data={tmp_path}", "--work", str(tmp_path), "--results", str(tmp_path / "r")])

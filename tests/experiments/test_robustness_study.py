@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 from experiments.robustness_study.run import main
 
@@ -78,6 +79,20 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         assert all(s["jobs_run"] == 0 for k, s in again.items() if k != "power")
         assert json.loads((results / "summary.json").read_text())["arms"] == summary["arms"]
         assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
+        # another published set and a secondary method on the same adapters: only those evaluations run
+        published = tmp_path / "published.yaml"
+        published.write_text(yaml.safe_dump({"clean": {"sst2": ["Is this review positive or negative?"]},
+                                             "deepwordbug": {"sst2": ["Is this reveiw positive or negative?"]}}))
+        assert main(argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]) == 0
+        third = json.loads((results / "stages.json").read_text())
+        assert third["sweep"]["jobs_run"] == 0 and third["view file_published"]["jobs_run"] == 4
+        assert third["view generate"]["jobs_run"] == 4 and third["view attacked"]["jobs_run"] == 0
+        final = json.loads((results / "summary.json").read_text())
+        assert set(final["instruction_sets"]) == {"default", "attacked", "file_published"}
+        assert final["secondary"]["metric"] == "exact_match" and set(final["secondary"]["arms"]) == {"continual", "coin"}
+        assert final["arms"] == summary["arms"]
+        view = json.loads((work / "views" / "file_published" / "coin_seed2" / "eval" / "metrics.json").read_text())
+        assert view["overall"]["n_examples"] == 2 * 4  # 2 instructions x 4 rows
 
 
 def test_refuses_bad_arguments(tmp_path):

@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench glue-small gpu-check clean-venv
+.PHONY: install train test bench robustness-study gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,10 @@ test: install
 bench: install
 	$(PY) -m experiments.benchmarks.run $(ARGS)
 
-## Real-data experiment: base vs continual tuning vs CoIN on GLUE (experiments/glue_small/results, ~1.5 h on 2 cores)
-glue-small: install
-	$(PY) -m experiments.glue_small.run $(ARGS)
+## Does CoIN make the model more robust? Pilot, power analysis, attack, multi-seed sweep, compare --sweep
+## (experiments/robustness_study; resumable, hours on a CPU): make robustness-study ARGS="--commit"
+robustness-study: install
+	$(PY) -m experiments.robustness_study.run $(ARGS)
 
 ## On a machine with a CUDA GPU (CI never runs it): 100 bf16 training steps, CPU-vs-GPU loss, FSDP-vs-DDP
 ## numerics, GPU-vs-CPU evaluation predictions, throughput and peak memory (docs/SCALING.md)

@@ -5,6 +5,8 @@ Examples::
     python -m coin_lightning.train                                  # embedded model + data, CPU
     python -m coin_lightning.train model=alpaca trainer=gpu experiment=coin_alpaca
     python -m coin_lightning.train -m loss.lambda=0,100,1000 seed=1,2,3   # one job (and dir) each
+    python -m coin_lightning.train -m loss.lambda=0,1000 seed=1,2,3 eval_after_train=true \
+        evaluation.eval.tasks=[sst2,rte] data=glue data.root=../shared/data/glue   # then: compare --sweep DIR
     python -m coin_lightning.train --verbose ...                    # full tracebacks (or HYDRA_FULL_ERROR=1)
 
 Bad input stops the job with ``error: <one line>`` naming the key, file or row, before any model loads
@@ -22,14 +24,27 @@ from coin_lightning.outputs import JobDir  # imported before Hydra runs: records
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: runs one job and returns its final ``val/loss`` (for sweepers)."""
+    """Hydra entry point: runs one job and returns its final ``val/loss`` (for sweepers).
+
+    With ``eval_after_train=true`` the evaluation settings are checked before training and the adapter
+    is evaluated when fit ends (:mod:`coin_lightning.after_train`).
+    """
     from coin_lightning.training.checks import check_train_config
 
     with reported(on_failure=JobDir(cfg.output_dir).discard):
         check_train_config(cfg)  # before Lightning and peft are imported: config errors fail in seconds
+        if cfg.get("eval_after_train"):
+            from coin_lightning.after_train import check_evaluation
+
+            check_evaluation(cfg)
     from coin_lightning.training.run import train
 
-    summary = train(cfg)
+    after_fit = None
+    if cfg.get("eval_after_train"):
+        from coin_lightning.after_train import evaluate_after_fit
+
+        after_fit = evaluate_after_fit(cfg)
+    summary = train(cfg, after_fit=after_fit)
     return summary["metrics"].get("val/loss")
 
 

@@ -1,4 +1,5 @@
-"""Wiring a composed ``conf/eval.yaml`` into an evaluation run (called by ``coin_lightning.evaluate``)."""
+"""Wiring a composed ``conf/eval.yaml`` into an evaluation run (called by ``coin_lightning.evaluate``, and by
+``coin_lightning.after_train`` when a training run evaluates its adapter)."""
 from __future__ import annotations
 
 import logging
@@ -89,13 +90,40 @@ def _start(cfg: DictConfig, fabric, settings: EvalSettings, **predictor_kw):
     return ShardedPredictor(fabric, predictor), time.perf_counter() - t0
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Run one evaluation job from a composed ``eval.yaml`` config.
+def check(cfg: DictConfig) -> tuple:
+    """Validate an evaluation job without loading a model: the ``eval`` settings, the ``trainer``, the
+    rows of every task and the instruction set.
+
+    Returns:
+        ``(settings, fabric, tasks, instruction set)``; the Fabric is not launched.
+
+    Raises:
+        UserError: bad settings or input (one-line messages: EvalConfigError, InstructionError,
+            DataError, ModelLoadError, WordNetMissing).
+    """
+    settings = EvalSettings.from_config(cfg.eval)
+    check_inputs(cfg)
+    fabric = _fabric(cfg)
+    tasks = load_tasks(settings, cfg.data.root)
+    iset = build_instruction_set(settings, [t.name for t in tasks])
+    return settings, fabric, tasks, iset
+
+
+def evaluate(cfg: DictConfig, loggers: list | None = None, log_step: int = 0) -> dict:
+    """Run one evaluation job from a composed ``eval.yaml`` config (or the equivalent node a training
+    run builds for ``eval_after_train``).
 
     Validates settings, rows, instructions, the ``trainer`` and earlier parts in the output directory
-    before loading the model; runs on the ``trainer``'s devices (:mod:`coin_lightning.eval.distributed`);
-    saves each finished (task, level) under ``parts/`` and resumes from them
-    (:mod:`coin_lightning.eval.parts`); rank 0 writes every output into ``cfg.output_dir``.
+    before loading the model (:func:`check`); runs on the ``trainer``'s devices
+    (:mod:`coin_lightning.eval.distributed`); saves each finished (task, level) under ``parts/`` and
+    resumes from them (:mod:`coin_lightning.eval.parts`); rank 0 writes every output into ``cfg.output_dir``.
+
+    Args:
+        cfg: ``model``, ``adapter``, ``prompt_format``, ``data.root``, ``eval``, ``trainer``, ``logger``,
+            ``output_dir``.
+        loggers: send the results to these loggers (a training run's, which hold its config already)
+            instead of instantiating ``cfg.logger`` and logging the resolved config to them.
+        log_step: the step the scalars are logged at (a training run's last global step).
 
     Returns:
         The metrics dict (on every rank).
@@ -109,11 +137,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     job_dir, started, rank0 = JobDir(out), False, True
     try:
-        settings = EvalSettings.from_config(cfg.eval)
-        check_inputs(cfg)
-        fabric = _fabric(cfg)
-        tasks = load_tasks(settings, cfg.data.root)
-        iset = build_instruction_set(settings, [t.name for t in tasks])
+        settings, fabric, tasks, iset = check(cfg)
         meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
                 "data_root": cfg.data.root}
         parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
@@ -122,11 +146,16 @@ def evaluate(cfg: DictConfig) -> dict:
                                    max_new_tokens=settings.max_new_tokens,
                                    decode_batch_size=settings.decode_batch_size)
         parts.write = rank0 = fabric.is_global_zero
-        loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
+        config = None
+        if loggers is None:
+            loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
+            config = resolved_config(cfg, trainer_fields(cfg.get("trainer")))
+        elif not rank0:
+            loggers = []
         started = True
         meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
         metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
-                                 write=rank0, config=resolved_config(cfg, trainer_fields(cfg.get("trainer"))))
+                                 write=rank0, config=config, log_step=log_step)
         if rank0:
             Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
             Console().print(f"[bold]Outputs:[/bold] {out}")

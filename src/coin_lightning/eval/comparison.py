@@ -192,18 +192,20 @@ def _value(text: str):
 
 
 def read_overrides(job_dir: str | Path) -> dict:
-    """``key -> value`` from a Hydra job's ``.hydra/overrides.yaml`` (values parsed as YAML scalars).
+    """``key -> value`` from a Hydra job's ``.hydra/overrides.yaml`` (values parsed as YAML scalars);
+    a deletion without a value (``~key``) maps to ``None``.
 
     Raises:
-        RunDirError: the file is missing or not a list of ``key=value`` strings.
+        RunDirError: the file is missing or not a list of ``key=value`` (or ``~key``) strings.
     """
     path = Path(job_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
         raise RunDirError(f"{job_dir}: no .hydra/overrides.yaml (not a Hydra job directory)")
     items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    if not isinstance(items, list) or not all(isinstance(i, str) and "=" in i for i in items):
+    if not isinstance(items, list) or not all(isinstance(i, str) and ("=" in i or i.startswith("~")) for i in items):
         raise RunDirError(f"{path}: expected a list of key=value overrides")
-    return {k.lstrip("+~"): _value(v) for k, v in (i.split("=", 1) for i in items)}
+    pairs = (i.split("=", 1) if "=" in i else (i, None) for i in items)
+    return {k.lstrip("+~"): None if v is None else _value(v) for k, v in pairs}
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:

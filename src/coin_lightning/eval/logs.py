@@ -53,17 +53,17 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
-def log_results(loggers: Sequence[Any], metrics: dict, figures: dict, config: dict | None = None) -> None:
-    """Send config, scalars, tables and figures to every logger, then ``save()`` each."""
+def log_results(loggers: Sequence[Any], metrics: dict, figures: dict, config: dict | None = None, step: int = 0) -> None:
+    """Send config (unless ``None``), scalars, tables and figures (at ``step``) to every logger, then ``save()`` each."""
     from lightning.pytorch.loggers import WandbLogger
 
     for lg in loggers:
         if config is not None:
             lg.log_hyperparams(config)
-        lg.log_metrics(flat_metrics(metrics), step=0)
+        lg.log_metrics(flat_metrics(metrics), step=step)
         if isinstance(lg, WandbLogger):
             for name, columns in TABLES.items():
                 data = [[row.get(c) for c in columns] for row in metrics[name]]
-                lg.log_table(key=f"eval/{name}", columns=list(columns), data=data, step=0)
-        log_figures(lg, figures)
+                lg.log_table(key=f"eval/{name}", columns=list(columns), data=data, step=step)
+        log_figures(lg, figures, step)
         lg.save()

@@ -201,7 +201,7 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: "Ca
 def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: InstructionSet, predictor: Predictor,
                    run_dir: str | Path, meta: dict | None = None, loggers: Sequence[Any] = (),
                    progress: bool = True, parts: Parts | None = None, write: bool = True,
-                   config: dict | None = None) -> dict:
+                   config: dict | None = None, log_step: int = 0) -> dict:
     """Evaluate, then write every output into ``run_dir`` and send config, metrics, tables and figures
     to ``loggers``.
 
@@ -211,7 +211,8 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         parts: resume from its finished (task, level) parts and save the others as they finish
             (:mod:`coin_lightning.eval.parts`); ``None``: neither.
         write: write files (``False`` on every process but rank 0); the metrics are returned either way.
-        config: the resolved job config, for each logger's ``log_hyperparams``.
+        config: the resolved job config, for each logger's ``log_hyperparams`` (``None``: not logged).
+        log_step: the step the scalars and figures are logged at.
 
     Returns:
         The metrics dict (also ``run_dir/metrics.json``).
@@ -246,7 +247,7 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
-    log_results(loggers, metrics, figures, config)
+    log_results(loggers, metrics, figures, config, log_step)
     save_png(figures["accuracy_by_level"], run_dir / FILES["accuracy_plot"])
     save_png(figures["clean_vs_perturbed"], run_dir / FILES["clean_vs_perturbed_plot"])
     return metrics

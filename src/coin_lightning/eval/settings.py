@@ -1,4 +1,4 @@
-"""The ``eval`` config node (``conf/eval.yaml``) as a validated dataclass."""
+"""The ``eval`` config node (``conf/eval/default.yaml``, in ``conf/eval.yaml`` and ``conf/train.yaml``) as a validated dataclass."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +28,7 @@ class EvalConfigError(UserError, ValueError):
 
 @dataclass
 class EvalSettings:
-    """The ``eval`` config node (``conf/eval.yaml``), validated."""
+    """The ``eval`` config node (``conf/eval/default.yaml``), validated."""
 
     tasks: list[str] = dataclasses.field(default_factory=lambda: ["glue"])
     """Task names (``glue`` / ``embedded`` expand to their tasks)."""

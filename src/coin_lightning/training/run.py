@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 from hydra.utils import instantiate
@@ -111,8 +111,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None) -> dict[str, Any]:
     """Run one training job: build, fit (resuming from ``ckpt_path`` if set), write ``summary.json``.
+
+    Args:
+        after_fit: called on every rank with the trainer and the summary once fit ends and
+            ``summary.json`` is written (the entry point's evaluation of the adapter, ``eval_after_train``);
+            a dict it returns is merged into the summary, which rank 0 writes again.
 
     Returns:
         The summary dict (global step, wall time, final metrics, written paths, data statistics).
@@ -143,6 +148,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if trainer.is_global_zero:
                 write_json(job_dir.path / "summary.json", summary)
                 _print_summary(summary)
+            extra = after_fit(trainer, summary) if after_fit is not None else None
+            if extra:
+                summary.update(extra)
+                if trainer.is_global_zero:
+                    write_json(job_dir.path / "summary.json", summary)
             return summary
     finally:
         finish_wandb()

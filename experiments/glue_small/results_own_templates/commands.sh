@@ -1,7 +1,0 @@
-#!/bin/sh
-# the stages run by experiments/glue_small/run.py, in order
-/work/main/.venv/bin/python -m coin_lightning.train experiment=glue_small loss.lambda=0 data.templates=own model=smollm2_135m data.root=/work/shared/data/glue hydra.run.dir=/work/main/outputs/glue_small/own/train/continual
-/work/main/.venv/bin/python -m coin_lightning.train experiment=glue_small loss.lambda=1000 data.templates=own model=smollm2_135m data.root=/work/shared/data/glue hydra.run.dir=/work/main/outputs/glue_small/own/train/coin_1000
-/work/main/.venv/bin/python -m coin_lightning.evaluate adapter=/work/main/outputs/glue_small/own/train/continual/adapter model=smollm2_135m data.root=/work/shared/data/glue 'eval.tasks=[cola,sst2,rte,qnli]' eval.samples_per_task=10 eval.method=rank prompt_format=alpaca hydra.run.dir=/work/main/outputs/glue_small/own/eval/continual
-/work/main/.venv/bin/python -m coin_lightning.evaluate adapter=/work/main/outputs/glue_small/own/train/coin_1000/adapter model=smollm2_135m data.root=/work/shared/data/glue 'eval.tasks=[cola,sst2,rte,qnli]' eval.samples_per_task=10 eval.method=rank prompt_format=alpaca hydra.run.dir=/work/main/outputs/glue_small/own/eval/coin_1000
-/work/main/.venv/bin/python -m coin_lightning.compare /work/main/outputs/glue_small/own/eval/continual /work/main/outputs/glue_small/own/eval/coin_1000 --names continual coin_1000 --bootstrap 2000 --out /work/main/outputs/glue_small/own/compare

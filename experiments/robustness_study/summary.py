@@ -1,0 +1,95 @@
+"""``results/summary.json`` and the copied comparison files of the robustness study.
+
+Schema (accuracies in %)::
+
+    {"primary_metric": "exact_match", "instruction_set": "default",
+     "arms": {"<name>": {"lambda": x, "seeds": [..], "clean": acc, "perturbed": acc, "consistency": c,
+                         "per_task_clean": {task: acc}}},
+     "delta_perturbed": {"<arm> - <reference arm>": {"mean": d, "ci95": [lo, hi]}},
+     "instruction_sets": {"<set>": {"arms": ..., "delta_perturbed": ...}},   # default, attacked, file_*
+     "secondary": {"metric": "rank", "arms": ..., "delta_perturbed": ...},
+     "tasks": {"kept", "dropped", "floor_clean"}, "sizes": {...}, "target": {...}, "attack": {...},
+     "stages": {stage: {"wall_s", "jobs_run", "jobs_skipped"}}}
+
+``clean``/``perturbed`` are the arm's mean over seeds; ``consistency`` is the share of inputs answered
+the same under every perturbed instruction of a level (mean over perturbed levels and seeds);
+``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, instructions).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from coin_lightning.io import write_json
+
+METRIC_NAMES = {"generate": "exact_match", "rank": "rank"}
+"""``eval.method`` -> the metric's name in the summary."""
+COPIED = ("comparison.md", "comparison.json", "accuracy_by_level.png", "consistency.png")
+"""Files of each ``compare --sweep`` output copied into the results."""
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(100 * x, 3)
+
+
+def arm_block(cmp: dict, arms: dict) -> dict:
+    """``{"arms", "delta_perturbed"}`` of one ``compare --sweep`` result, arms named as in ``study.yaml``."""
+    names = {}
+    for cname, a in cmp["arms"].items():
+        lam = float(a["overrides"].get("loss.lambda"))
+        names[cname] = next(n for n, v in arms.items() if float(v) == lam)
+    out_arms = {}
+    for cname, a in cmp["arms"].items():
+        cons = a["consistency"].get("perturbed", {}).get("mean")
+        out_arms[names[cname]] = {
+            "lambda": float(a["overrides"]["loss.lambda"]), "seeds": a["seeds"],
+            "clean": _pct(a["accuracy"]["clean"]["mean"]), "perturbed": _pct(a["accuracy"]["perturbed"]["mean"]),
+            "consistency": _pct(cons),
+            "per_task_clean": {c["task"]: _pct(c["mean"]) for c in a["per_task_level"] if c["level"] == "clean"},
+        }
+    out_arms = {n: out_arms[n] for n in arms if n in out_arms}  # in study.yaml's order
+    ref = names[cmp["reference"]]
+    deltas = {}
+    for key, d in cmp["delta"].items():
+        arm = names[key.split(" - ")[0]]
+        p = d["perturbed"]
+        deltas[f"{arm} - {ref}"] = {"mean": _pct(p["delta"]), "ci95": [_pct(p["low"]), _pct(p["high"])]}
+    return {"arms": out_arms, "delta_perturbed": deltas}
+
+
+def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, arms: dict, seeds: list[int],
+                  rows: int) -> dict:
+    """Copy each comparison into ``results`` (the default set at the top, the others in ``<name>/``) and
+    write ``summary.json``; return it."""
+    blocks = {}
+    for name, out in compared.items():
+        dest = results if name == "default" else results / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in COPIED:
+            shutil.copy2(out / f, dest / f)
+        blocks[name] = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
+    secondary = str(cfg.secondary_method) if cfg.get("secondary_method") else None
+    sets = {n: b for n, b in blocks.items() if n != secondary}
+    primary = sets["default"]
+    half = [(d["ci95"][1] - d["ci95"][0]) / 2 for d in primary["delta_perturbed"].values() if d["ci95"][0] is not None]
+    attack = json.loads((results / "attack.json").read_text(encoding="utf-8")) if (results / "attack.json").is_file() else None
+    stages = json.loads((results / "stages.json").read_text(encoding="utf-8")) if (results / "stages.json").is_file() else {}
+    summary = {
+        "primary_metric": METRIC_NAMES.get(str(cfg.eval.method), str(cfg.eval.method)),
+        "instruction_set": "default",
+        **primary,
+        "instruction_sets": sets,
+        "secondary": {"metric": METRIC_NAMES.get(secondary, secondary), **blocks[secondary]} if secondary else None,
+        "tasks": {"kept": power["tasks"]["kept"], "dropped": power["tasks"]["dropped"],
+                  "floor_clean": _pct(power["tasks"]["floor"])},
+        "sizes": {"model": cfg.model, "seeds": seeds, "rows_per_task": rows, "levels": list(cfg.eval.levels),
+                  "from_pilot": power["chosen"], "bootstrap": cfg.bootstrap},
+        "target": {"half_width_points": cfg.power.half_width_points, "reached_half_width_points": max(half) if half else None,
+                   "met": bool(half) and max(half) <= cfg.power.half_width_points,
+                   "seeds_per_arm_at_least_3": len(seeds) >= 3},
+        "attack": attack,
+        "stages": stages,
+    }
+    write_json(results / "summary.json", summary)
+    return summary

@@ -1,0 +1,104 @@
+"""``experiments/robustness_study/run.py`` end to end on the tiny random LLaMA (``--smoke`` sizes):
+pilot, power, attack, sweep, the attacked view, compare, summary; a rerun skips every finished job;
+``--commit`` commits each job's small outputs and nothing else."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from experiments.robustness_study.run import main
+
+SCHEMA_ARM = {"lambda", "seeds", "clean", "perturbed", "consistency", "per_task_clean"}
+
+
+def _git(repo, *args) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "root")
+    (repo / "unrelated.txt").write_text("staged, never committed by the study\n")
+    _git(repo, "add", "unrelated.txt")
+    results, work = repo / "results", tmp_path / "work"
+    argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
+    env_user = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env_user.items():
+            mp.setenv(k, v)
+        assert main(argv) == 0
+        summary = json.loads((results / "summary.json").read_text())
+        assert summary["primary_metric"] == "rank"  # the smoke sizes evaluate with rank (study.yaml: generate)
+        assert set(summary["arms"]) == {"continual", "coin"}
+        for arm in summary["arms"].values():
+            assert set(arm) == SCHEMA_ARM and arm["seeds"] == [1, 2] and set(arm["per_task_clean"]) == {"sst2"}
+        assert summary["arms"]["coin"]["lambda"] == 1000.0
+        (key, delta), = summary["delta_perturbed"].items()
+        assert key == "coin - continual" and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
+        assert set(summary["instruction_sets"]) == {"default", "attacked"}
+        # each arm's figures are the mean of its jobs' own evaluations
+        for name, arm in summary["arms"].items():
+            per_job = [json.loads((results / "jobs" / "sweep" / f"{name}_seed{s}" / "metrics.json").read_text())
+                       for s in (1, 2)]
+            assert arm["perturbed"] == pytest.approx(100 * sum(m["overall"]["perturbed"] for m in per_job) / 2, abs=1e-3)
+        # the attacked file is what the attacked view evaluated; attack settings and drop recorded
+        attack = json.loads((results / "attack.json").read_text())
+        assert attack["settings"]["query_budget"] == 2 and attack["settings"]["adapter"] is None
+        assert attack["drop_points"] == pytest.approx(attack["clean"] - attack["perturbed"])
+        view = json.loads((work / "views" / "attacked" / "coin_seed1" / "eval" / "metrics.json").read_text())
+        assert view["run"]["instructions"] == str(results / "attacked_instructions.yaml")
+        # small outputs per job, with the commit it ran on; compressed predictions readable
+        job = json.loads((results / "jobs" / "pilot" / "coin_seed2" / "job.json").read_text())
+        assert job["seed"] == 2 and job["commit"] and "coin_lightning.train" in job["command"]
+        with gzip.open(results / "jobs" / "pilot" / "coin_seed2" / "predictions.jsonl.gz", "rt") as fh:
+            assert json.loads(fh.readline())["task"] == "sst2"
+        power = json.loads((results / "power.json").read_text())
+        assert power["tasks"]["kept"] == ["sst2"] and power["chosen"]["seeds"] == 2
+        stages = json.loads((results / "stages.json").read_text())
+        assert {"pilot", "power", "attack", "sweep", "view attacked", "compare"} <= set(stages)
+        assert stages["sweep"]["jobs_skipped"] == 4  # the sweep's jobs are the pilot's (same sizes): reused
+        assert (results / "commands.sh").read_text().count("coin_lightning.train") == 4
+        for png in ("accuracy_by_level.png", "consistency.png", "attacked/consistency.png"):
+            assert (results / png).read_bytes().startswith(b"\x89PNG")
+        # commits hold only the study's files; the unrelated staged file stays staged
+        committed = _git(repo, "log", "--name-only", "--format=")
+        assert "results/jobs/pilot/coin_seed1/metrics.json" in committed and "unrelated.txt" not in committed
+        assert "A  unrelated.txt" in _git(repo, "status", "--porcelain")
+        n_commits = _git(repo, "rev-list", "--count", "HEAD")
+        # a rerun runs no job again and gives the same summary
+        before = {p: p.stat().st_mtime for p in (work / "sweep").glob("*/done.json")}
+        assert main(argv) == 0
+        assert {p: p.stat().st_mtime for p in (work / "sweep").glob("*/done.json")} == before
+        again = json.loads((results / "stages.json").read_text())
+        assert all(s["jobs_run"] == 0 for k, s in again.items() if k != "power")
+        assert json.loads((results / "summary.json").read_text())["arms"] == summary["arms"]
+        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
+        # another published set and a secondary method on the same adapters: only those evaluations run
+        published = tmp_path / "published.yaml"
+        published.write_text(yaml.safe_dump({"clean": {"sst2": ["Is this review positive or negative?"]},
+                                             "deepwordbug": {"sst2": ["Is this reveiw positive or negative?"]}}))
+        assert main(argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]) == 0
+        third = json.loads((results / "stages.json").read_text())
+        assert third["sweep"]["jobs_run"] == 0 and third["view file_published"]["jobs_run"] == 4
+        assert third["view generate"]["jobs_run"] == 4 and third["view attacked"]["jobs_run"] == 0
+        final = json.loads((results / "summary.json").read_text())
+        assert set(final["instruction_sets"]) == {"default", "attacked", "file_published"}
+        assert final["secondary"]["metric"] == "exact_match" and set(final["secondary"]["arms"]) == {"continual", "coin"}
+        assert final["arms"] == summary["arms"]
+        view = json.loads((work / "views" / "file_published" / "coin_seed2" / "eval" / "metrics.json").read_text())
+        assert view["overall"]["n_examples"] == 2 * 4  # 2 instructions x 4 rows
+
+
+def test_refuses_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit, match="instructions-file"):
+        main(["--smoke", "--instructions-file", str(tmp_path / "none.yaml"), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="sweep.sedes"):
+        main(["--smoke", "--set", "sweep.sedes=3", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="glue"):
+        main(["--smoke", "--set", f"data={tmp_path}", "--work", str(tmp_path), "--results", str(tmp_path / "r")])

@@ -300,6 +300,35 @@ def test_failed_job_removes_only_what_it_wrote(tmp_path, monkeypatch):
     assert tmp_path.is_dir() and old.is_dir()
 
 
+def _fail(scratch: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run([sys.executable, "-m", T, "loss.lambda=abc", *args], cwd=scratch, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == ["error: loss.lambda='abc' must be a number"]
+    return done
+
+
+def test_failed_job_leaves_the_tree_as_it_found_it(tmp_path):
+    """A failed first run removes the ``outputs/<task>/runs`` parents it created; parents that were
+    there stay; with ``hydra.run.dir=.`` Hydra's records written into the working directory go too."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    _fail(fresh)
+    assert list(fresh.iterdir()) == []
+
+    used = tmp_path / "used"
+    (used / "outputs" / "train" / "runs").mkdir(parents=True)
+    _fail(used)
+    assert [p.relative_to(used).as_posix() for p in sorted(used.rglob("*"))] == ["outputs", "outputs/train",
+                                                                                  "outputs/train/runs"]
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / USER_FILE).write_text("mine\n", encoding="utf-8")
+    _fail(here, "hydra.run.dir=.")
+    assert [p.name for p in here.iterdir()] == [USER_FILE]
+
+
 def test_small_dataset_validates_within_its_epoch(tmp_path):
     """A data set with fewer training batches than ``trainer.val_check_interval`` trains (validating
     once per epoch) instead of stopping in Lightning's check."""

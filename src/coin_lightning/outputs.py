@@ -6,6 +6,9 @@ removes the entries that appeared since :class:`JobDir` was created and then the
 only when it was new: it holds nothing but Hydra's records, it was not named on the command line as
 an existing directory, and it is neither the working directory nor one of its parents. Everything
 that was there before the job started (an earlier run's checkpoints, the user's own files) stays.
+Parent directories the job created (``outputs/train/runs`` on a first run) go too when they are left
+empty, and so do Hydra's records in a directory named on the command line that did not hold them
+before the command started (``hydra.run.dir=.``).
 """
 from __future__ import annotations
 
@@ -18,21 +21,36 @@ HYDRA_RECORDS = (".hydra",)
 """Entries Hydra writes into every job directory (besides ``*.log`` files)."""
 
 
-def _existing_named_dirs(argv: list[str]) -> set[Path]:
-    """Directories named by ``hydra.run.dir=``/``hydra.sweep.dir=`` overrides that exist right now."""
-    found = set()
-    for arg in argv:
-        for key in ("hydra.run.dir=", "hydra.sweep.dir="):
-            if arg.startswith(key):
-                path = Path(arg[len(key):]).expanduser()
-                if path.is_dir():
-                    found.add(path.resolve())
-    return found
+def _named_dirs(argv: list[str]) -> list[Path]:
+    """Directories named by ``hydra.run.dir=``/``hydra.sweep.dir=`` overrides (resolved)."""
+    keys = ("hydra.run.dir=", "hydra.sweep.dir=")
+    return [Path(a.split("=", 1)[1]).expanduser().resolve() for a in argv if a.startswith(keys)]
 
 
-PREEXISTING = _existing_named_dirs(sys.argv)
-"""Directories the command line named that existed before Hydra ran (this module is imported by
-every entry point before ``hydra.main`` creates the job directory)."""
+NAMED = _named_dirs(sys.argv)
+"""Run directories the command line names (this module is imported by every entry point before
+``hydra.main`` creates the job directory, so the snapshots below predate it)."""
+
+PREEXISTING = {p for p in NAMED if p.is_dir()}
+"""Named directories that existed before Hydra ran: never removed."""
+
+ENTRIES_AT_START = {p: {e.name for e in p.iterdir()} for p in PREEXISTING}
+"""What each pre-existing named directory held before Hydra wrote its records into it."""
+
+_OUTPUTS = Path.cwd().resolve() / "outputs"
+_NAMED_PARENTS = {a for p in NAMED for a in (p, *p.parents)}
+
+
+def _known(path: Path) -> bool:
+    """Whether it is known if ``path`` existed before the command: a named directory or one of its
+    parents, or ``outputs/`` down to Hydra's ``outputs/<task>/runs`` level."""
+    if path in _NAMED_PARENTS or path == _OUTPUTS:
+        return True
+    return _OUTPUTS in path.parents and len(path.relative_to(_OUTPUTS).parts) <= 2
+
+
+EXISTED = {p for p in _NAMED_PARENTS if p.is_dir()} | {p for p in (_OUTPUTS, *_OUTPUTS.glob("*"), *_OUTPUTS.glob("*/*")) if p.is_dir()}
+"""The directories of :func:`_known` that existed before the command (parents a failed job keeps)."""
 
 
 def _is_record(entry: Path) -> bool:
@@ -48,7 +66,10 @@ class JobDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.before = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        at_start = ENTRIES_AT_START.get(self.path.resolve())
+        self.before = at_start if at_start is not None else {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        self.records_known = at_start is not None
+        """Whether :attr:`before` predates Hydra's records (then new records are the job's too)."""
 
     def _protected(self) -> bool:
         """The directory must stay: named as existing, or the working directory or one of its parents."""
@@ -65,7 +86,7 @@ class JobDir:
         if not self.path.is_dir():
             return
         for entry in self.path.iterdir():
-            if entry.name not in self.before and not _is_record(entry):
+            if entry.name not in self.before and (self.records_known or not _is_record(entry)):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -74,3 +95,11 @@ class JobDir:
             return
         if all(_is_record(entry) for entry in self.path.iterdir()):
             shutil.rmtree(self.path, ignore_errors=True)
+            self._remove_new_parents()
+
+    def _remove_new_parents(self) -> None:
+        """Remove the empty parents this job created, up to the first that existed or is not known."""
+        for parent in self.path.resolve().parents:
+            if not _known(parent) or parent in EXISTED or not parent.is_dir() or any(parent.iterdir()):
+                return
+            parent.rmdir()

@@ -105,7 +105,7 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     check_trainer(cfg.trainer, args)
     if args.adapter:
         check_adapter(args.adapter, args, key="model.adapter")
-    if cfg.get("ckpt_path"):
+    if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)
         check_checkpoint(str(cfg.ckpt_path), args)
     return args
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from coin_lightning.errors import reported
 from coin_lightning.io import write_json
 from coin_lightning.model.loading import load_model, load_tokenizer
+from coin_lightning.model.checks import check_checkpoint, model_args
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.outputs import JobDir
@@ -139,6 +140,8 @@ def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] |
     try:
         with reported(on_failure=discard_if_not_started):
             ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), job_dir.path)  # a path, auto, or null (auto under SLURM)
+            if ckpt_path is not None and ckpt_path != cfg.get("ckpt_path"):  # found here: check it as a given one
+                check_checkpoint(ckpt_path, model_args(cfg.model))
             module, datamodule, trainer = build(cfg)
             log_config(trainer.loggers, cfg)
             started = True

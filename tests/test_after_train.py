@@ -104,3 +104,15 @@ def test_ddp_cpu_run_evaluates_on_both_ranks_like_one_process(tmp_path, shared_d
     assert [g[:5] for g in got] == [w[:5] for w in want]
     for g, w in zip(got, want):
         assert g[5] == pytest.approx(w[5], abs=1e-4)
+
+
+def test_eval_after_train_needs_the_adapter_callback(tmp_path):
+    from coin_lightning.after_train import check_evaluation
+    from coin_lightning.errors import ConfigError
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*TRAIN, "eval_after_train=true", "~callbacks.adapter"])
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path)
+    with pytest.raises(ConfigError, match="keep callbacks.adapter"):
+        check_evaluation(cfg)

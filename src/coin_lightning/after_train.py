@@ -21,9 +21,6 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-ADAPTER_DIR = "adapter"
-"""Where the adapter checkpoint callback writes the final adapter inside the run directory (fallback
-when the summary names none)."""
 
 
 def evaluation_config(cfg: DictConfig, adapter: str | None) -> DictConfig:
@@ -55,10 +52,12 @@ def check_evaluation(cfg: DictConfig) -> None:
         UserError: one line naming the key (``evaluation.eval.<key>``) or the file at fault (reported
             by the entry point's :func:`coin_lightning.errors.reported`).
     """
-    from coin_lightning.errors import UserError
+    from coin_lightning.errors import ConfigError, UserError
     from coin_lightning.eval.cli import check
     from coin_lightning.eval.settings import EvalConfigError
 
+    if not (cfg.get("callbacks") or {}).get("adapter"):
+        raise ConfigError("eval_after_train=true evaluates the adapter that callbacks.adapter writes: keep callbacks.adapter")
     try:
         check(evaluation_config(cfg, None))
     except UserError as exc:
@@ -75,7 +74,7 @@ def evaluate_after_fit(cfg: DictConfig) -> Callable[[Any, dict], dict]:
     def after_fit(trainer, summary: dict) -> dict:
         from coin_lightning.eval.cli import evaluate
 
-        adapter = summary.get("paths", {}).get("adapter") or str(Path(cfg.output_dir) / ADAPTER_DIR)
+        adapter = summary.get("paths", {}).get("adapter") or str(cfg.callbacks.adapter.dirpath)  # ranks > 0
         ecfg = evaluation_config(cfg, adapter)
         metrics = evaluate(ecfg, loggers=list(trainer.loggers), log_step=trainer.global_step)
         return {"eval": {"output_dir": ecfg.output_dir, "overall": metrics["overall"]}}

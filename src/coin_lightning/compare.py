@@ -29,7 +29,6 @@ from rich.markdown import Markdown
 from coin_lightning.errors import print_user_error, take_verbose_flag
 from coin_lightning.eval.comparison import ComparisonError, compare_runs, comparison_markdown, load_runs
 from coin_lightning.eval.plots import comparison_figure, save_png
-from coin_lightning.eval.report import RunDirError
 from coin_lightning.eval.sweep_report import write_sweep
 from coin_lightning.io import write_json, write_text
 

@@ -3,7 +3,7 @@
 Examples::
 
     python -m coin_lightning.train                                  # embedded model + data, CPU
-    python -m coin_lightning.train model=alpaca trainer=gpu experiment=coin_alpaca
+    python -m coin_lightning.train trainer=gpu experiment=coin_alpaca data.path=/path/to/coin.csv   # the paper (LLaMA-7B + alpaca-lora)
     python -m coin_lightning.train -m loss.lambda=0,100,1000 seed=1,2,3   # one job (and dir) each
     python -m coin_lightning.train -m loss.lambda=0,1000 seed=1,2,3 eval_after_train=true \
         evaluation.eval.tasks=[sst2,rte] data=glue data.root=../shared/data/glue   # then: compare --sweep DIR

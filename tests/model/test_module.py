@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from coin_lightning.model import module as module_mod
 from coin_lightning.model.loading import load_adapter, load_model

@@ -25,9 +25,9 @@ def compose(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str 
         ConfigError: the config file does not exist.
     """
     from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from coin_lightning.errors import ConfigError
-    from hydra import initialize_config_dir
 
     if not (config_dir / f"{config_name}.yaml").is_file():
         raise ConfigError(f"{config_dir / config_name}.yaml not found; pass --config-dir")

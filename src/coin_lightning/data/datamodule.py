@@ -2,8 +2,9 @@
 
 One class serves every source (``conf/data/{embedded,glue,flan,coin_csv}.yaml`` differ in ``source``
 and its keys), so the hub, local files and the embedded default behave identically downstream. The
-training entry point builds it with ``hydra.utils.instantiate(cfg.data, tokenizer=tokenizer,
-seed=cfg.seed)``. After :meth:`setup`: ``train_dataset``, ``val_dataset`` (items = whole groups,
+training entry point builds it with ``hydra.utils.instantiate(cfg.data, tokenizer=None,
+seed=cfg.seed)`` and calls :meth:`setup` to read and validate the data before any model loads, then
+sets ``tokenizer`` and calls :meth:`setup` again to tokenize. After :meth:`setup`: ``train_dataset``, ``val_dataset`` (items = whole groups,
 :class:`GroupDataset`) and ``stats`` (see :meth:`setup`).
 
 Pipeline in :meth:`setup`: load records -> keep those that fill their task's templates
@@ -14,9 +15,7 @@ truncate (``collate.Encoder``). The CoIN CSV skips templates: its rows are alrea
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
@@ -173,7 +172,7 @@ class CoinDataModule(L.LightningDataModule):
         check_order(order, group_by_length)
         for key, value in (("global_batch_size", global_batch_size), ("val_every_n_steps", val_every_n_steps),
                            ("val_batches", val_batches)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise DataError(f"data.{key}={value!r} must be a positive integer or null")
         if global_batch_size is not None and (global_batch_size < 1 or global_batch_size % batch_size):
             raise DataError(

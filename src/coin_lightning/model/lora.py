@@ -93,7 +93,7 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
     if args.packed_sequences and model.config._attn_implementation == "sdpa":
         packing.enable(model)
     if adapter:
-        model = load_adapter(model, adapter)
+        model = load_adapter(model, adapter, cache_dir=args.cache_dir)  # a directory, or a hub id at its main revision
     elif args.adapter:
         model = load_adapter(model, args.adapter, False, args.adapter_revision, args.cache_dir)
     if args.fused_kernels:

@@ -13,12 +13,15 @@ Everything here reads the config only: no process is started, no model or data i
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, open_dict
 
-from coin_lightning.model.module import ConfigError
+from coin_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _accelerator_count(accelerator: str) -> int:
@@ -175,6 +178,11 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
         val_batches=data.get("val_batches"),
         limit_val_batches=trainer.get("limit_val_batches", 1.0),
     )
+    given = trainer.get("accumulate_grad_batches", 1)
+    if data.get("global_batch_size") is not None and given != plan.accumulate_grad_batches:
+        log.info("trainer.accumulate_grad_batches=%d (not %s): data.global_batch_size=%d / (data.batch_size=%d x "
+                 "%d device(s) x %d node(s))", plan.accumulate_grad_batches, given, data.global_batch_size,
+                 data.get("batch_size", 1), devices, trainer.get("num_nodes", 1))
     with open_dict(cfg):
         trainer.accumulate_grad_batches = plan.accumulate_grad_batches
         trainer.val_check_interval = plan.val_check_interval

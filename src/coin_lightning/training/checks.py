@@ -108,30 +108,3 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)
         check_checkpoint(str(cfg.ckpt_path), args)
     return args
-
-
-def fit_val_check_interval(trainer: Any, datamodule: Any) -> None:
-    """Lower an integer ``trainer.val_check_interval`` that exceeds the training batches of one
-    epoch to that number (Lightning refuses such a trainer when ``fit`` starts), with a logged note.
-
-    Args:
-        trainer: the instantiated ``lightning.Trainer`` (its ``world_size`` is known).
-        datamodule: a set-up ``CoinDataModule`` (``train_dataset``, ``batch_size``, ``pairs_per_item``).
-    """
-    vci = trainer.val_check_interval
-    if not isinstance(vci, int) or trainer.check_val_every_n_epoch is None or not trainer.limit_val_batches:
-        return
-    items = max(1, datamodule.batch_size // datamodule.pairs_per_item)
-    per_rank = math.ceil(len(datamodule.train_dataset) / max(1, trainer.world_size))
-    batches = math.ceil(per_rank / items)
-    limit = trainer.limit_train_batches
-    if isinstance(limit, int):
-        batches = min(batches, limit)
-    elif limit is not None and limit < 1.0:
-        batches = int(batches * limit)
-    if 0 < batches < vci:
-        log.warning(
-            "trainer.val_check_interval=%d is more than the %d training batches of an epoch; validating every %d batches",
-            vci, batches, batches,
-        )
-        trainer.val_check_interval = batches

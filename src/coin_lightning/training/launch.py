@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from coin_lightning.model.module import ConfigError
+from coin_lightning.errors import ConfigError
 
 
 def check_launch(trainer: L.Trainer) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from coin_lightning.model.module import ConfigError
+from coin_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.outputs import JobDir
 from coin_lightning.training.batching import apply_batch_plan
-from coin_lightning.training.checks import check_train_config, fit_val_check_interval
+from coin_lightning.training.checks import check_train_config
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.learning import fit_measured, learning_rows
 from coin_lightning.training.loggers import finish_wandb, log_config
@@ -55,7 +55,6 @@ def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer
         cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
     )
     check_launch(trainer)
-    fit_val_check_interval(trainer, datamodule)
     datamodule.tokenizer = load_tokenizer(cfg.model)
     datamodule.setup("fit")  # tokenize (setup is idempotent otherwise)
     base, _ = load_model(cfg.model)

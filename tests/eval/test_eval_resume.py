@@ -113,7 +113,7 @@ def test_ctrl_c_or_sigterm_on_the_command_line_exits_in_one_line_and_keeps_the_p
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "coin_lightning.evaluate", "model=tiny_llama", "eval.tasks=[sst2]",
-                             f"data.root={shared_data / 'glue'}", "eval.samples_per_task=48", "eval.max_new_tokens=4",
+                             f"data.root={shared_data / 'glue'}", "eval.samples_per_task=400", "eval.max_new_tokens=7",
                              f"hydra.run.dir={run}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

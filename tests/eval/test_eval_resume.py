@@ -107,6 +107,12 @@ def test_sigterm_raises_keyboard_interrupt_inside_the_block():
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default. A test run started in the background of a
+    non-interactive shell ignores SIGINT, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_on_the_command_line_exits_in_one_line_and_keeps_the_parts(tmp_path, shared_data, sig):
     run = tmp_path / "run"
@@ -115,7 +121,7 @@ def test_ctrl_c_or_sigterm_on_the_command_line_exits_in_one_line_and_keeps_the_p
     proc = subprocess.Popen([sys.executable, "-m", "coin_lightning.evaluate", "model=tiny_llama", "eval.tasks=[sst2]",
                              f"data.root={shared_data / 'glue'}", "eval.samples_per_task=400", "eval.max_new_tokens=7",
                              f"hydra.run.dir={run}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.time() + 300
     while not list((run / "parts").glob("*.jsonl")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

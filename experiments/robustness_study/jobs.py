@@ -156,8 +156,8 @@ class Jobs:
                 commit: bool = True) -> list[Path]:
         """Copy a finished job's small outputs into ``<results>/jobs/<group>/<name>/`` (``job.json`` last,
         as it marks them complete) and, with ``commit`` and the study's ``--commit``, commit them; a job
-        restored from there is left as it is (returns ``[]``)."""
-        if job_dir in self.restored:
+        restored from there (in this run or an earlier one) is left as it is (returns ``[]``)."""
+        if done.get("restored_from"):
             return []
         dest = self.results / "jobs" / group / name
         dest.mkdir(parents=True, exist_ok=True)

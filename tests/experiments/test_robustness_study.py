@@ -122,6 +122,8 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         with pytest.raises(SystemExit, match=r"^error: view file_other needs the adapters of sweep jobs continual_seed1, "
                                              r"continual_seed2, coin_seed1, coin_seed2, which are not in .*re-train"):
             main(argv + ["--instructions-file", str(other)])
+        assert main(argv3) == 0  # and a rerun of the restored work directory commits nothing either
+        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
 
 
 def test_refuses_bad_arguments(tmp_path):

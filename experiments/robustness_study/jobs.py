@@ -3,8 +3,10 @@
 A job runs in its own directory and, when its command succeeds, gets ``done.json`` there (the git
 commit it ran on, its command and wall time). A rerun skips every job with that marker; a job
 directory without it (a stopped run) is started again. After each finished job its small outputs
-(``metrics.json``, ``predictions.jsonl.gz``, ``job.json`` with the commit) are copied into
-``<results>/jobs/<group>/<job>/`` and, with ``commit=True``, committed with git (only those paths).
+(``metrics.json``, ``predictions.jsonl.gz``, ``overrides.yaml``, ``job.json`` with the commit) are
+copied into ``<results>/jobs/<group>/<job>/`` and, with ``commit=True``, committed with git (only those
+paths). From a clean checkout (no job directory), :meth:`Jobs.restore` rebuilds a job directory from
+those small outputs, laid out as the job's evaluation output, so the job is skipped and never re-run.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ PYTHON = shlex.quote(sys.executable)
 """The interpreter the jobs run with (written as ``python`` in ``commands.sh``)."""
 DONE = "done.json"
 """The marker of a finished job, in its directory."""
+RECORD = "job.json"
+"""A finished job's record in the results (its ``done.json`` and the study's labels)."""
 
 
 def git_commit(repo: Path) -> str:
@@ -51,6 +55,49 @@ class Jobs:
         self.commands: list[str] = []
         self.walls: dict[str, dict] = {}
         self.code_commit = git_commit(repo)
+        self.restored: set[Path] = set()
+        """Job directories rebuilt from the results in this run (:meth:`restore`)."""
+
+    def recorded(self, group: str, name: str) -> Path | None:
+        """``<results>/jobs/<group>/<name>`` when it holds a finished job's small outputs, else ``None``."""
+        src = self.results / "jobs" / group / name
+        return src if all((src / f).is_file() for f in (RECORD, "metrics.json", "predictions.jsonl.gz")) else None
+
+    def restore(self, group: str, name: str, job_dir: Path, eval_dir: Path, also: dict | None = None) -> bool:
+        """Rebuild a finished job's directory from its small outputs in the results, when it has no
+        ``done.json`` but ``<results>/jobs/<group>/<name>`` is complete: ``metrics.json`` and the
+        decompressed ``predictions.jsonl`` in ``eval_dir`` (inside ``job_dir``), ``.hydra/overrides.yaml``,
+        ``also`` (``{path inside job_dir: source file}``) and ``done.json`` (the recorded one: its commit,
+        command and wall time, with ``restored_from``). Adapters are not in the results and are not restored.
+
+        Returns:
+            Whether the job was restored (``False``: it has its marker, or the results do not hold it).
+        """
+        src = self.recorded(group, name)
+        if (job_dir / DONE).is_file() or src is None or not all(Path(f).is_file() for f in (also or {}).values()):
+            return False
+        tmp = job_dir.with_name(job_dir.name + ".restoring")  # built aside, then moved: nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        out = tmp / eval_dir.relative_to(job_dir)
+        out.mkdir(parents=True)
+        shutil.copy2(src / "metrics.json", out / "metrics.json")
+        with gzip.open(src / "predictions.jsonl.gz", "rb") as fh, open(out / "predictions.jsonl", "wb") as dst:
+            shutil.copyfileobj(fh, dst)
+        if (src / "overrides.yaml").is_file():
+            (tmp / ".hydra").mkdir(exist_ok=True)
+            shutil.copy2(src / "overrides.yaml", tmp / ".hydra" / "overrides.yaml")
+        for rel, path in (also or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+        record = json.loads((src / RECORD).read_text(encoding="utf-8"))
+        write_json(tmp / DONE, {**record, "restored_from": str(src)})
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(job_dir)
+        self.restored.add(job_dir)
+        print(f"[robustness_study] {group}/{name}: restored from {src} (finished on {record.get('commit')}; not re-run)",
+              flush=True)
+        return True
 
     def run(self, stage: str, job_dir: Path, cmd: Sequence, done_when: Path | None = None, fresh: bool = False) -> dict:
         """Run ``cmd`` for ``job_dir`` unless its ``done.json`` exists; return that marker.
@@ -77,7 +124,7 @@ class Jobs:
         Raises:
             SystemExit: the command failed, or a pending job lacks ``<job>/<done_file>`` afterwards.
         """
-        rec = self.walls.setdefault(stage, {"wall_s": 0.0, "jobs_run": 0, "jobs_skipped": 0})
+        rec = self.walls.setdefault(stage, {"wall_s": 0.0, "jobs_run": 0, "jobs_skipped": 0, "jobs_restored": 0})
         pending = [d for d in job_dirs if not (d / DONE).is_file()]
         if pending:
             if fresh:
@@ -99,25 +146,39 @@ class Jobs:
                                       "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
             rec["jobs_run"] += len(pending)
         rec["jobs_skipped"] += len(job_dirs) - len(pending)
+        rec["jobs_restored"] += sum(d in self.restored for d in job_dirs)
         markers = [json.loads((d / DONE).read_text(encoding="utf-8")) for d in job_dirs]
         rec["wall_s"] = round(rec["wall_s"] + sum(m["wall_s"] for m in markers), 1)
         self.commands.extend(m["command"] for m in markers)
         return markers
 
-    def collect(self, group: str, name: str, eval_dir: Path, done: dict, extra: dict | None = None) -> list[Path]:
-        """Copy a finished job's small outputs into ``<results>/jobs/<group>/<name>/`` (and commit them)."""
+    def collect(self, group: str, name: str, job_dir: Path, eval_dir: Path, done: dict, extra: dict | None = None,
+                commit: bool = True) -> list[Path]:
+        """Copy a finished job's small outputs into ``<results>/jobs/<group>/<name>/`` (``job.json`` last,
+        as it marks them complete) and, with ``commit`` and the study's ``--commit``, commit them; a job
+        restored from there (in this run or an earlier one) is left as it is (returns ``[]``)."""
+        if done.get("restored_from"):
+            return []
         dest = self.results / "jobs" / group / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(eval_dir / "metrics.json", dest / "metrics.json")
         gz = dest / "predictions.jsonl.gz"
-        if not gz.is_file():
-            with open(eval_dir / "predictions.jsonl", "rb") as src, gzip.GzipFile(gz, "wb", mtime=0) as out:
-                shutil.copyfileobj(src, out)
-        write_json(dest / "job.json", {**done, **(extra or {})})
-        paths = [dest / "metrics.json", gz, dest / "job.json"]
-        if self.commit:
-            self.git_commit_paths(paths, f"robustness study: {group}/{name} (ran on {done['commit']})")
+        with open(eval_dir / "predictions.jsonl", "rb") as src, gzip.GzipFile(gz, "wb", mtime=0) as out:
+            shutil.copyfileobj(src, out)
+        paths = [dest / "metrics.json", gz]
+        if (job_dir / ".hydra" / "overrides.yaml").is_file():
+            shutil.copy2(job_dir / ".hydra" / "overrides.yaml", dest / "overrides.yaml")
+            paths.append(dest / "overrides.yaml")
+        write_json(dest / RECORD, {**done, **(extra or {})})
+        paths.append(dest / RECORD)
+        if commit:
+            self.commit_paths(paths, f"robustness study: {group}/{name} (ran on {done['commit']})")
         return paths
+
+    def commit_paths(self, paths: Sequence[Path], message: str) -> None:
+        """With the study's ``--commit``: :meth:`git_commit_paths`; otherwise nothing."""
+        if self.commit and paths:
+            self.git_commit_paths(paths, message)
 
     def git_commit_paths(self, paths: Sequence[Path], message: str) -> None:
         """``git add`` and commit exactly ``paths`` in the repository holding them (nothing else staged

@@ -179,3 +179,50 @@ def task_floor(clean: dict[str, dict[str, float]], majority: dict[str, float], m
                              f"{100 * majority[task]:.1f}% + {100 * margin:g} points: not learned above chance")
     floor = min((min(clean[t].values()) for t in kept), default=None)
     return {"kept": kept, "dropped": dropped, "floor": floor, "majority": majority, "clean": clean}
+
+
+def clean_accuracy(rows: Sequence[dict]) -> dict[str, float]:
+    """Per task, the accuracy (0-1) of prediction rows under the clean instructions."""
+    acc: dict = {}
+    for r in rows:
+        if r["level"] == CLEAN:
+            acc.setdefault(r["task"], []).append(float(r["pred"] == r["gold"]))
+    return {t: sum(v) / len(v) for t, v in acc.items()}
+
+
+def size_from_pilot(by_arm: dict[str, list[list[dict]]], margin: float, half_width_points: float, confidence: float,
+                    min_seeds: int, max_seeds: int, max_rows_per_task: int) -> dict:
+    """The tasks kept and the sweep's sizes from the pilot's predictions.
+
+    Args:
+        by_arm: per arm (the first is the reference), the prediction rows of each pilot seed (same seed order).
+        margin: :func:`task_floor`'s margin (0-1); the other arguments are ``study.yaml``'s ``power`` keys.
+
+    Returns:
+        ``{"tasks": task_floor(...), "plans": {"<arm> - <reference>": plan(...)}, "chosen": {"seeds",
+        "rows_per_task", "feasible"}}`` (the largest sizes over the arms); no ``plans`` when no task is kept.
+    """
+    names = list(by_arm)
+    clean: dict = {}
+    for arm, runs in by_arm.items():
+        for rows in runs:
+            for task, acc in clean_accuracy(rows).items():
+                clean.setdefault(task, {}).setdefault(arm, []).append(acc)
+    clean = {t: {a: sum(v) / len(v) for a, v in by.items()} for t, by in clean.items()}
+    tasks = task_floor(clean, majority_rate(by_arm[names[0]][0]), margin)
+    if not tasks["kept"]:
+        return {"tasks": tasks}
+    keep = set(tasks["kept"])
+
+    def only(runs):
+        return [[r for r in rows if r["task"] in keep] for rows in runs]
+
+    plans = {}
+    for arm in names[1:]:
+        vc = variance_components(*paired_differences(only(by_arm[arm]), only(by_arm[names[0]])))
+        plans[f"{arm} - {names[0]}"] = plan(vc, half_width_points / 100, len(keep), min_seeds, max_seeds,
+                                            max_rows_per_task, confidence)
+    chosen = {"seeds": max(x["seeds"] for x in plans.values()),
+              "rows_per_task": max(x["rows_per_task"] for x in plans.values()),
+              "feasible": all(x["feasible"] for x in plans.values())}
+    return {"tasks": tasks, "plans": plans, "chosen": chosen}

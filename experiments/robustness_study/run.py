@@ -13,14 +13,18 @@ Stages (each job one command of the package, run as a subprocess, logged to ``co
    every level; the instructions found go to ``results/attacked_instructions.yaml``, its settings and the
    accuracy drop on the base model to ``results/attack.json``;
 4. **sweep**: every arm x seeds, ``eval_after_train`` on the default (seeded) instruction set;
-5. **views**: each sweep adapter evaluated again with the attacked file (and ``--instructions-file``,
-   and the secondary method); each view is laid out as a sweep (the training job's overrides,
-   the evaluation in ``eval/``);
+5. **views**: each sweep adapter evaluated again with the attacked file and the secondary method (then
+   the sweep job's small outputs are collected), and with ``--instructions-file``; each view is laid
+   out as a sweep (the training job's overrides, the evaluation in ``eval/``);
 6. **compare**: ``compare --sweep`` of the sweep and every view; ``results/summary.json``.
 
 Every job leaves ``done.json`` (its commit, command, wall time) and is skipped on rerun
 (:mod:`experiments.robustness_study.jobs`); its small outputs go to ``results/jobs/`` as it finishes
-(``--commit``: committed with git). Work files go to ``--work`` (default ``outputs/robustness_study``).
+(``--commit``: committed with git, with ``power.json`` and the attack's files). Work files go to
+``--work`` (default ``outputs/robustness_study``). From a clean checkout (no work directory) a job
+whose small outputs are in ``results/jobs/`` is restored from there and not re-run; a sweep job gets
+there only once the attacked and secondary views have evaluated its adapter, as adapters are not
+committed (a later ``--instructions-file`` needs the ``--work`` that trained them, or re-training).
 
 Examples::
 
@@ -45,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from coin_lightning.eval.bootstrap import read_predictions
 from coin_lightning.io import write_json
 from experiments.robustness_study.jobs import DONE, Jobs
-from experiments.robustness_study.power import majority_rate, paired_differences, plan, task_floor, variance_components
+from experiments.robustness_study.power import size_from_pilot
 from experiments.robustness_study.summary import write_summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,10 +112,17 @@ class Study:
         if not self.glue.is_dir():
             raise SystemExit(f"error: {self.glue} not found (study.yaml data: must hold glue/<task>/<split>.jsonl)")
         self.arms = dict(cfg.arms)
+        self.view_done: dict[str, dict] = {}
+        """Per view, the done marker of each of its jobs."""
 
-    def train_jobs(self, group: str, seeds: list[int], tasks: list[str], rows: int) -> list[Path]:
-        """Train (and evaluate) every arm x seed into ``<work>/<group>/<arm>_seed<k>``."""
-        dirs = []
+    def train_jobs(self, group: str, seeds: list[int], tasks: list[str], rows: int, collect: bool = True) -> list[tuple]:
+        """Train (and evaluate) every arm x seed into ``<work>/<group>/<arm>_seed<k>``, each restored from
+        the results when it finished before; ``collect``: copy each one's small outputs to the results now.
+
+        Returns:
+            ``(job dir, done marker, labels)`` of every job.
+        """
+        out = []
         for arm, lam in self.arms.items():
             for seed in seeds:
                 job = self.work / group / f"{arm}_seed{seed}"
@@ -119,20 +130,33 @@ class Study:
                        f"data.root={self.glue}", f"data.tasks={_list(tasks)}", f"loss.lambda={lam}", f"seed={seed}",
                        "eval_after_train=true", *eval_overrides(self.cfg, "evaluation.eval", tasks, rows),
                        f"hydra.run.dir={job}"]
-                if group != "pilot":
+                if not self.jobs.restore(group, job.name, job, job / "eval") and group != "pilot":
                     self.reuse_pilot(job, cmd)
                 done = self.jobs.run(group, job, cmd, done_when=job / "eval" / "metrics.json", fresh=True)
-                self.jobs.collect(group, job.name, job / "eval", done, {"arm": arm, "lambda": lam, "seed": seed})
-                dirs.append(job)
-        return dirs
+                labels = {"arm": arm, "lambda": lam, "seed": seed}
+                if collect:
+                    self.jobs.collect(group, job.name, job, job / "eval", done, labels)
+                out.append((job, done, labels))
+        return out
+
+    def collect_sweep(self, sweep: list[tuple], views: list[str]) -> None:
+        """Copy each sweep job's small outputs to the results, after those of its ``views`` (so a sweep
+        job in the results has every evaluation the study needs), and commit them together."""
+        for job, done, labels in sweep:
+            paths = [p for v in views for p in self.jobs.collect(f"views/{v}", job.name, self.work / "views" / v / job.name,
+                                                                 self.work / "views" / v / job.name / "eval",
+                                                                 self.view_done[v][job.name], commit=False)]
+            paths += self.jobs.collect("sweep", job.name, job, job / "eval", done, labels, commit=False)
+            self.jobs.commit_paths(paths, f"robustness study: sweep/{job.name} and its views {', '.join(views)} "
+                                          f"(ran on {done['commit']})")
 
     def reuse_pilot(self, job: Path, cmd: list) -> None:
         """Copy the pilot's job of the same arm and seed when it ran exactly ``cmd`` (same sizes), so it
         is not trained twice."""
         pilot = self.work / "pilot" / job.name
         marker = pilot / DONE
-        if (job / DONE).is_file() or not marker.is_file():
-            return
+        if (job / DONE).is_file() or not marker.is_file() or not (pilot / "adapter").is_dir():
+            return  # a pilot job restored from the results has no adapter to evaluate the views with
         same = " ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot))
         if json.loads(marker.read_text(encoding="utf-8"))["command"] == same:
             shutil.rmtree(job, ignore_errors=True)
@@ -141,12 +165,26 @@ class Study:
             write_json(job / DONE, {**done, "wall_s": 0.0, "command": f"# {job.name}: the pilot's job, the same command",
                                     "reused_from": str(pilot)})
 
-    def view_jobs(self, view: str, jobs: list[Path], tasks: list[str], rows: int, extra: list[str],
+    def view_jobs(self, view: str, jobs: list[tuple], tasks: list[str], rows: int, extra: list[str],
                   method: str | None = None) -> Path:
         """Evaluate each sweep adapter again (``extra`` overrides) into ``<work>/views/<view>/<job>/eval``,
-        with the training job's overrides beside it, so the view reads as a sweep."""
+        with the training job's overrides beside it, so the view reads as a sweep; a view job in the
+        results is restored from there. Its small outputs are collected by :meth:`collect_sweep`.
+
+        Raises:
+            SystemExit: a job to evaluate has no adapter (its sweep job was restored from the results).
+        """
         root = self.work / "views" / view
-        sweep = jobs[0].parent
+        sweep = jobs[0][0].parent
+        dests = [root / job.name for job, _, _ in jobs]
+        for (_, done, _), dest in zip(jobs, dests):  # only beside the adapter it evaluated (restored with it)
+            if done.get("restored_from"):
+                self.jobs.restore(f"views/{view}", dest.name, dest, dest / "eval")
+        lacking = [d.name for d in dests if not (d / DONE).is_file() and not (sweep / d.name / "adapter").is_dir()]
+        if lacking:
+            raise SystemExit(f"error: view {view} needs the adapters of sweep jobs {', '.join(lacking)}, which are not in "
+                             f"{sweep} (adapters are not committed): rerun with the --work that trained them, or delete "
+                             f"{self.results / 'jobs' / 'sweep'}/{{{','.join(lacking)}}} to re-train those jobs")
 
         def command(pending: list[Path]) -> list:  # one evaluate multirun over the unfinished jobs
             return [PY, "-m", "coin_lightning.evaluate", "-m", f"model={self.cfg.model}",
@@ -154,46 +192,38 @@ class Study:
                     f"data.root={self.glue}", *eval_overrides(self.cfg, "eval", tasks, rows, method), *extra,
                     f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${study_job}/eval"]
 
-        dests = [root / job.name for job in jobs]
         markers = self.jobs.run_many(f"view {view}", dests, lambda pending: command(pending), "eval/metrics.json")
-        for job, dest, done in zip(jobs, dests, markers):
+        for (job, _, _), dest in zip(jobs, dests):
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
-            self.jobs.collect(f"views/{view}", job.name, dest / "eval", done)
+        self.view_done[view] = {d.name: m for d, m in zip(dests, markers)}
         return root
 
-    def power(self, pilot: list[Path]) -> dict:
-        """Tasks kept and the sweep's sizes from the pilot (``results/power.json``)."""
+    def power(self) -> dict:
+        """Tasks kept and the sweep's sizes from the pilot (``results/power.json``); the recorded one when
+        no pilot job ran in this run and the study's settings it was computed from are unchanged."""
         t0 = time.perf_counter()
+        inputs = OmegaConf.to_container(OmegaConf.create({"arms": self.arms, "tasks": self.cfg.tasks,
+                                                          "pilot": self.cfg.pilot, "power": self.cfg.power}))
+        path = self.results / "power.json"
+        if self.jobs.walls["pilot"]["jobs_run"] == 0 and path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("inputs") == inputs:
+                self.jobs.walls["power"] = {"wall_s": old.get("wall_s", 0.0), "jobs_run": 0, "jobs_skipped": 1,
+                                            "jobs_restored": 0}
+                return old
         seeds = list(self.cfg.pilot.seeds)
-        names = list(self.arms)
-        by_arm = {a: [read_predictions(self.work / "pilot" / f"{a}_seed{s}" / "eval") for s in seeds] for a in names}
-        clean: dict = {}
-        for arm, runs in by_arm.items():
-            for rows in runs:
-                for task, acc in _clean_accuracy(rows).items():
-                    clean.setdefault(task, {}).setdefault(arm, []).append(acc)
-        clean = {t: {a: sum(v) / len(v) for a, v in by.items()} for t, by in clean.items()}
-        tasks = task_floor(clean, majority_rate(by_arm[names[0]][0]), self.cfg.pilot.margin_points / 100)
-        if not tasks["kept"]:
-            write_json(self.results / "power.json", {"tasks": tasks})
-            raise SystemExit(f"error: the pilot learned no task above chance; see {self.results / 'power.json'}")
-        p = self.cfg.power
-        keep = set(tasks["kept"])
-        plans = {}
-        for arm in names[1:]:
-            only = lambda runs: [[r for r in rows if r["task"] in keep] for rows in runs]  # noqa: E731
-            vc = variance_components(*paired_differences(only(by_arm[arm]), only(by_arm[names[0]])))
-            plans[f"{arm} - {names[0]}"] = plan(vc, p.half_width_points / 100, len(keep), p.min_seeds, p.max_seeds,
-                                                p.max_rows_per_task, p.confidence)
-        chosen = {"seeds": max(x["seeds"] for x in plans.values()),
-                  "rows_per_task": max(x["rows_per_task"] for x in plans.values()),
-                  "feasible": all(x["feasible"] for x in plans.values())}
+        by_arm = {a: [read_predictions(self.work / "pilot" / f"{a}_seed{s}" / "eval") for s in seeds] for a in self.arms}
+        out = size_from_pilot(by_arm, self.cfg.pilot.margin_points / 100, **OmegaConf.to_container(self.cfg.power))
+        if not out["tasks"]["kept"]:
+            write_json(path, {"tasks": out["tasks"]})
+            raise SystemExit(f"error: the pilot learned no task above chance; see {path}")
         out = {"pilot": {"seeds": seeds, "rows_per_task": self.cfg.pilot.rows_per_task},
-               "target_half_width_points": p.half_width_points, "confidence": p.confidence,
-               "tasks": tasks, "plans": plans, "chosen": chosen}
-        write_json(self.results / "power.json", out)
-        self.jobs.walls["power"] = {"wall_s": round(time.perf_counter() - t0, 1), "jobs_run": 1, "jobs_skipped": 0}
+               "target_half_width_points": self.cfg.power.half_width_points, "confidence": self.cfg.power.confidence,
+               **out, "inputs": inputs, "wall_s": round(time.perf_counter() - t0, 1)}
+        write_json(path, out)
+        self.jobs.commit_paths([path], "robustness study: power analysis of the pilot")
+        self.jobs.walls["power"] = {"wall_s": out["wall_s"], "jobs_run": 1, "jobs_skipped": 0, "jobs_restored": 0}
         return out
 
     def attack(self, tasks: list[str]) -> Path:
@@ -206,8 +236,9 @@ class Study:
         cmd = [PY, "-m", "coin_lightning.evaluate", f"model={self.cfg.model}", f"data.root={self.glue}",
                *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task), "eval.perturb_mode=adversarial",
                f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]
-        done = self.jobs.run("attack", job, cmd, done_when=job / "eval" / "adversarial_instructions.yaml")
         found = self.results / "attacked_instructions.yaml"
+        self.jobs.restore("attack", "base", job, job / "eval", {"eval/adversarial_instructions.yaml": found})
+        done = self.jobs.run("attack", job, cmd, done_when=job / "eval" / "adversarial_instructions.yaml")
         shutil.copy2(job / "eval" / "adversarial_instructions.yaml", found)
         m = OmegaConf.to_container(OmegaConf.load(job / "eval" / "metrics.json"))
         per_level = {lv: 100 * v["mean"] for lv, v in m["per_level"].items()}
@@ -216,7 +247,8 @@ class Study:
             "clean": 100 * m["overall"]["clean"], "perturbed": 100 * m["overall"]["perturbed"],
             "drop_points": 100 * (m["overall"]["clean"] - m["overall"]["perturbed"]),
             "drop_points_per_level": {lv: per_level["clean"] - v for lv, v in per_level.items() if lv != "clean"}})
-        self.jobs.collect("attack", "base", job / "eval", done)
+        paths = self.jobs.collect("attack", "base", job, job / "eval", done, commit=False)
+        self.jobs.commit_paths([found, self.results / "attack.json", *paths], f"robustness study: attack (ran on {done['commit']})")
         return found
 
     def compare(self, name: str, sweep_dir: Path) -> Path:
@@ -230,15 +262,6 @@ class Study:
             marker.unlink()  # a job finished since: compare again
         self.jobs.run("compare", out, cmd, done_when=out / "comparison.json")
         return out
-
-
-def _clean_accuracy(rows: list[dict]) -> dict[str, float]:
-    """Per task, the accuracy under the clean instructions."""
-    acc: dict = {}
-    for r in rows:
-        if r["level"] == "clean":
-            acc.setdefault(r["task"], []).append(float(r["pred"] == r["gold"]))
-    return {t: sum(v) / len(v) for t, v in acc.items()}
 
 
 def _sizes(cfg: DictConfig, power: dict) -> tuple[list[int], int]:
@@ -262,20 +285,24 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     study = Study(cfg, work, results, args.commit)
     t0 = time.perf_counter()
-    pilot = study.train_jobs("pilot", list(cfg.pilot.seeds), list(cfg.tasks), int(cfg.pilot.rows_per_task))
-    power = study.power(pilot)
+    study.train_jobs("pilot", list(cfg.pilot.seeds), list(cfg.tasks), int(cfg.pilot.rows_per_task))
+    power = study.power()
     tasks = power["tasks"]["kept"]
     attacked = study.attack(tasks)
     seeds, rows = _sizes(cfg, power)
-    sweep = study.train_jobs("sweep", seeds, tasks, rows)
-    views = {"default": work / "sweep",
+    sweep = study.train_jobs("sweep", seeds, tasks, rows, collect=False)
+    views = {"default": work / "sweep",  # the views every sweep job needs before it counts as finished
              "attacked": study.view_jobs("attacked", sweep, tasks, rows, [f"eval.instructions_file={attacked}"])}
-    if extra_file is not None:
-        views[f"file_{extra_file.stem}"] = study.view_jobs(f"file_{extra_file.stem}", sweep, tasks, rows,
-                                                           [f"eval.instructions_file={extra_file}"])
     if cfg.get("secondary_method"):
         views[str(cfg.secondary_method)] = study.view_jobs(str(cfg.secondary_method), sweep, tasks, rows, [],
                                                            method=str(cfg.secondary_method))
+    study.collect_sweep(sweep, [v for v in views if v != "default"])
+    if extra_file is not None:  # needs the adapters (the --work that trained them) unless already in the results
+        name = f"file_{extra_file.stem}"
+        views[name] = study.view_jobs(name, sweep, tasks, rows, [f"eval.instructions_file={extra_file}"])
+        for job, done, _ in sweep:
+            study.jobs.collect(f"views/{name}", job.name, work / "views" / name / job.name,
+                               work / "views" / name / job.name / "eval", study.view_done[name][job.name])
     compared = {name: study.compare(name, d) for name, d in views.items()}
     study.jobs.write_log()
     write_summary(cfg, compared, results, power, study.arms, seeds, rows)

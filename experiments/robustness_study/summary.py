@@ -9,7 +9,7 @@ Schema (accuracies in %)::
      "instruction_sets": {"<set>": {"arms": ..., "delta_perturbed": ...}},   # default, attacked, file_*
      "secondary": {"metric": "rank", "arms": ..., "delta_perturbed": ...},
      "tasks": {"kept", "dropped", "floor_clean"}, "sizes": {...}, "target": {...}, "attack": {...},
-     "stages": {stage: {"wall_s", "jobs_run", "jobs_skipped"}}}
+     "stages": {stage: {"wall_s", "jobs_run", "jobs_skipped", "jobs_restored"}}}
 
 ``clean``/``perturbed`` are the arm's mean over seeds; ``consistency`` is the share of inputs answered
 the same under every perturbed instruction of a level (mean over perturbed levels and seeds);

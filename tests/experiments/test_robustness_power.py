@@ -7,10 +7,12 @@ import pytest
 
 from experiments.robustness_study.power import (
     VarianceComponents,
+    clean_accuracy,
     half_width,
     majority_rate,
     paired_differences,
     plan,
+    size_from_pilot,
     task_floor,
     variance_components,
 )
@@ -73,3 +75,25 @@ def test_task_floor_and_majority():
     res = task_floor({"cola": {"continual": 0.72, "coin": 0.8}, "sst2": {"continual": 0.9, "coin": 0.85}}, maj, 0.05)
     assert res["kept"] == ["sst2"] and res["floor"] == 0.85
     assert "72.0% (continual)" in res["dropped"]["cola"] and "70.0%" in res["dropped"]["cola"]
+
+
+def test_size_from_pilot_keeps_learned_tasks():
+    # cola: every clean answer right in both arms (majority 50%); sst2: the reference arm at 25% (majority 50%)
+    def run(sst2_right: int) -> list[dict]:
+        rows = []
+        for task, right in (("cola", 4), ("sst2", sst2_right)):
+            for j in range(4):
+                rows.append({"task": task, "uid": f"{task}{j}", "level": "clean", "perturbation": "clean",
+                             "instruction_index": 0, "gold": j % 2, "pred": j % 2 if j < right else 1 - j % 2})
+                rows.append({"task": task, "uid": f"{task}{j}", "level": "character", "perturbation": "deepwordbug",
+                             "instruction_index": 0, "gold": j % 2, "pred": (j + j // 2) % 2})
+        return rows
+    assert clean_accuracy(run(1)) == {"cola": 1.0, "sst2": 0.25}
+    out = size_from_pilot({"continual": [run(1), run(1)], "coin": [run(4), run(3)]}, 0.05, half_width_points=50,
+                          confidence=0.95, min_seeds=2, max_seeds=3, max_rows_per_task=4)
+    assert out["tasks"]["kept"] == ["cola"] and set(out["tasks"]["dropped"]) == {"sst2"}
+    assert set(out["plans"]) == {"coin - continual"} and out["chosen"]["seeds"] == 2
+    # the perturbed rows are the same in both arms: no difference, the smallest sizes reach any target
+    assert out["chosen"]["feasible"] and out["plans"]["coin - continual"]["half_width"] == pytest.approx(0, abs=1e-12)
+    # no task beats its majority rate by 100 points: nothing to size
+    assert set(size_from_pilot({"continual": [run(4)], "coin": [run(4)]}, 1.0, 1.5, 0.95, 3, 8, 10)) == {"tasks"}

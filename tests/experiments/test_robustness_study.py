@@ -1,10 +1,12 @@
 """``experiments/robustness_study/run.py`` end to end on the tiny random LLaMA (``--smoke`` sizes):
 pilot, power, attack, sweep, the attacked view, compare, summary; a rerun skips every finished job;
-``--commit`` commits each job's small outputs and nothing else."""
+``--commit`` commits each job's small outputs and nothing else; from a clean checkout (no work
+directory) every job is restored from the committed results and none runs again."""
 from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -93,6 +95,35 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         assert final["arms"] == summary["arms"]
         view = json.loads((work / "views" / "file_published" / "coin_seed2" / "eval" / "metrics.json").read_text())
         assert view["overall"]["n_examples"] == 2 * 4  # 2 instructions x 4 rows
+        # a clean checkout: no work directory and only what was committed under results/
+        argv3 = argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]
+        n_commits = _git(repo, "rev-list", "--count", "HEAD")
+        assert "results/jobs/views/generate/coin_seed1/predictions.jsonl.gz" in _git(repo, "ls-files")
+        shutil.rmtree(work)
+        _git(repo, "clean", "-fdxq", "results")
+        assert not (results / "summary.json").exists() and (results / "power.json").is_file()
+        assert main(argv3) == 0
+        clean = json.loads((results / "stages.json").read_text())
+        for stage, rec in clean.items():  # every job and the power analysis restored, none re-run
+            if stage != "compare":  # compare --sweep is recomputed from the restored predictions
+                assert rec["jobs_run"] == 0 and rec["wall_s"] == third[stage]["wall_s"], stage
+        assert clean["pilot"]["jobs_restored"] == 4 and clean["sweep"]["jobs_restored"] == 4
+        assert clean["view file_published"]["jobs_restored"] == 4 and clean["attack"]["jobs_restored"] == 1
+        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
+        restored = json.loads((results / "summary.json").read_text())
+        assert {k: v for k, v in restored.items() if k != "stages"} == {k: v for k, v in final.items() if k != "stages"}
+        done = json.loads((work / "sweep" / "coin_seed1" / "done.json").read_text())
+        record = json.loads((results / "jobs" / "sweep" / "coin_seed1" / "job.json").read_text())
+        assert done == {**record, "restored_from": str(results / "jobs" / "sweep" / "coin_seed1")} and record["commit"]
+        assert not (work / "sweep" / "coin_seed1" / "adapter").exists()
+        # an instruction set not evaluated before needs the adapters, which are not committed: one line
+        other = tmp_path / "other.yaml"
+        other.write_text(published.read_text())
+        with pytest.raises(SystemExit, match=r"^error: view file_other needs the adapters of sweep jobs continual_seed1, "
+                                             r"continual_seed2, coin_seed1, coin_seed2, which are not in .*re-train"):
+            main(argv + ["--instructions-file", str(other)])
+        assert main(argv3) == 0  # and a rerun of the restored work directory commits nothing either
+        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
 
 
 def test_refuses_bad_arguments(tmp_path):

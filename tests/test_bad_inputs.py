@@ -374,5 +374,5 @@ if __name__ == "__main__":  # the catalogue as a Markdown table: command | messa
         with tempfile.TemporaryDirectory() as tmp:
             done, seconds, _, _ = run_case(case, Path(tmp))
             line = next((ln for ln in done.stderr.splitlines() if ln.startswith(("error:", "python -m"))), done.stderr.strip()[-200:])
-            shown = " ".join(case.args(Path("D")))
+            shown = " ".join(case.args(Path(tmp))).replace(tmp, "D")  # D: the scratch directory
             print(f"| {case.id} | `python -m {case.module} {shown}` | {line.replace('|', '/')} | {seconds:.1f} |", flush=True)

@@ -41,14 +41,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def compose(overrides: list[str]):
-    """The training config with ``overrides`` (Hydra compose API; no output directory is created)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The training config with ``overrides`` (no output directory is created)."""
+    from coin_lightning.download import compose_config
 
-    from coin_lightning.conf import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def fixed_batch_module(out: Path):

@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> float | None:
         from coin_lightning.after_train import evaluate_after_fit
 
         after_fit = evaluate_after_fit(cfg)
-    summary = train(cfg, after_fit=after_fit)
+    summary = train(cfg, after_fit=after_fit, checked=True)
     return summary["metrics"].get("val/loss")
 
 

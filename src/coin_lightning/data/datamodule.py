@@ -194,7 +194,6 @@ class CoinDataModule(L.LightningDataModule):
         self.data_seed = self.seed if data_seed is None else int(data_seed)
         self.hub_id, self.data_files = hub_id, _plain(data_files)
         self.order, self.append_eos = order, bool(append_eos)
-        self.global_batch_size, self.val_every_n_steps, self.val_batches = global_batch_size, val_every_n_steps, val_batches
         self.bank: TemplateBank | None = None
         self.train_dataset: GroupDataset | None = None
         self.val_dataset: GroupDataset | None = None

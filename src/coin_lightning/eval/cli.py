@@ -19,7 +19,7 @@ from coin_lightning.eval.distributed import (
     prepare_model,
     trainer_fields,
 )
-from coin_lightning.eval.logs import instantiate_loggers, resolved_config
+from coin_lightning.eval.logs import resolved_config
 from coin_lightning.eval.metrics import fingerprint
 from coin_lightning.eval.parts import PARTS_DIR, Parts, part_key
 from coin_lightning.eval.predict import Predictor
@@ -28,7 +28,7 @@ from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evalu
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.outputs import JobDir
-from coin_lightning.training.loggers import finish_wandb
+from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def evaluate(cfg: DictConfig, loggers: list | None = None, log_step: int = 0) ->
         parts.write = rank0 = fabric.is_global_zero
         config = None
         if loggers is None:
-            loggers = instantiate_loggers(cfg.get("logger")) if rank0 else []
+            loggers = instantiate_group(cfg.get("logger")) if rank0 else []
             config = resolved_config(cfg, trainer_fields(cfg.get("trainer")))
         elif not rank0:
             loggers = []

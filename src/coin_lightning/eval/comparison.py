@@ -191,6 +191,12 @@ def _value(text: str):
         return text
 
 
+def varying_keys(overrides: Sequence[dict], exclude: Sequence[str] = ()) -> list[str]:
+    """The override keys (sorted) whose value differs between jobs, ``exclude`` left out."""
+    keys = sorted({k for o in overrides for k in o if k not in exclude})
+    return [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
+
+
 def read_overrides(job_dir: str | Path) -> dict:
     """``key -> value`` from a Hydra job's ``.hydra/overrides.yaml`` (values parsed as YAML scalars);
     a deletion without a value (``~key``) maps to ``None``.
@@ -239,8 +245,7 @@ def sweep_points(sweep_dir: str | Path, parameter: str | None = None) -> tuple[s
     overrides = [read_overrides(j) for j in jobs]
     metrics = [read_metrics(j) for j in jobs]
     if parameter is None:
-        keys = sorted({k for o in overrides for k in o})
-        varying = [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
+        varying = varying_keys(overrides)
         if len(varying) != 1:
             raise ComparisonError(f"{sweep_dir}: {len(varying)} overrides vary between jobs ({', '.join(varying) or 'none'}); "
                                   "name the swept one with --param")

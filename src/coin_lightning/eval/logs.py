@@ -9,21 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coin_lightning.eval.plots import log_figures
 from coin_lightning.eval.report import PER_INSTRUCTION_COLUMNS, PER_TASK_LEVEL_COLUMNS
+from coin_lightning.training.loggers import log_config
 
 TABLES = {"per_task_level": PER_TASK_LEVEL_COLUMNS, "per_instruction": PER_INSTRUCTION_COLUMNS}
 """Metrics entries logged as tables, with their columns (as the run directory's CSV files)."""
-
-
-def instantiate_loggers(node: Any) -> list[Any]:
-    """Instantiate every ``_target_`` entry of the ``logger`` group mapping (``csv``, ``tensorboard``, ...)."""
-    if not node:
-        return []
-    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
 def resolved_config(cfg: DictConfig, trainer: dict | None = None) -> dict:
@@ -57,9 +50,9 @@ def log_results(loggers: Sequence[Any], metrics: dict, figures: dict, config: di
     """Send config (unless ``None``), scalars, tables and figures (at ``step``) to every logger, then ``save()`` each."""
     from lightning.pytorch.loggers import WandbLogger
 
+    if config is not None:
+        log_config(loggers, config)
     for lg in loggers:
-        if config is not None:
-            lg.log_hyperparams(config)
         lg.log_metrics(flat_metrics(metrics), step=step)
         if isinstance(lg, WandbLogger):
             for name, columns in TABLES.items():

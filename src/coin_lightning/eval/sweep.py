@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from coin_lightning.eval.bootstrap import correctness, hierarchical_bootstrap, read_predictions
-from coin_lightning.eval.comparison import ComparisonError, check_comparable, job_dirs, read_overrides
+from coin_lightning.eval.comparison import ComparisonError, check_comparable, job_dirs, read_overrides, varying_keys
 from coin_lightning.eval.metrics import CLEAN, consistency
 from coin_lightning.eval.report import FILES, RunDirError, read_metrics
 
@@ -94,8 +94,7 @@ def group_arms(jobs: Sequence[Job]) -> dict[str, list[Job]]:
     Raises:
         ComparisonError: two jobs of one arm with the same seed.
     """
-    keys = sorted({k for j in jobs for k in j.overrides})
-    varying = [k for k in keys if len({repr(j.overrides.get(k)) for j in jobs}) > 1]
+    varying = varying_keys([j.overrides for j in jobs])
     arms: dict[str, list[Job]] = {}
     for j in jobs:
         name = ",".join(f"{k}={j.overrides.get(k)}" for k in varying) or "all"
@@ -206,7 +205,5 @@ def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap
 def is_strength_sweep(sweep_dir: str | Path, seed_key: str = SEED_KEY) -> bool:
     """True when every override that varies between the jobs is an ``eval.perturb.*`` key: a
     perturbation-strength sweep, whose instructions differ by design (plotted against the value)."""
-    overrides = [read_overrides(j) for j in job_dirs(sweep_dir)]
-    keys = {k for o in overrides for k in o if k != seed_key}
-    varying = [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
+    varying = varying_keys([read_overrides(j) for j in job_dirs(sweep_dir)], exclude=(seed_key,))
     return bool(varying) and all(k.startswith("eval.perturb.") for k in varying)

@@ -20,6 +20,9 @@ from coin_lightning.model.loading import _DTYPES, EMBEDDED, TINY, ModelArgs, Mod
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 """Values of ``model.attn_implementation`` transformers accepts."""
 QUANTIZATIONS = (None, "8bit", "4bit")
+
+SCHEDULERS = ("linear", "constant")
+"""Learning-rate schedules of ``scheduler`` (:class:`coin_lightning.model.module.CoinModule`)."""
 """Values of ``model.quantization``."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LORA_KEY = re.compile(r"\.(\w+)\.lora_A(?:\.\w+)?\.weight$")

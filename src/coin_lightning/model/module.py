@@ -23,6 +23,7 @@ from coin_lightning.losses import (  # LossArgs is re-exported: the loss config 
     response_cross_entropies,
 )
 from coin_lightning.model import packing
+from coin_lightning.model.checks import SCHEDULERS
 
 
 @dataclass
@@ -77,8 +78,8 @@ class CoinModule(L.LightningModule):
         self.loss_args = LossArgs.from_config(loss if loss is not None else {})
         self.optimizer_factory = optimizer
         self.warmup_ratio = warmup_ratio
-        if scheduler not in ("linear", "constant"):
-            raise ConfigError(f"scheduler={scheduler!r}; choose linear or constant")
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler={scheduler!r}; choose {' or '.join(SCHEDULERS)}")
         self.scheduler = scheduler
         self.strict_loading = False  # checkpoints carry the adapter only; the base comes from the hub/cache
         hp = asdict(self.loss_args)
@@ -255,8 +256,7 @@ class CoinModule(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             sched = config.scheduler
             for group, base_lr in zip(sched.optimizer.param_groups, sched.base_lrs):
-                group["lr"] = base_lr * self._lr_factor(sched.last_epoch)
-            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+                group["lr"] = base_lr * self._lr_factor(sched.last_epoch)  # LambdaLR.step() recomputes from base_lrs
 
     def trainable_names(self) -> set[str]:
         """``state_dict`` keys of the trainable (adapter) tensors.

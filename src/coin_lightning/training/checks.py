@@ -13,13 +13,10 @@ from omegaconf import DictConfig
 from coin_lightning.config_types import check_range, check_required
 from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
-from coin_lightning.model.checks import check_adapter, check_checkpoint, model_args
+from coin_lightning.model.checks import SCHEDULERS, check_adapter, check_checkpoint, model_args
 from coin_lightning.model.loading import ModelArgs
 
 log = logging.getLogger(__name__)
-
-SCHEDULERS = ("linear", "constant")
-"""Values of ``scheduler``."""
 
 
 def _number(key: str, value: Any) -> float:

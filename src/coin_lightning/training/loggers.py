@@ -69,6 +69,16 @@ def finish_wandb() -> None:
         wandb.finish()
 
 
+def instantiate_group(node: Any) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group mapping (``logger``, ``callbacks``)."""
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig
+
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
 def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
     """Give every logger the run's resolved Hydra config as its hyper-parameters.
 

@@ -21,38 +21,33 @@ from coin_lightning.training.batching import apply_batch_plan
 from coin_lightning.training.checks import check_train_config
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.learning import fit_measured, learning_rows
-from coin_lightning.training.loggers import finish_wandb, log_config
+from coin_lightning.training.loggers import finish_wandb, instantiate_group, log_config
 from coin_lightning.training.resume import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group mapping (callbacks, loggers)."""
-    if not node:
-        return []
-    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
-
-
-def build(cfg: DictConfig) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
+def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
     """Instantiate the LightningModule, DataModule and Trainer of a composed ``train.yaml`` config.
 
     Everything that can be checked without the model is checked first, in this order: the config
     values and ``ckpt_path`` (:func:`coin_lightning.training.checks.check_train_config`), the data
     (read, validated and grouped without a tokenizer), the trainer (accelerator and launch), then the
     tokenizer encodes the data; the model weights load last. Every process checks its own
-    config and data before Lightning starts any other rank.
+    config and data before Lightning starts any other rank. ``checked``: the entry point has run
+    :func:`~coin_lightning.training.checks.check_train_config` already (not run twice).
 
     Raises:
         ConfigError, ModelLoadError, DataError: bad configuration or data (one-line messages).
     """
-    check_train_config(cfg)
+    if not checked:
+        check_train_config(cfg)
     apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
     trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
     )
     check_launch(trainer)
     datamodule.tokenizer = load_tokenizer(cfg.model)
@@ -111,13 +106,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None,
+          checked: bool = False) -> dict[str, Any]:
     """Run one training job: build, fit (resuming from ``ckpt_path`` if set), write ``summary.json``.
 
     Args:
         after_fit: called on every rank with the trainer and the summary once fit ends and
             ``summary.json`` is written (the entry point's evaluation of the adapter, ``eval_after_train``);
             a dict it returns is merged into the summary, which rank 0 writes again.
+        checked: the config was checked already (:func:`build`).
 
     Returns:
         The summary dict (global step, wall time, final metrics, written paths, data statistics).
@@ -141,7 +138,7 @@ def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] |
             ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), job_dir.path)  # a path, auto, or null (auto under SLURM)
             if ckpt_path is not None and ckpt_path != cfg.get("ckpt_path"):  # found here: check it as a given one
                 check_checkpoint(ckpt_path, model_args(cfg.model))
-            module, datamodule, trainer = build(cfg)
+            module, datamodule, trainer = build(cfg, checked)
             log_config(trainer.loggers, cfg)
             started = True
             learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts

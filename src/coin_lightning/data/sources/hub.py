@@ -56,7 +56,7 @@ def load_hub_dataset(hub_id: str, name: str | None = None, split: str = "train",
             (one line naming the dataset and ``key``).
     """
     what = f"{hub_id}" + (f" ({name})" if name else "")
-    if hub_offline() and not cached(hub_id):
+    if not cached(hub_id) and hub_offline():  # the cheap directory test first: the probe may wait seconds
         raise DataError(
             f"{key} is not set and the hub dataset {what} cannot be reached (offline, no cached copy): "
             f"set {key}=<local copy>"

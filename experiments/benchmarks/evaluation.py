@@ -1,7 +1,7 @@
 """Evaluation throughput: examples per second of ``rank`` and ``generate``, with and without the
 prefix key/value cache, and whether both paths predict the same labels.
 
-The predictor (:class:`coin_lightning.eval.predict.Predictor`) batches the rows of one instruction;
+The predictor (:class:`coin_lightning.eval.engine.predict.Predictor`) batches the rows of one instruction;
 with ``prefix_cache`` the tokens all its prompts share (the instruction and the prompt wrapper up to
 the content) are encoded once and their key/value cache is reused by every batch.
 """
@@ -18,7 +18,7 @@ from experiments.benchmarks.timing import median, paired_ratio, time_interleaved
 
 def prompt_stats(predictor, rows: EvalRows) -> dict[str, float]:
     """Token counts of the prompts: ``shared_prefix`` (cached part) and ``mean_prompt``."""
-    from coin_lightning.eval.decode import shared_prefix_length
+    from coin_lightning.eval.engine.decode import shared_prefix_length
 
     seqs = predictor.encode([predictor.prompt(rows.instruction, c) for c in rows.contents])
     shared = shared_prefix_length(seqs) if len(seqs) > 1 else 0
@@ -48,7 +48,7 @@ def eval_throughput(
         ``identical_predictions`` (same label ids, and for ``generate`` the same decoded text),
         ``max_score_diff`` (``rank``: largest log-likelihood difference, nats) and the raw times.
     """
-    from coin_lightning.eval.predict import Predictor
+    from coin_lightning.eval.engine.predict import Predictor
 
     predictors = {
         f"{method}/{'cached' if cache else 'uncached'}": Predictor(

@@ -46,7 +46,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coin_lightning.eval.bootstrap import read_predictions
+from coin_lightning.eval.scoring.bootstrap import read_predictions
 from coin_lightning.io import write_json
 from experiments.robustness_study.jobs import DONE, Jobs
 from experiments.robustness_study.power import size_from_pilot
@@ -232,7 +232,7 @@ class Study:
         job = self.work / "attack"
         settings = {"model": self.cfg.model, "adapter": None, "tasks": tasks, "rows_per_task": a.rows_per_task,
                     "method": self.cfg.eval.method, "levels": list(self.cfg.eval.levels), "query_budget": a.query_budget,
-                    "probe_size": a.probe_size, "search": "greedy (coin_lightning.eval.adversarial)"}
+                    "probe_size": a.probe_size, "search": "greedy (coin_lightning.eval.instructions.adversarial)"}
         cmd = [PY, "-m", "coin_lightning.evaluate", f"model={self.cfg.model}", f"data.root={self.glue}",
                *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task), "eval.perturb_mode=adversarial",
                f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]

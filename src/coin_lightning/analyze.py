@@ -21,7 +21,7 @@ import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: record
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: returns the overall mean cosine similarity (clean vs perturbed)."""
     from coin_lightning.eval.cli import analyze
-    from coin_lightning.eval.distributed import sigterm_as_interrupt
+    from coin_lightning.eval.engine.distributed import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
         return analyze(cfg)["overall"]

@@ -12,7 +12,7 @@ Writes ``comparison.md``/``.json``/``.png`` (or, for ``--sweep``, ``comparison.m
 ``accuracy_by_level.png`` and ``consistency.png``, or ``sweep.*`` for a strength sweep) into ``--out``
 (default: the current directory's ``outputs/compare/<time>``) and prints the table. A sweep's jobs
 keep their evaluation in the job directory or its ``eval/`` subdirectory
-(:mod:`coin_lightning.eval.sweep`). Runs that scored different rows or used different instructions,
+(:mod:`coin_lightning.eval.scoring.sweep`). Runs that scored different rows or used different instructions,
 arms with different seed sets and a negative ``--bootstrap`` are refused (exit status 2 with a
 one-line message).
 """
@@ -27,9 +27,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from coin_lightning.errors import print_user_error, take_verbose_flag
-from coin_lightning.eval.comparison import ComparisonError, compare_runs, comparison_markdown, load_runs
-from coin_lightning.eval.plots import comparison_figure, save_png
-from coin_lightning.eval.sweep_report import write_sweep
+from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
+from coin_lightning.eval.reports.comparison import comparison_markdown
+from coin_lightning.eval.reports.plots import comparison_figure, save_png
+from coin_lightning.eval.reports.sweep_report import write_sweep
 from coin_lightning.io import write_json, write_text
 
 

@@ -27,6 +27,10 @@ class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message names the key."""
 
 
+class EvalConfigError(UserError, ValueError):
+    """A bad ``eval.*`` (or evaluation ``trainer.*``) setting; the message names the key."""
+
+
 def is_verbose() -> bool:
     """Whether full tracebacks were asked for (``--verbose`` or ``HYDRA_FULL_ERROR=1``)."""
     return os.environ.get(VERBOSE_ENV) == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -22,7 +22,7 @@ import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: record
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs one evaluation and returns its mean perturbed accuracy (for sweepers)."""
     from coin_lightning.eval.cli import evaluate
-    from coin_lightning.eval.distributed import sigterm_as_interrupt
+    from coin_lightning.eval.engine.distributed import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
         return evaluate(cfg)["overall"]["perturbed"]

@@ -12,8 +12,8 @@ from omegaconf import open_dict
 
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.eval.cli import analyze
-from coin_lightning.eval.predict import Predictor
-from coin_lightning.eval.representations import paired_cosine, project, similarity_summary
+from coin_lightning.eval.engine.predict import Predictor
+from coin_lightning.eval.engine.representations import paired_cosine, project, similarity_summary
 from tests.eval.eval_helpers import tiny
 
 

@@ -14,8 +14,8 @@ from omegaconf import open_dict
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.data.sources.embedded import load_embedded
 from coin_lightning.eval.cli import evaluate
-from coin_lightning.eval.metrics import fingerprint
-from coin_lightning.eval.report import FILES
+from coin_lightning.eval.scoring.metrics import fingerprint
+from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.run import load_tasks
 from coin_lightning.eval.settings import EvalSettings
 from tests.eval.eval_helpers import write_instruction_file
@@ -193,7 +193,7 @@ def test_adapter_is_applied(tmp_path, shared_data):
     """``adapter=PATH`` evaluates base + LoRA: scores equal a manually wrapped model's, not the base's."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from coin_lightning.eval.predict import Predictor
+    from coin_lightning.eval.engine.predict import Predictor
     from coin_lightning.eval.run import load_tasks as load
     from coin_lightning.model.loading import load_model
 

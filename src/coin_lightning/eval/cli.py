@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from coin_lightning.errors import exit_if_user_error
-from coin_lightning.eval.distributed import (
+from coin_lightning.eval.engine.distributed import (
     ProcessesLost,
     ShardedPredictor,
     check_not_multirun,
@@ -19,11 +19,11 @@ from coin_lightning.eval.distributed import (
     prepare_model,
     trainer_fields,
 )
-from coin_lightning.eval.logs import resolved_config
-from coin_lightning.eval.metrics import fingerprint
-from coin_lightning.eval.parts import PARTS_DIR, Parts, part_key
-from coin_lightning.eval.predict import Predictor
-from coin_lightning.eval.report import FILES
+from coin_lightning.eval.reports.logs import resolved_config
+from coin_lightning.eval.scoring.metrics import fingerprint
+from coin_lightning.eval.engine.parts import PARTS_DIR, Parts, part_key
+from coin_lightning.eval.engine.predict import Predictor
+from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.model.lora import load_for_inference
@@ -60,7 +60,7 @@ def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
     """
     import importlib.util
 
-    from coin_lightning.eval.representations import PROJECTIONS
+    from coin_lightning.eval.engine.representations import PROJECTIONS
 
     if node.projection not in PROJECTIONS:
         raise EvalConfigError(f"analyze.projection={node.projection!r} is not one of {', '.join(PROJECTIONS)}")
@@ -115,8 +115,8 @@ def evaluate(cfg: DictConfig, loggers: list | None = None, log_step: int = 0) ->
 
     Validates settings, rows, instructions, the ``trainer`` and earlier parts in the output directory
     before loading the model (:func:`check`); runs on the ``trainer``'s devices
-    (:mod:`coin_lightning.eval.distributed`); saves each finished (task, level) under ``parts/`` and
-    resumes from them (:mod:`coin_lightning.eval.parts`); rank 0 writes every output into ``cfg.output_dir``.
+    (:mod:`coin_lightning.eval.engine.distributed`); saves each finished (task, level) under ``parts/`` and
+    resumes from them (:mod:`coin_lightning.eval.engine.parts`); rank 0 writes every output into ``cfg.output_dir``.
 
     Args:
         cfg: ``model``, ``adapter``, ``prompt_format``, ``data.root``, ``eval``, ``trainer``, ``logger``,
@@ -131,7 +131,7 @@ def evaluate(cfg: DictConfig, loggers: list | None = None, log_step: int = 0) ->
     Raises:
         SystemExit: a one-line message for configuration, instruction-file, data and model errors (the
             job directory is removed when nothing was evaluated, so no half-written run remains), and
-            for Ctrl-C (and SIGTERM under :func:`~coin_lightning.eval.distributed.sigterm_as_interrupt`,
+            for Ctrl-C (and SIGTERM under :func:`~coin_lightning.eval.engine.distributed.sigterm_as_interrupt`,
             as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
@@ -182,14 +182,14 @@ def analyze(cfg: DictConfig) -> dict:
     ``analysis.md`` and ``representations.png`` into ``cfg.output_dir``.
 
     Returns:
-        The similarity summary (:func:`coin_lightning.eval.representations.similarity_summary`).
+        The similarity summary (:func:`coin_lightning.eval.engine.representations.similarity_summary`).
 
     Raises:
         SystemExit: one-line message for configuration, data and model errors, and for Ctrl-C.
     """
-    from coin_lightning.eval.plots import save_png
-    from coin_lightning.eval.report import markdown_table
-    from coin_lightning.eval.representations import collect_states, representation_figure, similarity_summary
+    from coin_lightning.eval.reports.plots import save_png
+    from coin_lightning.eval.reports.tables import markdown_table
+    from coin_lightning.eval.engine.representations import collect_states, representation_figure, similarity_summary
     from coin_lightning.io import write_json, write_text
 
     out = Path(cfg.output_dir)

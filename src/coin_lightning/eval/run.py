@@ -14,22 +14,18 @@ from typing import Any, Sequence
 
 from coin_lightning.data.records import DataError
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
-from coin_lightning.eval.instructions import (
-    Entry,
-    InstructionError,
-    InstructionSet,
-    default_instruction_set,
-    load_instruction_file,
-)
-from coin_lightning.eval.metrics import fingerprint, summarize
-from coin_lightning.eval.perturb.config import PerturbConfig
-from coin_lightning.eval.logs import log_results
-from coin_lightning.eval.parts import Parts
-from coin_lightning.eval.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
-from coin_lightning.eval.predict import Prediction, Predictor
-from coin_lightning.eval.report import FILES, write_results
+from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
+from coin_lightning.eval.instructions.defaults import default_instruction_set
+from coin_lightning.eval.scoring.metrics import fingerprint, summarize
+from coin_lightning.eval.instructions.perturb.config import PerturbConfig
+from coin_lightning.eval.reports.logs import log_results
+from coin_lightning.eval.engine.parts import Parts
+from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
+from coin_lightning.eval.engine.predict import Prediction, Predictor
+from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
-from coin_lightning.eval.tasks import EvalTask, load_glue_task, task_from_records
+from coin_lightning.eval.engine.tasks import EvalTask, load_glue_task, task_from_records
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +137,10 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
            run_dir: str | Path | None, meta: dict | None = None) -> InstructionSet:
     """Adversarial instructions: attack every clean instruction with each perturbation of
     ``eval.perturb.perturbations`` (greedy search, ``eval.query_budget`` probe-set queries each;
-    :func:`coin_lightning.eval.adversarial.attack_instruction_set`), scoring candidates with this
+    :func:`coin_lightning.eval.instructions.adversarial.attack_instruction_set`), scoring candidates with this
     model on ``eval.probe_size`` rows per task (a seeded subset of the evaluation rows, as PromptBench
     attacks on the evaluated data). The found set is saved as ``adversarial_instructions.yaml``."""
-    from coin_lightning.eval.adversarial import attack_instruction_set
+    from coin_lightning.eval.instructions.adversarial import attack_instruction_set
 
     probes = {t.name: probe_task(t, settings.probe_size, settings.seed) for t in tasks}
 
@@ -207,9 +203,9 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
 
     Args:
         predictor: a :class:`Predictor` or a
-            :class:`~coin_lightning.eval.distributed.ShardedPredictor` (same interface).
+            :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor` (same interface).
         parts: resume from its finished (task, level) parts and save the others as they finish
-            (:mod:`coin_lightning.eval.parts`); ``None``: neither.
+            (:mod:`coin_lightning.eval.engine.parts`); ``None``: neither.
         write: write files (``False`` on every process but rank 0); the metrics are returned either way.
         config: the resolved job config, for each logger's ``log_hyperparams`` (``None``: not logged).
         log_step: the step the scalars and figures are logged at.

@@ -7,23 +7,19 @@ from typing import Any, Sequence
 
 from coin_lightning.config_types import check_types
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
-from coin_lightning.errors import UserError
-from coin_lightning.eval.perturb.levels import LEVELS
-from coin_lightning.eval.predict import METHODS
-from coin_lightning.eval.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
+from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.instructions.perturb.levels import LEVELS
+from coin_lightning.eval.engine.predict import METHODS
+from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
 
 TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
 """Shorthands accepted in ``eval.tasks``."""
 
 INSTRUCTION_SOURCES = ("default", "promptbench")
-"""Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions``)."""
+"""Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions.sets``)."""
 
 PERTURB_MODES = ("generated", "adversarial")
 """Values of ``eval.perturb_mode``."""
-
-
-class EvalConfigError(UserError, ValueError):
-    """A bad ``eval.*`` setting; the message names the key."""
 
 
 @dataclass
@@ -51,7 +47,7 @@ class EvalSettings:
     the installed ``promptbench`` package); the generated perturbations perturb the clean ones."""
     prompt_layout: str = "training"
     """``training`` (the training prompt format) or ``reference`` (CoIN's evaluation: instruction +
-    content + ``### Response:``, no newlines); see ``coin_lightning.eval.tasks.eval_prompt``."""
+    content + ``### Response:``, no newlines); see ``coin_lightning.eval.engine.tasks.eval_prompt``."""
     dedup_aliases: bool = True
     """Count tasks that score the same rows (``mnli`` and ``mnli_matched``) once: the later is dropped."""
     perturb_mode: str = "generated"
@@ -65,7 +61,7 @@ class EvalSettings:
     decode_batch_size: int = 64
     """``generate``: rows decoded together (whole prefill batches of ``batch_size``, stacked)."""
     perturb: Any = None
-    """The ``eval.perturb`` node (see ``coin_lightning.eval.perturb.config``)."""
+    """The ``eval.perturb`` node (see ``coin_lightning.eval.instructions.perturb.config``)."""
 
     @classmethod
     def from_config(cls, node: Any) -> "EvalSettings":

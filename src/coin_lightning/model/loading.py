@@ -101,7 +101,7 @@ class ModelArgs:
     packed_sequences: bool = True
     """Training forward on packed rows: the real tokens of a micro-batch as one sequence, attention
     within each row (:mod:`coin_lightning.model.packing`), so no layer computes on padding; the
-    evaluation prefill packs prompts the same way (:func:`coin_lightning.eval.decode.prefill`, same
+    evaluation prefill packs prompts the same way (:func:`coin_lightning.eval.engine.decode.prefill`, same
     predictions up to float rounding). Needs ``attn_implementation: sdpa``."""
     fused_kernels: bool = True
     """CPU fp32: LoRA projections, RMSNorm and attention over packed rows as single autograd functions

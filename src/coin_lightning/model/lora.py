@@ -78,7 +78,7 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
 
     With ``model.packed_sequences`` (and ``sdpa`` attention) the base model attends with
     :data:`coin_lightning.model.packing.PACKED_SDPA`, so the evaluation prefill packs prompts
-    (:func:`coin_lightning.eval.decode.prefill`); with ``model.fused_kernels`` the LoRA, RMSNorm and
+    (:func:`coin_lightning.eval.engine.decode.prefill`); with ``model.fused_kernels`` the LoRA, RMSNorm and
     packed-attention kernels run on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`). Other
     attention implementations are kept as they are (the prefill then pads).
 

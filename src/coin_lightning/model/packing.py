@@ -244,7 +244,7 @@ def packed_prefix_attention(
 ) -> torch.Tensor:
     """Inference kernel: packed rows that also attend to a cached prefix all of them share.
 
-    The evaluation prefill (:func:`coin_lightning.eval.decode.prefill`) runs the suffixes of a batch
+    The evaluation prefill (:func:`coin_lightning.eval.engine.decode.prefill`) runs the suffixes of a batch
     of prompts as one packed sequence after the key/value cache of their common prefix (batch 1,
     ``P`` positions), so ``key`` and ``value`` hold the prefix followed by the packed tokens. Every
     row's keys become ``[prefix | own row]`` (``[R kv_heads, P + L, D]``); query position ``l`` sees

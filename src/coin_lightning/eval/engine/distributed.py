@@ -1,0 +1,188 @@
+"""Evaluation on any accelerator through Lightning Fabric: one CPU or GPU, several processes that
+share the rows, and bf16.
+
+The ``trainer`` config group of training (``conf/trainer/*.yaml``, Lightning ``Trainer`` arguments)
+also selects where evaluation runs: :func:`fabric_from_trainer` builds a ``Fabric`` from its
+``accelerator``, ``devices``, ``num_nodes``, ``precision`` and ``strategy`` (the other keys only
+concern training). Fabric places the model (:func:`prepare_model`) and runs the forward passes under
+its precision (``fabric.autocast``). With several processes (``trainer=ddp``, ``ddp_cpu``) each rank
+predicts a disjoint share of every instruction's rows and the predictions are gathered on every rank
+(:class:`ShardedPredictor`), so all ranks hold the same results; only rank 0 writes files and logs.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from coin_lightning.eval.engine.predict import Prediction, Predictor
+from coin_lightning.errors import EvalConfigError
+
+FABRIC_KEYS = ("accelerator", "devices", "num_nodes", "precision", "strategy")
+"""The ``trainer`` keys evaluation reads; every other key configures training only."""
+
+_GPU = ("gpu", "cuda")
+
+
+def trainer_fields(node: Any) -> dict:
+    """The :data:`FABRIC_KEYS` of a ``trainer`` node (DictConfig or mapping), resolved, absent keys left out."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if node is None:
+        return {}
+    out = {}
+    for key in FABRIC_KEYS:
+        if key in node and node[key] is not None:
+            value = node[key]
+            out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    return out
+
+
+def fabric_strategy(spec: Any, accelerator: str) -> Any:
+    """A Fabric strategy for the ``trainer.strategy`` value: a name is passed on; a node whose
+    ``_target_`` is a DDP or FSDP strategy (Lightning's ``DDPStrategy`` / ``FSDPStrategy`` or a factory
+    of one) becomes Fabric's ``DDPStrategy`` with the same process-group backend. Evaluation holds no gradients, so FSDP's sharding buys nothing there: each GPU holds the
+    whole model (a 7B model in bf16 fits one) and predicts its share of the rows, as with DDP."""
+    if spec is None or isinstance(spec, str):
+        return spec or "auto"
+    target = str(spec.get("_target_", ""))
+    name = target.rsplit(".", 1)[-1].lower()
+    if "ddp" not in name and "fsdp" not in name:
+        raise EvalConfigError(f"trainer.strategy._target_={target!r}: evaluation runs with a DDP or FSDP strategy "
+                              "(rows shared by the processes) or a strategy name")
+    from lightning.fabric.strategies import DDPStrategy
+
+    backend = spec.get("process_group_backend") or ("nccl" if accelerator in _GPU else "gloo")
+    return DDPStrategy(process_group_backend=backend)
+
+
+def fabric_from_trainer(node: Any):
+    """A ``lightning.fabric.Fabric`` for the ``trainer`` config node (not launched yet).
+
+    Raises:
+        EvalConfigError: a GPU accelerator on a machine without CUDA, bf16/fp16 on a CPU, an unknown
+            strategy, or arguments Fabric refuses (one line naming the ``trainer`` key).
+    """
+    from lightning.fabric import Fabric
+    from lightning.fabric.accelerators import CUDAAccelerator
+
+    f = trainer_fields(node)
+    accelerator = str(f.get("accelerator", "cpu"))
+    precision = str(f.get("precision", "32-true"))
+    if accelerator in _GPU and not CUDAAccelerator.is_available():
+        raise EvalConfigError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU "
+                              "(torch.cuda.is_available() is False); use trainer=cpu or trainer=ddp_cpu")
+    if accelerator == "cpu" and not precision.startswith(("32", "64")):
+        raise EvalConfigError(f"trainer.precision={precision}: CPU evaluation runs in fp32 (32-true); "
+                              "bf16/fp16 are for GPUs")
+    try:
+        return Fabric(accelerator=accelerator, devices=f.get("devices", 1), num_nodes=int(f.get("num_nodes", 1)),
+                      precision=precision, strategy=fabric_strategy(f.get("strategy"), accelerator))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvalConfigError(f"trainer ({', '.join(f'{k}={v}' for k, v in f.items() if k != 'strategy')}): {first}") from None
+
+
+def check_not_multirun(fabric) -> None:
+    """Refuse local multi-process evaluation inside a Hydra multirun: Lightning starts the extra ranks
+    by re-running the command line, which would restart the whole sweep (as for training,
+    :func:`coin_lightning.training.launch.check_launch`).
+
+    Raises:
+        EvalConfigError: Hydra runs in MULTIRUN mode and Fabric would start processes itself.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    env = getattr(fabric.strategy, "cluster_environment", None)
+    if fabric.world_size > 1 and env is not None and not env.creates_processes_externally:
+        raise EvalConfigError(f"trainer.devices: {fabric.world_size} local processes cannot run inside a Hydra multirun "
+                              "(the extra ranks re-run the command); run each job without -m, or under SLURM")
+
+
+def prepare_model(fabric, model):
+    """Put ``model`` on Fabric's device in its precision (``bf16-true`` casts the weights; mixed
+    precision runs the forward passes under ``fabric.autocast()``). No DDP wrapper: evaluation has no
+    gradients. Quantized (bitsandbytes) models stay where transformers placed them."""
+    model = fabric.strategy.precision.convert_module(model)
+    if not getattr(model, "is_quantized", False):
+        model = fabric.to_device(model)
+    return model.eval()
+
+
+class ProcessesLost(RuntimeError):
+    """A collective failed because another process of the evaluation stopped (interrupted or crashed)."""
+
+
+class ShardedPredictor:
+    """A :class:`~coin_lightning.eval.engine.predict.Predictor` whose rows are shared by Fabric's processes.
+
+    Rank ``r`` of ``W`` predicts the length-sorted batches ``r, r + W, ...`` of each instruction's rows
+    (the same batches, prefix cache and decoding groups as one process would run), then the
+    predictions are gathered on every rank (``torch.distributed.all_gather_object``; a failed gather
+    raises :class:`ProcessesLost`). Every rank must call the methods in the same order with the same
+    arguments. With one process it is the
+    predictor itself, under ``fabric.autocast()``.
+    """
+
+    def __init__(self, fabric, predictor: Predictor):
+        self.fabric = fabric
+        self.predictor = predictor
+        self.shard = (fabric.global_rank, fabric.world_size)
+
+    def _gather(self, local: Any) -> list[Any]:
+        if self.fabric.world_size == 1:
+            return [local]
+        out: list[Any] = [None] * self.fabric.world_size
+        try:
+            torch.distributed.all_gather_object(out, local)
+        except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: DistBackendError
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ProcessesLost(f"rank {self.fabric.global_rank} lost another process of the evaluation ({first[:160]})") from None
+        return out
+
+    def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str]) -> list[Prediction]:
+        """As :meth:`Predictor.predict`: ``N`` predictions in the order of ``contents``, on every rank."""
+        with self.fabric.autocast():
+            mine = self.predictor.predict(instruction, contents, label_words, shard=self.shard)
+        if self.fabric.world_size == 1:
+            return mine  # type: ignore[return-value]
+        local = {i: p for i, p in enumerate(mine) if p is not None}
+        merged: dict[int, Prediction] = {}
+        for part in self._gather(local):
+            merged.update(part)
+        return [merged[i] for i in range(len(contents))]
+
+    def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
+        """As :meth:`Predictor.last_hidden`: Float ``[N, H]`` (CPU) in ``contents`` order, on every rank."""
+        with self.fabric.autocast():
+            local = list(self.predictor.hidden_rows(instruction, contents, shard=self.shard))
+        pieces = [p for part in self._gather(local) for p in part]
+        if not pieces:
+            return torch.empty((0, 0))
+        out = torch.empty((len(contents), pieces[0][1].shape[-1]))
+        for rows, states in pieces:
+            out[rows] = states
+        return out
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (sent by SLURM and ``kill``) raises ``KeyboardInterrupt`` as Ctrl-C
+    does, so both stop an evaluation the same way; the previous handler is restored afterwards."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,197 @@
+"""Predicting class labels for one instruction over many rows: ``generate`` or ``rank``.
+
+- ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``),
+  parsed with PromptBench's rules (:func:`coin_lightning.eval.engine.parse.parse_label`).
+- ``rank``: the label word whose tokens have the highest summed log-likelihood after the prompt wins
+  (always parseable). Scoring the word's tokens only (no end-of-sequence) measures "the answer starts
+  with this word", the event ``generate`` counts as that label.
+
+Rows of one instruction are batched together (longest first, to limit padding) and, with
+``prefix_cache``, share the key/value cache of their common token prefix (see
+:mod:`coin_lightning.eval.engine.decode`). Both paths tokenize the whole prompt the same way, so the cached
+path differs from the uncached one only by floating-point rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from coin_lightning.eval.engine.decode import (
+    Prefilled,
+    encode_prefix,
+    greedy_decode,
+    label_log_likelihoods,
+    merge_prefilled,
+    prefill,
+    shared_prefix_length,
+)
+from coin_lightning.eval.engine.parse import parse_label
+from coin_lightning.eval.engine.tasks import eval_prompt
+
+METHODS = ("generate", "rank")
+
+
+@dataclass
+class Prediction:
+    """The model's answer to one row under one instruction."""
+
+    answer: str
+    """``generate``: the decoded new tokens; ``rank``: the winning label word."""
+    pred: int
+    """Predicted label id, ``-1`` when the answer starts with no label word."""
+    scores: list[float] | None = None
+    """``rank``: summed log-likelihood (nats) of each label word, by label id; else ``None``."""
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """End-of-sequence ids: the tokenizer's EOS and the model's ``generation_config.eos_token_id``."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    return sorted(ids)
+
+
+class Predictor:
+    """Batched label prediction with a causal LM (base model or peft-wrapped).
+
+    Args:
+        model: a ``transformers`` causal LM; put in ``eval()`` mode here.
+        tokenizer: its tokenizer (a pad token is needed; EOS is used when there is none).
+        prompt_format: ``alpaca`` or ``chat`` (:func:`~coin_lightning.data.prompts.build_prompt`).
+        method: ``generate`` or ``rank``.
+        batch_size: rows per forward pass.
+        max_new_tokens: generation length for ``generate``.
+        prefix_cache: reuse the key/value cache of the prompt prefix shared by all rows.
+        decode_batch_size: ``generate`` decodes up to this many rows together (whole prefill
+            batches, stacked with :func:`~coin_lightning.eval.engine.decode.merge_prefilled`): decoding steps
+            cost about the same for 16 or 64 rows on a CPU, prefilling does not. ``None`` or a value
+            below ``batch_size``: each prefill batch decodes alone.
+        prompt_layout: ``training`` or ``reference`` (:func:`~coin_lightning.eval.engine.tasks.eval_prompt`).
+
+    Raises:
+        ValueError: unknown method or a non-positive batch size / generation length.
+    """
+
+    def __init__(self, model, tokenizer, prompt_format: str = "alpaca", method: str = "generate",
+                 batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True,
+                 decode_batch_size: int | None = 64, prompt_layout: str = "training"):
+        if method not in METHODS:
+            raise ValueError(f"eval.method={method!r}; choose one of {', '.join(METHODS)}")
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(f"eval.batch_size={batch_size} and eval.max_new_tokens={max_new_tokens} must be >= 1")
+        self.decode_batch_size = max(batch_size, decode_batch_size or 0)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format
+        self.prompt_layout = prompt_layout
+        self.method = method
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.prefix_cache = prefix_cache
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        self._word_ids: dict[str, list[int]] = {}
+
+    def prompt(self, instruction: str, content: str) -> str:
+        """The full prompt text for one row."""
+        return eval_prompt(instruction, content, self.prompt_layout, self.prompt_format, self.tokenizer)
+
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of whole prompts (the chat format already carries its special tokens)."""
+        special = self.prompt_format != "chat" or self.prompt_layout != "training"
+        return [list(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=special)["input_ids"]]
+
+    def word_ids(self, word: str) -> list[int]:
+        """Token ids of a label word as it follows the prompt (no special tokens)."""
+        if word not in self._word_ids:
+            self._word_ids[word] = list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
+        return self._word_ids[word]
+
+    def batches(self, instruction: str, contents: Sequence[str], hidden: bool = False, shard: tuple[int, int] = (0, 1)):
+        """Yield ``(row indices, Prefilled)`` for the rows of one instruction, longest prompts first.
+
+        ``shard=(r, W)`` keeps the batches ``r, r + W, ...`` of that order (one process of ``W`` that
+        share the rows, :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor`); the batches and the
+        shared prefix are those of all rows, so the shards together compute what one process does.
+        """
+        rank, world = shard
+        sequences = self.encode([self.prompt(instruction, c) for c in contents])
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        mine = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][rank::world]
+        if not mine:
+            return
+        prefix = None
+        if self.prefix_cache and len(sequences) > 1:
+            prefix = encode_prefix(self.model, sequences[0][: shared_prefix_length(sequences)])
+        cut = len(prefix.ids) if prefix is not None else 0
+        for rows in mine:
+            state = prefill(self.model, [sequences[i][cut:] for i in rows], self.pad_id, prefix, hidden=hidden)
+            yield rows, state
+
+    def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str],
+                shard: tuple[int, int] = (0, 1)) -> list[Prediction]:
+        """Predict a label for every content string under ``instruction``.
+
+        Args:
+            instruction: the (possibly perturbed) instruction text.
+            contents: ``N`` content strings (:mod:`coin_lightning.eval.engine.tasks`).
+            label_words: the task's label words by label id.
+            shard: ``(rank, world size)``: predict only this process's batches (:meth:`batches`).
+
+        Returns:
+            ``N`` predictions in the order of ``contents`` (``None`` for rows of other shards).
+        """
+        if not contents:
+            return []
+        results: list[Prediction | None] = [None] * len(contents)
+        if self.method == "rank":
+            candidates = [self.word_ids(w) for w in label_words]
+            for rows, state in self.batches(instruction, contents, shard=shard):
+                scores = label_log_likelihoods(self.model, state, candidates, self.pad_id)
+                for j, i in enumerate(rows):
+                    best = int(torch.argmax(scores[j]))
+                    results[i] = Prediction(answer=label_words[best], pred=best, scores=scores[j].tolist())
+            return results  # type: ignore[return-value]
+        pending: list[tuple[list[int], Prefilled]] = []
+
+        def decode_pending() -> None:
+            rows = [i for r, _ in pending for i in r]
+            merged = merge_prefilled([st for _, st in pending], reserve=self.max_new_tokens - 1)
+            new = greedy_decode(self.model, merged, self.max_new_tokens,
+                                self.stop_ids, self.pad_id)
+            for j, i in enumerate(rows):
+                text = self.tokenizer.decode(new[j], skip_special_tokens=True)
+                results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
+            pending.clear()
+
+        for rows, state in self.batches(instruction, contents, shard=shard):
+            pending.append((rows, state))
+            if sum(len(r) for r, _ in pending) + self.batch_size > self.decode_batch_size:
+                decode_pending()
+        if pending:
+            decode_pending()
+        return results  # type: ignore[return-value]
+
+    def hidden_rows(self, instruction: str, contents: Sequence[str], shard: tuple[int, int] = (0, 1)):
+        """Yield ``(row indices, Float [B, H] on CPU)``: the final-layer hidden state at each prompt's last
+        token, batch by batch (only this ``shard``'s batches, see :meth:`batches`)."""
+        for rows, state in self.batches(instruction, contents, hidden=True, shard=shard):
+            yield rows, state.last_hidden.cpu()
+
+    def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
+        """Final-layer hidden state at each prompt's last token, Float ``[N, H]`` in ``contents`` order."""
+        out: torch.Tensor | None = None
+        for rows, states in self.hidden_rows(instruction, contents):
+            if out is None:
+                out = torch.empty((len(contents), states.shape[-1]))
+            out[rows] = states
+        return out

@@ -1,0 +1,144 @@
+"""Representation analysis (CoIN paper, Sec. 5): how far perturbing an instruction moves the model's
+representation of the same input.
+
+For each task, row and clean instruction ``i``, the last-token hidden state (final layer, pooled with
+``coin_lightning.losses.pool_hidden(..., "last")`` as in training) of the prompt with the clean
+instruction is paired with that of each perturbation's instruction ``i``. Reported: the mean cosine
+similarity of the pairs (per task, perturbation, level and overall; 1 = unchanged), and a 2-D
+projection (UMAP, McInnes et al. 2018, or PCA) of all states for a scatter plot.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from coin_lightning.eval.instructions.sets import InstructionSet
+from coin_lightning.eval.engine.predict import Predictor
+from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.engine.tasks import EvalTask
+
+PROJECTIONS = ("umap", "pca")
+
+
+def paired_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of row ``n`` of ``a`` with row ``n`` of ``b``: Float ``[N, H]`` x2 -> ``[N]``."""
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def project(x: np.ndarray, method: str = "umap", seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """Project ``[M, H]`` vectors to ``[M, 2]`` with UMAP (umap-learn) or PCA (scikit-learn).
+
+    Raises:
+        EvalConfigError (a ValueError): unknown method, or fewer than 3 vectors.
+    """
+    if method not in PROJECTIONS:
+        raise EvalConfigError(f"analyze.projection={method!r}; choose one of {', '.join(PROJECTIONS)}")
+    if len(x) < 3:
+        raise EvalConfigError(f"need at least 3 hidden states to project, got {len(x)}")
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(x)
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed, n_jobs=1)
+    return reducer.fit_transform(x)
+
+
+def collect_states(predictor: Predictor, tasks: Sequence[EvalTask], iset: InstructionSet, rows: int,
+                   instruction_index: int | None = None) -> list[dict]:
+    """Last-token hidden states for each (task, perturbation, instruction) on the first ``rows`` rows.
+
+    Returns:
+        Dicts ``{task, perturbation, level, index, states: Float [N, H]}``; clean entries first.
+    """
+    out = []
+    for task in tasks:
+        contents = task.contents[:rows]
+        for entry in iset.entries(task.name):
+            if instruction_index is not None and entry.index != instruction_index:
+                continue
+            out.append({"task": task.name, "perturbation": entry.perturbation, "level": entry.level,
+                        "index": entry.index, "states": predictor.last_hidden(entry.instruction, contents)})
+    return out
+
+
+def similarity_summary(states: Sequence[dict]) -> dict:
+    """Mean cosine similarity between clean and perturbed states of the same (task, index, row).
+
+    Returns:
+        ``{"overall": float, "per_level": {level: float}, "per_perturbation": {p: float},
+        "per_task": {task: {level: float}}, "n_pairs": int}``.
+
+    Raises:
+        EvalConfigError (a ValueError): no clean states, or no perturbed state with a clean partner.
+    """
+    clean = {(s["task"], s["index"]): s["states"] for s in states if s["perturbation"] == "clean"}
+    if not clean:
+        raise EvalConfigError("representation analysis needs the clean instructions (keep 'clean' in eval.levels)")
+    by_level, by_pert, by_task = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
+    everything = []
+    for s in states:
+        base = clean.get((s["task"], s["index"]))
+        if s["perturbation"] == "clean" or base is None:
+            continue
+        sims = paired_cosine(base, s["states"]).tolist()
+        by_level[s["level"]] += sims
+        by_pert[s["perturbation"]] += sims
+        by_task[s["task"]][s["level"]] += sims
+        everything += sims
+    if not everything:
+        raise EvalConfigError("no perturbed instruction has a clean partner (same task and index)")
+
+    def mean(xs):
+        return float(sum(xs) / len(xs))
+
+    return {
+        "overall": mean(everything),
+        "per_level": {k: mean(v) for k, v in by_level.items()},
+        "per_perturbation": {k: mean(v) for k, v in by_pert.items()},
+        "per_task": {t: {k: mean(v) for k, v in d.items()} for t, d in by_task.items()},
+        "n_pairs": len(everything),
+    }
+
+
+def representation_figure(states: Sequence[dict], method: str = "umap", seed: int = 0) -> Figure:
+    """Scatter of the projected states, one panel per task, coloured by perturbation level.
+
+    All states are projected together, so panels share one embedding.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.concatenate([s["states"].numpy() for s in states])
+    xy = project(x, method, seed)
+    tasks = list(dict.fromkeys(s["task"] for s in states))
+    levels = list(dict.fromkeys(s["level"] for s in states))
+    colours = {lv: plt.get_cmap("tab10")(i) for i, lv in enumerate(levels)}
+    cols = min(len(tasks), 3)
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    start = 0
+    for s in states:
+        n = len(s["states"])
+        ax = axes.flat[tasks.index(s["task"])]
+        ax.scatter(xy[start:start + n, 0], xy[start:start + n, 1], s=8, alpha=0.7, color=colours[s["level"]],
+                   label=s["level"], marker="o" if s["level"] == "clean" else "^")
+        start += n
+    for i, t in enumerate(tasks):
+        ax = axes.flat[i]
+        ax.set_title(t)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize="x-small")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle(f"Last-token representations ({method.upper()}), clean vs perturbed instructions")
+    fig.tight_layout()
+    return fig

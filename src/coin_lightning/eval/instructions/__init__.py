@@ -1,0 +1,1 @@
+"""Instructions and their perturbations: instruction sets, PromptBench's prompts, the adversarial search."""

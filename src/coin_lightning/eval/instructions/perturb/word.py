@@ -1,0 +1,247 @@
+"""Word-level perturbations: TextFooler-style synonym swaps and a WordNet stand-in for BertAttack.
+
+Synonym source: WordNet 3.0 as installed by Debian's ``wordnet-base`` package (dictionary files under
+``/usr/share/wordnet``), read with ``nltk``'s ``WordNetCorpusReader``. It is offline (apt, no
+download at run time), curated (synonyms share a sense, unlike nearest neighbours in an embedding
+space) and small (28 MB); a GloVe or counter-fitted embedding from PyPI would be several hundred MB.
+
+- :func:`textfooler` (after Jin et al. 2020, "Is BERT really robust?"): replace a content word by a
+  synonym of the same part of speech. TextFooler takes the 50 nearest counter-fitted embedding
+  neighbours and keeps those passing a POS and a sentence-encoder check; here the candidates are the
+  WordNet lemmas that share a sense with the word, in WordNet's sense order (most frequent sense
+  first), the POS being the word's most frequent one in WordNet's tagged-sense counts.
+- :func:`bertattack` (after Li et al. 2020, "BERT-ATTACK"): BERT-Attack asks a masked language model
+  for contextual substitutes, which are plausible in context but often not synonyms. No masked LM is
+  available offline here, so this variant draws "related, not synonymous" words from WordNet instead:
+  the lemmas of the word's hypernyms and of their other hyponyms (co-hyponyms, e.g. ``question`` ->
+  ``inquiry``, ``request``), multi-word lemmas allowed, ranked by corpus frequency (WordNet's
+  ``cntlist`` counts) rather than by sense order. It thus differs from the original in candidate
+  source (taxonomy vs. MLM), context (none) and granularity (whole words, no sub-word pieces).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import random
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from coin_lightning.errors import UserError
+from coin_lightning.eval.instructions.perturb.text import edit_words, match_case
+
+DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
+"""Where Debian's ``wordnet-base`` installs the WordNet 3.0 database."""
+
+WORDNET_INSTALL = "apt-get install -y --no-install-recommends wordnet-base"
+"""The command that installs the database (named in the error when it is missing)."""
+
+WORDNET_POS = ("n", "v", "a", "r")
+"""WordNet parts of speech: noun, verb, adjective (satellites included), adverb."""
+
+# Lexicographer file names of WordNet 3.0 (lexnames(5WN)); nltk's reader needs them, and Debian's
+# wordnet-base package does not ship the ``lexnames`` file.
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+_POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+
+
+class WordNetMissing(UserError, RuntimeError):
+    """The WordNet database is not where ``eval.perturb.word.wordnet_dir`` points."""
+
+
+def load_wordnet(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR):
+    """Open the WordNet database in ``wordnet_dir`` (cached per directory; ~1 s the first time).
+
+    Uses a subclass of ``nltk.corpus.reader.wordnet.WordNetCorpusReader`` that serves the fixed
+    ``lexnames`` table itself and skips nltk's cross-version sense mapping (which would look for
+    nltk's own downloaded copy); the directory is added to ``nltk.data.path``, which nltk >= 3.9
+    requires before it reads files from a directory.
+
+    Raises:
+        WordNetMissing: ``wordnet_dir`` lacks ``index.noun``/``data.noun``; the message gives the
+            apt command that installs it.
+    """
+    return _load_wordnet(str(Path(wordnet_dir).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_wordnet(wordnet_dir: str):
+    if not all((Path(wordnet_dir) / f).is_file() for f in ("index.noun", "data.noun", "index.verb", "data.adj")):
+        raise WordNetMissing(
+            f"WordNet database not found in {wordnet_dir} (eval.perturb.word.wordnet_dir); "
+            f"install it with `{WORDNET_INSTALL}` or point the key at a WordNet 3.0 'dict' directory"
+        )
+    import nltk.data
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class _DebianWordNet(WordNetCorpusReader):
+        def open(self, fileid):
+            if fileid == "lexnames":
+                return io.StringIO(
+                    "".join(f"{i:02d} {n} {_POS_NUMBER[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES))
+                )
+            return super().open(fileid)
+
+        def map_wn(self, version="wordnet"):
+            return None
+
+    if wordnet_dir not in nltk.data.path:
+        nltk.data.path.append(wordnet_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available": we use none
+        return _DebianWordNet(wordnet_dir, None)
+
+
+def _usable(name: str, multiword: bool) -> str | None:
+    """WordNet lemma name -> plain text, or ``None`` when it is not a usable replacement word."""
+    text = name.replace("_", " ")
+    parts = text.split(" ")
+    if not all(p.isalpha() for p in parts) or (len(parts) > 1 and not multiword):
+        return None
+    return text
+
+
+@functools.lru_cache(maxsize=4)
+def _sense_counts(wordnet_dir: str) -> dict[str, int]:
+    """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once; nltk's
+    ``Lemma.count`` binary-searches the file on every call)."""
+    counts: dict[str, int] = {}
+    path = Path(wordnet_dir) / "cntlist.rev"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[2].isdigit():
+                counts[parts[0]] = int(parts[2])
+    return counts
+
+
+def lemma_count(lemma, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> int:
+    """How often ``lemma`` (an nltk ``Lemma``) is tagged in WordNet's sense-tagged corpora (0 if never)."""
+    return _sense_counts(str(Path(wordnet_dir).resolve())).get(lemma.key(), 0)
+
+
+@functools.lru_cache(maxsize=65536)
+def main_pos(word: str, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> str | None:
+    """The part of speech in which ``word`` (uninflected, lower case) is most often used.
+
+    Scores each POS by the tagged-sense counts of the lemmas named exactly ``word`` (ties: more
+    senses). Inflected forms (``sentences``) have no lemma of their own and give ``None``, so they are
+    never replaced by a base-form synonym.
+    """
+    wordnet = load_wordnet(wordnet_dir)
+    best, best_score = None, (0, 0)
+    for pos in WORDNET_POS:
+        lemmas = [l for s in wordnet.synsets(word, pos) for l in s.lemmas() if l.name().lower() == word]
+        score = (sum(lemma_count(l, wordnet_dir) for l in lemmas), len(lemmas))
+        if lemmas and score > best_score:
+            best, best_score = pos, score
+    return best
+
+
+@functools.lru_cache(maxsize=65536)
+def synonym_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
+    """Up to ``k`` single-word synonyms of ``word`` in its main POS, most frequent sense first.
+
+    Args:
+        word: a word (any case; looked up in lower case).
+        k: the most candidates returned (``eval.perturb.word.candidates``).
+        wordnet_dir: the WordNet database directory.
+
+    Returns:
+        Lower-case synonyms, without ``word`` itself; empty when WordNet has none.
+    """
+    wn, word = load_wordnet(wordnet_dir), word.lower()
+    pos = main_pos(word, wordnet_dir)
+    out: list[str] = []
+    for synset in wn.synsets(word, pos) if pos else ():
+        if word not in (l.name().lower() for l in synset.lemmas()):
+            continue
+        for lemma in synset.lemmas():
+            text = _usable(lemma.name(), multiword=False)
+            if text and text.lower() != word and text.lower() not in out:
+                out.append(text.lower())
+    return tuple(out[:k])
+
+
+@functools.lru_cache(maxsize=65536)
+def related_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR, senses: int = 2) -> tuple[str, ...]:
+    """Up to ``k`` related words: lemmas of the hypernyms and co-hyponyms of ``word``'s first senses.
+
+    Ranked by WordNet's corpus frequency count (descending, ties alphabetical); multi-word lemmas
+    are returned with spaces. This is the candidate source of :func:`bertattack`.
+    """
+    wn, word = load_wordnet(wordnet_dir), word.lower()
+    pos = main_pos(word, wordnet_dir)
+    if pos is None:
+        return ()
+    own = [s for s in wn.synsets(word, pos) if word in (l.name().lower() for l in s.lemmas())][:senses]
+    counts: dict[str, int] = {}
+    for synset in own:
+        for hyper in synset.hypernyms() + synset.instance_hypernyms():
+            for rel in [hyper] + [h for h in hyper.hyponyms() if h not in own]:
+                for lemma in rel.lemmas():
+                    text = _usable(lemma.name(), multiword=True)
+                    if text and text.lower() != word:
+                        counts[text.lower()] = max(counts.get(text.lower(), 0), lemma_count(lemma, wordnet_dir))
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    return tuple(ranked[:k])
+
+
+def _substitute(text, rng, protected, max_words, candidates_of) -> str:
+    def edit(word: str, r: random.Random) -> str | None:
+        cands = candidates_of(word)
+        return match_case(word, r.choice(cands)) if cands else None
+
+    return edit_words(text, rng, protected, max_words, edit, eligible=lambda t: bool(candidates_of(t.text)))
+
+
+def textfooler(
+    text: str,
+    rng: random.Random,
+    protected: Iterable[str] = (),
+    *,
+    max_words: int = 2,
+    candidates: int = 10,
+    wordnet_dir: str = DEFAULT_WORDNET_DIR,
+) -> str:
+    """Replace up to ``max_words`` random content words by a random one of their top synonyms.
+
+    Args:
+        text: the instruction.
+        rng: ``random.Random``; fixes the output.
+        protected: label words, never replaced (quoted spans neither).
+        max_words: words replaced per instruction.
+        candidates: synonyms considered per word (:func:`synonym_candidates`), one drawn at random.
+        wordnet_dir: the WordNet database directory.
+
+    Returns:
+        The perturbed instruction (capitalisation of each replaced word kept).
+
+    Raises:
+        WordNetMissing: no WordNet database in ``wordnet_dir``.
+    """
+    return _substitute(text, rng, protected, max_words, lambda w: synonym_candidates(w, candidates, wordnet_dir))
+
+
+def bertattack(
+    text: str,
+    rng: random.Random,
+    protected: Iterable[str] = (),
+    *,
+    max_words: int = 2,
+    candidates: int = 10,
+    wordnet_dir: str = DEFAULT_WORDNET_DIR,
+) -> str:
+    """Replace up to ``max_words`` random content words by a related word (:func:`related_candidates`).
+
+    The offline stand-in for BERT-Attack described in the module docstring. Arguments, result and
+    errors as :func:`textfooler`.
+    """
+    return _substitute(text, rng, protected, max_words, lambda w: related_candidates(w, candidates, wordnet_dir))

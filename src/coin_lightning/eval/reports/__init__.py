@@ -1,0 +1,1 @@
+"""Reports: markdown and CSV tables, figures, logger tables."""

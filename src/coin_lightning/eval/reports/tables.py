@@ -1,0 +1,97 @@
+"""Writing an evaluation's results: predictions (JSONL), metrics (JSON + CSV), a markdown table.
+
+Every file goes through :mod:`coin_lightning.io` (atomic). File names are fixed so that
+``compare`` can find them in any run directory (:data:`FILES`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Sequence
+
+from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.io import write_json, write_jsonl, write_text
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage string, ``"-"`` for ``None``."""
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV text with a header row; missing values are empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(metrics: dict, title: str = "Evaluation") -> str:
+    """The paper's table (accuracy %, mean ± std across instructions, per task and level), then
+    averages per level and category, PDR and the share of unparseable answers. A ``run`` entry of
+    ``metrics`` (model, method, instructions) is summarised under the title."""
+    levels, tasks = metrics["levels"], metrics["tasks"]
+    cell = {(c["task"], c["level"]): c for c in metrics["per_task_level"]}
+
+    def mean_std(c):
+        return "-" if c is None else f"{pct(c['mean'])} ± {pct(c['std'])}"
+
+    parts = [f"# {title}\n\n"]
+    run = metrics.get("run")
+    if run:
+        parts.append(f"Method `{run.get('method')}`, prompt format `{run.get('prompt_format')}`, "
+                     f"{run.get('samples_per_task')} rows per task (seed {run.get('seed')}), "
+                     f"instructions: {run.get('instructions')}.\n\n")
+    body = [[t] + [mean_std(cell.get((t, lv))) for lv in levels] for t in tasks]
+    body.append(["**average**"] + [mean_std(metrics["per_level"].get(lv)) for lv in levels])
+    parts += ["Accuracy (%) by task and perturbation level: mean ± std across instructions.\n\n",
+              markdown_table(["task"] + list(levels), body)]
+    cats = metrics["per_category"]
+    parts += ["\nBy task category (mean over its tasks, %).\n\n",
+              markdown_table(["category"] + list(levels),
+                             [[c] + [pct(cats[c][lv]["mean"]) if lv in cats[c] else "-" for lv in levels] for c in cats])]
+    perturbed = [lv for lv in levels if lv != "clean"]
+    if perturbed:
+        pbody = [[t] + [pct(cell[(t, lv)]["pdr"]) if (t, lv) in cell else "-" for lv in perturbed] for t in tasks]
+        pbody.append(["**average**"] + [pct(metrics["per_level"][lv]["pdr"]) for lv in perturbed])
+        parts += ["\nPerformance Drop Rate (%, PromptBench: 1 - acc_perturbed / acc_clean).\n\n",
+                  markdown_table(["task"] + perturbed, pbody)]
+    o = metrics["overall"]
+    parts += ["\nOverall: clean {} %, perturbed {} %, PDR {} %, unparseable answers {} % of {} predictions.\n".format(
+        pct(o["clean"]), pct(o["perturbed"]), pct(o["pdr"]), pct(o["unparseable"]), o["n_examples"])]
+    return "".join(parts)
+
+
+PER_INSTRUCTION_COLUMNS = ("task", "category", "level", "perturbation", "instruction_index", "n", "correct",
+                           "accuracy", "unparseable", "pdr", "instruction")
+PER_TASK_LEVEL_COLUMNS = ("task", "category", "level", "mean", "std", "n_instructions", "pdr", "unparseable")
+
+
+def write_results(run_dir: str | Path, rows: Sequence[dict], metrics: dict, title: str = "Evaluation") -> dict[str, Path]:
+    """Write predictions, metrics JSON and CSVs and the markdown table into ``run_dir``.
+
+    Returns:
+        ``{kind: path}`` of the written files.
+    """
+    run_dir = Path(run_dir)
+    return {
+        "predictions": write_jsonl(run_dir / FILES["predictions"], list(rows)),
+        "metrics": write_json(run_dir / FILES["metrics"], metrics),
+        "per_instruction_csv": write_text(run_dir / FILES["per_instruction_csv"],
+                                          to_csv(metrics["per_instruction"], PER_INSTRUCTION_COLUMNS)),
+        "per_task_level_csv": write_text(run_dir / FILES["per_task_level_csv"],
+                                         to_csv(metrics["per_task_level"], PER_TASK_LEVEL_COLUMNS)),
+        "markdown": write_text(run_dir / FILES["markdown"], results_markdown(metrics, title)),
+    }
+
+

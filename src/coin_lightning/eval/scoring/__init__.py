@@ -1,0 +1,1 @@
+"""Scoring: accuracy and PDR per instruction/task/level, consistency, bootstrap intervals, run and sweep comparison."""

@@ -1,0 +1,207 @@
+"""Prediction: the prefix cache changes nothing, greedy decoding and label scores match independent
+computations, and ``rank`` agrees with ``generate`` on a model whose answer is forced."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coin_lightning.data.sources.glue import LABEL_WORDS
+from coin_lightning.eval.engine.decode import encode_prefix, left_pad, merge_prefilled, prefill, shared_prefix_length
+from coin_lightning.eval.engine.predict import Predictor
+from tests.eval.eval_helpers import forced_answer_model, tiny
+
+INSTRUCTION = "Say whether the second sentence follows from the first: answer entailment or not_entailment."
+CONTENTS = [
+    "Sentence 1: A man plays a guitar on the stage. Sentence 2: A person makes music.",
+    "Sentence 1: Cats sleep. Sentence 2: Dogs bark.",
+    "Sentence 1: The committee approved the new budget after a long debate that lasted into the night. "
+    "Sentence 2: The budget was rejected.",
+    "Sentence 1: It rained. Sentence 2: The ground is wet.",
+    "Sentence 1: She bought three apples and two pears at the market. Sentence 2: She bought fruit.",
+    "Sentence 1: Paris is in France. Sentence 2: Paris is in Europe.",
+    "Sentence 1: x. Sentence 2: y.",
+]
+
+
+def test_shared_prefix_length_and_left_pad():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2]]) == 1  # every row keeps a token
+    assert shared_prefix_length([[7, 8, 9]]) == 2
+    with pytest.raises(ValueError):
+        shared_prefix_length([[1], []])
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_cached_prefill_matches_unpadded_single_prompts():
+    model, tok = tiny()
+    p = Predictor(model, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
+    n = shared_prefix_length(seqs)
+    assert n > 10  # the instruction is shared
+    cached = prefill(model, [s[n:] for s in seqs], p.pad_id, encode_prefix(model, seqs[0][:n]))
+    plain = prefill(model, seqs, p.pad_id, None)
+    with torch.inference_mode():
+        single = torch.stack([model(torch.tensor([s])).logits[0, -1] for s in seqs])
+    torch.testing.assert_close(cached.last_logits, single, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(plain.last_logits, single, atol=1e-4, rtol=1e-4)
+    assert cached.next_position.tolist() == [len(s) for s in seqs] == plain.next_position.tolist()
+
+
+@pytest.mark.parametrize("method", ["generate", "rank"])
+def test_prefix_cache_gives_identical_predictions(method):
+    model, tok = tiny()
+    words = LABEL_WORDS["rte"]
+    kw = dict(method=method, batch_size=3, max_new_tokens=5)
+    with_cache = Predictor(model, tok, prefix_cache=True, **kw).predict(INSTRUCTION, CONTENTS, words)
+    without = Predictor(model, tok, prefix_cache=False, **kw).predict(INSTRUCTION, CONTENTS, words)
+    assert [x.answer for x in with_cache] == [x.answer for x in without]
+    assert [x.pred for x in with_cache] == [x.pred for x in without]
+    if method == "rank":
+        torch.testing.assert_close(torch.tensor([x.scores for x in with_cache]),
+                                   torch.tensor([x.scores for x in without]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_greedy_generation_matches_transformers_generate(prefix_cache):
+    # prefill batches of 2 rows (2, 2, 1: different widths), decoded together as one merged batch
+    model, tok = tiny()
+    p = Predictor(model, tok, max_new_tokens=6, batch_size=2, prefix_cache=prefix_cache, decode_batch_size=64)
+    answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:5], LABEL_WORDS["rte"])]
+    for content, answer in zip(CONTENTS[:5], answers):
+        ids = torch.tensor([p.encode([p.prompt(INSTRUCTION, content)])[0]])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                             eos_token_id=p.stop_ids, pad_token_id=p.pad_id, use_cache=True)
+        new = [t for t in out[0, ids.shape[1]:].tolist()]
+        if any(t in p.stop_ids for t in new):
+            new = new[: next(i for i, t in enumerate(new) if t in p.stop_ids)]
+        assert answer == tok.decode(new, skip_special_tokens=True)
+
+
+def test_merged_decoding_gives_the_per_batch_answers():
+    model, tok = tiny()
+    words = LABEL_WORDS["rte"]
+    kw = dict(method="generate", batch_size=2, max_new_tokens=5)
+    alone = Predictor(model, tok, decode_batch_size=None, **kw).predict(INSTRUCTION, CONTENTS, words)
+    for size in (4, 64):  # merge 2 batches at a time, or all 4
+        merged = Predictor(model, tok, decode_batch_size=size, **kw).predict(INSTRUCTION, CONTENTS, words)
+        assert [x.answer for x in merged] == [x.answer for x in alone]
+        assert [x.pred for x in merged] == [x.pred for x in alone]
+
+
+def test_merge_prefilled_left_pads_caches_and_masks():
+    model, tok = tiny()
+    p = Predictor(model, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS[:3]])
+    a = prefill(model, [seqs[2]], p.pad_id)  # the longest prompt alone
+    b = prefill(model, seqs[:2], p.pad_id)
+    merged = merge_prefilled([b, a])
+    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+    assert merged.attention_mask.shape == (3, width)
+    assert merged.attention_mask.sum(1).tolist() == [len(seqs[0]), len(seqs[1]), len(seqs[2])]
+    assert merged.cache.get_seq_length() == width
+    layer = merged.cache.layers[0]
+    assert layer.keys.shape[0] == 3
+    shift = width - b.attention_mask.shape[1]
+    torch.testing.assert_close(layer.keys[:2, :, shift:], b.cache.layers[0].keys)
+    assert float(layer.keys[:2, :, :shift].abs().sum()) == 0.0
+    torch.testing.assert_close(merged.last_logits, torch.cat([b.last_logits, a.last_logits]))
+    assert merged.next_position.tolist() == [len(s) for s in seqs]
+    assert merge_prefilled([a]) is a
+    with pytest.raises(ValueError):
+        merge_prefilled([])
+
+
+def test_rank_scores_are_label_word_log_likelihoods():
+    model, tok = tiny()
+    words = LABEL_WORDS["mnli"]
+    p = Predictor(model, tok, method="rank", batch_size=2)
+    preds = p.predict(INSTRUCTION, CONTENTS[:3], words)
+    for content, pred in zip(CONTENTS[:3], preds):
+        prompt = p.encode([p.prompt(INSTRUCTION, content)])[0]
+        expected = []
+        for w in words:
+            wid = tok(w, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(torch.tensor([prompt + wid])).logits[0].float(), -1)
+            expected.append(sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(wid)))
+        assert pred.scores == pytest.approx(expected, abs=1e-3)
+        assert pred.pred == max(range(len(words)), key=lambda i: expected[i])
+
+
+@pytest.mark.parametrize("task, forced", [("rte", "not_entailment"), ("rte", "entailment"), ("mnli", "neutral"),
+                                          ("mnli", "contradiction"), ("cola", "unacceptable"), ("wnli", "entailment")])
+def test_rank_and_generate_agree_on_a_forced_answer(task, forced):
+    _, tok = tiny()
+    words = LABEL_WORDS[task]
+    probe = Predictor(tiny()[0], tok)
+    trigger = probe.encode([probe.prompt(INSTRUCTION, CONTENTS[0])])[0][-1]
+    model = forced_answer_model(tok, forced, trigger)
+    gen = Predictor(model, tok, method="generate", batch_size=4).predict(INSTRUCTION, CONTENTS, words)
+    rank = Predictor(model, tok, method="rank", batch_size=4).predict(INSTRUCTION, CONTENTS, words)
+    assert [g.answer for g in gen] == [forced] * len(CONTENTS)
+    assert [g.pred for g in gen] == [words.index(forced)] * len(CONTENTS)
+    assert [r.pred for r in rank] == [g.pred for g in gen]
+
+
+def _packed_and_padded(fused: bool):
+    """The same tiny LoRA model attending with packed prompts (``fused``: CPU kernels) and padded."""
+    from tests.conftest import TINY_CFG
+    from tests.helpers import tiny_lora_models
+
+    (packed, tok), (padded, _) = tiny_lora_models(
+        [dict(TINY_CFG, packed_sequences=True, fused_kernels=fused), dict(TINY_CFG, packed_sequences=False)])
+    return packed.eval(), padded.eval(), tok
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_packed_prefill_gives_the_padded_state(with_prefix, fused):
+    from coin_lightning.eval.engine.decode import packs_prompts
+
+    packed, padded, tok = _packed_and_padded(fused)
+    assert packs_prompts(packed) and not packs_prompts(padded)
+    with pytest.raises(ValueError, match="packed_sequences"):
+        prefill(padded, [[5, 6]], 0, packed=True)
+    p = Predictor(packed, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
+    n = shared_prefix_length(seqs) if with_prefix else 0
+    suffixes = [s[n:] for s in seqs]
+    states = []
+    for model in (packed, padded):
+        prefix = encode_prefix(model, seqs[0][:n])
+        states.append(prefill(model, suffixes, p.pad_id, prefix, hidden=True))
+    a, b = states
+    torch.testing.assert_close(a.last_logits, b.last_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.last_hidden, b.last_hidden, rtol=1e-4, atol=1e-4)
+    assert torch.equal(a.attention_mask, b.attention_mask) and torch.equal(a.next_position, b.next_position)
+    real = a.attention_mask.bool()[:, None, :, None]
+    for la, lb in zip(a.cache.layers, b.cache.layers):
+        assert la.keys.shape == lb.keys.shape
+        torch.testing.assert_close(la.keys * real, lb.keys * real, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(la.values * real, lb.values * real, rtol=1e-4, atol=1e-5)
+        assert float(la.keys[~real.expand_as(la.keys)].abs().sum()) == 0.0  # padding slots are zeros
+
+
+@pytest.mark.parametrize("method", ["generate", "rank"])
+def test_packed_prompts_predict_like_padded_prompts(method):
+    packed, padded, tok = _packed_and_padded(fused=True)
+    words = LABEL_WORDS["rte"]
+    kw = dict(method=method, batch_size=3, max_new_tokens=5)
+    runs = [Predictor(m, tok, prefix_cache=c, **kw).predict(INSTRUCTION, CONTENTS, words)
+            for m in (packed, padded) for c in (True, False)]
+    for run in runs[1:]:
+        assert [x.answer for x in run] == [x.answer for x in runs[0]]
+        assert [x.pred for x in run] == [x.pred for x in runs[0]]
+
+
+def test_load_for_inference_switches_on_the_training_speedups():
+    from coin_lightning.model import packing
+    from coin_lightning.model.fused import installed_kernels
+    from coin_lightning.model.lora import load_for_inference
+    from tests.conftest import TINY_CFG
+
+    model, _ = load_for_inference(dict(TINY_CFG))
+    assert packing.is_enabled(model) and installed_kernels(model)["attention"] > 0
+    plain, _ = load_for_inference(dict(TINY_CFG, packed_sequences=False, fused_kernels=False))
+    assert not packing.is_enabled(plain) and installed_kernels(plain)["attention"] == 0

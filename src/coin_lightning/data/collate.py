@@ -23,8 +23,8 @@ exceeds ``cutoff_len`` and is counted in ``response_over_cutoff``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -57,6 +57,14 @@ def _length(values: Mapping[str, str]) -> int:
     return sum(len(v) for k, v in values.items() if k not in DERIVED_FIELDS)
 
 
+def _pick_templates(flat: list[tuple[tuple[int, ...], int]], rng: random.Random) -> tuple[int, int, int]:
+    """Template ``A`` uniform over all usable templates (``flat``: (paraphrase set, index) pairs), and two
+    paraphrases ``B``, ``B'`` of it drawn from the rest of its set."""
+    s, a = flat[rng.randrange(len(flat))]
+    others = [t for t in s if t != a]
+    return a, others[rng.randrange(len(others))], others[rng.randrange(len(others))]
+
+
 class _Renderer:
     def __init__(self, bank: TemplateBank):
         self.bank = bank
@@ -173,16 +181,10 @@ def build_groups(
         same_total += same
 
         flat = [(s, a) for s in sets for a in s]  # A uniform over all usable templates
-
-        def pick() -> tuple[int, int, int]:
-            s, a = flat[rng.randrange(len(flat))]
-            others = [t for t in s if t != a]
-            return a, others[rng.randrange(len(others))], others[rng.randrange(len(others))]
-
         made = 0
         if group == "pair_of_pairs":
             for i, j in partners:
-                a, b, b2 = pick()
+                a, b, b2 = _pick_templates(flat, rng)
                 groups.append(
                     Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)), Pair(render(rs[j], a), render(rs[j], b2))))
                 )
@@ -193,7 +195,7 @@ def build_groups(
                 partner.setdefault(i, j)
                 partner.setdefault(j, i)
             for i in range(len(rs)):
-                a, b, _ = pick()
+                a, b, _ = _pick_templates(flat, rng)
                 groups.append(Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)),), negatives=(render(rs[partner[i]], a),)))
                 made += 1
         per_task[task] = made

@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench robustness-study gpu-check clean-venv
+.PHONY: install lint train test bench robustness-study gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ install: $(STAMP)
 train: install
 	$(PY) -m coin_lightning.train $(ARGS)
 
-## The test suite (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour)
-test: install
+## Lint (ruff; rules in pyproject.toml [tool.ruff])
+lint: install
+	$(VENV)/bin/ruff check src tests experiments
+
+## The test suite, after the lint (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour)
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## Throughput benchmarks (JSON + markdown table under experiments/benchmarks/results)

@@ -16,8 +16,8 @@ against ``FlopCounterMode`` on the tiny LLaMA with eager attention.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Linear layers of one LLaMA decoder layer, in data-flow order."""
@@ -43,7 +43,7 @@ class DecoderShape:
     """Vocabulary size ``V`` (LM-head outputs)."""
 
     @classmethod
-    def from_config(cls, config) -> "DecoderShape":
+    def from_config(cls, config) -> DecoderShape:
         """From a ``transformers`` ``LlamaConfig`` (or any config with the same attribute names)."""
         heads = int(config.num_attention_heads)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -85,7 +85,7 @@ class LoraShape:
     """Wrapped projections, a subset of :data:`PROJECTIONS`."""
 
     @classmethod
-    def from_peft(cls, model) -> "LoraShape":
+    def from_peft(cls, model) -> LoraShape:
         """Read rank and target modules from a peft model's active config (``r=0`` without peft)."""
         cfg = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
         if cfg is None:

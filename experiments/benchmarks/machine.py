@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from importlib import metadata
-from typing import Callable
 
 import torch
 

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra_file is not None:  # needs the adapters (the --work that trained them) unless already in the results
         name = f"file_{extra_file.stem}"
         views[name] = study.view_jobs(name, sweep, tasks, rows, [f"eval.instructions_file={extra_file}"])
-        for job, done, _ in sweep:
+        for job, _, _ in sweep:
             study.jobs.collect(f"views/{name}", job.name, work / "views" / name / job.name,
                                work / "views" / name / job.name / "eval", study.view_done[name][job.name])
     compared = {name: study.compare(name, d) for name, d in views.items()}

@@ -16,11 +16,11 @@ ones) and the ranks share the rows as in ``coin_lightning.evaluate``; rank 0 wri
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
 
 
 def evaluation_config(cfg: DictConfig, adapter: str | None) -> DictConfig:

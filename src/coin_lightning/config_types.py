@@ -8,7 +8,8 @@ of a config dataclass with its annotation before anything uses it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from coin_lightning.errors import ConfigError
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 VERBOSE_ENV = "COIN_LIGHTNING_VERBOSE"
 """Environment variable set by ``--verbose``: user errors keep their full traceback."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: records which job directories exist)
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.errors import take_verbose_flag
-import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: records which job directories exist)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -38,7 +38,7 @@ class LossArgs:
     """Under DDP, gather pooled states from all ranks (with gradients) so all ranks' items are negatives."""
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "LossArgs":
+    def from_config(cls, cfg: Any) -> LossArgs:
         """Build and validate from a Hydra node or dict (key ``lambda`` maps to ``lambda_``).
 
         Raises:

@@ -39,7 +39,7 @@ def test_computed_flops_match_flop_counter(targets):
 
     for lam in (1000.0, 0.0):
         module = CoinModule(model, {"lambda": lam})
-        seen = count_with_torch(lambda: module.compute(batch).loss.backward())
+        seen = count_with_torch(lambda module=module: module.compute(batch).loss.backward())
         assert batch_flops(batch, shape, lora, "computed", contrastive=lam > 0).total == seen
 
     seen = count_with_torch(lambda: reference_loss(model, batch, 1000.0).backward())
@@ -77,7 +77,7 @@ def test_useful_flops_count_real_tokens_and_causal_pairs():
     # each row alone, unpadded, with a dense (non-causal) count: FlopCounterMode on the bare decoder forward
     decoder = model.get_base_model().get_decoder()
     dense = sum(
-        count_with_torch(lambda i=i: decoder(input_ids=batch["input_ids"][i : i + 1, -n:]))
+        count_with_torch(lambda i=i, n=n: decoder(input_ids=batch["input_ids"][i : i + 1, -n:]))
         for i, n in enumerate(lens)
     )
     # the same from the formula: forward only, no LM head, no contrastive matmul

@@ -66,6 +66,14 @@ def glue_root(shared_data):
     return shared_data / "glue"
 
 
+@pytest.fixture(scope="module")
+def glue_records(glue_root):
+    """The first 150 training records of each GLUE task."""
+    from coin_lightning.data.sources.glue import GLUE_TASKS, load_glue
+
+    return [r for t in GLUE_TASKS for r in load_glue(t, "train", glue_root)[:150]]
+
+
 @pytest.fixture(scope="session")
 def flan_json(shared_data):
     """``../shared/data/flan/templates.json`` (FLAN 2021's ``PATTERNS``)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from coin_lightning.data.collate import Collator, Encoder, collate
-from coin_lightning.data.grouping import Example, Group, Pair
+from coin_lightning.data.examples import Example, Group, Pair
 from coin_lightning.data.prompts import build_prompt
 from coin_lightning.data.records import DataError
 
@@ -57,6 +57,28 @@ def test_batch_follows_the_contract(any_tokenizer):
         assert batch["labels"][i, start:].tolist() == response  # target + EOS, unshifted
     # originals first, then their paraphrases in the same order
     assert [r.uid for r in rows[:P]] == [r.uid for r in rows[P:]]
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "chat"])
+def test_encoding_equals_the_tokenizer_call_on_real_rows(any_tokenizer, fmt):
+    """The encoder's ids are ``tokenizer(prompt)`` + ``tokenizer(target)`` + EOS, as the tokenizer's
+    own ``__call__`` gives them, on rendered rows of every embedded task (repeated texts included)."""
+    from coin_lightning.data.grouping import build_groups
+    from coin_lightning.data.selection import validate_records
+    from coin_lightning.data.sources.embedded import load_embedded
+    from coin_lightning.data.template_files import load_own_templates
+
+    tok = any_tokenizer
+    if fmt == "chat" and tok.chat_template is None:
+        pytest.skip("tokenizer has no chat template")
+    bank = load_own_templates()
+    records = validate_records(load_embedded(n_per_task=6, seed=2), bank)
+    examples = [e for g in build_groups(records, bank, seed=0) for e in g.examples]
+    rows = Encoder(tok, fmt, cutoff_len=4096).encode(examples)
+    assert len(examples) >= 100
+    for ex, row in zip(examples, rows):
+        prompt, response = expected_ids(tok, ex, fmt)
+        assert row.ids.tolist() == prompt + response and row.n_prompt == len(prompt)
 
 
 def test_hard_negative_rows_have_no_lm_labels(tiny_tokenizer):

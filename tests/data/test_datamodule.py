@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from coin_lightning.data.__main__ import compose, main
 from coin_lightning.data.datamodule import CoinDataModule
 from coin_lightning.data.records import DataError
-
 from tests.data.test_sources_coin_csv import HEADER, paper_rows
 
 
@@ -90,8 +89,8 @@ def test_flan_templates_do_not_cover_embedded_tasks(flan_json):
 
 def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path):
     for task, rows in {
-        "rte": ['{"sentence1": "a b", "sentence2": "c", "label": %d, "idx": %d}' % (i % 2, i) for i in range(12)],
-        "cola": ['{"sentence": "s %d", "label": %d, "idx": %d}' % (i, i % 2, i) for i in range(12)],
+        "rte": [f'{{"sentence1": "a b", "sentence2": "c", "label": {i % 2}, "idx": {i}}}' for i in range(12)],
+        "cola": [f'{{"sentence": "s {i}", "label": {i % 2}, "idx": {i}}}' for i in range(12)],
     }.items():
         (tmp_path / task).mkdir()
         (tmp_path / task / "train.jsonl").write_text("\n".join(rows + ["{broken", '{"sentence": "x", "label": 9}']) + "\n")

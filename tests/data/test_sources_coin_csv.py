@@ -24,7 +24,7 @@ def paper_rows(n_pairs: int = 3):
     """Rows as the paper's CSV lays them out: row 2k+1 = same original template, another input."""
     rows = []
     for k in range(n_pairs):
-        for j, (text, answer) in enumerate([(f"movie {k} was great", "positive"), (f"movie {k} was awful,\nreally", "negative")]):
+        for text, answer in [(f"movie {k} was great", "positive"), (f"movie {k} was awful,\nreally", "negative")]:
             rows.append([
                 f"Review:\n{text}\nIs this movie review sentence negative or positive?\nOPTIONS:\n- negative\n- positive",
                 f"What is the sentiment of the following movie review sentence?\n{text}\nOPTIONS:\n- negative\n- positive",

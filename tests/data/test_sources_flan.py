@@ -8,7 +8,7 @@ import pytest
 from coin_lightning.data.records import DataError
 from coin_lightning.data.sources.flan import flan_task_key, load_flan
 from coin_lightning.data.sources.glue import GLUE_TASKS, load_glue
-from coin_lightning.data.templates import load_flan_templates
+from coin_lightning.data.template_files import load_flan_templates
 
 FLAN_KEY = {"mrpc": "glue_mrpc", "qqp": "glue_qqp"}
 

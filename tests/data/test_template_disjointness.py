@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import coin_lightning
-from coin_lightning.data.templates import load_flan_templates, load_own_templates
+from coin_lightning.data.template_files import load_flan_templates, load_own_templates
 
 INSTRUCTION_DIR = Path(coin_lightning.__file__).parent / "resources" / "instructions"
 MAX_JACCARD = 0.25

@@ -9,16 +9,8 @@ import pytest
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
 from coin_lightning.data.sources.glue import GLUE_FIELDS, GLUE_TASKS, LABEL_WORDS, load_glue
-from coin_lightning.data.templates import (
-    Template,
-    TemplateBank,
-    format_choices,
-    format_options,
-    load_flan_templates,
-    load_own_templates,
-    load_template_bank,
-    parse_options,
-)
+from coin_lightning.data.template_files import load_flan_templates, load_own_templates
+from coin_lightning.data.templates import Template, TemplateBank, format_choices, format_options
 
 # FLAN's options by GLUE label id and the FLAN key of each GLUE task, typed in from the table of
 # ../shared/data/README.md (independent of the constants in sources/glue.py).
@@ -37,8 +29,6 @@ PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 def test_format_options_is_flans_layout():
     assert format_options(["yes", "no"]) == "OPTIONS:\n- yes\n- no"
-    assert parse_options(format_options(["a", "b c", "d"])) == ("a", "b c", "d")
-    assert parse_options("no options here") is None
     assert format_choices(["a", "b"]) == "'a' or 'b'"
     assert format_choices(["a", "b", "c"]) == "'a', 'b' or 'c'"
 
@@ -156,31 +146,3 @@ def test_bad_label_empty_target_and_unknown_task_are_errors():
         gen.render(Record("g", {"x": "1"}, target="  ", meta={"source": "f", "row": 3}), 0)
     with pytest.raises(DataError, match="unknown task 'nope'"):
         gen.for_task("nope")
-
-
-def test_own_yaml_loader_errors(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("t: [unclosed\n")
-    with pytest.raises(DataError, match="bad.yaml: not valid YAML"):
-        load_own_templates([bad])
-    dup = tmp_path / "dup.yaml"
-    dup.write_text("cola:\n  - 'x {sentence}'\n")
-    with pytest.raises(DataError, match="cola.*already defined"):
-        load_own_templates([dup, dup])
-    pos = tmp_path / "pos.yaml"
-    pos.write_text("t:\n  - 'x {}'\n")
-    with pytest.raises(DataError, match="positional"):
-        load_own_templates([pos])
-    good = tmp_path / "good.yaml"
-    good.write_text("t:\n  - 'x {a}'\n  - {input: 'y {a}', target: '{a}!'}\n")
-    bank = load_template_bank(good)
-    assert [(t.input, t.target) for t in bank.for_task("t")] == [("x {a}", "{answer}"), ("y {a}", "{a}!")]
-
-
-def test_flan_json_errors(tmp_path):
-    with pytest.raises(DataError, match="no such template file"):
-        load_flan_templates(tmp_path / "missing.json")
-    p = tmp_path / "t.json"
-    p.write_text('{"t": [{"input": "x"}]}')
-    with pytest.raises(DataError, match="task 't' template 0"):
-        load_flan_templates(p)

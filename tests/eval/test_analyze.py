@@ -36,7 +36,8 @@ def test_last_hidden_is_the_last_prompt_token_state():
 
 
 def test_similarity_summary_pairs_by_task_and_index():
-    s = lambda t, p, lv, i, x: {"task": t, "perturbation": p, "level": lv, "index": i, "states": torch.tensor(x)}
+    def s(t, p, lv, i, x):
+        return {"task": t, "perturbation": p, "level": lv, "index": i, "states": torch.tensor(x)}
     states = [s("rte", "clean", "clean", 0, [[1.0, 0.0]]), s("rte", "clean", "clean", 1, [[0.0, 1.0]]),
               s("rte", "checklist", "sentence", 0, [[1.0, 1.0]]), s("rte", "checklist", "sentence", 1, [[0.0, 2.0]])]
     out = similarity_summary(states)

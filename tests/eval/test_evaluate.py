@@ -206,7 +206,8 @@ def test_adapter_is_applied(tmp_path, shared_data):
     with_adapter = evaluate(_cfg(tmp_path / "a", common + [f"adapter={tmp_path / 'adapter'}"]))
     without = evaluate(_cfg(tmp_path / "b", common))
     assert with_adapter["run"]["adapter"] == str(tmp_path / "adapter")
-    scores = lambda run: [v for x in (run / FILES["predictions"]).read_text().splitlines() for v in json.loads(x)["scores"]]
+    def scores(run):
+        return [v for x in (run / FILES["predictions"]).read_text().splitlines() for v in json.loads(x)["scores"]]
     task = load(EvalSettings.from_config({"tasks": ["rte"], "levels": ["clean"], "samples_per_task": 3}),
                 str(shared_data / "glue"))[0]
     fresh, _ = load_model({"name_or_path": "tiny:llama"})

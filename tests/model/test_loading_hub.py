@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from coin_lightning.model.loading import ModelLoadError, build_tiny_llama, load_model, TinyArgs
+from coin_lightning.model.loading import ModelLoadError, TinyArgs, build_tiny_llama, load_model
 from coin_lightning.model.lora import apply_lora
 from tests.conftest import TINY_CFG
 

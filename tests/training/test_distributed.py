@@ -88,7 +88,7 @@ class _Snapshot(L.Callback):
 def _assert_close_dicts(got: dict, want: dict, what: str):
     assert set(got) == set(want), f"{what}: different tensor names"
     for name in want:
-        torch.testing.assert_close(got[name], want[name], **TOL, msg=lambda m: f"{what} {name}: {m}")
+        torch.testing.assert_close(got[name], want[name], **TOL, msg=lambda m, name=name: f"{what} {name}: {m}")
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])

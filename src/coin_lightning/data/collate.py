@@ -23,13 +23,13 @@ exceeds ``cutoff_len`` and is counted in ``response_over_cutoff``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from coin_lightning.data.grouping import Example, Group
+from coin_lightning.data.examples import Example, Group
 from coin_lightning.data.prompts import build_prompt
 from coin_lightning.data.records import DataError
 from coin_lightning.data.templates import DERIVED_FIELDS
@@ -50,7 +50,7 @@ class EncodedRow:
 
 @dataclass(frozen=True)
 class EncodedGroup:
-    """A tokenized :class:`~coin_lightning.data.grouping.Group`, in collation order."""
+    """A tokenized :class:`~coin_lightning.data.examples.Group`, in collation order."""
 
     originals: tuple[EncodedRow, ...]
     """Anchor rows, one per pair."""
@@ -68,11 +68,6 @@ class EncodedGroup:
     def max_len(self) -> int:
         """Longest row in tokens (the group's padded width)."""
         return max(len(r.ids) for r in self.rows)
-
-    @property
-    def n_tokens(self) -> int:
-        """Real tokens in the group."""
-        return sum(len(r.ids) for r in self.rows)
 
 
 class Encoder:
@@ -110,12 +105,18 @@ class Encoder:
         self.response_over_cutoff = 0
 
     def _tok(self, texts: list[str], special: bool) -> list[list[int]]:
-        """Token ids of each text (unique texts tokenized once, by the fast backend when plain)."""
+        """Token ids of each text (unique texts tokenized once).
+
+        A fast tokenizer without truncation or padding set is called through its public
+        ``backend_tokenizer`` (``tokenizers.Tokenizer.encode_batch``), which gives the ids of
+        ``tokenizer(texts)["input_ids"]`` without building a ``BatchEncoding``; any other tokenizer
+        is called as usual.
+        """
         if not texts:
             return []
         unique = list(dict.fromkeys(texts))
-        backend = getattr(self.tokenizer, "_tokenizer", None)
-        if backend is not None and hasattr(backend, "encode_batch") and backend.truncation is None and backend.padding is None:
+        backend = self.tokenizer.backend_tokenizer if getattr(self.tokenizer, "is_fast", False) else None
+        if backend is not None and backend.truncation is None and backend.padding is None:
             ids = [e.ids for e in backend.encode_batch(unique, add_special_tokens=special)]
         else:
             ids = [list(x) for x in self.tokenizer(unique, add_special_tokens=special)["input_ids"]]

@@ -4,69 +4,38 @@ One class serves every source (``conf/data/{embedded,glue,flan,coin_csv}.yaml`` 
 and its keys), so the hub, local files and the embedded default behave identically downstream. The
 training entry point builds it with ``hydra.utils.instantiate(cfg.data, tokenizer=None,
 seed=cfg.seed)`` and calls :meth:`setup` to read and validate the data before any model loads, then
-sets ``tokenizer`` and calls :meth:`setup` again to tokenize. After :meth:`setup`: ``train_dataset``, ``val_dataset`` (items = whole groups,
-:class:`GroupDataset`) and ``stats`` (see :meth:`setup`).
+sets ``tokenizer`` and calls :meth:`setup` again to tokenize. After :meth:`setup`: ``train_dataset``,
+``val_dataset`` (items = whole groups, :class:`~coin_lightning.data.group_dataset.GroupDataset`) and
+``stats`` (see :meth:`setup`).
 
-Pipeline in :meth:`setup`: load records -> keep those that fill their task's templates
-(``on_error``) -> cap per task (``max_per_task``) -> hold out ``val_size`` records by uid -> weight
-tasks (``task_weights``, train only) -> build groups (``grouping.build_groups``) -> tokenize and
-truncate (``collate.Encoder``). The CoIN CSV skips templates: its rows are already rendered pairs.
+Pipeline in :meth:`setup` (stages in :mod:`coin_lightning.data.pipeline`): load records -> keep those
+that fill their task's templates (``on_error``) -> cap per task (``max_per_task``) -> hold out
+``val_size`` records by uid -> weight tasks (``task_weights``, train only) -> build groups
+(``grouping.build_groups``) -> tokenize and truncate (``collate.Encoder``). The CoIN CSV skips
+templates: its rows are already rendered pairs.
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from coin_lightning.data.collate import Collator, EncodedGroup, Encoder
-from coin_lightning.data.grouping import (
-    PAIRS_PER_ITEM,
-    Group,
-    apply_mixture,
-    build_groups,
-    groups_from_pairs,
-    split_records,
-    validate_records,
-)
 from coin_lightning.data.checks import absolute as _abs
 from coin_lightning.data.checks import check_data_values, check_paths
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.collate import Collator, Encoder
+from coin_lightning.data.group_dataset import GroupDataset
+from coin_lightning.data.grouping import PAIRS_PER_ITEM
+from coin_lightning.data.pipeline import csv_groups, download, load_records, template_groups
+from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import check_order, train_sampler
-from coin_lightning.data.templates import TemplateBank, load_template_bank
+from coin_lightning.data.template_files import load_template_bank
+from coin_lightning.data.templates import TemplateBank
 
 log = logging.getLogger(__name__)
-
-
-
-class GroupDataset(Dataset):
-    """Dataset whose items are whole contrastive groups (so samplers and ranks never split one).
-
-    ``groups[i]`` is the text form (:class:`~coin_lightning.data.grouping.Group`), ``encoded[i]`` the
-    tokenized form (:class:`~coin_lightning.data.collate.EncodedGroup`) that ``__getitem__`` returns
-    once a tokenizer has been applied (before that, the text form).
-    """
-
-    def __init__(self, groups: Sequence[Group], encoded: Sequence[EncodedGroup] | None = None):
-        self.groups = list(groups)
-        self.encoded = None if encoded is None else list(encoded)
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> EncodedGroup | Group:
-        return self.groups[i] if self.encoded is None else self.encoded[i]
-
-    @property
-    def lengths(self) -> list[int]:
-        """Padded width (tokens) of each item; needs the encoded form."""
-        if self.encoded is None:
-            raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
-        return [g.max_len for g in self.encoded]
 
 
 def _plain(value: Any) -> Any:
@@ -200,52 +169,10 @@ class CoinDataModule(L.LightningDataModule):
         self.stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading
-    def _template_bank(self) -> TemplateBank:
-        spec = self.templates if str(self.templates) == "own" else _abs(self.templates)
-        return load_template_bank(spec)
-
-    def _load_records(self, stats: dict) -> list[Record]:
-        from coin_lightning.data.sources.jsonl import read_jsonl
-
-        before = sum(read_jsonl.skipped.values())
-        if self.source == "embedded":
-            from coin_lightning.data.sources.embedded import load_embedded
-
-            records = load_embedded(self.tasks, self.n_per_task, self.data_seed, self.split)
-        elif self.source == "glue":
-            from coin_lightning.data.sources.glue import GLUE_TASKS, load_glue
-
-            records = []
-            for task in self.tasks or GLUE_TASKS:
-                records += load_glue(task, self.split, self.root, on_error=self.on_error, stats=stats)
-        elif self.source == "flan":
-            from coin_lightning.data.sources.flan import FLAN_HUB_ID, load_flan
-
-            records, unmatched = load_flan(
-                self.bank, self.root, self.tasks, self.split, self.on_error,
-                hub_id=self.hub_id or FLAN_HUB_ID, data_files=self.data_files, stats=stats, pool=self.template_pool,
-            )
-            stats["unmatched_flan"] = unmatched
-        else:
-            raise AssertionError(self.source)
-        stats["skipped"] = stats.get("skipped", 0) + sum(read_jsonl.skipped.values()) - before
-        return records
-
     def prepare_data(self) -> None:
         """Download hub data into the ``datasets`` cache (rank 0 only; local sources do nothing)."""
-        if self.root is not None or self.source in ("embedded", "coin_csv"):
-            return
-        from coin_lightning.data.sources.hub import load_hub_dataset
-
-        if self.source == "glue":
-            from coin_lightning.data.sources.glue import GLUE_TASKS
-
-            for task in self.tasks or GLUE_TASKS:
-                load_hub_dataset("nyu-mll/glue", task, split=self.split)
-        else:
-            from coin_lightning.data.sources.flan import FLAN_HUB_ID
-
-            load_hub_dataset(self.hub_id or FLAN_HUB_ID, split=self.split, data_files=self.data_files)
+        if self.root is None and self.source in ("glue", "flan"):
+            download(self.source, self.tasks, self.split, self.hub_id, self.data_files)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -269,40 +196,22 @@ class CoinDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         stats: dict[str, Any] = {"source": self.source, "skipped": 0}
+        common = dict(group=self.group, seed=self.seed, on_error=self.on_error, val_size=self.val_size)
         if self.source == "coin_csv":
-            from coin_lightning.data.sources.coin_csv import load_coin_csv
-
-            stats["templates"] = "pre-rendered (CoIN CSV)"
-            pairs = load_coin_csv(self.path, self.on_error, stats)
-            if self.tasks is not None:
-                pairs = [p for p in pairs if p[0].task in set(self.tasks)]
-            stats["records_per_task"] = dict(sorted(Counter(a.task for p in pairs for a in p).items()))
-            n_val = min(self.val_size // 2, len(pairs) - 1) if self.val_size > 0 else 0
-            held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(self.seed))[:n_val].tolist())
-            train_pairs = [p for i, p in enumerate(pairs) if i not in held]
-            val_pairs = [p for i, p in enumerate(pairs) if i in held]
-            stats["train_records_per_task"] = dict(sorted(Counter(a.task for p in train_pairs for a in p).items()))
-            stats["val_records"] = 2 * len(val_pairs)
-            train = groups_from_pairs(train_pairs, self.group)
-            val = groups_from_pairs(val_pairs, self.group)
-            stats["groups_per_task"] = dict(sorted(Counter(g.pairs[0].original.task for g in train).items()))
-            stats["same_target_negatives"] = sum(a.target == b.target for a, b in pairs)
+            train, val = csv_groups(self.path, stats, tasks=self.tasks, **common)
         else:
-            self.bank = self._template_bank()
+            spec = self.templates if str(self.templates) == "own" else _abs(self.templates)
+            self.bank = load_template_bank(spec)
             stats["templates"] = self.bank.name
-            records = self._load_records(stats)
-            records = validate_records(records, self.bank, self.template_pool, self.on_error, stats)
-            if not records:
-                raise DataError(f"data.source={self.source}: no usable records")
-            stats["records_per_task"] = dict(sorted(Counter(r.task for r in records).items()))
-            records = apply_mixture(records, self.max_per_task, None, self.seed)
-            train_records, val_records = split_records(records, self.val_size, self.seed)
-            train_records = apply_mixture(train_records, None, self.task_weights, self.seed)
-            stats["train_records_per_task"] = dict(sorted(Counter(r.task for r in train_records).items()))
-            stats["val_records"] = len(val_records)
-            train = build_groups(train_records, self.bank, self.group, self.seed, self.template_pool, self.negatives, stats)
-            val_stats: dict[str, Any] = {}
-            val = build_groups(val_records, self.bank, self.group, self.seed + 1, self.template_pool, self.negatives, val_stats) if val_records else []
+            records = load_records(
+                self.source, stats, bank=self.bank, tasks=self.tasks, split=self.split, root=self.root,
+                on_error=self.on_error, pool=self.template_pool, n_per_task=self.n_per_task,
+                data_seed=self.data_seed, hub_id=self.hub_id, data_files=self.data_files,
+            )
+            train, val = template_groups(
+                records, self.bank, stats, source=self.source, pool=self.template_pool, negatives=self.negatives,
+                max_per_task=self.max_per_task, task_weights=self.task_weights, **common,
+            )
         stats["train_groups"], stats["val_groups"] = len(train), len(val)
         stats["pairs_per_item"] = self.pairs_per_item
         self.train_dataset, self.val_dataset = GroupDataset(train), GroupDataset(val)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler

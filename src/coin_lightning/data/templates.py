@@ -10,26 +10,21 @@ placeholders are derived from the task's answer options (by label id):
 - ``{choices}``: the options quoted in running text, ``'a', 'b' or 'c'`` (this project's templates);
 - ``{answer}``: the option at the record's label id, or the record's target text.
 
-Two loaders build a :class:`TemplateBank`: :func:`load_flan_templates` (FLAN's ``PATTERNS`` stored as
-JSON, ``{task: [{"input": ..., "target": ...}]}``) and :func:`load_own_templates` (this project's YAML
-files in ``coin_lightning/resources/templates``). :func:`load_template_bank` picks one from a config
-value. Templates of a task that share the same target string are paraphrases of each other (same
-expected output); CoIN's positives are drawn within such a set (:meth:`TemplateBank.paraphrase_sets`).
+The loaders of :mod:`coin_lightning.data.template_files` build a :class:`TemplateBank` from FLAN's
+JSON or this project's YAML files. Templates of a task that share the same target string are
+paraphrases of each other (same expected output); CoIN's positives are drawn within such a set
+(:meth:`TemplateBank.paraphrase_sets`).
 """
 from __future__ import annotations
 
-import json
-import logging
 import re
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from coin_lightning.data.records import DataError, Record
-
-log = logging.getLogger(__name__)
 
 DERIVED_FIELDS = ("options_", "choices", "answer")
 """Placeholders filled from the task's options and the record's label/target, not from its fields."""
@@ -67,13 +62,6 @@ def format_choices(options: Iterable[str]) -> str:
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
-def parse_options(rendered: str) -> tuple[str, ...] | None:
-    """Inverse of :func:`format_options`; ``None`` if ``rendered`` is not an ``OPTIONS:`` block."""
-    if not rendered.startswith("OPTIONS:\n- "):
-        return None
-    return tuple(rendered[len("OPTIONS:\n- "):].split("\n- "))
-
-
 @dataclass(frozen=True)
 class Template:
     """One instruction template of one task: an input and a target ``str.format`` string."""
@@ -89,11 +77,6 @@ class Template:
     def placeholders(self) -> frozenset[str]:
         """All placeholders of input and target."""
         return frozenset(_placeholders(self.input)) | frozenset(_placeholders(self.target))
-
-    @cached_property
-    def input_fields(self) -> tuple[str, ...]:
-        """Placeholders of the input side, in order of first use."""
-        return _placeholders(self.input)
 
     def render(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """Fill both sides with ``values``; returns ``(input, target)``.
@@ -284,141 +267,3 @@ class TemplateBank:
         """
         vals = self.check(record, [index])
         return self.for_task(record.task)[index].render(vals)
-
-
-def _dedupe(task: str, entries: Iterable[tuple[str, str]], prefix: str) -> tuple[Template, ...]:
-    out: list[Template] = []
-    seen: set[tuple[str, str]] = set()
-    for i, (inp, tgt) in enumerate(entries):
-        if (inp, tgt) in seen:
-            log.info("template bank %s: task %s template %d repeats an earlier one; dropped", prefix, task, i)
-            continue
-        seen.add((inp, tgt))
-        tpl = Template(input=inp, target=tgt, name=f"{prefix}:{task}/{i}")
-        try:
-            _ = tpl.placeholders
-        except ValueError as exc:
-            raise DataError(f"template bank {prefix}: task {task!r} template {i}: {exc}") from None
-        out.append(tpl)
-    return tuple(out)
-
-
-def load_flan_templates(path: str | Path) -> TemplateBank:
-    """Load FLAN's ``PATTERNS`` stored as JSON: ``{task: [{"input": ..., "target": ...}, ...]}``.
-
-    The GLUE tasks are wired to it as FLAN does (``coin_lightning.data.sources.glue``: FLAN task keys,
-    FLAN's rte field names, FLAN's answer options by label id), so GLUE records render with FLAN
-    templates directly. Exact duplicate templates (FLAN's cola has one) are dropped.
-
-    Args:
-        path: the JSON file, e.g. ``../shared/data/flan/templates.json``.
-
-    Raises:
-        DataError: missing file, invalid JSON, or an entry without ``input``/``target`` strings.
-    """
-    from coin_lightning.data.sources.glue import FLAN_FIELD_MAP, FLAN_OPTIONS, FLAN_TASK_KEYS
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such template file")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a JSON object {{task: [templates]}}")
-    templates = {}
-    for task, entries in raw.items():
-        pairs = []
-        for i, e in enumerate(entries):
-            if isinstance(e, (list, tuple)) and len(e) == 2:
-                e = {"input": e[0], "target": e[1]}
-            if not isinstance(e, dict) or not isinstance(e.get("input"), str) or not isinstance(e.get("target"), str):
-                raise DataError(f"{path}: task {task!r} template {i}: expected {{'input': str, 'target': str}}")
-            pairs.append((e["input"], e["target"]))
-        templates[task] = _dedupe(task, pairs, "flan")
-    aliases = {g: k for g, k in FLAN_TASK_KEYS.items() if g != k}
-    field_maps = {FLAN_TASK_KEYS[g]: dict(m) for g, m in FLAN_FIELD_MAP.items()}
-    options = {FLAN_TASK_KEYS[g]: o for g, o in FLAN_OPTIONS.items()}
-    options.update(FLAN_OPTIONS)
-    return TemplateBank(templates, options=options, aliases=aliases, field_maps=field_maps, name=str(path))
-
-
-OWN_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "resources" / "templates"
-"""Where the project's own template files live (shipped as package data)."""
-
-
-def own_template_files() -> list[Path]:
-    """The project's own template YAML files, sorted by name."""
-    return sorted(OWN_TEMPLATE_DIR.glob("*.yaml"))
-
-
-def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBank:
-    """Load the project's own templates (YAML) with the answer options they need.
-
-    File layout: ``{task: [template, ...]}`` where a template is either a string (the input; the
-    target is ``"{answer}"``) or ``{input: ..., target: ...}``. Options: GLUE tasks use the
-    PromptBench label words (``coin_lightning.data.sources.glue.LABEL_WORDS``), embedded tasks their
-    own (``coin_lightning.data.sources.embedded.EMBEDDED_TASKS``).
-
-    Args:
-        paths: YAML files; default :func:`own_template_files`.
-
-    Raises:
-        DataError: a missing or malformed file, a task defined twice, or a bad template entry.
-    """
-    import yaml
-
-    from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
-    from coin_lightning.data.sources.glue import LABEL_WORDS
-
-    shipped = paths is None
-    paths = [Path(p) for p in (own_template_files() if shipped else paths)]
-    if not paths:
-        raise DataError(f"no template files in {OWN_TEMPLATE_DIR}")
-    templates: dict[str, tuple[Template, ...]] = {}
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: no such template file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(raw, dict):
-            raise DataError(f"{path}: expected a mapping {{task: [templates]}}")
-        for task, entries in raw.items():
-            if task in templates:
-                raise DataError(f"{path}: task {task!r} is already defined in another template file")
-            if not isinstance(entries, list) or not entries:
-                raise DataError(f"{path}: task {task!r}: expected a non-empty list of templates")
-            pairs = []
-            for i, e in enumerate(entries):
-                if isinstance(e, str):
-                    e = {"input": e}
-                if not isinstance(e, dict) or not isinstance(e.get("input"), str):
-                    raise DataError(f"{path}: task {task!r} template {i}: expected a string or {{input, target}}")
-                pairs.append((e["input"].strip("\n"), str(e.get("target", "{answer}"))))
-            templates[task] = _dedupe(task, pairs, "own")
-    options = {t: tuple(w) for t, w in LABEL_WORDS.items()}
-    options.update({t: spec.options for t, spec in EMBEDDED_TASKS.items() if spec.options})
-    return TemplateBank(templates, options=options, name="own" if shipped else ", ".join(str(p) for p in paths))
-
-
-def load_template_bank(spec: str | Path) -> TemplateBank:
-    """The bank named by the ``data.templates`` config value.
-
-    Args:
-        spec: ``"own"`` (the shipped YAML), a path to a FLAN-layout JSON file, or a path to a YAML
-            file (or directory of YAML files) in the own layout.
-
-    Raises:
-        DataError: as the loaders.
-    """
-    if str(spec) == "own":
-        return load_own_templates()
-    path = Path(spec)
-    if path.is_dir():
-        return load_own_templates(sorted(path.glob("*.yaml")))
-    if path.suffix in (".yaml", ".yml"):
-        return load_own_templates([path])
-    return load_flan_templates(path)

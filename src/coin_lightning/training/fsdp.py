@@ -21,7 +21,7 @@ around the forward as under DDP.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint

@@ -6,7 +6,8 @@ import logging
 import netrc
 import os
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)

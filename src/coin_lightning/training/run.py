@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
@@ -12,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from coin_lightning.errors import reported
 from coin_lightning.io import write_json
-from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.checks import check_checkpoint, model_args
+from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.outputs import JobDir

@@ -122,7 +122,8 @@ def test_two_gloo_processes_give_the_single_process_results(tmp_path, shared_dat
     assert ddp["run"]["devices"] == 2 and single["run"]["devices"] == 1
     for key in ("per_task_level", "per_level", "overall", "fingerprint"):
         assert ddp[key] == single[key]
-    read = lambda d: [json.loads(x) for x in (d / FILES["predictions"]).read_text().splitlines()]
+    def read(d):
+        return [json.loads(x) for x in (d / FILES["predictions"]).read_text().splitlines()]
     assert read(run) == read(tmp_path / "single")
     assert not list(run.glob("*.tmp")) and (run / "csv" / "metrics.csv").is_file()
 

@@ -100,10 +100,9 @@ def test_parts_of_other_settings_are_refused_before_the_model_loads(tmp_path, sh
 
 def test_sigterm_raises_keyboard_interrupt_inside_the_block():
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        with sigterm_as_interrupt():
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
     assert signal.getsignal(signal.SIGTERM) == previous
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from coin_lightning.eval.instructions.perturb.character import (
     VISUAL_LOOKALIKES,
+    deepwordbug,
     delete_inner,
     delete_letter,
     edit_word,
-    deepwordbug,
     insert_letter,
     insert_space,
     substitute_letter,

@@ -36,7 +36,7 @@ def protected_occurrences(text: str) -> list[str]:
 
 
 def lemma_names(synsets) -> set[str]:
-    return {l.name().lower().replace("_", " ") for s in synsets for l in s.lemmas()}
+    return {lemma.name().lower().replace("_", " ") for s in synsets for lemma in s.lemmas()}
 
 
 @pytest.mark.parametrize("word", ["decide", "review", "question", "label", "judge", "answer"])

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from coin_lightning.data.records import DataError, Record
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.sources.jsonl import read_jsonl

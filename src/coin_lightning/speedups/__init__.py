@@ -38,4 +38,5 @@ def apply(model: nn.Module, packed_rows: bool) -> int:
     return use_fast_lora_dropout(model)
 
 
-__all__ = ["PACKED_SDPA", "LoraDropout", "apply", "packed_attention", "packed_prefix_attention", "packed_sdpa_attention"]
+__all__ = ["PACKED_SDPA", "LoraDropout", "apply", "packed_attention", "packed_prefix_attention",
+           "packed_sdpa_attention"]

@@ -151,7 +151,7 @@ CASES = [
     Case("warmup-ratio-above-one", T, lambda d: ["warmup_ratio=2"], ("warmup_ratio",)),
     Case("lr-negative", T, lambda d: ["optimizer.lr=-1"], ("optimizer.lr",)),
     Case("scheduler-unknown", T, lambda d: ["scheduler=cosine"], ("scheduler",)),
-    Case("packed-needs-sdpa", T, lambda d: ["model.attn_implementation=eager"], ("model.packed_sequences", "sdpa")),
+    Case("liger-without-gpu-or-package", T, lambda d: ["model.liger_kernels=true"], ("model.liger_kernels",)),
     # ---- never delete what the run did not create
     Case("earlier-run-dir", T, lambda d: [f"ckpt_path={d}/run/checkpoints/last.ckpt", "loss.temperature=0"], ("loss.temperature",)),
     Case("run-dir-is-cwd", T, lambda d: ["loss.temperature=0"], ("loss.temperature",), run_dir="."),

@@ -218,7 +218,7 @@ def batch_flops(
     contrastive: bool = True,
     full_logits: bool = False,
     packed: bool = False,
-    fused: bool = True,
+    kernel: bool = True,
 ) -> FlopCount:
     """FLOPs of one step on a CONTRACTS.md batch.
 
@@ -231,7 +231,7 @@ def batch_flops(
             only meaningful with ``mode="computed"``.
         packed: the step packs rows (``model.packed_sequences``): in ``computed`` mode the layers run
             on the real tokens and attention on ``R`` right-padded rows of ``L`` (longest row) positions:
-            with ``fused`` (the CPU kernel :func:`coin_lightning.model.packing.packed_attention`) each
+            with ``kernel`` (the CPU kernel :func:`coin_lightning.speedups.kernels.packed_attention`) each
             block of query positions ``[s, e)`` against keys ``[0, e)``, else dense ``[L, L]`` (SDPA).
 
     Raises:
@@ -255,8 +255,8 @@ def batch_flops(
         attn = None
         m = 2 * P * T if full_logits else lm_positions_of(batch)
     pairs = None
-    if mode == "computed" and packed and fused:
-        from coin_lightning.model.packing import attention_blocks
+    if mode == "computed" and packed and kernel:
+        from coin_lightning.speedups.kernels import attention_blocks
 
         pairs = R * sum((end - start) * end for start, end in attention_blocks(max(lens)))
     return step_flops(shape, lora, list(lens), m, P if contrastive else 0, causal=mode == "useful", attn_lens=attn,
@@ -265,7 +265,7 @@ def batch_flops(
 
 def count_with_torch(fn) -> float:
     """Total matmul FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` sees while ``fn()`` runs,
-    in-place accumulates (``addmm_``, ``baddbmm_``: the fused LoRA and attention kernels) included.
+    in-place accumulates (``addmm_``, ``baddbmm_``: the packed attention kernel) included.
 
     (Fused CPU SDPA kernels are not counted by it; use eager attention to compare.)
     """

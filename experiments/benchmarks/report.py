@@ -28,7 +28,6 @@ VARIANT_LABELS = {
     "reference": "reference-style step",
     "coin_padded": "CoIN step, padded rows (no packing)",
     "coin_torch_dropout": "CoIN step, peft's nn.Dropout",
-    "coin_unfused": "CoIN step, without the fused kernels",
 }
 
 
@@ -70,7 +69,7 @@ def render_markdown(results: dict) -> str:
         f"- settings: {s['model']} ({d['layers']} layers, hidden {d['hidden']}, vocab {d['vocab']}), {s['precision']}, "
         f"{s['threads']} thread(s), {s['attn']} attention, LoRA r={s['lora']['r']} on "
         f"{','.join(s['lora']['targets'])}, dropout {s['lora']['dropout']}"
-        f"{' (LoraDropout)' if s['lora'].get('fast_dropout') else ''}, lambda {s['lambda']}, "
+        f"{' (LoraDropout)' if s.get('cpu_speedups') else ''}, lambda {s['lambda']}, "
         f"gradient checkpointing {s['gradient_checkpointing']}, compile {s['compile']}",
         f"- timed batches (rows x width): {widths}; {resp:.1f} response tokens per row; data: "
         f"{results['data']['source']}",
@@ -103,11 +102,6 @@ def render_markdown(results: dict) -> str:
             f"{t['fast_dropout_speedup']:.2f}x faster (useful FLOP fraction {t['useful_flop_fraction_torch_dropout']:.3f} "
             f"with nn.Dropout); speed-up over the reference-style step with the same nn.Dropout in both: "
             f"{t['speedup_vs_reference_same_dropout']:.2f}x.")
-    if "fused_kernels_speedup" in t:
-        lines.append(
-            f"Fused CPU kernels (model.fused_kernels: LoRA projections, RMSNorm, attention on packed rows) instead of "
-            f"peft's and transformers' layers: CoIN step {t['fused_kernels_speedup']:.2f}x faster (useful FLOP "
-            f"fraction {t['useful_flop_fraction_unfused']:.3f} without them).")
     lines += [
         "",
         "| training step | s/step | tokens/s | useful GFLOP/step | computed GFLOP/step | useful GFLOP/s "

@@ -28,12 +28,10 @@ from experiments.benchmarks.machine import choose_threads, machine_info, matmul_
 from experiments.benchmarks.report import TARGETS, render_markdown
 from experiments.benchmarks.steps import (
     compiled_decoder,
-    fused_kernels_installed,
     make_step,
     padded_rows,
     reference_loss,
     torch_lora_dropout,
-    unfused_kernels,
 )
 from experiments.benchmarks.timing import (
     median,
@@ -75,8 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip timing the CoIN step on padded rows and with peft's nn.Dropout (the ablations)")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     p.add_argument("--no-packing", action="store_true", help="model.packed_sequences=false (padded rows)")
-    p.add_argument("--no-fused", action="store_true",
-                   help="model.fused_kernels=false (peft's and transformers' own layers)")
+    p.add_argument("--no-cpu-speedups", action="store_true",
+                   help="model.cpu_speedups=false (peft's nn.Dropout; packed rows only with flash/flex attention)")
     p.add_argument("--grad-ckpt", action="store_true", help="non-reentrant gradient checkpointing (peft-compatible)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder for the training steps")
     p.add_argument("--matmul-size", type=int, default=2048, help="square matrix size of the matmul peak")
@@ -130,8 +128,8 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg["attn_implementation"] = args.attn
     cfg["gradient_checkpointing"] = bool(args.grad_ckpt)
     cfg["packed_sequences"] = ModelArgs.from_config(cfg).packed_sequences and args.attn == "sdpa" and not args.no_packing
-    if args.no_fused:
-        cfg["fused_kernels"] = False
+    if args.no_cpu_speedups:
+        cfg["cpu_speedups"] = False
     if args.lora_dropout is not None:
         cfg.setdefault("lora", {})["dropout"] = args.lora_dropout
     return cfg
@@ -148,13 +146,12 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
 
     Variants: ``coin`` (lambda = ``--lambda``), ``cit`` (lambda = 0), ``reference`` (reference-style
     step on padded rows with peft's ``nn.Dropout`` and peft's and transformers' own layers, as the
-    reference code) and three ablations of the CoIN step: ``coin_padded`` (packing off, when
-    ``model.packed_sequences``), ``coin_torch_dropout`` (peft's ``nn.Dropout``, when
-    :class:`~coin_lightning.model.dropout.LoraDropout` is in use) and ``coin_unfused`` (without the
-    fused kernels of :mod:`coin_lightning.model.fused`, when installed); all share one AdamW optimizer.
+    reference code) and two ablations of the CoIN step: ``coin_padded`` (packing off, when the model
+    packs rows) and ``coin_torch_dropout`` (peft's ``nn.Dropout``, when
+    :class:`~coin_lightning.speedups.dropout.LoraDropout` is in use); all share one AdamW optimizer.
     """
     from coin_lightning.model import packing
-    from coin_lightning.model.dropout import LoraDropout
+    from coin_lightning.speedups.dropout import LoraDropout
     from coin_lightning.model.module import CoinModule
 
     coin = CoinModule(model, {"lambda": args.lambda_, "temperature": args.temperature})
@@ -164,8 +161,8 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     reference = make_step(lambda b: reference_loss(model, b, args.lambda_, args.temperature), optimizer, device,
                           precision)
 
-    def reference_step(b):  # the reference code: padded batches, peft's own nn.Dropout and layers
-        with torch_lora_dropout(model), padded_rows(model), unfused_kernels(model):
+    def reference_step(b):  # the reference code: padded batches, peft's own nn.Dropout
+        with torch_lora_dropout(model), padded_rows(model):
             return reference(b)
 
     coin_step = make_step(lambda b: coin.compute(b).loss, optimizer, device, precision)
@@ -174,7 +171,7 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
         "cit": make_step(lambda b: cit.compute(b).loss, optimizer, device, precision),
         "reference": reference_step,
     }
-    packed = packing.is_enabled(model.get_base_model())
+    packed = packing.packing_mode(model.get_base_model()) is not None
     if packed and not args.no_ablations:
         def coin_padded(b):
             with padded_rows(model):
@@ -187,13 +184,6 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
                 return coin_step(b)
 
         steps["coin_torch_dropout"] = coin_torch_dropout
-    fused_installed = fused_kernels_installed(model)
-    if fused_installed and not args.no_ablations:
-        def coin_unfused(b):
-            with unfused_kernels(model):
-                return coin_step(b)
-
-        steps["coin_unfused"] = coin_unfused
     mm_fn, mm_flops = matmul_unit(device, torch.bfloat16 if precision == "bf16" else torch.float32, args.matmul_size)
     fns = {name: (lambda s=s: [s(b) for b in batches]) for name, s in steps.items()}
     # the matmul unit runs right after (or, in reversed rounds, right before) the CoIN step it is paired with
@@ -217,13 +207,12 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     useful_coin = sum(f.total for f in useful) / n_steps
     useful_plain = per_step(lambda b: batch_flops(b, shape, lora, "useful", contrastive=False).total)
     # the packed attention kernel runs on CPU in fp32 eager mode (else SDPA on dense [L, L] rows)
-    fused = fused_installed and device.type == "cpu" and precision == "fp32" and not args.compile
+    kernel = (packing.is_enabled(model.get_base_model()) and device.type == "cpu" and precision == "fp32"
+              and not args.compile)
     computed = {
         "coin": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed,
-                                               fused=fused).total),
-        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed, fused=fused).total),
-        "coin_unfused": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive, packed=packed,
-                                                       fused=False).total),
+                                               kernel=kernel).total),
+        "cit": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, packed=packed, kernel=kernel).total),
         "reference": per_step(lambda b: batch_flops(b, shape, lora, "computed", False, full_logits=True).total),
         "coin_padded": per_step(lambda b: batch_flops(b, shape, lora, "computed", contrastive).total),
     }
@@ -282,9 +271,6 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
         out["useful_flop_fraction_torch_dropout"] = fraction("coin_torch_dropout")
         out["fast_dropout_speedup"] = paired_ratio(times["coin_torch_dropout"], times["coin"])
         out["speedup_vs_reference_same_dropout"] = paired_ratio(times["reference"], times["coin_torch_dropout"])
-    if "coin_unfused" in times:
-        out["useful_flop_fraction_unfused"] = fraction("coin_unfused")
-        out["fused_kernels_speedup"] = paired_ratio(times["coin_unfused"], times["coin"])
     return out
 
 
@@ -343,10 +329,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "model": cfg["name_or_path"], "precision": precision, "threads": threads, "clock": clock,
             "attn": args.attn, "packed_sequences": cfg["packed_sequences"],
-            "fused_kernels": model_args.fused_kernels,
+            "cpu_speedups": model_args.cpu_speedups,
             "gradient_checkpointing": bool(args.grad_ckpt), "compile": bool(args.compile),
-            "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout"),
-                     "fast_dropout": model_args.lora.fast_dropout},
+            "lora": {"r": lora.r, "targets": sorted(lora.targets), "dropout": cfg.get("lora", {}).get("dropout")},
             "lambda": args.lambda_, "temperature": args.temperature, "repeats": args.repeats,
             "eval_repeats": args.eval_repeats, "warmup": args.warmup,
             "matmul_size": args.matmul_size, "seed": args.seed,

@@ -3,8 +3,8 @@
 Project step: ``CoinModule.compute`` (one decoder pass over originals and paraphrases together, LM
 head on labelled positions only), backward, AdamW update of the LoRA weights.
 
-Reference-style step (:func:`reference_loss`, written here only, for comparison; run with peft's and
-transformers' own layers, :func:`unfused_kernels`): what the CoIN
+Reference-style step (:func:`reference_loss`, written here only, for comparison; run on padded rows
+with peft's ``nn.Dropout``): what the CoIN
 reference code (luka-group/CoIN, ``ContrastiveLlama.forward``) does per batch: split the batch into
 its original and paraphrase halves, run the decoder on each half separately, project *every* position
 onto the vocabulary (fp32 logits ``[P, T, V]``), shifted cross-entropy over the full logits of each
@@ -115,7 +115,7 @@ def swapped_lora_dropout(model, make: Callable[[torch.nn.Module], torch.nn.Modul
     Yields:
         The number of dropout modules swapped; all are restored on exit.
     """
-    from coin_lightning.model.dropout import lora_dropout_slots
+    from coin_lightning.speedups.dropout import lora_dropout_slots
 
     swapped = []
     for holder, key, drop in lora_dropout_slots(model):
@@ -133,52 +133,24 @@ def swapped_lora_dropout(model, make: Callable[[torch.nn.Module], torch.nn.Modul
 
 def torch_lora_dropout(model):
     """:func:`swapped_lora_dropout` with peft's own ``nn.Dropout(p)`` (what the reference code runs),
-    in place of the project's :class:`coin_lightning.model.dropout.LoraDropout`."""
+    in place of the project's :class:`coin_lightning.speedups.dropout.LoraDropout`."""
     return swapped_lora_dropout(model, lambda d: torch.nn.Dropout(d.p))
 
 
 @contextlib.contextmanager
 def padded_rows(model) -> Iterator[bool]:
-    """Temporarily run ``model`` with transformers' plain ``sdpa`` attention, so ``CoinModule.encode``
-    computes on the padded ``[R, T]`` batch instead of packed rows (what the reference code does).
+    """Temporarily run ``model`` without packed rows, so ``CoinModule.encode`` computes on the padded
+    ``[R, T]`` batch (what the reference code does); its attention is then transformers' ``sdpa``.
 
     Yields:
-        Whether packing was on (and is restored on exit).
+        Whether packing was on (its mode is restored on exit).
     """
     from coin_lightning.model import packing
 
     base = _base(model)
-    was = packing.is_enabled(base)
-    if was:
-        base.set_attn_implementation("sdpa")
+    mode = packing.packing_mode(base)
+    packing.set_packing_mode(base, None)
     try:
-        yield was
+        yield mode is not None
     finally:
-        if was:
-            base.set_attn_implementation(packing.PACKED_SDPA)
-
-
-def fused_kernels_installed(model) -> bool:
-    """Whether :func:`coin_lightning.model.fused.use_fused_kernels` has been applied to ``model``."""
-    from coin_lightning.model.fused import installed_kernels
-
-    return any(installed_kernels(model).values())
-
-
-@contextlib.contextmanager
-def unfused_kernels(model) -> Iterator[dict[str, int]]:
-    """Temporarily take the project's fused CPU kernels off ``model`` (peft's own LoRA forward,
-    transformers' RMSNorm and SDPA on packed rows: what the code did before them, and what the reference
-    code runs).
-
-    Yields:
-        The counts removed (:func:`coin_lightning.model.fused.remove_fused_kernels`); reinstalled on exit.
-    """
-    from coin_lightning.model.fused import remove_fused_kernels, use_fused_kernels
-
-    removed = remove_fused_kernels(model)
-    try:
-        yield removed
-    finally:
-        if any(removed.values()):
-            use_fused_kernels(model)
+        packing.set_packing_mode(base, mode)

@@ -7,6 +7,9 @@ Tolerances (also in docs/SCALING.md):
 - FSDP (this project's mixed-precision policy) vs the plain module under the same autocast (DDP's
   per-rank numerics), same batch: loss within relative :data:`FSDP_LOSS_REL_TOL`, LoRA gradients
   within relative norm :data:`FSDP_GRAD_REL_TOL`;
+- Liger-Kernel (``model.liger_kernels``) vs transformers' own modules, one fixed batch on the GPU in
+  fp32: generation loss within relative :data:`LIGER_CE_REL_TOL`, InfoNCE within absolute
+  :data:`LIGER_INFO_NCE_ABS_TOL`;
 - evaluation: GPU ``32-true`` predictions (parsed label and generated text) identical to the CPU's;
   GPU ``bf16-mixed`` parsed labels agree on at least :data:`BF16_MIN_AGREEMENT` of the rows (bf16
   rounding can flip greedy near-ties).
@@ -34,6 +37,10 @@ FSDP_LOSS_REL_TOL = 1e-3
 """FSDP with the project's policy vs the unwrapped module under autocast: relative loss difference."""
 FSDP_GRAD_REL_TOL = 1e-2
 """The same comparison for LoRA gradients: ``||g_fsdp - g_ref|| / ||g_ref||``."""
+LIGER_CE_REL_TOL = 1e-3
+"""GPU fp32, with vs without Liger's kernels: relative difference of the generation loss on one fixed batch."""
+LIGER_INFO_NCE_ABS_TOL = 1e-2
+"""The same comparison for InfoNCE (absolute)."""
 BF16_MIN_AGREEMENT = 0.9
 """Share of evaluation rows whose GPU bf16 prediction equals the CPU fp32 prediction."""
 
@@ -47,9 +54,9 @@ def compose(overrides: list[str]):
     return compose_config("train", overrides)
 
 
-def fixed_batch_module(out: Path):
+def fixed_batch_module(out: Path, overrides: tuple[str, ...] = ()):
     """The embedded model with a seeded non-zero LoRA in a CoinModule (eval mode: no dropout) and the
-    first training batch of the embedded data, all on the CPU in fp32."""
+    first training batch of the embedded data, all on the CPU in fp32 (``overrides``: more config overrides)."""
     import lightning as L
     from hydra.utils import instantiate
 
@@ -57,7 +64,7 @@ def fixed_batch_module(out: Path):
     from coin_lightning.model.lora import apply_lora
     from coin_lightning.model.module import CoinModule
 
-    cfg = compose(["model=smollm2_135m", f"output_dir={out}"])
+    cfg = compose(["model=smollm2_135m", f"output_dir={out}", *overrides])
     L.seed_everything(0)
     base, tokenizer = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
@@ -93,6 +100,33 @@ def check_loss_cpu_vs_gpu(out: Path) -> dict[str, Any]:
         "info_nce_cpu_fp32": float(cpu.info_nce), "info_nce_gpu_bf16": float(gpu.info_nce),
         "info_nce_abs_diff": nce_abs, "info_nce_abs_tol": INFO_NCE_ABS_TOL,
         "ok": ce_rel <= CE_REL_TOL and nce_abs <= INFO_NCE_ABS_TOL,
+    }
+
+
+def check_liger(out: Path) -> dict[str, Any]:
+    """CE and InfoNCE of one fixed batch on the GPU in fp32, with ``model.liger_kernels`` false and true
+    (the same LoRA weights). Runs last: Liger replaces transformers' LLaMA modules for every model built
+    after it. Skipped (``ok``) without the liger-kernel package."""
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        return {"ok": True, "skipped": "liger-kernel is not installed (pip install 'coin-lightning[gpu]')"}
+    plain, batch = fixed_batch_module(out)
+    lora = {k: v for k, v in plain.model.state_dict().items() if "lora_" in k}
+    liger, _ = fixed_batch_module(out, ("model.liger_kernels=true",))
+    liger.model.load_state_dict(lora, strict=False)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    with torch.no_grad():
+        a = plain.cuda().compute(batch)
+        plain.cpu()
+        b = liger.cuda().compute(batch)
+    ce_rel = _rel(float(b.ce), float(a.ce))
+    nce_abs = abs(float(b.info_nce) - float(a.info_nce))
+    return {
+        "ce": float(a.ce), "ce_liger": float(b.ce), "ce_rel_diff": ce_rel, "ce_rel_tol": LIGER_CE_REL_TOL,
+        "info_nce": float(a.info_nce), "info_nce_liger": float(b.info_nce), "info_nce_abs_diff": nce_abs,
+        "info_nce_abs_tol": LIGER_INFO_NCE_ABS_TOL,
+        "ok": ce_rel <= LIGER_CE_REL_TOL and nce_abs <= LIGER_INFO_NCE_ABS_TOL,
     }
 
 

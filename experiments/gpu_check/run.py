@@ -9,7 +9,9 @@ For a machine with a CUDA GPU (CI never runs it). Checks, with the tolerances st
 3. FSDP with the project's mixed-precision policy matches the unwrapped module (DDP's per-rank
    numerics) on that batch, loss and LoRA gradients;
 4. ``python -m coin_lightning.evaluate`` with the trained adapter on a few embedded-task rows gives
-   the CPU's predictions on the GPU (fp32: identical; bf16: nearly all).
+   the CPU's predictions on the GPU (fp32: identical; bf16: nearly all);
+5. with liger-kernel installed, ``model.liger_kernels=true`` gives the loss of transformers' own
+   modules on that batch (GPU fp32); skipped without the package.
 
 Writes ``<out>/gpu_check.json`` and prints a summary; exits 0 when every check passes, 1 otherwise,
 and 2 with one line when there is no CUDA GPU.
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         ("loss_cpu_vs_gpu", lambda: checks.check_loss_cpu_vs_gpu(out / "loss")),
         ("fsdp_vs_ddp", lambda: checks.check_fsdp_matches_ddp(out / "fsdp")),
         ("evaluation", lambda: checks.check_evaluation(out, report["training"].get("adapter"), args.samples)),
+        ("liger", lambda: checks.check_liger(out / "liger")),  # last: Liger patches transformers' LLaMA modules
     ]
     for name, check in steps:
         print(f"gpu-check: {name} ...", flush=True)

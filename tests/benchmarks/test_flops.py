@@ -4,17 +4,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coin_lightning.model import packing
 from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
+from coin_lightning.speedups import kernels
 from experiments.benchmarks.flops import DecoderShape, LoraShape, batch_flops, count_with_torch, step_flops
 from experiments.benchmarks.steps import reference_loss
 from tests.helpers import make_batch, toy_rows
 
 
 def _model(targets, r=4):
-    # eager attention: its matmuls are visible to FlopCounterMode (the fused CPU SDPA kernel is not)
+    # eager attention: its matmuls are visible to FlopCounterMode (the fused CPU SDPA kernel's are not)
     cfg = {
         "name_or_path": "tiny:llama",
         "attn_implementation": "eager",
@@ -48,8 +48,9 @@ def test_computed_flops_match_flop_counter(targets):
 
 def test_packed_rows_compute_real_tokens_only(monkeypatch):
     # packing (model.packed_sequences, sdpa): the projections, MLPs and LoRA run on the real tokens, and
-    # attention (the fused CPU kernel: batched matmuls FlopCounterMode sees) block by block on R rows of L
-    monkeypatch.setattr(packing, "ATTENTION_BLOCK", 7)  # several query blocks on these short rows
+    # attention (the CPU kernel of model.cpu_speedups: batched matmuls FlopCounterMode sees) block by block
+    # on R rows of L
+    monkeypatch.setattr(kernels, "ATTENTION_BLOCK", 7)  # several query blocks on these short rows
     cfg = {"name_or_path": "tiny:llama", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
     base, tok = load_model(cfg)
     model = apply_lora(base, cfg)
@@ -60,8 +61,8 @@ def test_packed_rows_compute_real_tokens_only(monkeypatch):
     packed = batch_flops(batch, shape, lora, "computed", packed=True)
     assert packed.total == seen
     L = int(batch["attention_mask"].sum(1).max())
-    assert L > packing.ATTENTION_BLOCK  # several blocks: fewer score pairs than dense L x L rows
-    dense = batch_flops(batch, shape, lora, "computed", packed=True, fused=False)
+    assert L > kernels.ATTENTION_BLOCK  # several blocks: fewer score pairs than dense L x L rows
+    dense = batch_flops(batch, shape, lora, "computed", packed=True, kernel=False)
     assert packed.forward["attention"] < dense.forward["attention"]
     assert packed.forward["linear"] == dense.forward["linear"]
     padded = batch_flops(batch, shape, lora, "computed")

@@ -8,20 +8,18 @@ import torch
 
 from coin_lightning.losses import info_nce
 from coin_lightning.model import packing
-from coin_lightning.model.dropout import LoraDropout
 from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
+from coin_lightning.speedups.dropout import LoraDropout
 from experiments.benchmarks import run as bench
 from experiments.benchmarks.batches import padding_stats, pick_batches, train_data
 from experiments.benchmarks.report import TARGETS
 from experiments.benchmarks.steps import (
-    fused_kernels_installed,
     padded_rows,
     reference_loss,
     swapped_lora_dropout,
     torch_lora_dropout,
-    unfused_kernels,
 )
 from experiments.benchmarks.timing import paired_ratio, time_interleaved
 from tests.conftest import TINY_CFG
@@ -39,7 +37,7 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     data = json.loads((tmp_path / "bench.json").read_text())
     md = (tmp_path / "bench.md").read_text()
     assert set(data["targets"]) == set(TARGETS)
-    for name in ("coin", "cit", "reference", "coin_padded", "coin_torch_dropout", "coin_unfused"):
+    for name in ("coin", "cit", "reference", "coin_padded", "coin_torch_dropout"):
         v = data["training"]["variants"][name]
         assert len(v["round_wall_s"]) == len(v["round_cpu_s"]) == 3 and v["step_s"] > 0
         assert v["useful_gflop_per_step"] <= v["computed_gflop_per_step"]
@@ -48,8 +46,7 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     assert variants["reference"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
     # packed rows compute no padding: fewer FLOPs than the same step on the padded batch, >= the useful ones
     assert variants["coin_padded"]["computed_gflop_per_step"] > variants["coin"]["computed_gflop_per_step"]
-    for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout",
-                "fused_kernels_speedup"):
+    for key in ("packing_speedup", "fast_dropout_speedup", "speedup_vs_reference_same_dropout"):
         assert data["training"][key] > 0
     # the fraction, recomputed from the raw round times: each round's step against the same round's matmuls
     t, clock = data["training"], data["settings"]["clock"]
@@ -120,21 +117,6 @@ def test_padded_rows_switches_packing_off_and_back(tokenizer):
             padded = module.compute(batch).loss
     assert packing.is_enabled(base)
     assert packed.item() == pytest.approx(padded.item(), rel=1e-5, abs=1e-6)
-
-
-def test_unfused_kernels_switches_them_off_and_back(tokenizer):
-    base, _ = load_model(TINY_CFG)
-    model = apply_lora(base, TINY_CFG)
-    batch = make_batch(tokenizer, *toy_rows(2, seed=6), 2, side="left", pad_extra=1)
-    module = CoinModule(model, {"lambda": 1000.0}).eval()
-    assert fused_kernels_installed(model)
-    with torch.no_grad():
-        fused = module.compute(batch).loss
-        with unfused_kernels(model) as removed:
-            assert removed["lora"] > 0 and not fused_kernels_installed(model)
-            plain = module.compute(batch).loss
-    assert fused_kernels_installed(model)
-    assert fused.item() == pytest.approx(plain.item(), rel=1e-5, abs=1e-6)
 
 
 def test_interleaving_alternates_order_and_ratios_pair_rounds():

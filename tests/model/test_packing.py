@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from coin_lightning.model import packing
-from coin_lightning.model.loading import ModelLoadError, load_model
+from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from tests.conftest import TINY_CFG
@@ -47,15 +47,24 @@ def test_unpack_scatters_back_with_gradients():
     torch.testing.assert_close(flat.grad, torch.ones_like(flat))
 
 
-def _models(seed=0):
-    """The same tiny LoRA model with packing on and off."""
-    return tiny_lora_models([dict(TINY_CFG, packed_sequences=packed) for packed in (True, False)], seed)
+def _models(seed=0, padded_cfg=None):
+    """The same tiny LoRA model with packing on (the project's attention) and off (``padded_cfg``)."""
+    padded_cfg = padded_cfg if padded_cfg is not None else dict(TINY_CFG, packed_sequences=False)
+    return tiny_lora_models([dict(TINY_CFG, packed_sequences=True), padded_cfg], seed)
 
 
+@pytest.mark.parametrize("mode", [packing.KERNEL, packing.TRANSFORMERS])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_packed_forward_equals_padded_forward(side):
-    (packed_model, tok), (padded_model, _) = _models()
+def test_packed_forward_equals_padded_forward(side, mode):
+    # TRANSFORMERS: the packed rows go through transformers' own sdpa path (it splits them at the
+    # restarting position ids, as flash-attention's varlen kernels do on a GPU); the padded model has
+    # no CPU speed-ups at all (peft's dropout, transformers' sdpa)
+    (packed_model, tok), (padded_model, _) = _models(padded_cfg=dict(TINY_CFG, cpu_speedups=False))
     assert packing.is_enabled(packed_model.get_base_model()) and not packing.is_enabled(padded_model.get_base_model())
+    assert packing.packing_mode(padded_model.get_base_model()) is None  # sdpa without cpu_speedups: padded rows
+    if mode == packing.TRANSFORMERS:
+        packed_model.get_base_model().set_attn_implementation("sdpa")
+        packing.set_packing_mode(packed_model.get_base_model(), packing.TRANSFORMERS)
     assert packed_model.config.num_key_value_heads < packed_model.config.num_attention_heads  # GQA path
     batch = make_batch(tok, *toy_rows(3, seed=7), 3, side=side, pad_extra=3)
     loss_args = {"lambda": 1000.0, "hidden_layer": 1}
@@ -98,12 +107,19 @@ def test_packed_model_attends_like_sdpa_without_packing_arguments():
     assert torch.equal(ga, gb)
 
 
-def test_packing_needs_sdpa():
+@pytest.mark.parametrize("attn,speedups,want", [
+    ("sdpa", True, packing.KERNEL), ("sdpa", False, None), ("eager", True, None),
+    ("flash_attention_2", False, packing.TRANSFORMERS), ("flex_attention", True, packing.TRANSFORMERS),
+])
+def test_packing_mode_follows_the_attention_implementation(attn, speedups, want):
+    assert packing.choose_packing_mode(True, attn, speedups) == want
+    assert packing.choose_packing_mode(False, attn, speedups) is None
+
+
+def test_eager_attention_keeps_padded_rows():
     cfg = dict(TINY_CFG, attn_implementation="eager")
-    with pytest.raises(ModelLoadError, match="packed_sequences"):
-        apply_lora(load_model(cfg)[0], cfg)
-    plain = apply_lora(load_model(cfg)[0], dict(cfg, packed_sequences=False))
-    assert not packing.is_enabled(plain.get_base_model())
+    model = apply_lora(load_model(cfg)[0], cfg)
+    assert packing.packing_mode(model.get_base_model()) is None and not packing.is_enabled(model)
 
 
 def test_packed_rows_with_gradient_checkpointing():

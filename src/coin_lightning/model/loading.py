@@ -24,6 +24,7 @@ import torch
 
 from coin_lightning.errors import UserError
 from coin_lightning.io import atomic_path
+from coin_lightning.speedups.liger import apply_liger, check_liger
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ class LoraArgs:
     """LoRA scaling numerator (update scaled by ``alpha / r``)."""
     dropout: float = 0.05
     """Dropout on the LoRA input."""
-    fast_dropout: bool = True
-    """Draw the LoRA dropout masks on CPU through geometric gaps between dropped elements
-    (:class:`coin_lightning.model.dropout.LoraDropout`: the same Bernoulli masks, 6x cheaper than
-    ``nn.Dropout`` at ``p = 0.05``); ``false`` keeps peft's ``nn.Dropout``."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Linear layers that get adapters."""
 
@@ -99,15 +96,20 @@ class ModelArgs:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (non-reentrant, works with peft)."""
     packed_sequences: bool = True
-    """Training forward on packed rows: the real tokens of a micro-batch as one sequence, attention
-    within each row (:mod:`coin_lightning.model.packing`), so no layer computes on padding; the
-    evaluation prefill packs prompts the same way (:func:`coin_lightning.eval.engine.decode.prefill`, same
-    predictions up to float rounding). Needs ``attn_implementation: sdpa``."""
-    fused_kernels: bool = True
-    """CPU fp32: LoRA projections, RMSNorm and attention over packed rows as single autograd functions
-    (:mod:`coin_lightning.model.fused`; same parameters and results, fewer memory passes); GPU, autocast
-    and ``torch.compile`` use the standard operations either way. ``false`` keeps peft's and
-    transformers' own layers."""
+    """Training forward on packed rows: the real tokens of a micro-batch as one sequence with position
+    ids restarting at each row, attention within each row (:mod:`coin_lightning.model.packing`), so no
+    layer computes on padding. Runs through transformers' own kernels with ``flash_attention_2/3`` or
+    ``flex_attention``, through the project's attention with ``sdpa`` and ``cpu_speedups``; otherwise
+    (``eager``, or ``sdpa`` without ``cpu_speedups``) the rows stay padded."""
+    cpu_speedups: bool = True
+    """Speed-ups that change no result (:mod:`coin_lightning.speedups`): LoRA dropout masks drawn through
+    geometric gaps (the same Bernoulli masks) and, with ``packed_sequences`` and ``sdpa``, attention over
+    packed rows by batched matmuls on CPU (SDPA per row elsewhere); the evaluation prefill then packs
+    prompts too. ``false`` keeps peft's and transformers' own modules."""
+    liger_kernels: bool = False
+    """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
+    model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
+    'coin-lightning[gpu]'``."""
     tiny: TinyArgs = field(default_factory=TinyArgs)
     """Sizes for ``tiny:llama``."""
     lora: LoraArgs = field(default_factory=LoraArgs)
@@ -262,6 +264,18 @@ def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str =
     return model.float()
 
 
+def _model_type(args: ModelArgs) -> str:
+    """The transformers architecture (``config.model_type``) of ``model.name_or_path``, read from its config."""
+    if args.name_or_path in (EMBEDDED, TINY):
+        return "llama"
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(args.name_or_path, **hub_kwargs(args.revision, args.cache_dir)).model_type
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
+
+
 def load_model(cfg: Any):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
@@ -275,13 +289,17 @@ def load_model(cfg: Any):
     Raises:
         ModelLoadError: unknown path / hub id (one line naming ``model.name_or_path``), missing wheel,
             or a quantization request without CUDA.
+        ConfigError: ``model.liger_kernels`` without CUDA or without the liger-kernel package.
     """
     from transformers import AutoModelForCausalLM
 
     args = ModelArgs.from_config(cfg)
     if args.dtype not in _DTYPES:
         raise ModelLoadError(f"model.dtype={args.dtype!r}; choose one of {sorted(_DTYPES)}")
+    check_liger(args.liger_kernels)
     tokenizer = load_tokenizer(args)
+    if args.liger_kernels:
+        apply_liger(_model_type(args))
     if args.name_or_path == EMBEDDED:
         model = _load_embedded(args)
     elif args.name_or_path == TINY:

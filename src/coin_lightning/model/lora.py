@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from coin_lightning import speedups
 from coin_lightning.model import packing
-from coin_lightning.model.dropout import use_fast_lora_dropout
-from coin_lightning.model.fused import use_fused_kernels
 from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter, load_model
 
 
@@ -16,31 +15,35 @@ def apply_lora(model, cfg: Any):
     ``tloen/alpaca-lora-7b``, Sec. 4.1); otherwise a fresh LoRA with ``model.lora`` settings (the B
     matrices start at zero, so the wrapped model equals the base model at step 0).
     Only adapter parameters require gradients afterwards. With ``model.gradient_checkpointing`` the
-    non-reentrant variant is enabled (the reentrant one breaks with frozen inputs under peft). With
-    ``model.lora.fast_dropout`` (default) peft's LoRA dropouts become
-    :class:`coin_lightning.model.dropout.LoraDropout` (same masks in distribution, cheaper on CPU).
-    With ``model.packed_sequences`` (default) the base model attends with
-    :data:`coin_lightning.model.packing.PACKED_SDPA`, so ``CoinModule.encode`` can pack rows. With
-    ``model.fused_kernels`` (default) LoRA projections, RMSNorms and packed attention run as single
-    autograd functions on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`).
+    non-reentrant variant is enabled (the reentrant one breaks with frozen inputs under peft). Packed
+    rows and the speed-ups are set up as :func:`use_speedups` says.
 
     Raises:
         coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, peft
-            refuses the ``model.lora`` settings (e.g. target modules the model lacks), or
-            ``packed_sequences`` with an attention implementation other than ``sdpa``.
+            refuses the ``model.lora`` settings (e.g. target modules the model lacks).
     """
     args = ModelArgs.from_config(cfg)
-    if args.packed_sequences:
-        try:
-            packing.enable(model)
-        except ValueError as exc:
-            raise ModelLoadError(f"{exc} (or set model.packed_sequences=false)") from None
     peft_model = _wrap(model, args)
-    if args.lora.fast_dropout:
-        use_fast_lora_dropout(peft_model)
-    if args.fused_kernels:
-        use_fused_kernels(peft_model)
+    use_speedups(peft_model, args)
     return peft_model
+
+
+def use_speedups(model, args: ModelArgs) -> None:
+    """Set up packed rows and the speed-ups the ``model`` config asks for, on a loaded model.
+
+    The packing mode (:func:`coin_lightning.model.packing.choose_packing_mode`) is recorded on the
+    transformers model; with ``model.cpu_speedups`` the LoRA dropouts and, in the mode
+    :data:`~coin_lightning.model.packing.KERNEL`, the attention are those of :func:`coin_lightning.speedups.apply`.
+
+    Args:
+        model: a transformers causal LM, optionally wrapped by peft (LoRA dropouts are replaced in place).
+        args: the ``model`` config.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    mode = packing.choose_packing_mode(args.packed_sequences, args.attn_implementation, args.cpu_speedups)
+    if args.cpu_speedups:
+        speedups.apply(model, packed_rows=mode == packing.KERNEL)
+    packing.set_packing_mode(base, mode)
 
 
 def _wrap(model, args: ModelArgs):
@@ -76,11 +79,8 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
     the starting weights plus what was learned (stacking it on ``model.adapter`` would count the
     starting adapter twice).
 
-    With ``model.packed_sequences`` (and ``sdpa`` attention) the base model attends with
-    :data:`coin_lightning.model.packing.PACKED_SDPA`, so the evaluation prefill packs prompts
-    (:func:`coin_lightning.eval.engine.decode.prefill`); with ``model.fused_kernels`` the LoRA, RMSNorm and
-    packed-attention kernels run on CPU (:func:`coin_lightning.model.fused.use_fused_kernels`). Other
-    attention implementations are kept as they are (the prefill then pads).
+    Packed rows and the speed-ups are set up as in training (:func:`use_speedups`): in the packing mode
+    :data:`~coin_lightning.model.packing.KERNEL` the evaluation prefill packs prompts.
 
     Returns:
         ``(model, tokenizer)``, the model a ``PeftModel`` when ``adapter`` or ``model.adapter`` is set.
@@ -90,12 +90,9 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
     """
     args = ModelArgs.from_config(cfg)
     model, tokenizer = load_model(cfg)
-    if args.packed_sequences and model.config._attn_implementation == "sdpa":
-        packing.enable(model)
     if adapter:
         model = load_adapter(model, adapter, cache_dir=args.cache_dir)  # a directory, or a hub id at its main revision
     elif args.adapter:
         model = load_adapter(model, args.adapter, False, args.adapter_revision, args.cache_dir)
-    if args.fused_kernels:
-        use_fused_kernels(model)
+    use_speedups(model, args)
     return model, tokenizer

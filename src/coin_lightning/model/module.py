@@ -139,9 +139,12 @@ class CoinModule(L.LightningModule):
         """Run the decoder (no LM head) with position ids derived from the mask.
 
         Position ids count real tokens only (``cumsum(mask) - 1``), so a row's hidden states do not
-        depend on how much padding it has or on which side. When the base model attends with
-        :data:`coin_lightning.model.packing.PACKED_SDPA` (``model.packed_sequences``), the rows' real
-        tokens run as one packed sequence (no compute on padding) and the states are scattered back.
+        depend on how much padding it has or on which side. When the base model packs rows
+        (``model.packed_sequences``, :func:`coin_lightning.model.packing.packing_mode`), the rows' real
+        tokens run as one sequence ``[1, N]`` with position ids restarting at each row (no compute on
+        padding): transformers splits them at the restarts (flash-attention's varlen kernels), or the
+        project's attention gets the :class:`~coin_lightning.model.packing.PackedRows` as ``coin_packed``;
+        the states are scattered back to ``[N, T, H]``.
 
         Args:
             input_ids: Long ``[N, T]``.
@@ -152,14 +155,16 @@ class CoinModule(L.LightningModule):
             padding when packed) and, if asked, ``hidden_states`` (``num_layers + 1`` tensors ``[N, T, H]``).
         """
         decoder = self._base().get_decoder()
-        if packing.is_enabled(self._base()):
+        mode = packing.packing_mode(self._base())
+        if mode is not None:
             packed = packing.pack_rows(input_ids, attention_mask)
+            extra = {"coin_packed": packed} if mode == packing.KERNEL else {}
             out = decoder(
                 input_ids=packed.input_ids,
                 position_ids=packed.position_ids,
                 use_cache=False,
                 output_hidden_states=output_hidden_states,
-                coin_packed=packed,
+                **extra,
             )
             states = tuple(packing.unpack(h, packed) for h in out.hidden_states) if output_hidden_states else None
             return BaseModelOutput(last_hidden_state=packing.unpack(out.last_hidden_state, packed), hidden_states=states)

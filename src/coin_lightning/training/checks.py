@@ -15,6 +15,7 @@ from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
 from coin_lightning.model.checks import SCHEDULERS, check_adapter, check_checkpoint, model_args
 from coin_lightning.model.loading import ModelArgs
+from coin_lightning.speedups.liger import check_liger
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,7 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     check_required(cfg)
     LossArgs.from_config(cfg.loss)
     args = model_args(cfg.model)
-    if args.packed_sequences and args.attn_implementation != "sdpa":
-        raise ConfigError(
-            f"model.packed_sequences=true needs model.attn_implementation=sdpa (got {args.attn_implementation!r}); "
-            "or set model.packed_sequences=false"
-        )
+    check_liger(args.liger_kernels)
     if args.quantization:
         import torch
 

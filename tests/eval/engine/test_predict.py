@@ -144,22 +144,21 @@ def test_rank_and_generate_agree_on_a_forced_answer(task, forced):
     assert [r.pred for r in rank] == [g.pred for g in gen]
 
 
-def _packed_and_padded(fused: bool):
-    """The same tiny LoRA model attending with packed prompts (``fused``: CPU kernels) and padded."""
+def _packed_and_padded():
+    """The same tiny LoRA model attending with packed prompts (the CPU kernels) and padded."""
     from tests.conftest import TINY_CFG
     from tests.helpers import tiny_lora_models
 
     (packed, tok), (padded, _) = tiny_lora_models(
-        [dict(TINY_CFG, packed_sequences=True, fused_kernels=fused), dict(TINY_CFG, packed_sequences=False)])
+        [dict(TINY_CFG, packed_sequences=True), dict(TINY_CFG, packed_sequences=False)])
     return packed.eval(), padded.eval(), tok
 
 
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("with_prefix", [True, False])
-def test_packed_prefill_gives_the_padded_state(with_prefix, fused):
+def test_packed_prefill_gives_the_padded_state(with_prefix):
     from coin_lightning.eval.engine.decode import packs_prompts
 
-    packed, padded, tok = _packed_and_padded(fused)
+    packed, padded, tok = _packed_and_padded()
     assert packs_prompts(packed) and not packs_prompts(padded)
     with pytest.raises(ValueError, match="packed_sequences"):
         prefill(padded, [[5, 6]], 0, packed=True)
@@ -185,7 +184,7 @@ def test_packed_prefill_gives_the_padded_state(with_prefix, fused):
 
 @pytest.mark.parametrize("method", ["generate", "rank"])
 def test_packed_prompts_predict_like_padded_prompts(method):
-    packed, padded, tok = _packed_and_padded(fused=True)
+    packed, padded, tok = _packed_and_padded()
     words = LABEL_WORDS["rte"]
     kw = dict(method=method, batch_size=3, max_new_tokens=5)
     runs = [Predictor(m, tok, prefix_cache=c, **kw).predict(INSTRUCTION, CONTENTS, words)
@@ -197,11 +196,11 @@ def test_packed_prompts_predict_like_padded_prompts(method):
 
 def test_load_for_inference_switches_on_the_training_speedups():
     from coin_lightning.model import packing
-    from coin_lightning.model.fused import installed_kernels
     from coin_lightning.model.lora import load_for_inference
     from tests.conftest import TINY_CFG
 
     model, _ = load_for_inference(dict(TINY_CFG))
-    assert packing.is_enabled(model) and installed_kernels(model)["attention"] > 0
-    plain, _ = load_for_inference(dict(TINY_CFG, packed_sequences=False, fused_kernels=False))
-    assert not packing.is_enabled(plain) and installed_kernels(plain)["attention"] == 0
+    assert packing.is_enabled(model)
+    for off in ({"packed_sequences": False}, {"cpu_speedups": False}):
+        plain, _ = load_for_inference(dict(TINY_CFG, **off))
+        assert not packing.is_enabled(plain) and packing.packing_mode(plain) is None

@@ -1,4 +1,4 @@
-"""LoRA input dropout that draws only the dropped positions (CPU).
+"""LoRA input dropout that draws only the dropped positions (CPU; part of ``model.cpu_speedups``).
 
 peft applies ``nn.Dropout(p)`` to the input of every LoRA-wrapped projection, one independent mask
 per projection (Hu et al. 2021; the CoIN reference code keeps peft's ``lora_dropout=0.05``). On CPU,
@@ -91,20 +91,12 @@ class LoraDropout(nn.Dropout):
             raise ValueError(f"LoRA dropout probability must be in [0, 1), got {p}")
         super().__init__(p)
 
-    def positions(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The flat positions of ``x`` this module drops now (:func:`drop_positions`), or ``None`` when it
-        passes ``x`` through (evaluation mode or ``p = 0``). Callers that drop them themselves
-        (:func:`coin_lightning.model.fused.lora_linear`) also rescale by ``1 / (1 - p)``."""
-        if not self.training or self.p == 0.0:
-            return None
-        return drop_positions(x.numel(), self.p)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if x.device.type != "cpu" or torch.compiler.is_compiling():
             return nn.functional.dropout(x, self.p, True)
-        return _DropPositions.apply(x, self.positions(x), 1.0 / (1.0 - self.p))
+        return _DropPositions.apply(x, drop_positions(x.numel(), self.p), 1.0 / (1.0 - self.p))
 
 
 def lora_dropout_slots(model: nn.Module) -> Iterator[tuple[nn.ModuleDict, str, nn.Module]]:

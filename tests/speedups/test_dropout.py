@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from coin_lightning.model import dropout as dropout_mod
-from coin_lightning.model.dropout import LoraDropout, drop_positions, use_fast_lora_dropout
+from coin_lightning.speedups import dropout as dropout_mod
+from coin_lightning.speedups.dropout import LoraDropout, drop_positions, use_fast_lora_dropout
 from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
 from tests.conftest import TINY_CFG
@@ -96,7 +96,7 @@ def test_apply_lora_swaps_peft_dropouts_unless_disabled():
     assert drops and all(type(m) is LoraDropout and m.p == 0.1 for m in drops)
     assert use_fast_lora_dropout(model) == 0  # nothing left to replace
 
-    plain_cfg = dict(cfg, lora=dict(cfg["lora"], fast_dropout=False))
+    plain_cfg = dict(cfg, cpu_speedups=False)
     plain = apply_lora(load_model(plain_cfg)[0], plain_cfg)
     drops = [m for n, m in plain.named_modules() if n.endswith("lora_dropout.default")]
     assert drops and all(type(m) is torch.nn.Dropout for m in drops)

@@ -38,7 +38,9 @@ def imports(path: Path) -> list[str]:
     """The ``coin_lightning`` modules a file imports (module-level and inside functions)."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("coin_lightning"):
+        if isinstance(node, ast.ImportFrom) and node.module == "coin_lightning":  # from coin_lightning import x
+            out += [f"coin_lightning.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("coin_lightning"):
             out.append(node.module)
         elif isinstance(node, ast.Import):
             out += [a.name for a in node.names if a.name.startswith("coin_lightning")]

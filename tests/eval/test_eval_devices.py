@@ -136,7 +136,7 @@ def test_model_adapter_is_loaded_and_the_evaluated_adapter_takes_its_place(tmp_p
     from coin_lightning.model.loading import load_model
     from coin_lightning.model.lora import apply_lora, load_for_inference
 
-    base_cfg = {"name_or_path": "tiny:llama", "packed_sequences": False, "fused_kernels": False}
+    base_cfg = {"name_or_path": "tiny:llama", "packed_sequences": False, "cpu_speedups": False}
     base, tok = load_model(base_cfg)
     start = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False))

@@ -150,7 +150,7 @@ def _packed_and_padded(fused: bool):
     from tests.helpers import tiny_lora_models
 
     (packed, tok), (padded, _) = tiny_lora_models(
-        [dict(TINY_CFG, packed_sequences=True, fused_kernels=fused), dict(TINY_CFG, packed_sequences=False)])
+        [dict(TINY_CFG, packed_sequences=True, cpu_speedups=fused), dict(TINY_CFG, packed_sequences=False)])
     return packed.eval(), padded.eval(), tok
 
 
@@ -203,5 +203,5 @@ def test_load_for_inference_switches_on_the_training_speedups():
 
     model, _ = load_for_inference(dict(TINY_CFG))
     assert packing.is_enabled(model) and installed_kernels(model)["attention"] > 0
-    plain, _ = load_for_inference(dict(TINY_CFG, packed_sequences=False, fused_kernels=False))
+    plain, _ = load_for_inference(dict(TINY_CFG, packed_sequences=False, cpu_speedups=False))
     assert not packing.is_enabled(plain) and installed_kernels(plain)["attention"] == 0

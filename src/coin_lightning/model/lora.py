@@ -36,9 +36,9 @@ def apply_lora(model, cfg: Any):
         except ValueError as exc:
             raise ModelLoadError(f"{exc} (or set model.packed_sequences=false)") from None
     peft_model = _wrap(model, args)
-    if args.lora.fast_dropout:
+    if args.cpu_speedups:
         use_fast_lora_dropout(peft_model)
-    if args.fused_kernels:
+    if args.cpu_speedups:
         use_fused_kernels(peft_model)
     return peft_model
 
@@ -96,6 +96,6 @@ def load_for_inference(cfg: Any, adapter: str | None = None):
         model = load_adapter(model, adapter, cache_dir=args.cache_dir)  # a directory, or a hub id at its main revision
     elif args.adapter:
         model = load_adapter(model, args.adapter, False, args.adapter_revision, args.cache_dir)
-    if args.fused_kernels:
+    if args.cpu_speedups:
         use_fused_kernels(model)
     return model, tokenizer

@@ -113,5 +113,7 @@ def test_cli_dry_run_and_bad_override(capsys):
         "would fetch adapter  tloen/alpaca-lora-7b@main",
         "would fetch dataset  nyu-mll/glue:wnli",
     ]
-    assert download.main(["model=nope"]) == 2
-    assert capsys.readouterr().err.strip() == "error: In 'train': Could not find 'model/nope'"
+    with pytest.raises(SystemExit) as err:
+        download.main(["model=nope"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: model=nope: no such option in conf/model/; options: alpaca, smollm2_135m, tiny_llama"

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import coin_lightning.outputs  # noqa: F401  (imported before Hydra runs: records which job directories exist)
-from coin_lightning.conf import CONFIG_DIR
-from coin_lightning.errors import take_verbose_flag
+from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.errors import run_hydra  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
@@ -28,5 +27,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    take_verbose_flag()  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1)
-    main()
+    run_hydra(main)  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1); composition errors in one line

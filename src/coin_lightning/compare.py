@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
-from coin_lightning.errors import print_user_error, take_verbose_flag
+from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
 from coin_lightning.eval.reports.comparison import comparison_markdown
 from coin_lightning.eval.reports.plots import comparison_figure, save_png
@@ -53,11 +53,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; return the exit status (0 ok, 2 bad input)."""
+    """Run the comparison; return the exit status 0.
+
+    Raises:
+        SystemExit: status 2 after a one-line ``error:`` for bad input (:func:`coin_lightning.errors.reported`).
+    """
     args = parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     out = Path(args.out or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     console = Console()
-    try:
+    with reported(status=2):
         if args.sweep:
             if args.runs:
                 raise ComparisonError("give either run directories or --sweep, not both")
@@ -68,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)
             save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
-    except Exception as exc:
-        return print_user_error(exc)
     console.print(Markdown(text))
     console.print(f"[bold]Outputs:[/bold] {out}")
     return 0

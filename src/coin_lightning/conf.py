@@ -1,8 +1,40 @@
-"""Where the Hydra configs live: ``$COIN_LIGHTNING_CONF`` or the repository's ``conf/`` directory."""
+"""Where the Hydra configs live (``$COIN_LIGHTNING_CONF`` or the repository's ``conf/``), and the
+schemas of the typed config groups.
+
+Importing this module registers, in Hydra's ConfigStore, the dataclass each group's YAML files start
+from (``defaults: [schema, _self_]``): ``model/schema`` (:class:`~coin_lightning.model.config.ModelArgs`),
+``loss/schema`` (:class:`~coin_lightning.losses.LossArgs`), ``eval/schema``
+(:class:`~coin_lightning.eval.settings.EvalSettings`) and ``eval/perturb/schema``
+(:class:`~coin_lightning.eval.instructions.perturb.config.PerturbConfig`). Hydra then refuses an unknown key or a
+value of the wrong type in those groups while it composes the config, from a YAML file, an experiment
+file or the command line. Every entry point, and any code composing these configs (tests included),
+imports :data:`CONFIG_DIR` from here, so the schemas are registered before Hydra composes.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
+
+from coin_lightning.config_types import schema_node
+from coin_lightning.eval.instructions.perturb.config import PerturbConfig
+from coin_lightning.eval.settings import EvalSettings
+from coin_lightning.losses import LossArgs
+from coin_lightning.model.config import ModelArgs
+
 CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parents[2] / "conf")
 """Absolute path of the config directory used by every entry point (``train``, ``evaluate``, ...)."""
+
+SCHEMAS = {"model": ModelArgs, "loss": schema_node(LossArgs), "eval": EvalSettings, "eval/perturb": PerturbConfig}
+"""Config group -> the schema stored as its ``schema`` option."""
+
+
+def register_schemas() -> None:
+    """Store each group's schema in Hydra's ConfigStore as ``<group>/schema`` (idempotent)."""
+    store = ConfigStore.instance()
+    for group, node in SCHEMAS.items():
+        store.store(group=group, name="schema", node=node)
+
+
+register_schemas()

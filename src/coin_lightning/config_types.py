@@ -1,69 +1,80 @@
-"""Checks of config values: types of config dataclass fields, ranges and required (``???``) values,
-each refused in one line naming its key.
+"""Typed config nodes: the dataclasses of ``model``, ``loss``, ``eval`` and ``eval.perturb`` as
+OmegaConf structured configs, plus range and required-value checks, each refused in one line naming its key.
 
-Hydra passes command-line values through as YAML scalars, so ``loss.lambda=abc`` arrives as the string
-``"abc"`` and would only fail later, deep in a computation. :func:`check_types` compares every field
-of a config dataclass with its annotation before anything uses it.
+Each group's dataclass is registered in Hydra's ConfigStore as the schema its YAML files start from
+(:mod:`coin_lightning.conf`), so Hydra refuses an unknown key or a value of the wrong type while it
+composes the config. :func:`build` makes the dataclass from a composed node or a plain mapping
+through the same OmegaConf merge; the dataclass's ``__post_init__`` then checks what types cannot
+express (ranges, names from a set).
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from coin_lightning.errors import ConfigError
+from coin_lightning.errors import ConfigError, omegaconf_message
 
-_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "None": lambda v: v is None,
-    "list": lambda v: isinstance(v, (list, tuple)),
-}
+T = TypeVar("T")
 
-_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string", "None": "null",
-          "list": "a list"}
+_NODES = {"float": "FloatNode", "int": "IntegerNode", "bool": "BooleanNode", "str": "StringNode"}
 
 
-def _kind(annotation: str) -> str:
-    return annotation.split("[", 1)[0].strip()
+def config_key(name: str) -> str:
+    """The config key of a dataclass field: ``lambda_`` (a Python keyword) is ``lambda`` in YAML."""
+    return name.rstrip("_")
 
 
-def check_types(obj: Any, prefix: str, error: type[Exception] = ConfigError) -> Any:
-    """Check every field of the dataclass ``obj`` against its annotation; ints become floats where
-    ``float`` is expected. Nested dataclass fields are checked with ``<prefix>.<field>``.
+def build(cls: type[T], node: Any, key: str, error: type[Exception] = ConfigError) -> T:
+    """The dataclass ``cls`` from a config node (DictConfig, mapping, ``None`` = defaults, or a ``cls``).
+
+    The node is merged into ``OmegaConf.structured(cls)``: an unknown key or a value that does not
+    convert to its field's type is refused by OmegaConf; then the constructor (``__post_init__``)
+    checks the values. Config keys equal field names but for :func:`config_key`.
 
     Args:
-        obj: a dataclass instance whose annotations are strings (``from __future__ import annotations``).
-        prefix: the config key of ``obj`` (``loss``, ``model.lora``, ...), for the message.
-        error: the exception class to raise.
-
-    Returns:
-        ``obj`` (checked, float fields converted).
+        key: the node's config key (``model``, ``evaluation.eval``, ...), prefixed to messages.
+        error: the exception class raised for OmegaConf's refusals.
 
     Raises:
-        ConfigError (or ``error``): ``<prefix>.<field>=<value> must be <type>``.
+        ``error``: ``<key>.<field>: unknown key; known: ...`` or ``<key>.<field>: <what is wrong>``.
+        ConfigError: a required value left ``???``, or the dataclass's own value checks.
     """
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}.{f.name.rstrip('_')}"
-        if dataclasses.is_dataclass(value):
-            check_types(value, key, error)
-            continue
-        kinds = [_kind(a) for a in str(f.type).split("|")]
-        if isinstance(value, (list, tuple)) and "list[str]" in str(f.type).replace(" ", ""):
-            if not value or not all(isinstance(v, str) and v for v in value):
-                raise error(f"{key}={value!r} must be a non-empty list of names")
-            continue
-        known = [k for k in kinds if k in _CHECKS]
-        if len(known) < len(kinds) or any(_CHECKS[k](value) for k in known):
-            if "float" in known and "int" not in known and _CHECKS["float"](value):
-                setattr(obj, f.name, float(value))
-            continue
-        wanted = " or ".join(_WORDS.get(k, k) for k in kinds)
-        raise error(f"{key}={value!r} must be {wanted}")
-    return obj
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(node, cls):
+        return node
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    renamed = {f.name: config_key(f.name) for f in dataclasses.fields(cls) if config_key(f.name) != f.name}
+    node = {next((f for f, k in renamed.items() if k == name), name): v for name, v in (node or {}).items()}
+    missing = sorted(OmegaConf.missing_keys(OmegaConf.create(node)))  # a merge would keep the default instead
+    if missing:
+        raise ConfigError(f"{key}.{config_key(missing[0])} is required (its value is ???): set {key}.{config_key(missing[0])}=...")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))
+    except OmegaConfBaseException as exc:
+        raise error(omegaconf_message(exc, key)) from None
+
+
+def schema_node(cls: type) -> Any:
+    """A typed struct DictConfig with the fields of the flat dataclass ``cls`` under their config keys.
+
+    For a dataclass whose config keys are not all field names (``loss.lambda``): OmegaConf builds
+    structured configs from field names, so the schema is made of typed value nodes instead; Hydra
+    refuses unknown keys (struct) and values that do not convert (``FloatNode``, ...) as for a dataclass.
+    """
+    import omegaconf
+    from omegaconf import OmegaConf
+
+    content = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        node_type = getattr(omegaconf, _NODES.get(str(f.type), "AnyNode"))
+        content[config_key(f.name)] = node_type(default)
+    node = OmegaConf.create(content)
+    OmegaConf.set_struct(node, True)
+    return node
 
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
@@ -79,6 +90,16 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
         lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
         hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
         raise ConfigError(f"{key} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}")
+
+
+def check_choice(key: str, value: Any, choices: Any, error: type[Exception] = ConfigError) -> None:
+    """Refuse ``value`` not in ``choices``, naming ``key``.
+
+    Raises:
+        ConfigError (or ``error``): ``<key>=<value> is not one of ...``.
+    """
+    if value not in choices:
+        raise error(f"{key}={value!r} is not one of {', '.join('null' if c is None else str(c) for c in choices)}")
 
 
 def check_required(cfg: Any) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.errors import reported, take_verbose_flag
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Set on compute nodes: transformers, peft and datasets then read only the local caches."""
@@ -207,12 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config-name", default="train", help="train (default) or eval")
     ap.add_argument("--dry-run", action="store_true", help="list the downloads without fetching")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job (model=alpaca data=glue ...)")
-    args = ap.parse_args(argv)
-    try:
+    args = ap.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
+    with reported(status=2):
         cfg = compose_config(args.config_name, args.overrides)
-    except Exception as exc:  # noqa: BLE001 - Hydra's config errors, reported in one line
-        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
     return run(cfg, dry_run=args.dry_run)
 
 

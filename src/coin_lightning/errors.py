@@ -2,18 +2,26 @@
 
 Every error caused by the configuration or the input (a config key, a file, a row) derives from
 :class:`UserError`, whatever layer raises it (``DataError``, ``ConfigError``, ``ModelLoadError``,
-``EvalConfigError``, ...). The entry points (``train``, ``evaluate``, ``analyze``, ``compare``,
-``data show``) run their work inside :func:`reported`, which turns a user error, and a library error
-that names its key or file (Hydra's ``InstantiationException``, OmegaConf's errors, a missing file),
-into ``error: <one line>`` on stderr and exit status 1, without a traceback. ``--verbose`` (removed
-from the command line by :func:`take_verbose_flag`) or ``HYDRA_FULL_ERROR=1`` keeps the full trace.
+``EvalConfigError``, ...). Every command (``train``, ``evaluate``, ``analyze``, ``compare``, ``data
+show``, ``download``, and the evaluation a training run makes with ``eval_after_train``) runs its
+work inside :func:`reported`, which turns a user error, and a library error that names its key or
+file (Hydra's composition and ``InstantiationException``, OmegaConf's errors, a missing file), into
+``error: <one line>`` on stderr and a non-zero exit, without a traceback, and removes what the failed
+job wrote (:class:`coin_lightning.outputs.JobDir`). The Hydra commands start through
+:func:`run_hydra`, so that errors Hydra meets while composing the config (an unknown key, a value of
+the wrong type) are reported the same way. ``--verbose`` (removed from the command line by
+:func:`take_verbose_flag`) or ``HYDRA_FULL_ERROR=1`` keeps the full trace.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
+
+from coin_lightning.outputs import JobDir
 
 VERBOSE_ENV = "COIN_LIGHTNING_VERBOSE"
 """Environment variable set by ``--verbose``: user errors keep their full traceback."""
@@ -32,8 +40,10 @@ class EvalConfigError(UserError, ValueError):
 
 
 def is_verbose() -> bool:
-    """Whether full tracebacks were asked for (``--verbose`` or ``HYDRA_FULL_ERROR=1``)."""
-    return os.environ.get(VERBOSE_ENV) == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    """Whether full tracebacks were asked for (``--verbose``, or ``HYDRA_FULL_ERROR=1`` set by the user)."""
+    if VERBOSE_ENV in os.environ:
+        return os.environ[VERBOSE_ENV] == "1"
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
@@ -68,6 +78,27 @@ def _instantiation_message(exc: Exception) -> str | None:
     return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
+def omegaconf_message(exc: Exception, prefix: str = "") -> str:
+    """One line for an OmegaConf error, named by its full key (``prefix.`` before it when given).
+
+    An unknown key (``ConfigKeyError``) lists the keys its dataclass has; a value of the wrong type
+    (``ValidationError``) gives OmegaConf's first line; a required value left unset says how to set it.
+    """
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    full = str(getattr(exc, "full_key", "") or "").replace("lambda_", "lambda")
+    key = ".".join(k for k in (prefix, full) if k) or "a config key"
+    if isinstance(exc, MissingMandatoryValue):
+        return f"{key} is required (its value is ???): set {key}=..."
+    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in (msg[0] if msg else ""):
+        schema = getattr(exc, "object_type", None)
+        known = f"; known: {', '.join(f.name.rstrip('_') for f in dataclasses.fields(schema))}" if (
+            dataclasses.is_dataclass(schema)) else ""
+        return f"{key}: unknown key{known}"
+    return f"{key}: {msg[0] if msg else type(exc).__name__}"
+
+
 def one_line(exc: BaseException) -> str | None:
     """The one-line message of an error caused by the input, or ``None`` for anything else (a bug).
 
@@ -76,24 +107,25 @@ def one_line(exc: BaseException) -> str | None:
     required ``???`` value left unset); Lightning's ``MisconfigurationException``; a missing or
     unreadable file (``OSError`` with a file name).
     """
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(exc, UserError):
         return _flat(exc)
-    if isinstance(exc, MissingMandatoryValue):
-        key = getattr(exc, "full_key", None) or "a config key"
-        return f"{key} is required (its value is ???): set {key}=..."
     if isinstance(exc, OmegaConfBaseException):
-        key = getattr(exc, "full_key", None)
-        msg = getattr(exc, "msg", None) or str(exc)
-        return f"{key}: {_flat(msg)}" if key else _flat(msg)
+        return omegaconf_message(exc)
     try:
-        from hydra.errors import HydraException, InstantiationException
+        from hydra.errors import HydraException, InstantiationException, MissingConfigException
     except ImportError:  # pragma: no cover
         return None
+    if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or "") and exc.options is not None:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        options = ", ".join(o for o in exc.options if o != "schema")
+        return f"{group}={name}: no such option in conf/{group}/; options: {options}"
     if isinstance(exc, InstantiationException):
         return _instantiation_message(exc)
-    if isinstance(exc, HydraException):
+    if isinstance(exc, HydraException):  # composition: an override of an unknown key, a bad type, a missing option
+        if isinstance(exc.__cause__, OmegaConfBaseException):
+            return omegaconf_message(exc.__cause__)
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
         return f"trainer: {_flat(exc)}"
@@ -102,51 +134,50 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
-def _message_or_raise(exc: BaseException) -> str:
-    msg = one_line(exc)
-    if msg is None or is_verbose():
-        raise exc
-    return msg
-
-
-def exit_if_user_error(exc: BaseException) -> None:
-    """Called in an ``except`` clause: exit with ``error: <one line>`` if ``exc`` is the input's fault.
-
-    Raises:
-        SystemExit: ``error: <one line>`` (printed to stderr by Python, exit status 1) for an error
-            :func:`one_line` recognises, unless :func:`is_verbose`.
-        BaseException: ``exc`` itself, with its traceback, otherwise (a bug, or verbose).
-    """
-    raise SystemExit(f"error: {_message_or_raise(exc)}") from None
-
-
-def print_user_error(exc: BaseException) -> int:
-    """Called in an ``except`` clause of a command that returns its exit status (argparse commands):
-    print ``error: <one line>`` to stderr and return 2 if ``exc`` is the input's fault.
-
-    Raises:
-        BaseException: ``exc`` itself, with its traceback, for anything else (a bug, or verbose).
-    """
-    print(f"error: {_message_or_raise(exc)}", file=sys.stderr, flush=True)
-    return 2
-
-
 @contextlib.contextmanager
-def reported(on_failure: Callable[[], None] | None = None) -> Iterator[None]:
-    """Run the body; turn an error caused by the input into ``error: <one line>`` and a non-zero exit.
+def reported(job_dir: str | os.PathLike | None = None, status: int = 1) -> Iterator[JobDir | None]:
+    """Run a command's work; an error caused by the input becomes ``error: <one line>`` and an exit.
 
     Args:
-        on_failure: called on any exception before it is reported or re-raised (e.g. removing the
-            files a failed run wrote, :meth:`coin_lightning.outputs.JobDir.discard`).
+        job_dir: the job's output directory: on any error, what the job wrote there goes
+            (:meth:`coin_lightning.outputs.JobDir.discard`) unless the job called ``keep()`` on the
+            yielded :class:`~coin_lightning.outputs.JobDir` once it held results.
+        status: the exit status of a user error (1; the argparse commands use 2).
+
+    Yields:
+        The :class:`~coin_lightning.outputs.JobDir` (``None`` without ``job_dir``).
 
     Raises:
-        SystemExit: as :func:`exit_if_user_error`.
-        Exception: errors that are not the input's fault (bugs), and every error when
-            :func:`is_verbose`, unchanged with their traceback.
+        SystemExit: ``error: <one line>`` on stderr and exit status ``status``, for an error
+            :func:`one_line` recognises, unless :func:`is_verbose`.
+        Exception: errors that are not the input's fault (bugs), and every error when verbose,
+            unchanged with their traceback. ``SystemExit`` and interrupts pass through untouched.
     """
+    job = JobDir(job_dir) if job_dir is not None else None
     try:
-        yield
+        yield job
     except Exception as exc:
-        if on_failure is not None:
-            on_failure()
-        exit_if_user_error(exc)
+        if job is not None:
+            job.discard()
+        msg = one_line(exc)
+        if msg is None or is_verbose():
+            raise
+        if status == 1:  # Python prints the message to stderr and exits with 1; callers in-process can read it
+            raise SystemExit(f"error: {msg}") from None
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        raise SystemExit(status) from None
+
+
+def run_hydra(main: Callable[[], Any]) -> None:
+    """Start a ``@hydra.main`` command: take ``--verbose``, and report Hydra's own errors in one line.
+
+    Hydra prints errors met while composing the config (an override of an unknown key, a value of
+    the wrong type for a typed config) over several lines and exits; with ``HYDRA_FULL_ERROR=1`` it
+    raises them instead, and :func:`reported` restates them. Whether the user asked for full
+    tracebacks is kept in :data:`VERBOSE_ENV` first, so processes started later (DDP ranks) agree.
+    """
+    take_verbose_flag()
+    os.environ.setdefault(VERBOSE_ENV, "1" if is_verbose() else "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with reported():
+        main()

@@ -8,13 +8,13 @@ Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``Contrasti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from coin_lightning.config_types import check_types
+from coin_lightning.config_types import build, check_choice
 from coin_lightning.errors import ConfigError
 
 POOLING_METHODS = ("last", "mean", "last_prompt")
@@ -22,7 +22,10 @@ POOLING_METHODS = ("last", "mean", "last_prompt")
 
 @dataclass
 class LossArgs:
-    """The ``loss`` config group (``conf/loss/*.yaml``); defaults are the paper's (Sec. 4.1)."""
+    """The ``loss`` config group (``conf/loss/*.yaml``); defaults are the paper's (Sec. 4.1).
+
+    Its schema in Hydra's ConfigStore is :func:`coin_lightning.config_types.schema_node` of this class
+    (the key ``lambda`` is a Python keyword, so the field is ``lambda_``)."""
 
     lambda_: float = 1000.0
     """Weight of the contrastive term (config key ``loss.lambda``); 0 = continual instruction tuning."""
@@ -37,35 +40,22 @@ class LossArgs:
     gather_across_ranks: bool = False
     """Under DDP, gather pooled states from all ranks (with gradients) so all ranks' items are negatives."""
 
+    def __post_init__(self) -> None:
+        if not (self.lambda_ >= 0 and math.isfinite(self.lambda_)):
+            raise ConfigError(f"loss.lambda must be a finite number >= 0, got {self.lambda_}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"loss.temperature must be a finite number > 0, got {self.temperature}")
+        check_choice("loss.pooling", self.pooling, POOLING_METHODS)
+
     @classmethod
-    def from_config(cls, cfg: Any) -> LossArgs:
-        """Build and validate from a Hydra node or dict (key ``lambda`` maps to ``lambda_``).
+    def from_config(cls, cfg: Any) -> "LossArgs":
+        """Build from a Hydra node, a mapping (key ``lambda`` is field ``lambda_``) or a ``LossArgs``.
 
         Raises:
-            ConfigError: unknown key, a value of the wrong type, ``loss.lambda`` not a finite
+            ConfigError: an unknown key, a value of the wrong type, ``loss.lambda`` not a finite
                 number >= 0, ``loss.temperature`` not a finite number > 0, or unknown pooling.
         """
-        if isinstance(cfg, LossArgs):
-            args = cfg
-        else:
-            if not isinstance(cfg, dict):
-                from omegaconf import OmegaConf
-
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-            cfg = {("lambda_" if k == "lambda" else k): v for k, v in cfg.items() if k != "_target_"}
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(cfg) - known)
-            if unknown:
-                raise ConfigError(f"loss: unknown key(s) {unknown}")
-            args = cls(**cfg)
-        check_types(args, "loss")
-        if not (args.lambda_ >= 0 and math.isfinite(args.lambda_)):
-            raise ConfigError(f"loss.lambda must be a finite number >= 0, got {args.lambda_}")
-        if not (args.temperature > 0 and math.isfinite(args.temperature)):
-            raise ConfigError(f"loss.temperature must be a finite number > 0, got {args.temperature}")
-        if args.pooling not in POOLING_METHODS:
-            raise ConfigError(f"loss.pooling={args.pooling!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
-        return args
+        return build(cls, cfg, "loss")
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,13 @@ class JobDir:
         self.before = at_start if at_start is not None else {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
         self.records_known = at_start is not None
         """Whether :attr:`before` predates Hydra's records (then new records are the job's too)."""
+        self.kept = False
+        """Set by :meth:`keep`: the job holds results, :meth:`discard` leaves it alone."""
+
+    def keep(self) -> None:
+        """Mark the job as started (training began, predictions are being written): from now on a
+        failure keeps what it wrote (checkpoints, finished parts) for a resume."""
+        self.kept = True
 
     def _protected(self) -> bool:
         """The directory must stay: named as existing, or the working directory or one of its parents."""
@@ -81,9 +88,9 @@ class JobDir:
         """Remove what the job wrote after it started, then the directory itself if the job created it.
 
         Never removes an entry that existed when this object was made, nor a directory that held
-        anything besides Hydra's records.
+        anything besides Hydra's records; does nothing after :meth:`keep`.
         """
-        if not self.path.is_dir():
+        if self.kept or not self.path.is_dir():
             return
         for entry in self.path.iterdir():
             if entry.name not in self.before and (self.records_known or not _is_record(entry)):

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from coin_lightning.conf import CONFIG_DIR
-from coin_lightning.errors import reported, take_verbose_flag
-from coin_lightning.outputs import JobDir  # imported before Hydra runs: records which job directories exist
+from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.errors import reported, run_hydra  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -31,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     from coin_lightning.training.checks import check_train_config
 
-    with reported(on_failure=JobDir(cfg.output_dir).discard):
+    with reported(cfg.output_dir):
         check_train_config(cfg)  # before Lightning and peft are imported: config errors fail in seconds
         if cfg.get("eval_after_train"):
             from coin_lightning.after_train import check_evaluation
@@ -49,5 +48,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    take_verbose_flag()  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1)
-    main()
+    run_hydra(main)  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1); composition errors in one line

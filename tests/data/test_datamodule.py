@@ -122,4 +122,6 @@ def test_show_command_prints_counts_and_groups(capsys, glue_root):
     assert "rte" in out and "cola" in out and "train groups" in out
     assert out.count("anchor pair: original") == 2 and out.count("hard-negative pair: paraphrase") == 2
     assert "### Response:" in out
-    assert main(["show", "data=coin_csv"]) == 2  # data.path is required
+    with pytest.raises(SystemExit) as err:
+        main(["show", "data=coin_csv"])  # data.path is required
+    assert err.value.code == 2

@@ -63,7 +63,9 @@ def test_refuses_runs_on_different_rows_or_instructions(tmp_path, what, kwargs, 
     other = make_run(tmp_path / "other", {"clean": 4, "deepwordbug": 2}, **kwargs)
     with pytest.raises(ComparisonError, match=message):
         compare_runs([base, other])
-    assert main([str(base), str(other), "--out", str(tmp_path / "cmp")]) == 2
+    with pytest.raises(SystemExit) as err:
+        main([str(base), str(other), "--out", str(tmp_path / "cmp")])
+    assert err.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
 

@@ -88,7 +88,6 @@ def build_module(seed: int = 0) -> CoinModule:
         model,
         {"lambda": 10.0, "temperature": 0.1},
         optimizer=functools.partial(torch.optim.SGD, lr=LR, momentum=MOMENTUM),
-        scheduler="constant",
     )
 
 

@@ -14,11 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
-"""The repository's Hydra config directory."""
+def _conf_dir() -> Path:
+    from coin_lightning.conf import CONFIG_DIR  # registers the config schemas the YAML files start from
+
+    return Path(CONFIG_DIR)
 
 
-def compose(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "train"):
+def compose(overrides: list[str], config_dir: Path | None = None, config_name: str = "train"):
     """Compose ``<config_dir>/<config_name>.yaml`` with overrides (no Hydra run directory).
 
     Raises:
@@ -29,6 +31,7 @@ def compose(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str 
 
     from coin_lightning.errors import ConfigError
 
+    config_dir = Path(config_dir) if config_dir is not None else _conf_dir()
     if not (config_dir / f"{config_name}.yaml").is_file():
         raise ConfigError(f"{config_dir / config_name}.yaml not found; pass --config-dir")
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
@@ -89,23 +92,21 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
+    """Command-line entry point; returns 0 (bad input: ``SystemExit`` 2 after a one-line ``error:``)."""
     parser = argparse.ArgumentParser(prog="python -m coin_lightning.data", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["show"])
     parser.add_argument("--n", type=int, default=3, help="rendered groups to print (default 3)")
     parser.add_argument("--tokenize", action="store_true", help="load the model's tokenizer; show token counts")
-    parser.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"Hydra config directory (default {CONF_DIR})")
+    parser.add_argument("--config-dir", type=Path, default=None, help="Hydra config directory (default: the repository's conf/)")
     parser.add_argument("--config-name", default="train", help="primary config (default train)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=glue data.root=../shared/data/glue")
-    from coin_lightning.errors import print_user_error, take_verbose_flag
+    from coin_lightning.errors import reported, take_verbose_flag
 
     args = parser.parse_intermixed_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with reported(status=2):
         cfg = compose(args.overrides, args.config_dir, args.config_name)
         show(cfg, args.n, args.tokenize)
-    except Exception as exc:
-        return print_user_error(exc)
     return 0
 
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markdown import Markdown
 
-from coin_lightning.errors import exit_if_user_error
+from coin_lightning.errors import reported
 from coin_lightning.eval.engine.distributed import (
     ProcessesLost,
     ShardedPredictor,
@@ -27,7 +27,6 @@ from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.model.lora import load_for_inference
-from coin_lightning.outputs import JobDir
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
 log = logging.getLogger(__name__)
@@ -40,12 +39,13 @@ def check_inputs(cfg: DictConfig) -> None:
     """
     from coin_lightning.config_types import check_required
     from coin_lightning.data.prompts import PROMPT_FORMATS
-    from coin_lightning.model.checks import check_adapter, model_args
+    from coin_lightning.model.checks import check_adapter
+    from coin_lightning.model.config import ModelArgs
 
     check_required(cfg)
     if cfg.prompt_format not in PROMPT_FORMATS:
         raise EvalConfigError(f"prompt_format={cfg.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
-    args = model_args(cfg.model)
+    args = ModelArgs.from_config(cfg.model)
     for key, path in (("model.adapter", args.adapter), ("adapter", cfg.adapter)):
         if path:
             check_adapter(str(path), args, key=key)
@@ -135,44 +135,41 @@ def evaluate(cfg: DictConfig, loggers: list | None = None, log_step: int = 0) ->
             as the entry point runs it): the finished parts are kept.
     """
     out = Path(cfg.output_dir)
-    job_dir, started, rank0 = JobDir(out), False, True
-    try:
-        settings, fabric, tasks, iset = check(cfg)
-        meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
-                "data_root": cfg.data.root}
-        parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
-        parts.check()
-        predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
-                                   max_new_tokens=settings.max_new_tokens,
-                                   decode_batch_size=settings.decode_batch_size)
-        parts.write = rank0 = fabric.is_global_zero
-        config = None
-        if loggers is None:
-            loggers = instantiate_group(cfg.get("logger")) if rank0 else []
-            config = resolved_config(cfg, trainer_fields(cfg.get("trainer")))
-        elif not rank0:
-            loggers = []
-        started = True
-        meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
-        metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
-                                 write=rank0, config=config, log_step=log_step)
-        if rank0:
-            Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
-            Console().print(f"[bold]Outputs:[/bold] {out}")
-        return metrics
-    except (KeyboardInterrupt, ProcessesLost) as exc:
-        if not rank0:  # rank 0 reports the interruption
-            raise SystemExit(f"error: {exc}" if isinstance(exc, ProcessesLost) else 1) from None
-        kept = len(list((out / PARTS_DIR).glob("*.jsonl")))
-        reason = f"stopped: {exc}" if isinstance(exc, ProcessesLost) else "interrupted"
-        raise SystemExit(f"{reason}: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
-                         f"hydra.run.dir={out} and the same settings to resume") from None
-    except Exception as exc:
-        if not started:
-            job_dir.discard()
-        exit_if_user_error(exc)
-    finally:
-        finish_wandb()
+    rank0 = True
+    with reported(out) as job_dir:
+        try:
+            settings, fabric, tasks, iset = check(cfg)
+            meta = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format,
+                    "data_root": cfg.data.root}
+            parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
+            parts.check()
+            predictor, load_s = _start(cfg, fabric, settings, method=settings.method,
+                                       max_new_tokens=settings.max_new_tokens,
+                                       decode_batch_size=settings.decode_batch_size)
+            parts.write = rank0 = fabric.is_global_zero
+            config = None
+            if loggers is None:
+                loggers = instantiate_group(cfg.get("logger")) if rank0 else []
+                config = resolved_config(cfg, trainer_fields(cfg.get("trainer")))
+            elif not rank0:
+                loggers = []
+            job_dir.keep()  # predictions start: finished parts stay for a resume
+            meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
+            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
+                                     write=rank0, config=config, log_step=log_step)
+            if rank0:
+                Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
+                Console().print(f"[bold]Outputs:[/bold] {out}")
+            return metrics
+        except (KeyboardInterrupt, ProcessesLost) as exc:
+            if not rank0:  # rank 0 reports the interruption
+                raise SystemExit(f"error: {exc}" if isinstance(exc, ProcessesLost) else 1) from None
+            kept = len(list((out / PARTS_DIR).glob("*.jsonl")))
+            reason = f"stopped: {exc}" if isinstance(exc, ProcessesLost) else "interrupted"
+            raise SystemExit(f"{reason}: {kept} finished (task, level) part(s) kept in {out / PARTS_DIR}; rerun with "
+                             f"hydra.run.dir={out} and the same settings to resume") from None
+        finally:
+            finish_wandb()
 
 
 def analyze(cfg: DictConfig) -> dict:
@@ -187,47 +184,47 @@ def analyze(cfg: DictConfig) -> dict:
     Raises:
         SystemExit: one-line message for configuration, data and model errors, and for Ctrl-C.
     """
+    out = Path(cfg.output_dir)
+    with reported(out) as job_dir:
+        try:
+            return _analyze(cfg, out, job_dir)
+        except ProcessesLost as exc:
+            raise SystemExit(f"error: {exc}") from None
+        except KeyboardInterrupt:
+            raise SystemExit("interrupted: the analysis writes its files at the end; nothing was written") from None
+
+
+def _analyze(cfg: DictConfig, out: Path, job_dir) -> dict:
     from coin_lightning.eval.reports.plots import save_png
     from coin_lightning.eval.reports.tables import markdown_table
     from coin_lightning.eval.engine.representations import collect_states, representation_figure, similarity_summary
     from coin_lightning.io import write_json, write_text
 
-    out = Path(cfg.output_dir)
-    job_dir, started = JobDir(out), False
-    try:
-        settings = EvalSettings.from_config(cfg.eval)
-        if settings.perturb_mode != "generated":
-            raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
-        check_inputs(cfg)
-        a = cfg.analyze
-        check_analyze(a, settings)
-        fabric = _fabric(cfg)
-        tasks = load_tasks(settings, cfg.data.root)
-        iset = build_instruction_set(settings, [t.name for t in tasks])
-        predictor, _ = _start(cfg, fabric, settings)
-        started = True
-        states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)
-        summary = similarity_summary(states)
-        if not fabric.is_global_zero:
-            return summary
-        summary["run"] = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "rows": int(a.rows),
-                          "instruction_index": a.instruction_index, "projection": a.projection,
-                          "tasks": [t.name for t in tasks], "instructions": iset.source}
-        figure = representation_figure(states, a.projection, int(a.seed))
-        body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
-        text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
-                "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
-        write_text(out / "analysis.md", text)
-        save_png(figure, out / "representations.png")
-        write_json(out / "analysis.json", summary)  # last: an analysis.json always has its plot
-        Console().print(Markdown(text))
-        Console().print(f"[bold]Outputs:[/bold] {out}")
+    settings = EvalSettings.from_config(cfg.eval)
+    if settings.perturb_mode != "generated":
+        raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
+    check_inputs(cfg)
+    a = cfg.analyze
+    check_analyze(a, settings)
+    fabric = _fabric(cfg)
+    tasks = load_tasks(settings, cfg.data.root)
+    iset = build_instruction_set(settings, [t.name for t in tasks])
+    predictor, _ = _start(cfg, fabric, settings)
+    job_dir.keep()
+    states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)
+    summary = similarity_summary(states)
+    if not fabric.is_global_zero:
         return summary
-    except ProcessesLost as exc:
-        raise SystemExit(f"error: {exc}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: the analysis writes its files at the end; nothing was written") from None
-    except Exception as exc:
-        if not started:
-            job_dir.discard()
-        exit_if_user_error(exc)
+    summary["run"] = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "rows": int(a.rows),
+                      "instruction_index": a.instruction_index, "projection": a.projection,
+                      "tasks": [t.name for t in tasks], "instructions": iset.source}
+    figure = representation_figure(states, a.projection, int(a.seed))
+    body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
+    text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
+            "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
+    write_text(out / "analysis.md", text)
+    save_png(figure, out / "representations.png")
+    write_json(out / "analysis.json", summary)  # last: an analysis.json always has its plot
+    Console().print(Markdown(text))
+    Console().print(f"[bold]Outputs:[/bold] {out}")
+    return summary

@@ -1,15 +1,20 @@
-"""The ``eval`` config node (``conf/eval/default.yaml``, in ``conf/eval.yaml`` and ``conf/train.yaml``) as a validated dataclass."""
+"""The ``eval`` config node (``conf/eval/default.yaml``, in ``conf/eval.yaml`` and ``conf/train.yaml``) as a typed dataclass.
+
+:class:`EvalSettings` is the schema of the group (registered in Hydra's ConfigStore by
+:mod:`coin_lightning.conf`): Hydra refuses unknown keys and values of the wrong type while composing;
+``__post_init__`` expands task shorthands and refuses unknown tasks, levels, methods and modes.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from coin_lightning.config_types import check_types
+from coin_lightning.config_types import build, check_choice
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
 from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.levels import LEVELS
-from coin_lightning.eval.engine.predict import METHODS
 from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
 
 TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
@@ -24,7 +29,7 @@ PERTURB_MODES = ("generated", "adversarial")
 
 @dataclass
 class EvalSettings:
-    """The ``eval`` config node (``conf/eval/default.yaml``), validated."""
+    """The ``eval`` config node (``conf/eval/default.yaml``)."""
 
     tasks: list[str] = dataclasses.field(default_factory=lambda: ["glue"])
     """Task names (``glue`` / ``embedded`` expand to their tasks)."""
@@ -60,49 +65,39 @@ class EvalSettings:
     """Reuse the key/value cache of the prompt prefix shared by one instruction's rows."""
     decode_batch_size: int = 64
     """``generate``: rows decoded together (whole prefill batches of ``batch_size``, stacked)."""
-    perturb: Any = None
-    """The ``eval.perturb`` node (see ``coin_lightning.eval.instructions.perturb.config``)."""
+    perturb: PerturbConfig = dataclasses.field(default_factory=PerturbConfig)
+    """The ``eval.perturb`` node (:class:`coin_lightning.eval.instructions.perturb.config.PerturbConfig`)."""
+
+    def __post_init__(self) -> None:
+        from coin_lightning.eval.engine.predict import METHODS  # the prediction engine loads transformers: not at import
+
+        self.tasks = expand_tasks(self.tasks)
+        if self.dedup_aliases:
+            self.tasks = dedup_aliases(self.tasks)
+        if not self.levels:
+            raise EvalConfigError("eval.levels is empty; give at least one of " + ", ".join(LEVELS))
+        for lv in self.levels:
+            if lv not in LEVELS:
+                raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
+        for key, allowed in (("method", METHODS), ("instructions", INSTRUCTION_SOURCES), ("prompt_layout", PROMPT_LAYOUTS),
+                             ("perturb_mode", PERTURB_MODES)):
+            check_choice(f"eval.{key}", getattr(self, key), allowed, EvalConfigError)
+        for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size", "decode_batch_size"):
+            if getattr(self, key) < 1:
+                raise EvalConfigError(f"eval.{key}={getattr(self, key)!r}: must be >= 1")
+        if self.perturb_mode == "adversarial" and "clean" not in self.levels:
+            raise EvalConfigError("eval.perturb_mode=adversarial attacks the clean instructions: keep 'clean' in eval.levels")
 
     @classmethod
     def from_config(cls, node: Any) -> "EvalSettings":
-        """Build from the ``eval`` node (DictConfig or mapping).
+        """Build from the ``eval`` node (DictConfig or mapping; :func:`coin_lightning.config_types.build`).
 
         Raises:
-            EvalConfigError: unknown key, a value of the wrong type, unknown method, mode or level,
-                no level, or a non-positive size.
+            EvalConfigError: unknown key, a value of the wrong type, unknown task, method, mode or
+                level, no level, or a non-positive size (naming the key).
+            ConfigError: a bad ``eval.perturb`` value.
         """
-        from omegaconf import DictConfig, OmegaConf
-
-        data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise EvalConfigError(f"eval.{key}: unknown key; known: {', '.join(sorted(known))}")
-        s = cls(**data)
-        s.tasks = expand_tasks(s.tasks)
-        if s.dedup_aliases:
-            s.tasks = dedup_aliases(s.tasks)
-        if isinstance(s.levels, str):
-            s.levels = [s.levels]
-        check_types(s, "eval", EvalConfigError)
-        if not s.levels:
-            raise EvalConfigError("eval.levels is empty; give at least one of " + ", ".join(LEVELS))
-        for lv in s.levels:
-            if lv not in LEVELS:
-                raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
-        if s.method not in METHODS:
-            raise EvalConfigError(f"eval.method={s.method!r}; choose one of {', '.join(METHODS)}")
-        for key, allowed in (("instructions", INSTRUCTION_SOURCES), ("prompt_layout", PROMPT_LAYOUTS)):
-            if getattr(s, key) not in allowed:
-                raise EvalConfigError(f"eval.{key}={getattr(s, key)!r}; choose one of {', '.join(allowed)}")
-        if s.perturb_mode not in PERTURB_MODES:
-            raise EvalConfigError(f"eval.perturb_mode={s.perturb_mode!r}; choose one of {', '.join(PERTURB_MODES)}")
-        for key in ("batch_size", "max_new_tokens", "query_budget", "probe_size", "decode_batch_size"):
-            if int(getattr(s, key)) < 1:
-                raise EvalConfigError(f"eval.{key}={getattr(s, key)!r}: must be >= 1")
-        if s.perturb_mode == "adversarial" and "clean" not in s.levels:
-            raise EvalConfigError("eval.perturb_mode=adversarial attacks the clean instructions: keep 'clean' in eval.levels")
-        return s
+        return build(cls, node, "eval", EvalConfigError)
 
 
 def expand_tasks(names: Sequence[str] | str) -> list[str]:

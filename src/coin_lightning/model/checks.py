@@ -1,6 +1,7 @@
-"""Checks of the ``model`` config, of adapter directories and of Lightning checkpoints, before any
-model weights load: each problem is one line naming the key or file (a
-:class:`coin_lightning.errors.UserError`).
+"""Checks of adapter directories and of Lightning checkpoints against the ``model`` config, before
+any model weights load: each problem is one line naming the key or file (a
+:class:`coin_lightning.errors.UserError`). The ``model`` values themselves are checked by
+:class:`coin_lightning.model.config.ModelArgs`.
 
 The checks read only small files: an adapter's ``adapter_config.json`` and the header of its
 ``adapter_model.safetensors``; a checkpoint through ``torch.load(weights_only=True, mmap=True)`` (the
@@ -11,56 +12,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
-from coin_lightning.config_types import check_range, check_types
-from coin_lightning.errors import ConfigError
-from coin_lightning.model.loading import _DTYPES, EMBEDDED, TINY, ModelArgs, ModelLoadError, _embedded_cache
+from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs
+from coin_lightning.model.loading import ModelLoadError, _embedded_cache
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
-"""Values of ``model.attn_implementation`` transformers accepts."""
-QUANTIZATIONS = (None, "8bit", "4bit")
-
-SCHEDULERS = ("linear", "constant")
-"""Learning-rate schedules of ``scheduler`` (:class:`coin_lightning.model.module.CoinModule`)."""
-"""Values of ``model.quantization``."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LORA_KEY = re.compile(r"\.(\w+)\.lora_A(?:\.\w+)?\.weight$")
-
-
-def model_args(cfg: Any, key: str = "model") -> ModelArgs:
-    """Build :class:`ModelArgs` from the ``model`` node and check every value.
-
-    Raises:
-        ConfigError: unknown key, wrong type, LoRA rank < 1, alpha <= 0, dropout outside [0, 1),
-            unknown dtype / attention / quantization, or tiny-LLaMA sizes that do not divide.
-    """
-    try:
-        args = ModelArgs.from_config(cfg)
-    except TypeError as exc:  # an unknown key inside model.lora / model.tiny
-        raise ConfigError(f"{key}: {exc}".replace("__init__() ", "")) from None
-    check_types(args, key)
-    if not args.name_or_path:
-        raise ConfigError(f"{key}.name_or_path is empty")
-    if args.dtype not in _DTYPES:
-        raise ConfigError(f"{key}.dtype={args.dtype!r} is not one of {', '.join(sorted(_DTYPES))}")
-    if args.attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ConfigError(f"{key}.attn_implementation={args.attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-    if args.quantization not in QUANTIZATIONS:
-        raise ConfigError(f"{key}.quantization={args.quantization!r} is not one of null, 8bit, 4bit")
-    lora = args.lora
-    check_range(f"{key}.lora.r", lora.r, low=1)
-    check_range(f"{key}.lora.alpha", lora.alpha, low=0, low_open=True)
-    check_range(f"{key}.lora.dropout", lora.dropout, low=0, high=1, high_open=True)
-    tiny = args.tiny
-    for name in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
-        check_range(f"{key}.tiny.{name}", getattr(tiny, name), low=1)
-    if tiny.hidden_size % tiny.num_attention_heads or tiny.num_attention_heads % tiny.num_key_value_heads:
-        raise ConfigError(
-            f"{key}.tiny: hidden_size={tiny.hidden_size} must be a multiple of num_attention_heads="
-            f"{tiny.num_attention_heads}, and that a multiple of num_key_value_heads={tiny.num_key_value_heads}"
-        )
-    return args
 
 
 def is_local(path: str) -> bool:

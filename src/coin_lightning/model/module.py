@@ -23,7 +23,7 @@ from coin_lightning.losses import (  # LossArgs is re-exported: the loss config 
     response_cross_entropies,
 )
 from coin_lightning.model import packing
-from coin_lightning.model.checks import SCHEDULERS
+from coin_lightning.model.schedule import training_steps
 
 
 @dataclass
@@ -54,8 +54,9 @@ class CoinModule(L.LightningModule):
         loss: the ``loss`` config (see :class:`LossArgs`).
         optimizer: a partial optimizer factory ``params -> Optimizer`` (Hydra ``_partial_: true``);
             default AdamW(lr=1e-4).
-        warmup_ratio: share of the total steps with linear warm-up (then linear decay to 0).
-        scheduler: ``linear`` (warm-up + linear decay, the HF Trainer default the paper used) or ``constant``.
+        scheduler: a partial scheduler factory ``(optimizer, num_training_steps) -> LRScheduler``
+            (the ``scheduler`` group, :mod:`coin_lightning.model.schedule`), stepped every optimizer
+            step; ``None`` keeps the optimizer's learning rate.
 
     Batches follow ``docs/CONTRACTS.md``: ``input_ids``/``attention_mask``/``labels`` ``[R, T]``,
     ``response_start`` ``[R]``, ``num_pairs`` P; rows ``[0, P)`` originals, ``[P, 2P)`` paraphrases,
@@ -69,22 +70,18 @@ class CoinModule(L.LightningModule):
         model: torch.nn.Module,
         loss: Any = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        warmup_ratio: float = 0.1,
-        scheduler: str = "linear",
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; LoRA dropout needs train mode
         self.flops_per_batch: float | None = None  # ThroughputMonitor reads it; None = no FLOP/s estimate
         self.loss_args = LossArgs.from_config(loss if loss is not None else {})
         self.optimizer_factory = optimizer
-        self.warmup_ratio = warmup_ratio
-        if scheduler not in SCHEDULERS:
-            raise ConfigError(f"scheduler={scheduler!r}; choose {' or '.join(SCHEDULERS)}")
-        self.scheduler = scheduler
+        self.scheduler_factory = scheduler
         self.strict_loading = False  # checkpoints carry the adapter only; the base comes from the hub/cache
         hp = asdict(self.loss_args)
         hp["lambda"] = hp.pop("lambda_")
-        self.save_hyperparameters({"loss": hp, "warmup_ratio": warmup_ratio, "scheduler": scheduler})
+        self.save_hyperparameters({"loss": hp})
 
     # ----------------------------------------------------------------------------- forward / loss
     def _base(self):
@@ -228,40 +225,23 @@ class CoinModule(L.LightningModule):
         out = self.compute(batch)
         self._log_step("val", out, int(batch["num_pairs"]))
 
-    def configure_optimizers(self):  # noqa: D102
+    def configure_optimizers(self):
+        """The optimizer over the trainable (LoRA) parameters and, with a ``scheduler``, its schedule
+        over the run's optimizer steps (:func:`coin_lightning.model.schedule.training_steps`), stepped
+        every step. A resumed run restores the scheduler's step from the checkpoint.
+
+        Raises:
+            ConfigError: no trainable parameters.
+        """
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("model has no trainable parameters (LoRA not applied?)")
         factory = self.optimizer_factory or (lambda ps: torch.optim.AdamW(ps, lr=1e-4))
         optimizer = factory(params)
-        if self.scheduler == "constant":
+        if self.scheduler_factory is None:
             return optimizer
-        # The total step count is read in on_train_start, not here: asking Lightning for
-        # estimated_stepping_batches inside configure_optimizers builds the train loader before a
-        # checkpoint's loader state is restored, which breaks exact mid-epoch resume.
-        self._total_steps: int | None = None
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (HF's schedule)."""
-        total = getattr(self, "_total_steps", None)
-        if total is None:
-            return 1.0  # placeholder until on_train_start knows the total
-        warmup = int(round(self.warmup_ratio * total))
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    def on_train_start(self) -> None:
-        """Fix the schedule's length and set the current learning rate from it (also after a resume)."""
-        if self.scheduler == "constant":
-            return
-        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        for config in self.trainer.lr_scheduler_configs:
-            sched = config.scheduler
-            for group, base_lr in zip(sched.optimizer.param_groups, sched.base_lrs):
-                group["lr"] = base_lr * self._lr_factor(sched.last_epoch)  # LambdaLR.step() recomputes from base_lrs
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=training_steps(self.trainer))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def trainable_names(self) -> set[str]:
         """``state_dict`` keys of the trainable (adapter) tensors.

@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from coin_lightning.config_types import check_range, check_required
 from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
-from coin_lightning.model.checks import SCHEDULERS, check_adapter, check_checkpoint, model_args
-from coin_lightning.model.loading import ModelArgs
+from coin_lightning.model.checks import check_adapter, check_checkpoint
+from coin_lightning.model.config import ModelArgs
 from coin_lightning.speedups.liger import check_liger
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
 
 def check_train_config(cfg: DictConfig) -> ModelArgs:
     """Check every value of a ``train.yaml`` config that can be checked without loading a model:
-    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``scheduler``, ``warmup_ratio``,
+    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``warmup_ratio``,
     ``seed``, ``trainer`` and ``ckpt_path`` (a readable Lightning checkpoint of this LoRA setup).
 
     Returns:
@@ -80,7 +80,7 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
 
     check_required(cfg)
     LossArgs.from_config(cfg.loss)
-    args = model_args(cfg.model)
+    args = ModelArgs.from_config(cfg.model)
     check_liger(args.liger_kernels)
     if args.quantization:
         import torch
@@ -88,8 +88,6 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
         if not torch.cuda.is_available():
             raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
     _integer("seed", cfg.get("seed"))
-    if cfg.get("scheduler") not in SCHEDULERS:
-        raise ConfigError(f"scheduler={cfg.get('scheduler')!r} is not one of {', '.join(SCHEDULERS)}")
     check_range("warmup_ratio", _number("warmup_ratio", cfg.get("warmup_ratio")), low=0, high=1, high_open=True)
     optimizer = cfg.get("optimizer") or {}
     if "lr" in optimizer:

@@ -13,11 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from coin_lightning.errors import reported
 from coin_lightning.io import write_json
-from coin_lightning.model.checks import check_checkpoint, model_args
+from coin_lightning.model.checks import check_checkpoint
+from coin_lightning.model.config import ModelArgs
 from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
-from coin_lightning.outputs import JobDir
 from coin_lightning.training.batching import apply_batch_plan
 from coin_lightning.training.checks import check_train_config
 from coin_lightning.training.launch import check_launch
@@ -55,12 +55,12 @@ def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.Lightni
     datamodule.setup("fit")  # tokenize (setup is idempotent otherwise)
     base, _ = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
+    scheduler = cfg.get("scheduler")
     module = CoinModule(
         model,
         loss=cfg.loss,
         optimizer=instantiate(cfg.optimizer),
-        warmup_ratio=cfg.warmup_ratio,
-        scheduler=cfg.scheduler,
+        scheduler=instantiate(scheduler) if scheduler is not None else None,
     )
     return module, datamodule, trainer
 
@@ -126,22 +126,15 @@ def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] |
             only what this job wrote is removed (:meth:`coin_lightning.outputs.JobDir.discard`): an
             existing directory and every file that was in it stay.
     """
-    job_dir = JobDir(cfg.output_dir)
-    started = False
-
-    def discard_if_not_started() -> None:
-        if not started:
-            job_dir.discard()
-
     t0 = time.perf_counter()
     try:
-        with reported(on_failure=discard_if_not_started):
+        with reported(cfg.output_dir) as job_dir:
             ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), job_dir.path)  # a path, auto, or null (auto under SLURM)
             if ckpt_path is not None and ckpt_path != cfg.get("ckpt_path"):  # found here: check it as a given one
-                check_checkpoint(ckpt_path, model_args(cfg.model))
+                check_checkpoint(ckpt_path, ModelArgs.from_config(cfg.model))
             module, datamodule, trainer = build(cfg, checked)
             log_config(trainer.loggers, cfg)
-            started = True
+            job_dir.keep()  # training starts: what fails from here on keeps its checkpoints
             learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
             summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
             summary["learning"] = learning

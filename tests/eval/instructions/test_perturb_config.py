@@ -14,12 +14,16 @@ GROUP_FILE = REPO / "conf" / "eval" / "perturb" / "default.yaml"
 
 
 def test_group_file_matches_the_dataclass_defaults():
-    assert PerturbConfig.from_cfg(OmegaConf.load(GROUP_FILE)) == PerturbConfig()
+    node = OmegaConf.load(GROUP_FILE)
+    assert list(node.pop("defaults")) == ["schema", "_self_"]  # the file starts from the PerturbConfig schema
+    assert PerturbConfig.from_cfg(node) == PerturbConfig()
     assert dict(PerturbConfig().levels) == LEVEL_OF and PerturbConfig().perturbations == GENERATED
 
 
 def test_hydra_composes_the_group_under_eval_perturb_with_overrides(tmp_path):
     from hydra import compose, initialize_config_dir
+
+    import coin_lightning.conf  # noqa: F401 - registers the eval/perturb schema the group file starts from
 
     (tmp_path / "primary.yaml").write_text(
         f"defaults:\n  - eval/perturb: default\n  - _self_\nhydra:\n  searchpath: [file://{REPO / 'conf'}]\n"

@@ -154,7 +154,9 @@ def test_refusals_in_one_line(tmp_path, capsys, case, message):
     args = ["--sweep", str(sweep), "--out", str(tmp_path / "out"), "--bootstrap", "-1" if case == "negative" else "20"]
     if case == "reference":
         args += ["--reference", "loss.lambda=5"]
-    assert main(args) == 2
+    with pytest.raises(SystemExit) as err:
+        main(args)
+    assert err.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -162,7 +164,9 @@ def test_refusals_in_one_line(tmp_path, capsys, case, message):
 
 def test_negative_bootstrap_is_refused_for_run_directories_too(tmp_path, capsys):
     runs = [str(make_job(tmp_path / "m", n, [f"seed={n}"], random_rows(0.5, n))) for n in range(2)]
-    assert main([*runs, "--bootstrap", "-3", "--out", str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit) as err:
+        main([*runs, "--bootstrap", "-3", "--out", str(tmp_path / "out")])
+    assert err.value.code == 2
     assert "--bootstrap -3" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 

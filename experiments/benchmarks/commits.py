@@ -202,8 +202,8 @@ def measure(args: argparse.Namespace, sides: dict[str, dict], scratch: Path) -> 
             for what in MEASUREMENTS:
                 for name in order:
                     rounds[f"{name}/{what}"].append(probes[name].ask(op="time", what=what))
-            _log(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{w} {rounds[f'base/{w}'][-1]['wall_s']:.2f}/{rounds[f'head/{w}'][-1]['wall_s']:.2f} s"
+            _log(f"round {r + 1}/{args.rounds}, base/head {args.clock} s: " + ", ".join(
+                f"{w} {rounds[f'base/{w}'][-1][f'{args.clock}_s']:.2f}/{rounds[f'head/{w}'][-1][f'{args.clock}_s']:.2f}"
                 for w in MEASUREMENTS))
     return {"inputs": described, "setups": setups, "rounds": rounds, "trees": {n: str(t) for n, t in trees.items()}}
 

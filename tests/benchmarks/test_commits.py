@@ -41,11 +41,14 @@ def test_same_commit_twice_runs_and_predicts_identically(tmp_path, capsys):
     assert after == before  # the temporary worktrees are gone
 
 
-def test_bad_revision_fails_in_one_line():
+def test_bad_revision_fails_in_one_line_and_worktree_is_head():
     if not _git_repo():
         pytest.skip("git or the repository's history is not available")
     with pytest.raises(SystemExit, match=r"^error: git rev-parse"):
         commits.resolve("no-such-revision-xyz")
+    head = subprocess.run(["git", "-C", str(commits.REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert commits.resolve("worktree") | {"dirty": None} == {"rev": "worktree", "sha": head.strip(), "label": "worktree",
+                                                             "dirty": None}
 
 
 def _outputs(answers_head: list[str]) -> dict[str, list[dict]]:

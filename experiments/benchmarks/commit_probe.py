@@ -10,7 +10,7 @@ Code that must adapt to an API that differs between trees belongs in :func:`buil
 
 Protocol: one JSON command per line on stdin (``{"op": "setup"}``, ``{"op": "time", "what": "coin"}``,
 ``{"op": "quit"}``), one JSON reply per line on the original stdout; everything the libraries print
-goes to stderr. On ``quit`` every reply is also written to ``--result`` as JSON.
+goes to stderr.
 
 Every measurement starts from the same weights (the fresh LoRA, its B matrices zero), so the CoIN
 step's losses are those of the base model whatever the dropout masks, and ``generate`` decodes the
@@ -57,7 +57,6 @@ class Probe:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.replies: list[dict] = []
 
     def setup(self) -> dict:
         """Compose the config, build the module, then run every measurement once (the warm-up round).
@@ -150,7 +149,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, required=True, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0, help="torch seed before every measurement")
     p.add_argument("--workdir", type=Path, required=True, help="scratch directory (output_dir of the job)")
-    p.add_argument("--result", type=Path, required=True, help="JSON file of every reply, written on quit")
     return p.parse_args(argv)
 
 
@@ -176,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             first = (str(exc).strip().splitlines() or [""])[0]
             replies.write(json.dumps({"error": f"{type(exc).__name__}: {first}"}) + "\n")
             return 1
-        probe.replies.append(reply)
         replies.write(json.dumps(reply) + "\n")
-    args.result.write_text(json.dumps(probe.replies))
     return 0
 
 

@@ -131,12 +131,10 @@ class Probe:
 
     def __init__(self, name: str, tree: Path, args: argparse.Namespace, inputs: Path, scratch: Path) -> None:
         self.name, self.log = name, scratch / f"{name}.log"
-        self.result = scratch / f"{name}.json"
         env = dict(os.environ, PYTHONPATH=str(tree / "src"), COIN_LIGHTNING_CONF=str(tree / "conf"),
                    OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
         cmd = [sys.executable, str(PROBE), "--tree", str(tree), "--inputs", str(inputs), "--model", args.model,
-               "--threads", str(args.threads), "--seed", str(args.seed), "--workdir", str(scratch / name),
-               "--result", str(self.result)]
+               "--threads", str(args.threads), "--seed", str(args.seed), "--workdir", str(scratch / name)]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, text=True, bufsize=1)
@@ -160,7 +158,7 @@ class Probe:
         return self.reply()
 
     def close(self) -> None:
-        """Ask the process to quit (it writes its result file) and wait for it."""
+        """Ask the process to quit and wait for it (a process still measuring is killed after 10 s)."""
         if self.proc.poll() is None:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")

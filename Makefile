@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint train test bench robustness-study gpu-check clean-venv
+.PHONY: install lint train test bench bench-commits robustness-study gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ test: lint
 ## Throughput benchmarks (JSON + markdown table under experiments/benchmarks/results)
 bench: install
 	$(PY) -m experiments.benchmarks.run $(ARGS)
+
+## Training step and evaluation throughput of two commits side by side, identical predictions checked:
+## make bench-commits BASE=<rev> [HEAD=<rev>|worktree] [ARGS="--rounds 7"] (exit 1 if head is >10% slower)
+BASE ?=
+HEAD ?= worktree
+bench-commits: install
+	@[ -n "$(BASE)" ] || { echo "error: make bench-commits needs BASE=<git revision>"; exit 2; }
+	$(PY) -m experiments.benchmarks.commits --base $(BASE) --head $(HEAD) $(ARGS)
 
 ## Does CoIN make the model more robust? Pilot, power analysis, attack, multi-seed sweep, compare --sweep
 ## (experiments/robustness_study; resumable, hours on a CPU): make robustness-study ARGS="--commit"

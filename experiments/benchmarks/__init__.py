@@ -4,5 +4,6 @@ Modules: :mod:`.machine` (machine facts, thread choice, matmul peak), :mod:`.tim
 repeats, peak memory), :mod:`.flops` (the useful-FLOP formula), :mod:`.batches` (real GLUE batches,
 padding efficiency), :mod:`.steps` (the project's and the reference-style training step),
 :mod:`.evaluation` (prediction throughput, prefix cache), :mod:`.report` (markdown) and :mod:`.run`
-(the command line). See ``docs/PERFORMANCE.md``.
+(the command line). ``make bench-commits`` (:mod:`.commits`, with :mod:`.commit_probe` measuring inside
+each source tree and :mod:`.commit_report`) compares two commits side by side. See ``docs/PERFORMANCE.md``.
 """

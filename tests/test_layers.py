@@ -2,7 +2,8 @@
 
 Layers, bottom to top: shared helpers (errors, io, config types, outputs) -> data -> model and losses
 (incl. the CPU speed-ups) -> training -> evaluation: instructions -> engine -> scoring -> reports ->
-the evaluation procedures (eval/settings, run, cli) -> entry points (train, evaluate, compare, ...).
+the evaluation procedures (eval/settings, run, cli) -> entry points (train, evaluate, compare, ...) and
+the Hydra config store (conf.py), which registers the schemas of every layer.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def layer(module: str) -> str:
     if not parts or parts[-1] == "__main__":
         return "entry"
     head = parts[0]
-    if head in ("errors", "io", "config_types", "outputs", "conf"):
+    if head in ("errors", "io", "config_types", "outputs"):
         return "base"
     if head in ("losses", "speedups"):
         return "model"

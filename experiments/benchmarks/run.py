@@ -151,8 +151,8 @@ def train_section(args, model, batches, shape, lora, device, precision: str, clo
     :class:`~coin_lightning.speedups.dropout.LoraDropout` is in use); all share one AdamW optimizer.
     """
     from coin_lightning.model import packing
-    from coin_lightning.speedups.dropout import LoraDropout
     from coin_lightning.model.module import CoinModule
+    from coin_lightning.speedups.dropout import LoraDropout
 
     coin = CoinModule(model, {"lambda": args.lambda_, "temperature": args.temperature})
     cit = CoinModule(model, {"lambda": 0.0, "temperature": args.temperature})

@@ -27,10 +27,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from coin_lightning.errors import reported, take_verbose_flag
-from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
 from coin_lightning.eval.reports.comparison import comparison_markdown
 from coin_lightning.eval.reports.plots import comparison_figure, save_png
 from coin_lightning.eval.reports.sweep_report import write_sweep
+from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
 from coin_lightning.io import write_json, write_text
 
 

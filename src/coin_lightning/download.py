@@ -82,8 +82,8 @@ def _glue_configs(cfg: Any) -> list[str]:
     if data.get("source") == "glue":
         configs += list(data.get("tasks") or GLUE_TASKS)
     if cfg.get("eval") is not None:
-        from coin_lightning.eval.settings import TASK_GROUPS
         from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS
+        from coin_lightning.eval.settings import TASK_GROUPS
 
         for task in cfg.eval.get("tasks") or []:
             for name in TASK_GROUPS.get(task, (task,)):

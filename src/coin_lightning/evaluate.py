@@ -14,7 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
-from coin_lightning.errors import run_hydra  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+from coin_lightning.errors import (
+    run_hydra,  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -48,7 +48,7 @@ class LossArgs:
         check_choice("loss.pooling", self.pooling, POOLING_METHODS)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "LossArgs":
+    def from_config(cls, cfg: Any) -> LossArgs:
         """Build from a Hydra node, a mapping (key ``lambda`` is field ``lambda_``) or a ``LossArgs``.
 
         Raises:

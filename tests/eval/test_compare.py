@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from coin_lightning.compare import main
+from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, read_overrides, sweep_points
 from coin_lightning.eval.scoring.metrics import fingerprint, summarize
 from coin_lightning.eval.scoring.results import FILES, RunDirError
-from coin_lightning.eval.reports.tables import write_results
 
 REPO = Path(__file__).resolve().parents[2]
 UIDS = {"rte": ["rte/validation/1", "rte/validation/2", "rte/validation/3", "rte/validation/4"]}

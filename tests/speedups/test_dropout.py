@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from coin_lightning.speedups import dropout as dropout_mod
-from coin_lightning.speedups.dropout import LoraDropout, drop_positions, use_fast_lora_dropout
 from coin_lightning.model.loading import load_model
 from coin_lightning.model.lora import apply_lora
+from coin_lightning.speedups import dropout as dropout_mod
+from coin_lightning.speedups.dropout import LoraDropout, drop_positions, use_fast_lora_dropout
 from tests.conftest import TINY_CFG
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+
 def _conf_dir() -> Path:
     from coin_lightning.conf import CONFIG_DIR  # registers the config schemas the YAML files start from
 

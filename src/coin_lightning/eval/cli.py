@@ -19,12 +19,12 @@ from coin_lightning.eval.engine.distributed import (
     prepare_model,
     trainer_fields,
 )
-from coin_lightning.eval.reports.logs import resolved_config
-from coin_lightning.eval.scoring.metrics import fingerprint
 from coin_lightning.eval.engine.parts import PARTS_DIR, Parts, part_key
 from coin_lightning.eval.engine.predict import Predictor
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.reports.logs import resolved_config
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
+from coin_lightning.eval.scoring.metrics import fingerprint
+from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
@@ -195,9 +195,9 @@ def analyze(cfg: DictConfig) -> dict:
 
 
 def _analyze(cfg: DictConfig, out: Path, job_dir) -> dict:
+    from coin_lightning.eval.engine.representations import collect_states, representation_figure, similarity_summary
     from coin_lightning.eval.reports.plots import save_png
     from coin_lightning.eval.reports.tables import markdown_table
-    from coin_lightning.eval.engine.representations import collect_states, representation_figure, similarity_summary
     from coin_lightning.io import write_json, write_text
 
     settings = EvalSettings.from_config(cfg.eval)

@@ -9,23 +9,24 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from coin_lightning.data.records import DataError
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
-from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
-from coin_lightning.eval.instructions.defaults import default_instruction_set
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.reports.logs import log_results
 from coin_lightning.eval.engine.parts import Parts
-from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
 from coin_lightning.eval.engine.predict import Prediction, Predictor
-from coin_lightning.eval.scoring.results import FILES
-from coin_lightning.eval.reports.tables import write_results
-from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.eval.engine.tasks import EvalTask, load_glue_task, task_from_records
+from coin_lightning.eval.instructions.defaults import default_instruction_set
+from coin_lightning.eval.instructions.perturb.config import PerturbConfig
+from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
+from coin_lightning.eval.reports.logs import log_results
+from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
+from coin_lightning.eval.reports.tables import write_results
+from coin_lightning.eval.scoring.metrics import fingerprint, summarize
+from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def probe_task(task: EvalTask, size: int, seed: int) -> EvalTask:
     )
 
 
-def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTask], predict: "CachedPredictor",
+def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTask], predict: CachedPredictor,
            run_dir: str | Path | None, meta: dict | None = None) -> InstructionSet:
     """Adversarial instructions: attack every clean instruction with each perturbation of
     ``eval.perturb.perturbations`` (greedy search, ``eval.query_budget`` probe-set queries each;
@@ -156,7 +157,7 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
                                   tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
 
 
-def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: "CachedPredictor",
+def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: CachedPredictor,
                    progress: bool = True, parts: Parts | None = None,
                    finished: dict[tuple[str, str], list[dict]] | None = None) -> list[dict]:
     """Predict every (task, instruction) of the set and return the prediction rows.

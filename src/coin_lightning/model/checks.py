@@ -98,7 +98,7 @@ def check_adapter(path: str, args: ModelArgs, key: str = "adapter") -> None:
 
     try:
         with safe_open(str(weights), framework="pt") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: unreadable adapter weights ({exc})") from None
     _, widths, _ = _lora_shapes(shapes)

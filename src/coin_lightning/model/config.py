@@ -126,7 +126,7 @@ class ModelArgs:
         check_choice("model.quantization", self.quantization, QUANTIZATIONS)
 
     @classmethod
-    def from_config(cls, cfg: Any, key: str = "model") -> "ModelArgs":
+    def from_config(cls, cfg: Any, key: str = "model") -> ModelArgs:
         """Build from a Hydra node, a mapping or a ``ModelArgs`` (:func:`coin_lightning.config_types.build`).
 
         Raises:

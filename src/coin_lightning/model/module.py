@@ -7,8 +7,9 @@ through the model as one batch and the LM head runs only on response positions.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch

@@ -13,7 +13,7 @@ calls ``torch.nn.functional.dropout`` (masks are already cheap there).
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -21,7 +21,7 @@ ATTENTION_BLOCK = 32
 """Query positions per block of :func:`packed_attention`: block ``b`` scores only the keys up to its end."""
 
 
-def causal_bias(packed: "PackedRows", group: int, dtype: torch.dtype, prefix: int = 0) -> torch.Tensor:
+def causal_bias(packed: PackedRows, group: int, dtype: torch.dtype, prefix: int = 0) -> torch.Tensor:
     """``[L group, prefix + L]``: row ``l group + g`` (position ``l``, ``g``-th query head of a group) is 0
     on the ``prefix`` keys every row shares and on its own keys ``j <= l``, ``-inf`` on later ones.
     Built once per forward (kept in ``packed.scratch``) for all layers."""
@@ -33,7 +33,7 @@ def causal_bias(packed: "PackedRows", group: int, dtype: torch.dtype, prefix: in
     return packed.scratch[key]
 
 
-def pad_index(packed: "PackedRows") -> torch.Tensor:
+def pad_index(packed: PackedRows) -> torch.Tensor:
     """Long ``[R L - N]``: the padding positions of the right-padded ``[R, L]`` layout (flat)."""
     if "pad" not in packed.scratch:
         free = torch.ones(packed.rows * packed.max_len, dtype=torch.bool, device=packed.attn_index.device)
@@ -42,7 +42,7 @@ def pad_index(packed: "PackedRows") -> torch.Tensor:
     return packed.scratch["pad"]
 
 
-def to_grid(flat: torch.Tensor, packed: "PackedRows", group: int) -> torch.Tensor:
+def to_grid(flat: torch.Tensor, packed: PackedRows, group: int) -> torch.Tensor:
     """``[N, kv_heads * group, D]`` packed -> ``[R kv_heads, L group, D]`` right-padded with zeros,
     position-major within each key/value head (row ``l * group + g`` = position ``l``, head ``g``)."""
     R, L, (_, h, d) = packed.rows, packed.max_len, flat.shape
@@ -51,7 +51,7 @@ def to_grid(flat: torch.Tensor, packed: "PackedRows", group: int) -> torch.Tenso
     return grid.view(R, L, kv, group, d).transpose(1, 2).reshape(R * kv, L * group, d)
 
 
-def from_grid(grid: torch.Tensor, packed: "PackedRows", group: int) -> torch.Tensor:
+def from_grid(grid: torch.Tensor, packed: PackedRows, group: int) -> torch.Tensor:
     """Inverse of :func:`to_grid` on the real positions: ``[R kv_heads, L group, D]`` -> ``[N, heads, D]``."""
     R, L, d = packed.rows, packed.max_len, grid.shape[-1]
     kv = grid.shape[0] // R
@@ -59,7 +59,7 @@ def from_grid(grid: torch.Tensor, packed: "PackedRows", group: int) -> torch.Ten
     return rows.index_select(0, packed.attn_index)
 
 
-def rows_after_prefix(x: torch.Tensor, packed: "PackedRows", prefix: int) -> torch.Tensor:
+def rows_after_prefix(x: torch.Tensor, packed: PackedRows, prefix: int) -> torch.Tensor:
     """``[1, h, prefix + N, D]`` (a shared prefix, then the packed tokens) -> ``[R, h, prefix + L, D]``:
     every row gets the prefix followed by its own tokens, right-padded with zeros."""
     R, L, (_, h, _, d) = packed.rows, packed.max_len, x.shape
@@ -135,7 +135,7 @@ class _PackedAttention(torch.autograd.Function):
 
 
 def packed_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: "PackedRows", scale: float
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedRows, scale: float
 ) -> torch.Tensor:
     """Causal attention within each row of a packed sequence, as one autograd node (the CPU kernel).
 
@@ -159,7 +159,7 @@ def packed_attention(
 
 
 def packed_prefix_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: "PackedRows", scale: float
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: PackedRows, scale: float
 ) -> torch.Tensor:
     """Inference kernel: packed rows that also attend to a cached prefix all of them share.
 

@@ -15,13 +15,18 @@ import pytest
 import torch
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.engine.distributed import ShardedPredictor, fabric_from_trainer, fabric_strategy, trainer_fields
+from coin_lightning.eval.engine.distributed import (
+    ShardedPredictor,
+    fabric_from_trainer,
+    fabric_strategy,
+    trainer_fields,
+)
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.settings import EvalConfigError
+from tests.eval.engine.test_predict import CONTENTS, INSTRUCTION
 from tests.eval.eval_helpers import tiny
 from tests.eval.test_evaluate import _cfg
-from tests.eval.engine.test_predict import CONTENTS, INSTRUCTION
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.eval.engine.tasks import format_glue_content, load_glue_task, render_input, sample_rows, task_from_records
+from coin_lightning.eval.engine.tasks import (
+    format_glue_content,
+    load_glue_task,
+    render_input,
+    sample_rows,
+    task_from_records,
+)
 from tests.eval.eval_helpers import tiny
 
 

@@ -10,10 +10,20 @@ import yaml
 
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
 from coin_lightning.data.sources.glue import GLUE_TASKS, LABEL_WORDS
-from coin_lightning.eval.instructions.sets import InstructionError, InstructionSet, label_words, load_instruction_file, save_instruction_file
-from coin_lightning.eval.instructions.defaults import default_instruction_path, default_instruction_set, perturb_instruction_set
+from coin_lightning.eval.instructions.defaults import (
+    default_instruction_path,
+    default_instruction_set,
+    perturb_instruction_set,
+)
 from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF
 from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
+from coin_lightning.eval.instructions.sets import (
+    InstructionError,
+    InstructionSet,
+    label_words,
+    load_instruction_file,
+    save_instruction_file,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "src" / "coin_lightning" / "resources" / "templates"

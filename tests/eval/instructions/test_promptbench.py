@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from coin_lightning.eval.instructions import promptbench
-from coin_lightning.eval.instructions.sets import InstructionError, label_words
 from coin_lightning.eval.instructions.defaults import default_instruction_set
 from coin_lightning.eval.instructions.promptbench import normalise, promptbench_instruction_set
+from coin_lightning.eval.instructions.sets import InstructionError, label_words
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 
 GLUE = ["cola", "sst2", "qqp", "mrpc", "mnli", "qnli", "rte", "wnli"]

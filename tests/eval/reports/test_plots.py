@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from coin_lightning.eval.scoring.metrics import summarize
 from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_figures, save_png
+from coin_lightning.eval.scoring.metrics import summarize
 from tests.eval.scoring.test_metrics import rows
 
 PNG = b"\x89PNG\r\n\x1a\n"

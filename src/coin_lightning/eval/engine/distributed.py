@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
-from coin_lightning.eval.engine.predict import Prediction, Predictor
 from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.engine.predict import Prediction, Predictor
 
 FABRIC_KEYS = ("accelerator", "devices", "num_nodes", "precision", "strategy")
 """The ``trainer`` keys evaluation reads; every other key configures training only."""

@@ -7,7 +7,7 @@ as wrong. The strip set below is theirs.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 STRIP_CHARS = ",._\"'-+=!?()&^%$#@:\\|{}[]<>/`\n\t\r\v\f\u200b "
 """Characters removed from both ends of an answer (PromptBench's set, plus the zero-width space)."""

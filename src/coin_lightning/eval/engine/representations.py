@@ -10,16 +10,16 @@ projection (UMAP, McInnes et al. 2018, or PCA) of all states for a scatter plot.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from coin_lightning.eval.instructions.sets import InstructionSet
-from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.engine.tasks import EvalTask
+from coin_lightning.eval.instructions.sets import InstructionSet
 
 PROJECTIONS = ("umap", "pca")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from coin_lightning.data.prompts import build_prompt
 from coin_lightning.data.records import DataError, Record

@@ -20,13 +20,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
-from coin_lightning.eval.instructions.sets import InstructionError, InstructionSet, label_words, load_instruction_file, save_instruction_file
 from coin_lightning.eval.instructions.perturb import instruction_rng
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.neighbours import neighbour_fn
+from coin_lightning.eval.instructions.sets import (
+    InstructionError,
+    InstructionSet,
+    label_words,
+    load_instruction_file,
+    save_instruction_file,
+)
 from coin_lightning.io import write_json
 
 log = logging.getLogger(__name__)

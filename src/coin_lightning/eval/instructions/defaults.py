@@ -5,14 +5,21 @@ Section 4; PromptBench's levels, Zhu et al. 2023).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from coin_lightning.eval.instructions.perturb import apply, instruction_rng
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.sets import (DEFAULT_INSTRUCTIONS, InstructionError, InstructionSet,
-                                                  label_words, load_instruction_file)
+from coin_lightning.eval.instructions.sets import (
+    DEFAULT_INSTRUCTIONS,
+    InstructionError,
+    InstructionSet,
+    label_words,
+    load_instruction_file,
+)
+
 
 def default_instruction_path() -> Path:
     """Path of the project's hand-written instruction file inside the installed package."""
@@ -95,7 +102,9 @@ def default_instruction_set(
     """
     cfg = PerturbConfig.from_cfg(perturb_cfg)
     if source == "promptbench":
-        from coin_lightning.eval.instructions.promptbench import promptbench_instruction_set  # reads the package's files
+        from coin_lightning.eval.instructions.promptbench import (
+            promptbench_instruction_set,  # reads the package's files
+        )
 
         if tasks is None:
             raise InstructionError("eval.instructions=promptbench needs the task list")

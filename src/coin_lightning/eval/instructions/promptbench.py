@@ -31,11 +31,18 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from coin_lightning.eval.instructions.sets import TASK_ALIASES, InstructionError, InstructionSet, label_words, load_instruction_file
 from coin_lightning.eval.instructions.defaults import default_instruction_path
+from coin_lightning.eval.instructions.sets import (
+    TASK_ALIASES,
+    InstructionError,
+    InstructionSet,
+    label_words,
+    load_instruction_file,
+)
 
 log = logging.getLogger(__name__)
 

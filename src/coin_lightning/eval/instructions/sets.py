@@ -19,9 +19,10 @@ Zhu et al. 2023).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -104,7 +105,7 @@ class InstructionSet:
     def from_dict(
         cls, data: Any, source: str = "<memory>", tasks: Iterable[str] | None = None,
         level_map: Mapping[str, str] | None = None,
-    ) -> "InstructionSet":
+    ) -> InstructionSet:
         """Validate ``{perturbation: {task: [instruction, ...]}}`` and wrap it.
 
         Args:
@@ -197,7 +198,7 @@ class InstructionSet:
                 out.extend(Entry(pert, level, i, text) for i, text in enumerate(self.instructions_for(task, pert)))
         return out
 
-    def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> "InstructionSet":
+    def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:
         """A subset: only these perturbations and/or task keys (aliases resolved); missing ones skipped."""
         perts = self.perturbations if perturbations is None else [p for p in perturbations if p in self.instructions]
         out: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -210,7 +211,7 @@ class InstructionSet:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
 
-    def merged(self, other: "InstructionSet") -> "InstructionSet":
+    def merged(self, other: InstructionSet) -> InstructionSet:
         """This set with ``other``'s (perturbation, task) lists added, ``other`` winning on conflicts."""
         out = {p: dict(v) for p, v in self.instructions.items()}
         for pert, by_task in other.instructions.items():

@@ -3,10 +3,11 @@ intervals of the differences (the numbers come from :mod:`coin_lightning.eval.sc
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from coin_lightning.eval.reports.tables import markdown_table, pct
+
 
 def signed_points(x: float | None) -> str:
     """A difference of fractions in signed accuracy points (``+1.25``), ``"-"`` for ``None``."""

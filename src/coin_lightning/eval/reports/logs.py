@@ -7,7 +7,8 @@ the scalars; the full tables are the run directory's CSV files.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 

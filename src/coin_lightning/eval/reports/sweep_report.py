@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from coin_lightning.eval.reports.comparison import interval_text, sweep_markdown
-from coin_lightning.eval.scoring.comparison import sweep_points
 from coin_lightning.eval.reports.plots import arms_accuracy_figure, arms_consistency_figure, save_png, sweep_figure
 from coin_lightning.eval.reports.tables import markdown_table, pct
+from coin_lightning.eval.scoring.comparison import sweep_points
 from coin_lightning.eval.scoring.sweep import SEED_KEY, compare_sweep, is_strength_sweep
 from coin_lightning.io import write_json, write_text
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.io import write_json, write_jsonl, write_text

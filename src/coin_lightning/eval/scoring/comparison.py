@@ -7,8 +7,8 @@ changes the instructions on purpose, so only its rows must match.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 

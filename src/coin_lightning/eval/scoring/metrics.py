@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 CLEAN = "clean"
 """Name of the unperturbed level (and perturbation)."""

@@ -17,12 +17,18 @@ paired difference from the reference with a hierarchical bootstrap over seeds, r
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from coin_lightning.eval.scoring.bootstrap import correctness, hierarchical_bootstrap, read_predictions
-from coin_lightning.eval.scoring.comparison import ComparisonError, check_comparable, job_dirs, read_overrides, varying_keys
+from coin_lightning.eval.scoring.comparison import (
+    ComparisonError,
+    check_comparable,
+    job_dirs,
+    read_overrides,
+    varying_keys,
+)
 from coin_lightning.eval.scoring.metrics import CLEAN, consistency
 from coin_lightning.eval.scoring.results import FILES, RunDirError, read_metrics
 

@@ -11,7 +11,7 @@ words) as well as quoted spans and ``{...}`` placeholders are never changed (see
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from coin_lightning.eval.instructions.perturb.character import deepwordbug, textbugger
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from coin_lightning.eval.instructions.perturb.text import edit_words
 

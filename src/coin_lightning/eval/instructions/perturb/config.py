@@ -111,7 +111,7 @@ class PerturbConfig:
                 raise ConfigError(f"eval.perturb.perturbations: {name!r} has no level in eval.perturb.levels")
 
     @classmethod
-    def from_cfg(cls, node: Any = None, where: str = "eval.perturb") -> "PerturbConfig":
+    def from_cfg(cls, node: Any = None, where: str = "eval.perturb") -> PerturbConfig:
         """Build from a Hydra/OmegaConf node, a plain mapping, a ``PerturbConfig`` or ``None`` (defaults).
 
         Raises:

@@ -9,12 +9,18 @@ suffixes) are changed in total.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from coin_lightning.eval.instructions.perturb.character import DEEPWORDBUG_OPS, TEXTBUGGER_OPS, edit_word
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.sentence import append, random_suffix, usable_tautologies
-from coin_lightning.eval.instructions.perturb.text import Token, content_words, editable_words, match_case, replace_tokens
+from coin_lightning.eval.instructions.perturb.text import (
+    Token,
+    content_words,
+    editable_words,
+    match_case,
+    replace_tokens,
+)
 from coin_lightning.eval.instructions.perturb.word import related_candidates, synonym_candidates
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 SUFFIX_ALPHABET = string.ascii_letters + string.digits
 """Characters of a CheckList suffix."""

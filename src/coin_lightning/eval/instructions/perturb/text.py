@@ -12,8 +12,8 @@ Every perturbation operator works on the word tokens this module yields and leav
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 WORD_RE = re.compile(r"\w+")
 """A word token: a maximal run of letters, digits and underscores (so ``not_entailment`` is one)."""
@@ -23,13 +23,7 @@ QUOTED_RE = re.compile(r"(?<!\w)'[^'\n]+?'(?!\w)|\"[^\"\n]+?\"|\{[^{}\n]*\}")
 the apostrophe in ``one's`` does not start one."""
 
 STOPWORDS = frozenset(
-    """a about above after again all also am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each either else few for from further
-    had has have having he her here hers him his how i if in into is it its itself just me more most my
-    neither no nor not now of off on once only or other our out over own same she should so some such
-    than that the their them then there these they this those through to too under until up upon us
-    very was we were what when where whether which while who whom why will with would yes yet you your
-    one two first second""".split()
+    ["a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "either", "else", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "neither", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "upon", "us", "very", "was", "we", "were", "what", "when", "where", "whether", "which", "while", "who", "whom", "why", "will", "with", "would", "yes", "yet", "you", "your", "one", "two", "first", "second"]
 )
 """Function words that the perturbations leave alone when content words are available (our own list;
 the attacked words of DeepWordBug/TextFooler are content words)."""

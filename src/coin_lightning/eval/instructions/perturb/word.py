@@ -24,8 +24,8 @@ import functools
 import io
 import random
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from coin_lightning.errors import UserError
 from coin_lightning.eval.instructions.perturb.text import edit_words, match_case
@@ -41,14 +41,7 @@ WORDNET_POS = ("n", "v", "a", "r")
 
 # Lexicographer file names of WordNet 3.0 (lexnames(5WN)); nltk's reader needs them, and Debian's
 # wordnet-base package does not ship the ``lexnames`` file.
-_LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
-    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
-    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
-    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
-    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
-    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-).split()
+_LEXNAMES = ["adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl"]
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
@@ -138,8 +131,8 @@ def main_pos(word: str, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> str | None:
     wordnet = load_wordnet(wordnet_dir)
     best, best_score = None, (0, 0)
     for pos in WORDNET_POS:
-        lemmas = [l for s in wordnet.synsets(word, pos) for l in s.lemmas() if l.name().lower() == word]
-        score = (sum(lemma_count(l, wordnet_dir) for l in lemmas), len(lemmas))
+        lemmas = [lem for s in wordnet.synsets(word, pos) for lem in s.lemmas() if lem.name().lower() == word]
+        score = (sum(lemma_count(lem, wordnet_dir) for lem in lemmas), len(lemmas))
         if lemmas and score > best_score:
             best, best_score = pos, score
     return best
@@ -161,7 +154,7 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR
     pos = main_pos(word, wordnet_dir)
     out: list[str] = []
     for synset in wn.synsets(word, pos) if pos else ():
-        if word not in (l.name().lower() for l in synset.lemmas()):
+        if word not in (lem.name().lower() for lem in synset.lemmas()):
             continue
         for lemma in synset.lemmas():
             text = _usable(lemma.name(), multiword=False)
@@ -181,7 +174,7 @@ def related_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR
     pos = main_pos(word, wordnet_dir)
     if pos is None:
         return ()
-    own = [s for s in wn.synsets(word, pos) if word in (l.name().lower() for l in s.lemmas())][:senses]
+    own = [s for s in wn.synsets(word, pos) if word in (lem.name().lower() for lem in s.lemmas())][:senses]
     counts: dict[str, int] = {}
     for synset in own:
         for hyper in synset.hypernyms() + synset.instance_hypernyms():

@@ -71,6 +71,7 @@ class Probe:
         from hydra.utils import instantiate
 
         import coin_lightning
+        import coin_lightning.conf  # noqa: F401  (registers the config schemas, in trees that have them)
 
         a = self.args
         torch.set_num_threads(a.threads)

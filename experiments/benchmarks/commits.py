@@ -108,14 +108,13 @@ def checked_out(name: str, side: dict[str, Any], scratch: Path) -> Iterator[Path
 def prepare_inputs(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     """Build the training batches and the evaluation rows with this tree's code and save them for both
     probes (``torch.save``); return their description."""
-    from omegaconf import OmegaConf
-
+    from coin_lightning.model.config import read_model_file
     from coin_lightning.model.loading import load_tokenizer
 
     model_yaml = REPO / "conf" / "model" / f"{args.model}.yaml"
     if not model_yaml.is_file():
         raise SystemExit(f"error: --model {args.model}: {model_yaml} does not exist")
-    tokenizer = load_tokenizer(OmegaConf.load(model_yaml))
+    tokenizer = load_tokenizer(read_model_file(model_yaml))
     source = batches_mod.resolve_source(args.data, args.data_root)
     train = batches_mod.train_data(tokenizer, source, args.data_root, args.batch_pairs, args.seq_len, 1, args.seed)
     rows = batches_mod.eval_rows(source, args.data_root, None, args.eval_rows, args.seed)

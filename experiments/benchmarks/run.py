@@ -115,16 +115,14 @@ def model_config(args: argparse.Namespace) -> dict:
     Raises:
         FileNotFoundError: no such config.
     """
-    from omegaconf import OmegaConf
-
-    from coin_lightning.model.loading import ModelArgs
+    from coin_lightning.model.config import ModelArgs, read_model_file
 
     path = Path(args.model)
     if not path.suffix:
         path = REPO / "conf" / "model" / f"{args.model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"--model {args.model}: {path} does not exist")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    cfg = read_model_file(path)
     cfg["attn_implementation"] = args.attn
     cfg["gradient_checkpointing"] = bool(args.grad_ckpt)
     cfg["packed_sequences"] = ModelArgs.from_config(cfg).packed_sequences and args.attn == "sdpa" and not args.no_packing

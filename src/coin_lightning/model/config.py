@@ -9,6 +9,7 @@ naming the key, before any model loads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coin_lightning.config_types import build, check_choice, check_range
@@ -133,3 +134,20 @@ class ModelArgs:
             ConfigError: an unknown key, a value of the wrong type or out of range, naming the key.
         """
         return build(cls, cfg, key)
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The model config of one ``conf/model/<name>.yaml`` file as a plain dict, outside Hydra.
+
+    Hydra composes these files onto the :class:`ModelArgs` schema through their ``defaults`` list; read
+    directly, that list is dropped, so the result can go to :meth:`ModelArgs.from_config`.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(OmegaConf.load(Path(path)), resolve=True)
+    node.pop("defaults", None)
+    return node
+

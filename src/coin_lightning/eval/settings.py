@@ -63,7 +63,8 @@ class EvalSettings:
     prefix_cache: bool = True
     """Reuse the key/value cache of the prompt prefix shared by one instruction's rows."""
     decode_batch_size: int = 64
-    """``generate``: rows decoded together (whole prefill batches of ``batch_size``, stacked)."""
+    """``generate``: rows ``model.generate`` runs together (whole prefill batches of ``batch_size``,
+    their key/value caches stacked)."""
     perturb: Any = None
     """The ``eval.perturb`` node (see ``coin_lightning.eval.perturb.config``)."""
 

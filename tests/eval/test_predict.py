@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.decode import encode_prefix, left_pad, prefill, shared_prefix_length
+from coin_lightning.eval.decode import (
+    encode_prefix,
+    left_pad,
+    prefill,
+    shared_prefix_length,
+)
 from coin_lightning.eval.generation import stacked_cache
 from coin_lightning.eval.predict import Predictor
 from tests.eval.eval_helpers import forced_answer_model, tiny
@@ -107,8 +112,6 @@ def test_generation_stops_at_a_stop_token():
 
 
 def test_generated_caches_are_stacked_left_padded():
-    from transformers import DynamicCache, StaticCache
-
     model, tok = tiny()
     p = Predictor(model, tok)
     seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS[:3]])
@@ -116,16 +119,14 @@ def test_generated_caches_are_stacked_left_padded():
     b = prefill(model, seqs[:2], p.pad_id)
     width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
     shift = width - b.attention_mask.shape[1]
-    for room in (0, 3):
-        cache, mask = stacked_cache([b, a], room=room, config=model.config)
-        assert isinstance(cache, StaticCache if room else DynamicCache)
-        assert mask.shape == (3, width) and mask.sum(1).tolist() == [len(s) for s in seqs]
-        assert int(cache.get_seq_length()) == width
-        keys = cache.layers[0].keys
-        assert keys.shape[0] == 3 and keys.shape[2] == width + room
-        torch.testing.assert_close(keys[:2, :, shift:width], b.cache.layers[0].keys, rtol=0, atol=0)
-        torch.testing.assert_close(keys[2:, :, :width], a.cache.layers[0].keys, rtol=0, atol=0)
-        assert float(keys[:2, :, :shift].abs().sum()) == 0.0
+    cache, mask = stacked_cache([b, a])
+    assert mask.shape == (3, width) and mask.sum(1).tolist() == [len(s) for s in seqs]
+    assert cache.get_seq_length() == width
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 3
+    torch.testing.assert_close(keys[:2, :, shift:], b.cache.layers[0].keys, rtol=0, atol=0)
+    torch.testing.assert_close(keys[2:], a.cache.layers[0].keys, rtol=0, atol=0)
+    assert float(keys[:2, :, :shift].abs().sum()) == 0.0
     with pytest.raises(ValueError):
         stacked_cache([])
 

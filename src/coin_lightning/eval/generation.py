@@ -3,7 +3,7 @@
 :class:`~coin_lightning.eval.predict.Predictor` prefills prompts in length-sorted batches
 (:func:`coin_lightning.eval.decode.prefill`: packed rows, after the cached shared prefix) up to
 each prompt's last token. :func:`stacked_cache` stacks several such batches into one key/value cache
-(a public ``transformers`` cache class), and :func:`generate_after` hands it to ``model.generate``
+(a ``transformers`` ``DynamicCache``), and :func:`generate_after` hands it to ``model.generate``
 with the prompts' ids and attention mask: ``generate`` runs the last prompt tokens and the greedy
 steps, with its own stopping on end-of-sequence ids and padding of finished rows.
 
@@ -18,7 +18,7 @@ import torch
 from coin_lightning.eval.decode import Prefilled
 
 
-def stacked_cache(states: Sequence[Prefilled], room: int = 0, config=None):
+def stacked_cache(states: Sequence[Prefilled]):
     """One key/value cache and attention mask for several prefilled batches, so they generate together.
 
     Decoding a step costs about the same for 16 rows as for 64 on a CPU (it streams the weights
@@ -26,25 +26,21 @@ def stacked_cache(states: Sequence[Prefilled], room: int = 0, config=None):
     :class:`~coin_lightning.eval.predict.Predictor` prefills in length-sorted batches and generates
     several of them as one. Each state's key/value cache ``[B_i, kv_heads, W_i, D]`` per layer and its
     attention mask ``[B_i, W_i]`` are left-padded to the widest ``W`` (padding keys are zeros and never
-    attended to: the mask is 0 there) and concatenated on the batch dimension.
+    attended to: the mask is 0 there) and concatenated on the batch dimension, into a ``transformers``
+    ``DynamicCache`` (built from the tensors through its constructor).
 
     Args:
         states: prefilled batches (their caches are read, not changed).
-        room: positions the cache must hold beyond ``W`` (the tokens generation adds). With ``room``
-            the cache is a ``transformers`` ``StaticCache`` of ``W + room`` positions, filled through
-            its public ``update``, so every generation step writes its keys and values in place;
-            with 0 a ``DynamicCache`` of exactly ``W`` positions, which grows by concatenation.
-        config: the model's config (needed with ``room``: the ``StaticCache`` reads its layer layout).
 
     Returns:
-        ``(cache, mask)``: the cache of ``W`` filled positions and the Long ``[sum B_i, W]`` mask.
+        ``(cache, mask)``: the cache of ``W`` positions and the Long ``[sum B_i, W]`` mask.
 
     Raises:
         ValueError: no states.
     """
     if not states:
         raise ValueError("stacked_cache needs at least one prefilled batch")
-    from transformers import DynamicCache, StaticCache
+    from transformers import DynamicCache
 
     width = max(int(s.attention_mask.shape[1]) for s in states)
 
@@ -55,16 +51,11 @@ def stacked_cache(states: Sequence[Prefilled], room: int = 0, config=None):
               for i in range(len(states[0].cache.layers))]
     mask = torch.cat([torch.nn.functional.pad(s.attention_mask, (width - s.attention_mask.shape[1], 0))
                       for s in states])
-    if room <= 0:
-        return DynamicCache(ddp_cache_data=layers), mask
-    cache = StaticCache(config=config, max_cache_len=width + room)
-    for i, (keys, values) in enumerate(layers):
-        cache.update(keys, values, i)
-    return cache, mask
+    return DynamicCache(ddp_cache_data=layers), mask
 
 
 def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                   stop_ids: Sequence[int], pad_id: int, static: bool = True) -> list[list[int]]:
+                   stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
     """Greedy generation with ``model.generate`` from prefilled batches (:func:`stacked_cache`).
 
     The states hold the ``prompts`` (``B`` whole token lists, in the order of the states' rows) without
@@ -73,14 +64,13 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
     last tokens (positions from the mask: as in one unpadded pass over each prompt) and then greedy
     steps, stopping rows at any of ``stop_ids``.
 
-    Args:
-        static: generate into a ``StaticCache`` with room for the new tokens (:func:`stacked_cache`;
-            one copy of the cache, then every step writes in place), else a growing ``DynamicCache``.
-
     Returns:
         ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``).
+
+    Raises:
+        ValueError: the prompts do not match the prefilled rows (count or lengths).
     """
-    cache, mask = stacked_cache(states, room=max_new_tokens + 1 if static else 0, config=model.config)
+    cache, mask = stacked_cache(states)
     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
     if [int(n) for n in mask.sum(dim=1)] != [len(p) for p in prompts]:
         raise ValueError("generate_after: the prompts do not match the prefilled rows")
@@ -89,7 +79,7 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stop_ids),
-                             pad_token_id=pad_id, use_cache=True, disable_compile=True)
+                             pad_token_id=pad_id, use_cache=True)
     stop = set(stop_ids)
     new = []
     for row in out[:, ids.shape[1]:].tolist():

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from coin_lightning.config_types import build, check_choice
 from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
 from coin_lightning.errors import EvalConfigError
+from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.levels import LEVELS
-from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
 
 TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
 """Shorthands accepted in ``eval.tasks``."""
@@ -64,12 +65,15 @@ class EvalSettings:
     prefix_cache: bool = True
     """Reuse the key/value cache of the prompt prefix shared by one instruction's rows."""
     decode_batch_size: int = 64
-    """``generate``: rows decoded together (whole prefill batches of ``batch_size``, stacked)."""
+    """``generate``: rows ``model.generate`` runs together (whole prefill batches of ``batch_size``,
+    their key/value caches stacked)."""
     perturb: PerturbConfig = dataclasses.field(default_factory=PerturbConfig)
     """The ``eval.perturb`` node (:class:`coin_lightning.eval.instructions.perturb.config.PerturbConfig`)."""
 
     def __post_init__(self) -> None:
-        from coin_lightning.eval.engine.predict import METHODS  # the prediction engine loads transformers: not at import
+        from coin_lightning.eval.engine.predict import (
+            METHODS,  # the prediction engine loads transformers: not at import
+        )
 
         self.tasks = expand_tasks(self.tasks)
         if self.dedup_aliases:
@@ -89,7 +93,7 @@ class EvalSettings:
             raise EvalConfigError("eval.perturb_mode=adversarial attacks the clean instructions: keep 'clean' in eval.levels")
 
     @classmethod
-    def from_config(cls, node: Any) -> "EvalSettings":
+    def from_config(cls, node: Any) -> EvalSettings:
         """Build from the ``eval`` node (DictConfig or mapping; :func:`coin_lightning.config_types.build`).
 
         Raises:

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.engine.decode import encode_prefix, left_pad, merge_prefilled, prefill, shared_prefix_length
+from coin_lightning.eval.engine.decode import (
+    encode_prefix,
+    left_pad,
+    prefill,
+    shared_prefix_length,
+)
+from coin_lightning.eval.engine.generation import stacked_cache
 from coin_lightning.eval.engine.predict import Predictor
 from tests.eval.eval_helpers import forced_answer_model, tiny
 
@@ -62,20 +68,67 @@ def test_prefix_cache_gives_identical_predictions(method):
                                    torch.tensor([x.scores for x in without]), atol=1e-4, rtol=1e-4)
 
 
+def _greedy(model, ids: list[int], steps: int, stop_ids) -> list[int]:
+    """Greedy decoding written out: a full forward pass over the prompt and the tokens so far, argmax."""
+    new: list[int] = []
+    for _ in range(steps):
+        with torch.inference_mode():
+            token = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+        if token in stop_ids:
+            break
+        new.append(token)
+    return new
+
+
 @pytest.mark.parametrize("prefix_cache", [True, False])
-def test_greedy_generation_matches_transformers_generate(prefix_cache):
-    # prefill batches of 2 rows (2, 2, 1: different widths), decoded together as one merged batch
+def test_generation_matches_unbatched_generate_and_a_greedy_loop(prefix_cache):
+    # prefill batches of 2 rows (2, 2, 1: different widths), generated together as one stacked batch
     model, tok = tiny()
     p = Predictor(model, tok, max_new_tokens=6, batch_size=2, prefix_cache=prefix_cache, decode_batch_size=64)
     answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:5], LABEL_WORDS["rte"])]
     for content, answer in zip(CONTENTS[:5], answers):
-        ids = torch.tensor([p.encode([p.prompt(INSTRUCTION, content)])[0]])
+        prompt = p.encode([p.prompt(INSTRUCTION, content)])[0]
+        ids = torch.tensor([prompt])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
-                             eos_token_id=p.stop_ids, pad_token_id=p.pad_id, use_cache=True)
-        new = [t for t in out[0, ids.shape[1]:].tolist()]
+                             eos_token_id=p.stop_ids, pad_token_id=p.pad_id, use_cache=False)
+        new = out[0, ids.shape[1]:].tolist()
         if any(t in p.stop_ids for t in new):
             new = new[: next(i for i, t in enumerate(new) if t in p.stop_ids)]
         assert answer == tok.decode(new, skip_special_tokens=True)
+        assert new == _greedy(model, prompt, 6, p.stop_ids)
+
+
+def test_generation_stops_at_a_stop_token():
+    # the stop ids are the tokens the model generates first for some rows: those answers are cut there
+    model, tok = tiny()
+    p = Predictor(model, tok, max_new_tokens=4, batch_size=3)
+    prompts = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS])
+    stop = sorted({_greedy(model, prompts[i], 1, [])[0] for i in (0, 1)})
+    p.stop_ids = stop
+    cut = p.predict(INSTRUCTION, CONTENTS, LABEL_WORDS["rte"])
+    for prompt, answer in zip(prompts, cut):
+        assert answer.answer == tok.decode(_greedy(model, prompt, 4, stop), skip_special_tokens=True)
+    assert cut[0].answer == "" and cut[1].answer == ""
+
+
+def test_generated_caches_are_stacked_left_padded():
+    model, tok = tiny()
+    p = Predictor(model, tok)
+    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS[:3]])
+    a = prefill(model, [seqs[2]], p.pad_id)  # the longest prompt alone
+    b = prefill(model, seqs[:2], p.pad_id)
+    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
+    shift = width - b.attention_mask.shape[1]
+    cache, mask = stacked_cache([b, a])
+    assert mask.shape == (3, width) and mask.sum(1).tolist() == [len(s) for s in seqs]
+    assert cache.get_seq_length() == width
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 3
+    torch.testing.assert_close(keys[:2, :, shift:], b.cache.layers[0].keys, rtol=0, atol=0)
+    torch.testing.assert_close(keys[2:], a.cache.layers[0].keys, rtol=0, atol=0)
+    assert float(keys[:2, :, :shift].abs().sum()) == 0.0
+    with pytest.raises(ValueError):
+        stacked_cache([])
 
 
 def test_merged_decoding_gives_the_per_batch_answers():
@@ -87,29 +140,6 @@ def test_merged_decoding_gives_the_per_batch_answers():
         merged = Predictor(model, tok, decode_batch_size=size, **kw).predict(INSTRUCTION, CONTENTS, words)
         assert [x.answer for x in merged] == [x.answer for x in alone]
         assert [x.pred for x in merged] == [x.pred for x in alone]
-
-
-def test_merge_prefilled_left_pads_caches_and_masks():
-    model, tok = tiny()
-    p = Predictor(model, tok)
-    seqs = p.encode([p.prompt(INSTRUCTION, c) for c in CONTENTS[:3]])
-    a = prefill(model, [seqs[2]], p.pad_id)  # the longest prompt alone
-    b = prefill(model, seqs[:2], p.pad_id)
-    merged = merge_prefilled([b, a])
-    width = max(a.attention_mask.shape[1], b.attention_mask.shape[1])
-    assert merged.attention_mask.shape == (3, width)
-    assert merged.attention_mask.sum(1).tolist() == [len(seqs[0]), len(seqs[1]), len(seqs[2])]
-    assert merged.cache.get_seq_length() == width
-    layer = merged.cache.layers[0]
-    assert layer.keys.shape[0] == 3
-    shift = width - b.attention_mask.shape[1]
-    torch.testing.assert_close(layer.keys[:2, :, shift:], b.cache.layers[0].keys)
-    assert float(layer.keys[:2, :, :shift].abs().sum()) == 0.0
-    torch.testing.assert_close(merged.last_logits, torch.cat([b.last_logits, a.last_logits]))
-    assert merged.next_position.tolist() == [len(s) for s in seqs]
-    assert merge_prefilled([a]) is a
-    with pytest.raises(ValueError):
-        merge_prefilled([])
 
 
 def test_rank_scores_are_label_word_log_likelihoods():

@@ -1,5 +1,6 @@
-"""Batched forward passes for evaluation: prefill (optionally after a cached shared prefix), greedy
-decoding and label-word log-likelihoods.
+"""Batched forward passes for evaluation: the prefill of prompts (optionally after a cached shared
+prefix) and label-word log-likelihoods; greedy generation continues from the prefill with
+``model.generate`` (:mod:`coin_lightning.eval.engine.generation`).
 
 Layout of a batch: every row is ``[shared prefix | left padding | row suffix]``. The prefix (all
 tokens the prompts of one instruction share, i.e. the instruction and the prompt wrapper up to the
@@ -15,12 +16,12 @@ words. All functions run under ``torch.inference_mode()``; callers put the model
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from coin_lightning.eval.engine.kv_cache import ReservedLayer, reserve_cache
 from coin_lightning.losses import pool_hidden
 from coin_lightning.model.packing import PackedRows, is_enabled, pack_rows, unpack
 
@@ -215,83 +216,6 @@ def _rows_cache(t: torch.Tensor, rows: PackedRows, offset: int) -> torch.Tensor:
     (_, kv, _, dim), (B, S) = t.shape, rows.keep.shape
     own = unpack(t[:, :, offset:].transpose(1, 2).reshape(1, -1, kv * dim), rows).view(B, S, kv, dim)
     return torch.cat([t[:, :, :offset].expand(B, kv, offset, dim), own.transpose(1, 2)], dim=2)
-
-
-def merge_prefilled(states: Sequence[Prefilled], reserve: int = 0) -> Prefilled:
-    """Stack prefilled batches into one, so that they decode together.
-
-    Decoding a step costs about the same for 16 rows as for 64 on a CPU (it streams the weights
-    through small matmuls), while prefilling many rows at once pads them all to the longest: so
-    :class:`~coin_lightning.eval.engine.predict.Predictor` prefills in length-sorted batches and decodes
-    several of them as one. Each state's key/value cache ``[B_i, kv_heads, W_i, D]`` per layer and its
-    attention mask ``[B_i, W_i]`` are left-padded to the widest ``W`` (padding keys are never attended
-    to: the mask is 0 there, and the positions of new tokens are explicit), then concatenated on the
-    batch dimension, in one copy into a cache with room for ``reserve`` more positions
-    (:class:`~coin_lightning.eval.engine.kv_cache.ReservedLayer`); logits, next positions and hidden states
-    are concatenated.
-
-    Raises:
-        ValueError: no states.
-    """
-    if not states:
-        raise ValueError("merge_prefilled needs at least one state")
-    if len(states) == 1:
-        return states[0]
-    from transformers import DynamicCache
-
-    width = max(int(s.attention_mask.shape[1]) for s in states)
-    pad = [width - int(s.attention_mask.shape[1]) for s in states]
-    cache = DynamicCache()
-    cache.layers = [
-        ReservedLayer([s.cache.layers[i].keys for s in states], [s.cache.layers[i].values for s in states], reserve)
-        for i in range(len(states[0].cache.layers))
-    ]
-    hidden = [s.last_hidden for s in states]
-    return Prefilled(
-        last_logits=torch.cat([s.last_logits for s in states]),
-        cache=cache,
-        attention_mask=torch.cat([torch.nn.functional.pad(s.attention_mask, (p, 0)) for s, p in zip(states, pad)]),
-        next_position=torch.cat([s.next_position for s in states]),
-        last_hidden=torch.cat(hidden) if all(h is not None for h in hidden) else None,
-    )
-
-
-def greedy_decode(model, state: Prefilled, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
-    """Greedy decoding (argmax at every step) from a prefilled batch; consumes ``state.cache``.
-
-    The cache first gets room for the ``max_new_tokens - 1`` tokens fed back
-    (:func:`~coin_lightning.eval.engine.kv_cache.reserve_cache`), so steps write keys and values in place.
-
-    Returns:
-        ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``).
-    """
-    device = state.last_logits.device
-    batch = state.last_logits.shape[0]
-    stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    new: list[list[int]] = [[] for _ in range(batch)]
-    logits, mask, pos = state.last_logits, state.attention_mask, state.next_position
-    cache = reserve_cache(state.cache, max_new_tokens - 1)
-    for step in range(max_new_tokens):
-        token = logits.argmax(dim=-1)
-        done = done | torch.isin(token, stop)
-        for i in torch.nonzero(~done).flatten().tolist():
-            new[i].append(int(token[i]))
-        if bool(done.all()) or step == max_new_tokens - 1:
-            break
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
-        with torch.inference_mode():
-            out = model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        logits, cache, pos = out.logits[:, -1].float(), out.past_key_values, pos + 1
-    return new
 
 
 def label_log_likelihoods(model, state: Prefilled, candidates: Sequence[Sequence[int]], pad_id: int,

@@ -1,7 +1,8 @@
 """Predicting class labels for one instruction over many rows: ``generate`` or ``rank``.
 
-- ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``),
-  parsed with PromptBench's rules (:func:`coin_lightning.eval.engine.parse.parse_label`).
+- ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``)
+  with ``transformers``' ``model.generate``, parsed with PromptBench's rules
+  (:func:`coin_lightning.eval.engine.parse.parse_label`).
 - ``rank``: the label word whose tokens have the highest summed log-likelihood after the prompt wins
   (always parseable). Scoring the word's tokens only (no end-of-sequence) measures "the answer starts
   with this word", the event ``generate`` counts as that label.
@@ -13,20 +14,19 @@ path differs from the uncached one only by floating-point rounding.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from coin_lightning.eval.engine.decode import (
     Prefilled,
     encode_prefix,
-    greedy_decode,
     label_log_likelihoods,
-    merge_prefilled,
     prefill,
     shared_prefix_length,
 )
+from coin_lightning.eval.engine.generation import generate_after
 from coin_lightning.eval.engine.parse import parse_label
 from coin_lightning.eval.engine.tasks import eval_prompt
 
@@ -70,10 +70,11 @@ class Predictor:
         batch_size: rows per forward pass.
         max_new_tokens: generation length for ``generate``.
         prefix_cache: reuse the key/value cache of the prompt prefix shared by all rows.
-        decode_batch_size: ``generate`` decodes up to this many rows together (whole prefill
-            batches, stacked with :func:`~coin_lightning.eval.engine.decode.merge_prefilled`): decoding steps
-            cost about the same for 16 or 64 rows on a CPU, prefilling does not. ``None`` or a value
-            below ``batch_size``: each prefill batch decodes alone.
+        decode_batch_size: ``generate`` runs ``model.generate`` on up to this many rows together
+            (whole prefill batches, their caches stacked with
+            :func:`~coin_lightning.eval.engine.generation.stacked_cache`): decoding steps cost about the same for
+            16 or 64 rows on a CPU, prefilling does not. ``None`` or a value below ``batch_size``: each
+            prefill batch generates alone.
         prompt_layout: ``training`` or ``reference`` (:func:`~coin_lightning.eval.engine.tasks.eval_prompt`).
 
     Raises:
@@ -123,8 +124,12 @@ class Predictor:
         share the rows, :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor`); the batches and the
         shared prefix are those of all rows, so the shards together compute what one process does.
         """
-        rank, world = shard
         sequences = self.encode([self.prompt(instruction, c) for c in contents])
+        yield from self._prefilled(sequences, hidden, shard)
+
+    def _prefilled(self, sequences: list[list[int]], hidden: bool, shard: tuple[int, int]):
+        """:meth:`batches` of token lists (each prefilled as it is)."""
+        rank, world = shard
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         mine = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][rank::world]
         if not mine:
@@ -134,8 +139,7 @@ class Predictor:
             prefix = encode_prefix(self.model, sequences[0][: shared_prefix_length(sequences)])
         cut = len(prefix.ids) if prefix is not None else 0
         for rows in mine:
-            state = prefill(self.model, [sequences[i][cut:] for i in rows], self.pad_id, prefix, hidden=hidden)
-            yield rows, state
+            yield rows, prefill(self.model, [sequences[i][cut:] for i in rows], self.pad_id, prefix, hidden=hidden)
 
     def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str],
                 shard: tuple[int, int] = (0, 1)) -> list[Prediction]:
@@ -161,19 +165,22 @@ class Predictor:
                     best = int(torch.argmax(scores[j]))
                     results[i] = Prediction(answer=label_words[best], pred=best, scores=scores[j].tolist())
             return results  # type: ignore[return-value]
+        # generate: prefill each prompt but its last token, which model.generate runs before decoding
+        sequences = self.encode([self.prompt(instruction, c) for c in contents])
+        if min(len(s) for s in sequences) < 2:
+            raise ValueError("Predictor.generate: a prompt of fewer than 2 tokens (check the prompt format)")
         pending: list[tuple[list[int], Prefilled]] = []
 
         def decode_pending() -> None:
             rows = [i for r, _ in pending for i in r]
-            merged = merge_prefilled([st for _, st in pending], reserve=self.max_new_tokens - 1)
-            new = greedy_decode(self.model, merged, self.max_new_tokens,
-                                self.stop_ids, self.pad_id)
+            new = generate_after(self.model, [st for _, st in pending], [sequences[i] for i in rows],
+                                 self.max_new_tokens, self.stop_ids, self.pad_id)
             for j, i in enumerate(rows):
                 text = self.tokenizer.decode(new[j], skip_special_tokens=True)
                 results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
             pending.clear()
 
-        for rows, state in self.batches(instruction, contents, shard=shard):
+        for rows, state in self._prefilled([s[:-1] for s in sequences], False, shard):
             pending.append((rows, state))
             if sum(len(r) for r, _ in pending) + self.batch_size > self.decode_batch_size:
                 decode_pending()

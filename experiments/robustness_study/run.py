@@ -268,7 +268,8 @@ def _sizes(cfg: DictConfig, power: dict) -> tuple[list[int], int]:
     seeds, rows = cfg.sweep.seeds, cfg.sweep.rows_per_task
     seeds = power["chosen"]["seeds"] if seeds == "pilot" else seeds
     seeds = list(range(1, int(seeds) + 1)) if isinstance(seeds, int) else list(seeds)
-    rows = power["chosen"]["rows_per_task"] if rows == "pilot" else int(rows)
+    # at least the pilot's rows, so that the pilot's jobs (the same command) count as sweep jobs
+    rows = max(power["chosen"]["rows_per_task"], int(cfg.pilot.rows_per_task)) if rows == "pilot" else int(rows)
     return seeds, rows
 
 

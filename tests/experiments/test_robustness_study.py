@@ -29,6 +29,8 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
     (repo / "unrelated.txt").write_text("staged, never committed by the study\n")
     _git(repo, "add", "unrelated.txt")
     results, work = repo / "results", tmp_path / "work"
+    results.mkdir()  # the screen that chose the candidate tasks (python -m experiments.robustness_study.power)
+    (results / "screen.json").write_text(json.dumps({"kept": ["sst2"], "dropped": {"cola": "not learned"}}))
     argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
     env_user = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     with pytest.MonkeyPatch.context() as mp:
@@ -44,6 +46,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         (key, delta), = summary["delta_perturbed"].items()
         assert key == "coin - continual" and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
         assert set(summary["instruction_sets"]) == {"default", "attacked"}
+        assert summary["tasks"]["screened_out"] == {"cola": "not learned"}
         # each arm's figures are the mean of its jobs' own evaluations
         for name, arm in summary["arms"].items():
             per_job = [json.loads((results / "jobs" / "sweep" / f"{name}_seed{s}" / "metrics.json").read_text())

@@ -55,6 +55,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         # the attacked file is what the attacked view evaluated; attack settings and drop recorded
         attack = json.loads((results / "attack.json").read_text())
         assert attack["settings"]["query_budget"] == 2 and attack["settings"]["adapter"] is None
+        assert attack["settings"]["method"] == "rank"  # study.yaml's attack.method
         assert attack["drop_points"] == pytest.approx(attack["clean"] - attack["perturbed"])
         view = json.loads((work / "views" / "attacked" / "coin_seed1" / "eval" / "metrics.json").read_text())
         assert view["run"]["instructions"] == str(results / "attacked_instructions.yaml")

@@ -226,3 +226,35 @@ def size_from_pilot(by_arm: dict[str, list[list[dict]]], margin: float, half_wid
               "rows_per_task": max(x["rows_per_task"] for x in plans.values()),
               "feasible": all(x["feasible"] for x in plans.values())}
     return {"tasks": tasks, "plans": plans, "chosen": chosen}
+
+
+def screen(job_dirs: Sequence[str], margin: float) -> dict:
+    """:func:`task_floor` of one arm's committed jobs (``<dir>/predictions.jsonl.gz``, one per seed): the
+    screen that chose ``study.yaml``'s candidate tasks.
+
+    Raises:
+        FileNotFoundError: a directory without ``predictions.jsonl.gz``.
+    """
+    import gzip
+    import json
+    from pathlib import Path
+
+    runs = []
+    for d in job_dirs:
+        with gzip.open(Path(d) / "predictions.jsonl.gz", "rt", encoding="utf-8") as f:
+            runs.append([json.loads(line) for line in f if line.strip()])
+    clean: dict = {}
+    for rows in runs:
+        for task, acc in clean_accuracy(rows).items():
+            clean.setdefault(task, []).append(acc)
+    clean = {t: {"screen": sum(v) / len(v)} for t, v in clean.items()}
+    return {"jobs": [str(d) for d in job_dirs], "margin_points": 100 * margin,
+            **task_floor(clean, majority_rate(runs[0]), margin)}
+
+
+if __name__ == "__main__":  # python -m experiments.robustness_study.power OUT.json JOB_DIR... (the task screen)
+    import sys
+
+    from coin_lightning.io import write_json
+
+    write_json(sys.argv[1], screen(sys.argv[2:], 0.05))

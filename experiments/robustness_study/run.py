@@ -229,12 +229,13 @@ class Study:
     def attack(self, tasks: list[str]) -> Path:
         """Attack the base model once; copy the instructions found and record settings and drop."""
         a = self.cfg.attack
+        method = str(a.get("method") or self.cfg.eval.method)  # what the search lowers on the base model
         job = self.work / "attack"
         settings = {"model": self.cfg.model, "adapter": None, "tasks": tasks, "rows_per_task": a.rows_per_task,
-                    "method": self.cfg.eval.method, "levels": list(self.cfg.eval.levels), "query_budget": a.query_budget,
+                    "method": method, "levels": list(self.cfg.eval.levels), "query_budget": a.query_budget,
                     "probe_size": a.probe_size, "search": "greedy (coin_lightning.eval.instructions.adversarial)"}
         cmd = [PY, "-m", "coin_lightning.evaluate", f"model={self.cfg.model}", f"data.root={self.glue}",
-               *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task), "eval.perturb_mode=adversarial",
+               *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task, method), "eval.perturb_mode=adversarial",
                f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]
         found = self.results / "attacked_instructions.yaml"
         self.jobs.restore("attack", "base", job, job / "eval", {"eval/adversarial_instructions.yaml": found})

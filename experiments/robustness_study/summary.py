@@ -8,11 +8,13 @@ Schema (accuracies in %)::
      "delta_perturbed": {"<arm> - <reference arm>": {"mean": d, "ci95": [lo, hi]}},
      "instruction_sets": {"<set>": {"arms": ..., "delta_perturbed": ...}},   # default, attacked, file_*
      "secondary": {"metric": "rank", "arms": ..., "delta_perturbed": ...},
-     "tasks": {"kept", "dropped", "floor_clean"}, "sizes": {...}, "target": {...}, "attack": {...},
+     "tasks": {"kept", "dropped", "floor_clean", "screened_out"}, "sizes": {...}, "target": {...}, "attack": {...},
      "stages": {stage: {"wall_s", "jobs_run", "jobs_skipped", "jobs_restored"}}}
 
 ``clean``/``perturbed`` are the arm's mean over seeds; ``consistency`` is the share of inputs answered
 the same under every perturbed instruction of a level (mean over perturbed levels and seeds);
+``screened_out``: the tasks the screen before the pilot dropped (``results/screen.json``, from
+``python -m experiments.robustness_study.power``), with the reason;
 ``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, instructions).
 """
 from __future__ import annotations
@@ -74,6 +76,7 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
     primary = sets["default"]
     half = [(d["ci95"][1] - d["ci95"][0]) / 2 for d in primary["delta_perturbed"].values() if d["ci95"][0] is not None]
     attack = json.loads((results / "attack.json").read_text(encoding="utf-8")) if (results / "attack.json").is_file() else None
+    screen = json.loads((results / "screen.json").read_text(encoding="utf-8")) if (results / "screen.json").is_file() else {}
     stages = json.loads((results / "stages.json").read_text(encoding="utf-8")) if (results / "stages.json").is_file() else {}
     summary = {
         "primary_metric": METRIC_NAMES.get(str(cfg.eval.method), str(cfg.eval.method)),
@@ -82,7 +85,8 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
         "instruction_sets": sets,
         "secondary": {"metric": METRIC_NAMES.get(secondary, secondary), **blocks[secondary]} if secondary else None,
         "tasks": {"kept": power["tasks"]["kept"], "dropped": power["tasks"]["dropped"],
-                  "floor_clean": _pct(power["tasks"]["floor"])},
+                  "floor_clean": _pct(power["tasks"]["floor"]),
+                  "screened_out": screen.get("dropped", {})},
         "sizes": {"model": cfg.model, "seeds": seeds, "rows_per_task": rows, "levels": list(cfg.eval.levels),
                   "from_pilot": power["chosen"], "bootstrap": cfg.bootstrap},
         "target": {"half_width_points": cfg.power.half_width_points, "reached_half_width_points": max(half) if half else None,

@@ -1,6 +1,8 @@
 """The robustness study's power analysis and task floor, against hand computations."""
 from __future__ import annotations
 
+import gzip
+import json
 import math
 
 import pytest
@@ -12,6 +14,7 @@ from experiments.robustness_study.power import (
     majority_rate,
     paired_differences,
     plan,
+    screen,
     size_from_pilot,
     task_floor,
     variance_components,
@@ -97,3 +100,27 @@ def test_size_from_pilot_keeps_learned_tasks():
     assert out["chosen"]["feasible"] and out["plans"]["coin - continual"]["half_width"] == pytest.approx(0, abs=1e-12)
     # no task beats its majority rate by 100 points: nothing to size
     assert set(size_from_pilot({"continual": [run(4)], "coin": [run(4)]}, 1.0, 1.5, 0.95, 3, 8, 10)) == {"tasks"}
+
+
+def test_screen_reads_committed_jobs(tmp_path):
+    # two seeds; sst2: 4 rows (3 gold 1, 1 gold 0), cola: 4 rows all gold 1
+    def job(name, sst2_pred, cola_pred):
+        rows = [{"task": "sst2", "uid": f"s{j}", "level": "clean", "gold": int(j < 3), "pred": p}
+                for j, p in enumerate(sst2_pred)]
+        rows += [{"task": "cola", "uid": f"c{j}", "level": "clean", "gold": 1, "pred": p} for j, p in enumerate(cola_pred)]
+        rows.append({"task": "sst2", "uid": "s0", "level": "character", "gold": 1, "pred": 0})  # not clean: ignored
+        d = tmp_path / name
+        d.mkdir()
+        with gzip.open(d / "predictions.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        return d
+
+    a = job("seed1", [1, 1, 1, 0], [1, 0, 0, 0])  # sst2 4/4, cola 1/4
+    b = job("seed2", [1, 1, 0, 0], [1, 1, 0, 0])  # sst2 3/4, cola 2/4
+    got = screen([a, b], 0.05)
+    assert got["clean"] == {"sst2": {"screen": pytest.approx(0.875)}, "cola": {"screen": pytest.approx(0.375)}}
+    assert got["majority"] == {"sst2": 0.75, "cola": 1.0}
+    assert got["kept"] == ["sst2"] and list(got["dropped"]) == ["cola"]
+    assert "37.5%" in got["dropped"]["cola"] and "100.0%" in got["dropped"]["cola"]
+    with pytest.raises(FileNotFoundError):
+        screen([tmp_path / "missing"], 0.05)

@@ -29,6 +29,8 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
     (repo / "unrelated.txt").write_text("staged, never committed by the study\n")
     _git(repo, "add", "unrelated.txt")
     results, work = repo / "results", tmp_path / "work"
+    results.mkdir()  # the screen that chose the candidate tasks (python -m experiments.robustness_study.power)
+    (results / "screen.json").write_text(json.dumps({"kept": ["sst2"], "dropped": {"cola": "not learned"}}))
     argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
     env_user = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     with pytest.MonkeyPatch.context() as mp:
@@ -44,6 +46,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         (key, delta), = summary["delta_perturbed"].items()
         assert key == "coin - continual" and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
         assert set(summary["instruction_sets"]) == {"default", "attacked"}
+        assert summary["tasks"]["screened_out"] == {"cola": "not learned"}
         # each arm's figures are the mean of its jobs' own evaluations
         for name, arm in summary["arms"].items():
             per_job = [json.loads((results / "jobs" / "sweep" / f"{name}_seed{s}" / "metrics.json").read_text())
@@ -52,6 +55,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         # the attacked file is what the attacked view evaluated; attack settings and drop recorded
         attack = json.loads((results / "attack.json").read_text())
         assert attack["settings"]["query_budget"] == 2 and attack["settings"]["adapter"] is None
+        assert attack["settings"]["method"] == "rank"  # study.yaml's attack.method
         assert attack["drop_points"] == pytest.approx(attack["clean"] - attack["perturbed"])
         view = json.loads((work / "views" / "attacked" / "coin_seed1" / "eval" / "metrics.json").read_text())
         assert view["run"]["instructions"] == str(results / "attacked_instructions.yaml")

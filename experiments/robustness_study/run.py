@@ -290,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     study.train_jobs("pilot", list(cfg.pilot.seeds), list(cfg.tasks), int(cfg.pilot.rows_per_task))
     power = study.power()
     tasks = power["tasks"]["kept"]
-    attacked = study.attack(tasks)
+    attacked = study.attack(tasks) if cfg.attack else None  # attack: null skips the attack and its view
     seeds, rows = _sizes(cfg, power)
     sweep = study.train_jobs("sweep", seeds, tasks, rows, collect=False)
-    views = {"default": work / "sweep",  # the views every sweep job needs before it counts as finished
-             "attacked": study.view_jobs("attacked", sweep, tasks, rows, [f"eval.instructions_file={attacked}"])}
+    views = {"default": work / "sweep"}  # the views every sweep job needs before it counts as finished
+    if attacked is not None:
+        views["attacked"] = study.view_jobs("attacked", sweep, tasks, rows, [f"eval.instructions_file={attacked}"])
     if cfg.get("secondary_method"):
         views[str(cfg.secondary_method)] = study.view_jobs(str(cfg.secondary_method), sweep, tasks, rows, [],
                                                            method=str(cfg.secondary_method))

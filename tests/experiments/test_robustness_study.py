@@ -26,11 +26,13 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
     repo.mkdir()
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "root")
+    results, work = repo / "results", tmp_path / "work"
+    results.mkdir()  # the committed screen that chose the candidate tasks (python -m experiments.robustness_study.power)
+    (results / "screen.json").write_text(json.dumps({"kept": ["sst2"], "dropped": {"cola": "not learned"}}))
+    _git(repo, "add", "results/screen.json")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "screen")
     (repo / "unrelated.txt").write_text("staged, never committed by the study\n")
     _git(repo, "add", "unrelated.txt")
-    results, work = repo / "results", tmp_path / "work"
-    results.mkdir()  # the screen that chose the candidate tasks (python -m experiments.robustness_study.power)
-    (results / "screen.json").write_text(json.dumps({"kept": ["sst2"], "dropped": {"cola": "not learned"}}))
     argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
     env_user = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     with pytest.MonkeyPatch.context() as mp:
@@ -77,9 +79,10 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         assert "results/jobs/pilot/coin_seed1/metrics.json" in committed and "unrelated.txt" not in committed
         assert "A  unrelated.txt" in _git(repo, "status", "--porcelain")
         n_commits = _git(repo, "rev-list", "--count", "HEAD")
-        # a rerun runs no job again and gives the same summary
+        # a rerun runs no job again and gives the same summary; attack=null leaves out the attacked set
         before = {p: p.stat().st_mtime for p in (work / "sweep").glob("*/done.json")}
-        assert main(argv) == 0
+        assert main(argv + ["--set", "attack=null"]) == 0
+        assert set(json.loads((results / "summary.json").read_text())["instruction_sets"]) == {"default"}
         assert {p: p.stat().st_mtime for p in (work / "sweep").glob("*/done.json")} == before
         again = json.loads((results / "stages.json").read_text())
         assert all(s["jobs_run"] == 0 for k, s in again.items() if k != "power")

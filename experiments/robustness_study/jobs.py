@@ -154,7 +154,8 @@ class Jobs:
 
     def collect(self, group: str, name: str, job_dir: Path, eval_dir: Path, done: dict, extra: dict | None = None,
                 commit: bool = True) -> list[Path]:
-        """Copy a finished job's small outputs into ``<results>/jobs/<group>/<name>/`` (``job.json`` last,
+        """Copy a finished job's small outputs (evaluation metrics, compressed predictions and, for a training
+        job, its logged curves as ``train_metrics.csv.gz``) into ``<results>/jobs/<group>/<name>/`` (``job.json`` last,
         as it marks them complete) and, with ``commit`` and the study's ``--commit``, commit them; a job
         restored from there (in this run or an earlier one) is left as it is (returns ``[]``)."""
         if done.get("restored_from"):
@@ -166,6 +167,11 @@ class Jobs:
         with open(eval_dir / "predictions.jsonl", "rb") as src, gzip.GzipFile(gz, "wb", mtime=0) as out:
             shutil.copyfileobj(src, out)
         paths = [dest / "metrics.json", gz]
+        curve = job_dir / "csv" / "metrics.csv"  # a training job's logged curves (CE, InfoNCE, similarities)
+        if curve.is_file():
+            with open(curve, "rb") as src, gzip.GzipFile(dest / "train_metrics.csv.gz", "wb", mtime=0) as out:
+                shutil.copyfileobj(src, out)
+            paths.append(dest / "train_metrics.csv.gz")
         if (job_dir / ".hydra" / "overrides.yaml").is_file():
             shutil.copy2(job_dir / ".hydra" / "overrides.yaml", dest / "overrides.yaml")
             paths.append(dest / "overrides.yaml")

@@ -66,6 +66,8 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         assert job["seed"] == 2 and job["commit"] and "coin_lightning.train" in job["command"]
         with gzip.open(results / "jobs" / "pilot" / "coin_seed2" / "predictions.jsonl.gz", "rt") as fh:
             assert json.loads(fh.readline())["task"] == "sst2"
+        with gzip.open(results / "jobs" / "pilot" / "coin_seed2" / "train_metrics.csv.gz", "rt") as fh:
+            assert {"train/ce", "train/info_nce"} <= set(fh.readline().strip().split(","))  # the logged curves
         power = json.loads((results / "power.json").read_text())
         assert power["tasks"]["kept"] == ["sst2"] and power["chosen"]["seeds"] == 2
         stages = json.loads((results / "stages.json").read_text())

@@ -41,6 +41,13 @@ def git_commit(repo: Path) -> str:
     return sha + ("+dirty" if dirty else "")
 
 
+def _gzip_copy(src: Path, dest: Path) -> Path:
+    """Write ``src`` compressed to ``dest`` (no timestamp in the header, so equal inputs give equal bytes); return ``dest``."""
+    with open(src, "rb") as fin, gzip.GzipFile(dest, "wb", mtime=0) as out:
+        shutil.copyfileobj(fin, out)
+    return dest
+
+
 class Jobs:
     """Runs and records the study's commands.
 
@@ -163,15 +170,10 @@ class Jobs:
         dest = self.results / "jobs" / group / name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(eval_dir / "metrics.json", dest / "metrics.json")
-        gz = dest / "predictions.jsonl.gz"
-        with open(eval_dir / "predictions.jsonl", "rb") as src, gzip.GzipFile(gz, "wb", mtime=0) as out:
-            shutil.copyfileobj(src, out)
-        paths = [dest / "metrics.json", gz]
+        paths = [dest / "metrics.json", _gzip_copy(eval_dir / "predictions.jsonl", dest / "predictions.jsonl.gz")]
         curve = job_dir / "csv" / "metrics.csv"  # a training job's logged curves (CE, InfoNCE, similarities)
         if curve.is_file():
-            with open(curve, "rb") as src, gzip.GzipFile(dest / "train_metrics.csv.gz", "wb", mtime=0) as out:
-                shutil.copyfileobj(src, out)
-            paths.append(dest / "train_metrics.csv.gz")
+            paths.append(_gzip_copy(curve, dest / "train_metrics.csv.gz"))
         if (job_dir / ".hydra" / "overrides.yaml").is_file():
             shutil.copy2(job_dir / ".hydra" / "overrides.yaml", dest / "overrides.yaml")
             paths.append(dest / "overrides.yaml")

@@ -29,11 +29,14 @@ only sizes it.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import NormalDist
 
 CLEAN = "clean"
@@ -190,6 +193,15 @@ def clean_accuracy(rows: Sequence[dict]) -> dict[str, float]:
     return {t: sum(v) / len(v) for t, v in acc.items()}
 
 
+def mean_clean_accuracy(runs: Sequence[Sequence[dict]]) -> dict[str, float]:
+    """Per task, :func:`clean_accuracy` averaged over ``runs`` (one list of prediction rows per seed)."""
+    per_seed: dict = {}
+    for rows in runs:
+        for task, acc in clean_accuracy(rows).items():
+            per_seed.setdefault(task, []).append(acc)
+    return {t: sum(v) / len(v) for t, v in per_seed.items()}
+
+
 def size_from_pilot(by_arm: dict[str, list[list[dict]]], margin: float, half_width_points: float, confidence: float,
                     min_seeds: int, max_seeds: int, max_rows_per_task: int) -> dict:
     """The tasks kept and the sweep's sizes from the pilot's predictions.
@@ -205,10 +217,8 @@ def size_from_pilot(by_arm: dict[str, list[list[dict]]], margin: float, half_wid
     names = list(by_arm)
     clean: dict = {}
     for arm, runs in by_arm.items():
-        for rows in runs:
-            for task, acc in clean_accuracy(rows).items():
-                clean.setdefault(task, {}).setdefault(arm, []).append(acc)
-    clean = {t: {a: sum(v) / len(v) for a, v in by.items()} for t, by in clean.items()}
+        for task, acc in mean_clean_accuracy(runs).items():
+            clean.setdefault(task, {})[arm] = acc
     tasks = task_floor(clean, majority_rate(by_arm[names[0]][0]), margin)
     if not tasks["kept"]:
         return {"tasks": tasks}
@@ -235,19 +245,11 @@ def screen(job_dirs: Sequence[str], margin: float) -> dict:
     Raises:
         FileNotFoundError: a directory without ``predictions.jsonl.gz``.
     """
-    import gzip
-    import json
-    from pathlib import Path
-
     runs = []
     for d in job_dirs:
         with gzip.open(Path(d) / "predictions.jsonl.gz", "rt", encoding="utf-8") as f:
             runs.append([json.loads(line) for line in f if line.strip()])
-    clean: dict = {}
-    for rows in runs:
-        for task, acc in clean_accuracy(rows).items():
-            clean.setdefault(task, []).append(acc)
-    clean = {t: {"screen": sum(v) / len(v)} for t, v in clean.items()}
+    clean = {t: {"screen": acc} for t, acc in mean_clean_accuracy(runs).items()}
     return {"jobs": [str(d) for d in job_dirs], "margin_points": 100 * margin,
             **task_floor(clean, majority_rate(runs[0]), margin)}
 
@@ -255,6 +257,9 @@ def screen(job_dirs: Sequence[str], margin: float) -> dict:
 if __name__ == "__main__":  # python -m experiments.robustness_study.power OUT.json JOB_DIR... (the task screen)
     import sys
 
+    from omegaconf import OmegaConf
+
     from coin_lightning.io import write_json
 
-    write_json(sys.argv[1], screen(sys.argv[2:], 0.05))
+    margin = OmegaConf.load(Path(__file__).with_name("study.yaml")).pilot.margin_points / 100  # the pilot's margin
+    write_json(sys.argv[1], screen(sys.argv[2:], margin))

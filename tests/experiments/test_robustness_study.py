@@ -56,7 +56,15 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
             assert arm["perturbed"] == pytest.approx(100 * sum(m["overall"]["perturbed"] for m in per_job) / 2, abs=1e-3)
         # the attacked file is what the attacked view evaluated; attack settings and drop recorded
         attack = json.loads((results / "attack.json").read_text())
-        assert attack["settings"]["query_budget"] == 2 and attack["settings"]["adapter"] is None
+        assert attack["settings"]["query_budget"] == 2 and attack["settings"]["target"]["seed"] == 0
+        # the attacked model is in neither arm: an adapter trained on FLAN's templates (study.yaml attack.target)
+        assert attack["settings"]["adapter"] == str(work / "attack" / "target_model" / "adapter")
+        target = json.loads((results / "jobs" / "attack" / "target_model" / "job.json").read_text())
+        assert "data.templates=" + str((shared_data / "flan" / "templates.json").resolve()) in target["command"]
+        assert "loss.lambda=0 seed=0" in target["command"] and "data.templates=own" not in target["command"]
+        assert attack == json.loads((results / "jobs" / "attack" / "target" / "attack.json").read_text())
+        assert (results / "attacked_instructions.yaml").read_text() == \
+            (work / "attack" / "target" / "eval" / "adversarial_instructions.yaml").read_text()
         assert attack["settings"]["method"] == "rank"  # study.yaml's attack.method
         assert attack["drop_points"] == pytest.approx(attack["clean"] - attack["perturbed"])
         view = json.loads((work / "views" / "attacked" / "coin_seed1" / "eval" / "metrics.json").read_text())
@@ -71,9 +79,9 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         power = json.loads((results / "power.json").read_text())
         assert power["tasks"]["kept"] == ["sst2"] and power["chosen"]["seeds"] == 2
         stages = json.loads((results / "stages.json").read_text())
-        assert {"pilot", "power", "attack", "sweep", "view attacked", "compare"} <= set(stages)
+        assert {"pilot", "power", "attack target", "attack", "sweep", "view attacked", "compare"} <= set(stages)
         assert stages["sweep"]["jobs_skipped"] == 4  # the sweep's jobs are the pilot's (same sizes): reused
-        assert (results / "commands.sh").read_text().count("coin_lightning.train") == 4
+        assert (results / "commands.sh").read_text().count("coin_lightning.train") == 4 + 1  # the pilot's, the target
         for png in ("accuracy_by_level.png", "consistency.png", "attacked/consistency.png"):
             assert (results / png).read_bytes().startswith(b"\x89PNG")
         # commits hold only the study's files; the unrelated staged file stays staged
@@ -140,5 +148,9 @@ def test_refuses_bad_arguments(tmp_path):
         main(["--smoke", "--instructions-file", str(tmp_path / "none.yaml"), "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="sweep.sedes"):
         main(["--smoke", "--set", "sweep.sedes=3", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"attack.target.templates: .*none.json not found"):
+        main(["--smoke", "--set", "attack.target.templates=none.json", "--work", str(tmp_path / "w"),
+              "--results", str(tmp_path / "r")])
+    assert not (tmp_path / "w").exists()  # refused before any job
     with pytest.raises(SystemExit, match="glue"):
         main(["--smoke", "--set", f"data={tmp_path}", "--work", str(tmp_path), "--results", str(tmp_path / "r")])

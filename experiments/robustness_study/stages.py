@@ -1,0 +1,244 @@
+"""The stages of the robustness study (:class:`Study`): training jobs (pilot, sweep, the attacked
+model), the power analysis, the attack, the views (each sweep adapter evaluated again) and
+``compare --sweep``. Each job is one command of the package run as a subprocess by
+:class:`experiments.robustness_study.jobs.Jobs` (skipped when finished, restored from the committed
+results); :mod:`experiments.robustness_study.run` runs the stages in order."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from coin_lightning.eval.scoring.bootstrap import read_predictions
+from coin_lightning.io import write_json
+from experiments.robustness_study.jobs import DONE, Jobs
+from experiments.robustness_study.power import size_from_pilot
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def _list(xs) -> str:
+    return "[" + ",".join(str(x) for x in xs) + "]"
+
+
+def eval_overrides(cfg: DictConfig, prefix: str, tasks: list[str], rows: int, method: str | None = None) -> list[str]:
+    """The evaluation settings of the study as overrides of ``<prefix>.*`` (``eval`` or ``evaluation.eval``)."""
+    return [f"{prefix}.tasks={_list(tasks)}", f"{prefix}.samples_per_task={rows}",
+            f"{prefix}.method={method or cfg.eval.method}", f"{prefix}.levels={_list(cfg.eval.levels)}"]
+
+
+class Study:
+    """The stages of one study run (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, work: Path, results: Path, commit: bool):
+        """
+        Raises:
+            SystemExit: one line naming the study config's ``data`` or ``attack.target.templates`` when the
+                directory or file is missing (before any job runs).
+        """
+        self.cfg, self.work, self.results = cfg, work, results
+        self.jobs = Jobs(REPO, results, commit)
+        self.glue = (REPO / cfg.data / "glue").resolve()
+        if not self.glue.is_dir():
+            raise SystemExit(f"error: {self.glue} not found (study.yaml data: must hold glue/<task>/<split>.jsonl)")
+        target = cfg.attack.get("target") if cfg.attack else None
+        if target and not (REPO / cfg.data / str(target.templates)).is_file():
+            raise SystemExit(f"error: study.yaml attack.target.templates: {REPO / cfg.data / str(target.templates)} "
+                             f"not found (a templates file under data: {cfg.data})")
+        self.arms = dict(cfg.arms)
+        self.view_done: dict[str, dict] = {}
+        """Per view, the done marker of each of its jobs."""
+
+    def train_jobs(self, group: str, seeds: list[int], tasks: list[str], rows: int, collect: bool = True) -> list[tuple]:
+        """Train (and evaluate) every arm x seed into ``<work>/<group>/<arm>_seed<k>``, each restored from
+        the results when it finished before; ``collect``: copy each one's small outputs to the results now.
+
+        Returns:
+            ``(job dir, done marker, labels)`` of every job.
+        """
+        out = []
+        for arm, lam in self.arms.items():
+            for seed in seeds:
+                job = self.work / group / f"{arm}_seed{seed}"
+                cmd = [PY, "-m", "coin_lightning.train", f"model={self.cfg.model}", *self.cfg.train,
+                       f"data.root={self.glue}", f"data.tasks={_list(tasks)}", f"loss.lambda={lam}", f"seed={seed}",
+                       "eval_after_train=true", *eval_overrides(self.cfg, "evaluation.eval", tasks, rows),
+                       f"hydra.run.dir={job}"]
+                if not self.jobs.restore(group, job.name, job, job / "eval") and group != "pilot":
+                    self.reuse_pilot(job, cmd)
+                done = self.jobs.run(group, job, cmd, done_when=job / "eval" / "metrics.json", fresh=True)
+                labels = {"arm": arm, "lambda": lam, "seed": seed}
+                if collect:
+                    self.jobs.collect(group, job.name, job, job / "eval", done, labels)
+                out.append((job, done, labels))
+        return out
+
+    def collect_sweep(self, sweep: list[tuple], views: list[str]) -> None:
+        """Copy each sweep job's small outputs to the results, after those of its ``views`` (so a sweep
+        job in the results has every evaluation the study needs), and commit them together."""
+        for job, done, labels in sweep:
+            paths = [p for v in views for p in self.jobs.collect(f"views/{v}", job.name, self.work / "views" / v / job.name,
+                                                                 self.work / "views" / v / job.name / "eval",
+                                                                 self.view_done[v][job.name], commit=False)]
+            paths += self.jobs.collect("sweep", job.name, job, job / "eval", done, labels, commit=False)
+            self.jobs.commit_paths(paths, f"robustness study: sweep/{job.name} and its views {', '.join(views)} "
+                                          f"(ran on {done['commit']})")
+
+    def reuse_pilot(self, job: Path, cmd: list) -> None:
+        """Copy the pilot's job of the same arm and seed when it ran exactly ``cmd`` (same sizes), so it
+        is not trained twice."""
+        pilot = self.work / "pilot" / job.name
+        marker = pilot / DONE
+        if (job / DONE).is_file() or not marker.is_file() or not (pilot / "adapter").is_dir():
+            return  # a pilot job restored from the results has no adapter to evaluate the views with
+        same = " ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot))
+        if json.loads(marker.read_text(encoding="utf-8"))["command"] == same:
+            shutil.rmtree(job, ignore_errors=True)
+            shutil.copytree(pilot, job)
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            write_json(job / DONE, {**done, "wall_s": 0.0, "command": f"# {job.name}: the pilot's job, the same command",
+                                    "reused_from": str(pilot)})
+
+    def view_jobs(self, view: str, jobs: list[tuple], tasks: list[str], rows: int, extra: list[str],
+                  method: str | None = None) -> Path:
+        """Evaluate each sweep adapter again (``extra`` overrides) into ``<work>/views/<view>/<job>/eval``,
+        with the training job's overrides beside it, so the view reads as a sweep; a view job in the
+        results is restored from there. Its small outputs are collected by :meth:`collect_sweep`.
+
+        Raises:
+            SystemExit: a job to evaluate has no adapter (its sweep job was restored from the results).
+        """
+        root = self.work / "views" / view
+        sweep = jobs[0][0].parent
+        dests = [root / job.name for job, _, _ in jobs]
+        for (_, done, _), dest in zip(jobs, dests):  # only beside the adapter it evaluated (restored with it)
+            if done.get("restored_from"):
+                self.jobs.restore(f"views/{view}", dest.name, dest, dest / "eval")
+        lacking = [d.name for d in dests if not (d / DONE).is_file() and not (sweep / d.name / "adapter").is_dir()]
+        if lacking:
+            raise SystemExit(f"error: view {view} needs the adapters of sweep jobs {', '.join(lacking)}, which are not in "
+                             f"{sweep} (adapters are not committed): rerun with the --work that trained them, or delete "
+                             f"{self.results / 'jobs' / 'sweep'}/{{{','.join(lacking)}}} to re-train those jobs")
+
+        def command(pending: list[Path]) -> list:  # one evaluate multirun over the unfinished jobs
+            return [PY, "-m", "coin_lightning.evaluate", "-m", f"model={self.cfg.model}",
+                    f"+study_job={','.join(p.name for p in pending)}", f"adapter={sweep}/${{study_job}}/adapter",
+                    f"data.root={self.glue}", *eval_overrides(self.cfg, "eval", tasks, rows, method), *extra,
+                    f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${study_job}/eval"]
+
+        markers = self.jobs.run_many(f"view {view}", dests, lambda pending: command(pending), "eval/metrics.json")
+        for (job, _, _), dest in zip(jobs, dests):
+            (dest / ".hydra").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
+        self.view_done[view] = {d.name: m for d, m in zip(dests, markers)}
+        return root
+
+    def power(self) -> dict:
+        """Tasks kept and the sweep's sizes from the pilot (``results/power.json``); the recorded one when
+        no pilot job ran in this run and the study's settings it was computed from are unchanged."""
+        t0 = time.perf_counter()
+        inputs = OmegaConf.to_container(OmegaConf.create({"arms": self.arms, "tasks": self.cfg.tasks,
+                                                          "pilot": self.cfg.pilot, "power": self.cfg.power}))
+        path = self.results / "power.json"
+        if self.jobs.walls["pilot"]["jobs_run"] == 0 and path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("inputs") == inputs:
+                self.jobs.walls["power"] = {"wall_s": old.get("wall_s", 0.0), "jobs_run": 0, "jobs_skipped": 1,
+                                            "jobs_restored": 0}
+                return old
+        seeds = list(self.cfg.pilot.seeds)
+        by_arm = {a: [read_predictions(self.work / "pilot" / f"{a}_seed{s}" / "eval") for s in seeds] for a in self.arms}
+        out = size_from_pilot(by_arm, self.cfg.pilot.margin_points / 100, **OmegaConf.to_container(self.cfg.power))
+        if not out["tasks"]["kept"]:
+            write_json(path, {"tasks": out["tasks"]})
+            raise SystemExit(f"error: the pilot learned no task above chance; see {path}")
+        out = {"pilot": {"seeds": seeds, "rows_per_task": self.cfg.pilot.rows_per_task},
+               "target_half_width_points": self.cfg.power.half_width_points, "confidence": self.cfg.power.confidence,
+               **out, "inputs": inputs, "wall_s": round(time.perf_counter() - t0, 1)}
+        write_json(path, out)
+        self.jobs.commit_paths([path], "robustness study: power analysis of the pilot")
+        self.jobs.walls["power"] = {"wall_s": out["wall_s"], "jobs_run": 1, "jobs_skipped": 0, "jobs_restored": 0}
+        return out
+
+    def attack(self, tasks: list[str]) -> Path:
+        """Attack one model in neither arm once (``attack.target``: null = the base model, else an adapter
+        trained for it by :meth:`attack_target`); keep the instructions found and record the settings and
+        the accuracy drop, in ``<results>/jobs/attack/<base|target>/`` and as ``attacked_instructions.yaml``
+        and ``attack.json`` (the set the attacked view evaluates).
+
+        Returns:
+            ``<results>/attacked_instructions.yaml``.
+        """
+        a = self.cfg.attack
+        method = str(a.get("method") or self.cfg.eval.method)  # what the search lowers on the attacked model
+        name = "target" if a.get("target") else "base"
+        job, rec = self.work / "attack" / name, self.results / "jobs" / "attack" / name
+        adapter = self.work / "attack" / "target_model" / "adapter" if name == "target" else None
+        settings = {"model": self.cfg.model, "adapter": None if adapter is None else str(adapter),
+                    "target": OmegaConf.to_container(a.target) if name == "target" else None, "tasks": tasks,
+                    "rows_per_task": a.rows_per_task, "method": method, "levels": list(self.cfg.eval.levels),
+                    "query_budget": a.query_budget, "probe_size": a.probe_size,
+                    "search": "greedy (coin_lightning.eval.instructions.adversarial)"}
+        found, kept = job / "eval" / "adversarial_instructions.yaml", rec / "adversarial_instructions.yaml"
+        self.jobs.restore("attack", name, job, job / "eval", {"eval/adversarial_instructions.yaml": kept})
+        if not (job / DONE).is_file() and adapter is not None:
+            self.attack_target(tasks)
+        cmd = [PY, "-m", "coin_lightning.evaluate", f"model={self.cfg.model}", f"data.root={self.glue}",
+               *([f"adapter={adapter}"] if adapter is not None else []),
+               *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task, method), "eval.perturb_mode=adversarial",
+               f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]
+        done = self.jobs.run("attack", job, cmd, done_when=found)
+        m = OmegaConf.to_container(OmegaConf.load(job / "eval" / "metrics.json"))
+        per_level = {lv: 100 * v["mean"] for lv, v in m["per_level"].items()}
+        record = {"settings": settings, "commit": done["commit"], "accuracy_on_attacked_model": per_level,
+                  "clean": 100 * m["overall"]["clean"], "perturbed": 100 * m["overall"]["perturbed"],
+                  "drop_points": 100 * (m["overall"]["clean"] - m["overall"]["perturbed"]),
+                  "drop_points_per_level": {lv: per_level["clean"] - v for lv, v in per_level.items() if lv != "clean"}}
+        paths = self.jobs.collect("attack", name, job, job / "eval", done, commit=False)
+        rec.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(found, kept)
+        write_json(rec / "attack.json", record)
+        shutil.copy2(found, self.results / "attacked_instructions.yaml")
+        shutil.copy2(rec / "attack.json", self.results / "attack.json")
+        paths += [kept, rec / "attack.json", self.results / "attacked_instructions.yaml", self.results / "attack.json"]
+        self.jobs.commit_paths(paths, f"robustness study: attack of the {name} model (ran on {done['commit']})")
+        return self.results / "attacked_instructions.yaml"
+
+    def attack_target(self, tasks: list[str]) -> Path:
+        """Train the attacked model of ``attack.target`` into ``<work>/attack/target_model``: the study's
+        training job with ``target.templates`` (under the study's ``data``) in place of its templates, at
+        ``target.lambda`` and ``target.seed``, so it is in neither arm; it evaluates itself on the default
+        set at ``attack.rows_per_task`` rows (its competence, collected to the results).
+
+        Returns:
+            Its adapter directory.
+        """
+        t, rows = self.cfg.attack.target, int(self.cfg.attack.rows_per_task)
+        templates = (REPO / self.cfg.data / str(t.templates)).resolve()  # checked in __init__
+        job = self.work / "attack" / "target_model"
+        train = [o for o in self.cfg.train if not str(o).startswith("data.templates=")]
+        cmd = [PY, "-m", "coin_lightning.train", f"model={self.cfg.model}", *train, f"data.templates={templates}",
+               f"data.root={self.glue}", f"data.tasks={_list(tasks)}", f"loss.lambda={t['lambda']}", f"seed={t.seed}",
+               "eval_after_train=true", *eval_overrides(self.cfg, "evaluation.eval", tasks, rows), f"hydra.run.dir={job}"]
+        done = self.jobs.run("attack target", job, cmd, done_when=job / "adapter" / "adapter_config.json", fresh=True)
+        self.jobs.collect("attack", "target_model", job, job / "eval", done, {"lambda": t["lambda"], "seed": t.seed})
+        return job / "adapter"
+
+    def compare(self, name: str, sweep_dir: Path) -> Path:
+        """``compare --sweep`` of one sweep (or view) into ``<work>/compare/<name>``."""
+        out = self.work / "compare" / name
+        reference = f"loss.lambda={yaml.safe_load(str(next(iter(self.arms.values()))))}"  # as compare names the arm
+        cmd = [PY, "-m", "coin_lightning.compare", "--sweep", str(sweep_dir), "--reference", reference,
+               "--bootstrap", str(self.cfg.bootstrap), "--out", str(out)]
+        marker, jobs = out / "done.json", list(sweep_dir.glob("*/done.json"))
+        if marker.is_file() and any(j.stat().st_mtime > marker.stat().st_mtime for j in jobs):
+            marker.unlink()  # a job finished since: compare again
+        self.jobs.run("compare", out, cmd, done_when=out / "comparison.json")
+        return out

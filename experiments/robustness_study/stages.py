@@ -49,8 +49,10 @@ class Study:
         if not self.glue.is_dir():
             raise SystemExit(f"error: {self.glue} not found (study.yaml data: must hold glue/<task>/<split>.jsonl)")
         target = cfg.attack.get("target") if cfg.attack else None
-        if target and not (REPO / cfg.data / str(target.templates)).is_file():
-            raise SystemExit(f"error: study.yaml attack.target.templates: {REPO / cfg.data / str(target.templates)} "
+        self.target_templates = (REPO / cfg.data / str(target.templates)).resolve() if target else None
+        """The templates file the attacked model (``attack.target``) is trained on; ``None``: the base model."""
+        if self.target_templates is not None and not self.target_templates.is_file():
+            raise SystemExit(f"error: study.yaml attack.target.templates: {self.target_templates} "
                              f"not found (a templates file under data: {cfg.data})")
         self.arms = dict(cfg.arms)
         self.view_done: dict[str, dict] = {}
@@ -67,10 +69,7 @@ class Study:
         for arm, lam in self.arms.items():
             for seed in seeds:
                 job = self.work / group / f"{arm}_seed{seed}"
-                cmd = [PY, "-m", "coin_lightning.train", f"model={self.cfg.model}", *self.cfg.train,
-                       f"data.root={self.glue}", f"data.tasks={_list(tasks)}", f"loss.lambda={lam}", f"seed={seed}",
-                       "eval_after_train=true", *eval_overrides(self.cfg, "evaluation.eval", tasks, rows),
-                       f"hydra.run.dir={job}"]
+                cmd = self.train_command(job, self.cfg.train, tasks, rows, lam, seed)
                 if not self.jobs.restore(group, job.name, job, job / "eval") and group != "pilot":
                     self.reuse_pilot(job, cmd)
                 done = self.jobs.run(group, job, cmd, done_when=job / "eval" / "metrics.json", fresh=True)
@@ -79,6 +78,13 @@ class Study:
                     self.jobs.collect(group, job.name, job, job / "eval", done, labels)
                 out.append((job, done, labels))
         return out
+
+    def train_command(self, job: Path, train: list, tasks: list[str], rows: int, lam, seed: int) -> list:
+        """The command of one training job of the study: ``train`` overrides, then the tasks, lambda and
+        seed, evaluating its own adapter at the end on ``rows`` rows per task (``eval_after_train``)."""
+        return [PY, "-m", "coin_lightning.train", f"model={self.cfg.model}", *train, f"data.root={self.glue}",
+                f"data.tasks={_list(tasks)}", f"loss.lambda={lam}", f"seed={seed}", "eval_after_train=true",
+                *eval_overrides(self.cfg, "evaluation.eval", tasks, rows), f"hydra.run.dir={job}"]
 
     def collect_sweep(self, sweep: list[tuple], views: list[str]) -> None:
         """Copy each sweep job's small outputs to the results, after those of its ``views`` (so a sweep
@@ -221,12 +227,9 @@ class Study:
             Its adapter directory.
         """
         t, rows = self.cfg.attack.target, int(self.cfg.attack.rows_per_task)
-        templates = (REPO / self.cfg.data / str(t.templates)).resolve()  # checked in __init__
         job = self.work / "attack" / "target_model"
         train = [o for o in self.cfg.train if not str(o).startswith("data.templates=")]
-        cmd = [PY, "-m", "coin_lightning.train", f"model={self.cfg.model}", *train, f"data.templates={templates}",
-               f"data.root={self.glue}", f"data.tasks={_list(tasks)}", f"loss.lambda={t['lambda']}", f"seed={t.seed}",
-               "eval_after_train=true", *eval_overrides(self.cfg, "evaluation.eval", tasks, rows), f"hydra.run.dir={job}"]
+        cmd = self.train_command(job, [*train, f"data.templates={self.target_templates}"], tasks, rows, t["lambda"], t.seed)
         done = self.jobs.run("attack target", job, cmd, done_when=job / "adapter" / "adapter_config.json", fresh=True)
         self.jobs.collect("attack", "target_model", job, job / "eval", done, {"lambda": t["lambda"], "seed": t.seed})
         return job / "adapter"

@@ -25,7 +25,9 @@ Every job leaves ``done.json`` (its commit, command, wall time) and is skipped o
 ``--work`` (default ``outputs/robustness_study``). From a clean checkout (no work directory) a job
 whose small outputs are in ``results/jobs/`` is restored from there and not re-run; a sweep job gets
 there only once the attacked and secondary views have evaluated its adapter, as adapters are not
-committed (a later ``--instructions-file`` needs the ``--work`` that trained them, or re-training).
+committed: a later view (``--instructions-file``, another secondary method) needs the ``--work`` that trained
+them or ``--retrain-adapters``, which re-trains each missing adapter with its job's command (and seed) and
+stops unless its final validation loss matches the recorded one (``stages.RETRAIN_VAL_LOSS_ATOL``).
 
 Examples::
 
@@ -33,6 +35,7 @@ Examples::
     python -m experiments.robustness_study.run --commit                 # commit each finished job
     python -m experiments.robustness_study.run --instructions-file published.yaml   # another set, same adapters
     python -m experiments.robustness_study.run --commit --stop-after attack     # freeze the attacked set now
+    python -m experiments.robustness_study.run --commit --retrain-adapters   # a new view from a clean checkout
     python -m experiments.robustness_study.run --smoke --work /tmp/s --results /tmp/s/results
 """
 from __future__ import annotations
@@ -62,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default="outputs/robustness_study", help="job directories (resumable)")
     p.add_argument("--results", default=str(HERE / "results"), help="small outputs (committed)")
     p.add_argument("--commit", action="store_true", help="git-commit each finished job's small outputs")
+    p.add_argument("--retrain-adapters", action="store_true",
+                   help="a view that needs an adapter the work directory lacks (its sweep job restored from the results) "
+                        "re-trains it with the job's command and checks the recorded validation loss")
     p.add_argument("--stop-after", choices=STAGES, help="stop after this stage (e.g. attack: freeze the attacked set "
                                                           "now, evaluate it later); commands.sh and stages.json are written")
     return p.parse_args(argv)
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --instructions-file {extra_file} not found")
     work, results = Path(args.work).resolve(), Path(args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    study = Study(cfg, work, results, args.commit)
+    study = Study(cfg, work, results, args.commit, args.retrain_adapters)
     t0 = time.perf_counter()
 
     def stop(stage: str) -> bool:
@@ -135,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if attacked is not None:
         views["attacked"] = study.view_jobs("attacked", sweep, tasks, rows, [f"eval.instructions_file={attacked}"])
     if cfg.get("secondary_method"):
-        views[str(cfg.secondary_method)] = study.view_jobs(str(cfg.secondary_method), sweep, tasks, rows, [],
-                                                           method=str(cfg.secondary_method))
+        n = cfg.get("secondary_seeds") or len(seeds)  # the first n seeds of each arm
+        views[str(cfg.secondary_method)] = study.view_jobs(str(cfg.secondary_method),
+                                                           [j for j in sweep if j[2]["seed"] in seeds[:n]], tasks, rows,
+                                                           [], method=str(cfg.secondary_method))
     study.collect_sweep(sweep, [v for v in views if v != "default"])
     if extra_file is not None:  # needs the adapters (the --work that trained them) unless already in the results
         name = f"file_{extra_file.stem}"

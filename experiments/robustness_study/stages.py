@@ -5,6 +5,8 @@ model), the power analysis, the attack, the views (each sweep adapter evaluated 
 results); :mod:`experiments.robustness_study.run` runs the stages in order."""
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import shlex
 import shutil
@@ -22,6 +24,24 @@ from experiments.robustness_study.power import size_from_pilot
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+RETRAIN_VAL_LOSS_ATOL = 0.01
+"""How far a re-trained adapter's final validation loss (nats per response token) may lie from the one its
+sweep job recorded (``--retrain-adapters``); farther, it is not the same model and the view stops."""
+
+
+def final_val_loss(curve: Path) -> float:
+    """The last ``val/loss`` (nats per response token) of a training job's logged curves (``csv/metrics.csv``,
+    or its copy ``train_metrics.csv.gz`` in the results).
+
+    Raises:
+        SystemExit: one line naming the file when it logged no ``val/loss``.
+    """
+    opener = gzip.open if curve.suffix == ".gz" else open
+    with opener(curve, "rt", encoding="utf-8") as fh:
+        values = [row["val/loss"] for row in csv.DictReader(fh) if row.get("val/loss")]
+    if not values:
+        raise SystemExit(f"error: {curve}: no val/loss logged (a re-trained adapter is checked against it)")
+    return float(values[-1])
 
 
 def _list(xs) -> str:
@@ -37,13 +57,17 @@ def eval_overrides(cfg: DictConfig, prefix: str, tasks: list[str], rows: int, me
 class Study:
     """The stages of one study run (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig, work: Path, results: Path, commit: bool):
+    def __init__(self, cfg: DictConfig, work: Path, results: Path, commit: bool, retrain: bool = False):
         """
+        Args:
+            retrain: a view that needs the adapter of a sweep job restored from the results re-trains it
+                (:meth:`retrain_adapter`) instead of stopping.
+
         Raises:
             SystemExit: one line naming the study config's ``data`` or ``attack.target.templates`` when the
                 directory or file is missing (before any job runs).
         """
-        self.cfg, self.work, self.results = cfg, work, results
+        self.cfg, self.work, self.results, self.retrain = cfg, work, results, retrain
         self.jobs = Jobs(REPO, results, commit)
         self.glue = (REPO / cfg.data / "glue").resolve()
         if not self.glue.is_dir():
@@ -90,11 +114,12 @@ class Study:
         """Copy each sweep job's small outputs to the results, after those of its ``views`` (so a sweep
         job in the results has every evaluation the study needs), and commit them together."""
         for job, done, labels in sweep:
-            paths = [p for v in views for p in self.jobs.collect(f"views/{v}", job.name, self.work / "views" / v / job.name,
-                                                                 self.work / "views" / v / job.name / "eval",
-                                                                 self.view_done[v][job.name], commit=False)]
+            mine = [v for v in views if job.name in self.view_done[v]]  # a view may cover some seeds only
+            paths = [p for v in mine for p in self.jobs.collect(f"views/{v}", job.name, self.work / "views" / v / job.name,
+                                                                self.work / "views" / v / job.name / "eval",
+                                                                self.view_done[v][job.name], commit=False)]
             paths += self.jobs.collect("sweep", job.name, job, job / "eval", done, labels, commit=False)
-            self.jobs.commit_paths(paths, f"robustness study: sweep/{job.name} and its views {', '.join(views)} "
+            self.jobs.commit_paths(paths, f"robustness study: sweep/{job.name} and its views {', '.join(mine)} "
                                           f"(ran on {done['commit']})")
 
     def reuse_pilot(self, job: Path, cmd: list) -> None:
@@ -116,10 +141,12 @@ class Study:
                   method: str | None = None) -> Path:
         """Evaluate each sweep adapter again (``extra`` overrides) into ``<work>/views/<view>/<job>/eval``,
         with the training job's overrides beside it, so the view reads as a sweep; a view job in the
-        results is restored from there. Its small outputs are collected by :meth:`collect_sweep`.
+        results is restored from there. Its small outputs are collected by :meth:`collect_sweep`, except
+        those of a job whose adapter was re-trained (``--retrain-adapters``), collected as each finishes.
 
         Raises:
-            SystemExit: a job to evaluate has no adapter (its sweep job was restored from the results).
+            SystemExit: a job to evaluate has no adapter (its sweep job was restored from the results) and
+                ``--retrain-adapters`` is off.
         """
         root = self.work / "views" / view
         sweep = jobs[0][0].parent
@@ -128,10 +155,11 @@ class Study:
             if done.get("restored_from"):
                 self.jobs.restore(f"views/{view}", dest.name, dest, dest / "eval")
         lacking = [d.name for d in dests if not (d / DONE).is_file() and not (sweep / d.name / "adapter").is_dir()]
-        if lacking:
+        if lacking and not self.retrain:
             raise SystemExit(f"error: view {view} needs the adapters of sweep jobs {', '.join(lacking)}, which are not in "
-                             f"{sweep} (adapters are not committed): rerun with the --work that trained them, or delete "
-                             f"{self.results / 'jobs' / 'sweep'}/{{{','.join(lacking)}}} to re-train those jobs")
+                             f"{sweep} (adapters are not committed): rerun with the --work that trained them, with "
+                             f"--retrain-adapters, or delete {self.results / 'jobs' / 'sweep'}/{{{','.join(lacking)}}} "
+                             f"to re-train those jobs")
 
         def command(pending: list[Path]) -> list:  # one evaluate multirun over the unfinished jobs
             return [PY, "-m", "coin_lightning.evaluate", "-m", f"model={self.cfg.model}",
@@ -139,12 +167,48 @@ class Study:
                     f"data.root={self.glue}", *eval_overrides(self.cfg, "eval", tasks, rows, method), *extra,
                     f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${study_job}/eval"]
 
-        markers = self.jobs.run_many(f"view {view}", dests, lambda pending: command(pending), "eval/metrics.json")
         for (job, _, _), dest in zip(jobs, dests):
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
+        # seed by seed across the arms, so that a stopped run leaves the arms evenly evaluated
+        for job, _, labels in sorted((j for j in jobs if j[0].name in lacking), key=lambda j: j[2]["seed"]):
+            dest = root / job.name
+            reproduction = self.retrain_adapter(job, labels, tasks, rows)
+            marker, = self.jobs.run_many(f"view {view}", [dest], command, "eval/metrics.json")
+            marker = {**marker, "adapter": reproduction}
+            write_json(dest / DONE, marker)
+            self.jobs.collect(f"views/{view}", dest.name, dest, dest / "eval", marker)
+        markers = self.jobs.run_many(f"view {view}", dests, command, "eval/metrics.json")
         self.view_done[view] = {d.name: m for d, m in zip(dests, markers)}
         return root
+
+    def retrain_adapter(self, job: Path, labels: dict, tasks: list[str], rows: int) -> dict:
+        """Re-train the adapter of a sweep job restored from the results (adapters are not committed): its
+        training command without the evaluation at the end, into ``<work>/retrained/<job>``, linked as
+        ``<job>/adapter``; then compare its final validation loss with the one the job recorded.
+
+        Returns:
+            ``{"retrained": dir, "val_loss_recorded", "val_loss_retrained", "val_loss_abs_diff"}`` (nats
+            per response token), kept in each view job's record.
+
+        Raises:
+            SystemExit: the losses differ by more than :data:`RETRAIN_VAL_LOSS_ATOL` (not the same model).
+        """
+        out = self.work / "retrained" / job.name
+        cmd = [("eval_after_train=false" if c == "eval_after_train=true" else c)
+               for c in self.train_command(out, self.cfg.train, tasks, rows, labels["lambda"], labels["seed"])]
+        self.jobs.run("retrain", out, cmd, done_when=out / "adapter" / "adapter_config.json", fresh=True)
+        if not (job / "adapter").exists():
+            (job / "adapter").symlink_to(out / "adapter", target_is_directory=True)
+        recorded = final_val_loss(self.results / "jobs" / "sweep" / job.name / "train_metrics.csv.gz")
+        retrained = final_val_loss(out / "csv" / "metrics.csv")
+        diff = abs(retrained - recorded)
+        print(f"[robustness_study] retrained {job.name}: final val/loss {retrained:.6f} (recorded {recorded:.6f})", flush=True)
+        if diff > RETRAIN_VAL_LOSS_ATOL:
+            raise SystemExit(f"error: retrained {job.name}: final val/loss {retrained:.4f} against the recorded "
+                             f"{recorded:.4f} (more than {RETRAIN_VAL_LOSS_ATOL} apart: not the same model); see {out}")
+        return {"retrained": str(out), "val_loss_recorded": recorded, "val_loss_retrained": retrained,
+                "val_loss_abs_diff": diff}
 
     def power(self) -> dict:
         """Tasks kept and the sweep's sizes from the pilot (``results/power.json``); the recorded one when

@@ -170,8 +170,10 @@ class Study:
         for (job, _, _), dest in zip(jobs, dests):
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
+        retrained = [d.name for d in dests if not (d / DONE).is_file()
+                     and (d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file())]
         # seed by seed across the arms, so that a stopped run leaves the arms evenly evaluated
-        for job, _, labels in sorted((j for j in jobs if j[0].name in lacking), key=lambda j: j[2]["seed"]):
+        for job, _, labels in sorted((j for j in jobs if j[0].name in retrained), key=lambda j: j[2]["seed"]):
             dest = root / job.name
             reproduction = self.retrain_adapter(job, labels, tasks, rows)
             marker, = self.jobs.run_many(f"view {view}", [dest], command, "eval/metrics.json")
@@ -185,7 +187,8 @@ class Study:
     def retrain_adapter(self, job: Path, labels: dict, tasks: list[str], rows: int) -> dict:
         """Re-train the adapter of a sweep job restored from the results (adapters are not committed): its
         training command without the evaluation at the end, into ``<work>/retrained/<job>``, linked as
-        ``<job>/adapter``; then compare its final validation loss with the one the job recorded.
+        ``<job>/adapter`` (once: a later view reuses it); then compare its final validation loss with the
+        one the job recorded.
 
         Returns:
             ``{"retrained": dir, "val_loss_recorded", "val_loss_retrained", "val_loss_abs_diff"}`` (nats
@@ -265,6 +268,10 @@ class Study:
                *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task, method), "eval.perturb_mode=adversarial",
                f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]
         done = self.jobs.run("attack", job, cmd, done_when=found)
+        if done.get("restored_from") and (rec / "attack.json").is_file():  # recorded when it ran (its --work paths)
+            shutil.copy2(rec / "attack.json", self.results / "attack.json")
+            shutil.copy2(kept, self.results / "attacked_instructions.yaml")
+            return self.results / "attacked_instructions.yaml"
         m = OmegaConf.to_container(OmegaConf.load(job / "eval" / "metrics.json"))
         per_level = {lv: 100 * v["mean"] for lv, v in m["per_level"].items()}
         record = {"settings": settings, "commit": done["commit"], "accuracy_on_attacked_model": per_level,

@@ -1,16 +1,20 @@
 """``experiments/robustness_study/run.py`` end to end on the tiny random LLaMA (``--smoke`` sizes):
 pilot, power, attack, sweep, the attacked view, compare, summary; a rerun skips every finished job;
 ``--commit`` commits each job's small outputs and nothing else; from a clean checkout (no work
-directory) every job is restored from the committed results and none runs again."""
+directory) every job is restored from the committed results and none runs again; ``--retrain-adapters``
+re-trains the adapters a new view needs and checks them against the recorded validation loss."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from experiments.robustness_study.run import main
 
@@ -116,8 +120,13 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         argv3 = argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]
         n_commits = _git(repo, "rev-list", "--count", "HEAD")
         assert "results/jobs/views/generate/coin_seed1/predictions.jsonl.gz" in _git(repo, "ls-files")
+        trained = tmp_path / "coin_seed1_adapter"  # kept to compare with its re-training below
+        shutil.copytree(work / "sweep" / "coin_seed1" / "adapter", trained)
         shutil.rmtree(work)
         _git(repo, "clean", "-fdxq", "results")
+        work = tmp_path / "clean_work"  # another --work: what is restored keeps the paths it was recorded with
+        argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
+        argv3 = argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]
         assert not (results / "summary.json").exists() and (results / "power.json").is_file()
         assert main(argv3) == 0
         clean = json.loads((results / "stages.json").read_text())
@@ -126,7 +135,8 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
                 assert rec["jobs_run"] == 0 and rec["wall_s"] == third[stage]["wall_s"], stage
         assert clean["pilot"]["jobs_restored"] == 4 and clean["sweep"]["jobs_restored"] == 4
         assert clean["view file_published"]["jobs_restored"] == 4 and clean["attack"]["jobs_restored"] == 1
-        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
+        assert _git(repo, "rev-list", "--count", "HEAD") == n_commits and not _git(repo, "status", "--porcelain", "--untracked-files=no", "results")
+        assert json.loads((results / "attack.json").read_text()) == attack
         restored = json.loads((results / "summary.json").read_text())
         assert {k: v for k, v in restored.items() if k != "stages"} == {k: v for k, v in final.items() if k != "stages"}
         done = json.loads((work / "sweep" / "coin_seed1" / "done.json").read_text())
@@ -141,6 +151,49 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
             main(argv + ["--instructions-file", str(other)])
         assert main(argv3) == 0  # and a rerun of the restored work directory commits nothing either
         assert _git(repo, "rev-list", "--count", "HEAD") == n_commits
+        # --retrain-adapters: each missing adapter re-trained once with its job's command, checked against the
+        # recorded validation loss; the secondary view (rank) on the first seed of each arm only
+        argv4 = argv + ["--instructions-file", str(other), "--retrain-adapters", "--set", "secondary_method=rank",
+                        "secondary_seeds=1"]
+        assert main(argv4) == 0
+        fourth = json.loads((results / "stages.json").read_text())
+        assert fourth["retrain"]["jobs_run"] == 4 and fourth["view rank"]["jobs_run"] == 2
+        assert fourth["view file_other"]["jobs_run"] == 4 and fourth["sweep"]["jobs_run"] == 0
+        retrained = {k: v.numpy() for k, v in load_file(work / "sweep" / "coin_seed1" / "adapter" /
+                                                        "adapter_model.safetensors").items()}
+        original = load_file(trained / "adapter_model.safetensors")
+        assert retrained.keys() == original.keys()
+        for k, v in original.items():  # the same seed and command give the same adapter
+            np.testing.assert_allclose(retrained[k], v.numpy(), rtol=1e-4, atol=1e-6)
+        for name in ("continual_seed1", "coin_seed2"):
+            record = json.loads((results / "jobs" / "views" / "file_other" / name / "job.json").read_text())
+            with gzip.open(results / "jobs" / "sweep" / name / "train_metrics.csv.gz", "rt") as fh:
+                logged = [r["val/loss"] for r in csv.DictReader(fh) if r["val/loss"]]
+            assert record["adapter"]["val_loss_recorded"] == float(logged[-1])
+            assert record["adapter"]["val_loss_retrained"] == pytest.approx(float(logged[-1]), abs=1e-4)
+            assert record["adapter"]["retrained"] == str(work / "retrained" / name)
+        assert sorted(p.name for p in (results / "jobs" / "views" / "rank").iterdir()) == ["coin_seed1", "continual_seed1"]
+        secondary = json.loads((results / "summary.json").read_text())["secondary"]
+        assert secondary["metric"] == "rank" and all(a["seeds"] == [1] for a in secondary["arms"].values())
+        tracked = _git(repo, "ls-files")
+        assert "results/jobs/views/file_other/coin_seed2/job.json" in tracked
+        assert "results/jobs/views/rank/continual_seed1/predictions.jsonl.gz" in tracked
+        # a re-trained adapter whose validation loss is not the recorded one stops the view: one line
+        curve = results / "jobs" / "sweep" / "coin_seed1" / "train_metrics.csv.gz"
+        with gzip.open(curve, "rt") as fh:
+            rows = list(csv.DictReader(fh))
+        for r in rows:
+            r["val/loss"] = str(float(r["val/loss"]) + 1) if r["val/loss"] else ""
+        with gzip.open(curve, "wt", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        shutil.rmtree(work / "retrained" / "coin_seed1")
+        (work / "sweep" / "coin_seed1" / "adapter").unlink()
+        shutil.rmtree(work / "views" / "rank" / "coin_seed1")
+        shutil.rmtree(results / "jobs" / "views" / "rank" / "coin_seed1")
+        with pytest.raises(SystemExit, match=r"^error: retrained coin_seed1: final val/loss .* not the same model"):
+            main(argv4)
 
 
 def test_refuses_bad_arguments(tmp_path):

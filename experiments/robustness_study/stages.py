@@ -167,9 +167,10 @@ class Study:
                     f"data.root={self.glue}", *eval_overrides(self.cfg, "eval", tasks, rows, method), *extra,
                     f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${study_job}/eval"]
 
-        for (job, _, _), dest in zip(jobs, dests):
+        def overrides(job: Path, dest: Path) -> None:  # after its evaluation: a stopped run leaves no empty job
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
+
         retrained = [d.name for d in dests if not (d / DONE).is_file()
                      and (d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file())]
         # seed by seed across the arms, so that a stopped run leaves the arms evenly evaluated
@@ -177,10 +178,13 @@ class Study:
             dest = root / job.name
             reproduction = self.retrain_adapter(job, labels, tasks, rows)
             marker, = self.jobs.run_many(f"view {view}", [dest], command, "eval/metrics.json")
+            overrides(job, dest)
             marker = {**marker, "adapter": reproduction}
             write_json(dest / DONE, marker)
             self.jobs.collect(f"views/{view}", dest.name, dest, dest / "eval", marker)
         markers = self.jobs.run_many(f"view {view}", dests, command, "eval/metrics.json")
+        for (job, _, _), dest in zip(jobs, dests):
+            overrides(job, dest)
         self.view_done[view] = {d.name: m for d, m in zip(dests, markers)}
         return root
 

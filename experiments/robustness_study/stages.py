@@ -171,21 +171,25 @@ class Study:
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
 
-        retrained = [d.name for d in dests if not (d / DONE).is_file()
-                     and (d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file())]
+        retrained = [d.name for d in dests if d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file()]
+        done: dict[str, dict] = {}
         # seed by seed across the arms, so that a stopped run leaves the arms evenly evaluated
         for job, _, labels in sorted((j for j in jobs if j[0].name in retrained), key=lambda j: j[2]["seed"]):
             dest = root / job.name
-            reproduction = self.retrain_adapter(job, labels, tasks, rows)
+            reproduction = self.retrain_adapter(job, labels, tasks, rows)  # skipped (its wall time counted) once done
             marker, = self.jobs.run_many(f"view {view}", [dest], command, "eval/metrics.json")
             overrides(job, dest)
-            marker = {**marker, "adapter": reproduction}
-            write_json(dest / DONE, marker)
+            if "adapter" not in marker:
+                marker = {**marker, "adapter": reproduction}
+                write_json(dest / DONE, marker)
             self.jobs.collect(f"views/{view}", dest.name, dest, dest / "eval", marker)
-        markers = self.jobs.run_many(f"view {view}", dests, command, "eval/metrics.json")
+            done[dest.name] = marker
+        rest = [d for d in dests if d.name not in done]
+        for d, m in zip(rest, self.jobs.run_many(f"view {view}", rest, command, "eval/metrics.json")):
+            done[d.name] = m
         for (job, _, _), dest in zip(jobs, dests):
             overrides(job, dest)
-        self.view_done[view] = {d.name: m for d, m in zip(dests, markers)}
+        self.view_done[view] = {d.name: done[d.name] for d in dests}
         return root
 
     def retrain_adapter(self, job: Path, labels: dict, tasks: list[str], rows: int) -> dict:

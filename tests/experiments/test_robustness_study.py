@@ -159,6 +159,9 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         fourth = json.loads((results / "stages.json").read_text())
         assert fourth["retrain"]["jobs_run"] == 4 and fourth["view rank"]["jobs_run"] == 2
         assert fourth["view file_other"]["jobs_run"] == 4 and fourth["sweep"]["jobs_run"] == 0
+        walls = [json.loads((work / "views" / "rank" / n / "done.json").read_text())["wall_s"]
+                 for n in ("continual_seed1", "coin_seed1")]
+        assert fourth["view rank"]["wall_s"] == pytest.approx(sum(walls), abs=0.2)  # each job counted once
         retrained = {k: v.numpy() for k, v in load_file(work / "sweep" / "coin_seed1" / "adapter" /
                                                         "adapter_model.safetensors").items()}
         original = load_file(trained / "adapter_model.safetensors")

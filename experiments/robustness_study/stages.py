@@ -81,6 +81,8 @@ class Study:
         self.arms = dict(cfg.arms)
         self.view_done: dict[str, dict] = {}
         """Per view, the done marker of each of its jobs."""
+        self.reproductions: dict[str, dict] = {}
+        """Per sweep job whose adapter was re-trained (:meth:`retrain_adapter`), its check, once per run."""
 
     def train_jobs(self, group: str, seeds: list[int], tasks: list[str], rows: int, collect: bool = True) -> list[tuple]:
         """Train (and evaluate) every arm x seed into ``<work>/<group>/<arm>_seed<k>``, each restored from
@@ -171,7 +173,12 @@ class Study:
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy2(job / ".hydra" / "overrides.yaml", dest / ".hydra" / "overrides.yaml")
 
-        retrained = [d.name for d in dests if d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file()]
+        def on_retrained(d: Path) -> bool:  # evaluated, or to evaluate, on a re-trained adapter
+            if (d / DONE).is_file():
+                return "adapter" in json.loads((d / DONE).read_text(encoding="utf-8"))
+            return d.name in lacking or (self.work / "retrained" / d.name / DONE).is_file()
+
+        retrained = [d.name for d in dests if on_retrained(d)]
         done: dict[str, dict] = {}
         # seed by seed across the arms, so that a stopped run leaves the arms evenly evaluated
         for job, _, labels in sorted((j for j in jobs if j[0].name in retrained), key=lambda j: j[2]["seed"]):
@@ -205,6 +212,8 @@ class Study:
         Raises:
             SystemExit: the losses differ by more than :data:`RETRAIN_VAL_LOSS_ATOL` (not the same model).
         """
+        if job.name in self.reproductions:  # once per run, whichever views use it
+            return self.reproductions[job.name]
         out = self.work / "retrained" / job.name
         cmd = [("eval_after_train=false" if c == "eval_after_train=true" else c)
                for c in self.train_command(out, self.cfg.train, tasks, rows, labels["lambda"], labels["seed"])]
@@ -218,8 +227,9 @@ class Study:
         if diff > RETRAIN_VAL_LOSS_ATOL:
             raise SystemExit(f"error: retrained {job.name}: final val/loss {retrained:.4f} against the recorded "
                              f"{recorded:.4f} (more than {RETRAIN_VAL_LOSS_ATOL} apart: not the same model); see {out}")
-        return {"retrained": str(out), "val_loss_recorded": recorded, "val_loss_retrained": retrained,
-                "val_loss_abs_diff": diff}
+        self.reproductions[job.name] = {"retrained": str(out), "val_loss_recorded": recorded,
+                                        "val_loss_retrained": retrained, "val_loss_abs_diff": diff}
+        return self.reproductions[job.name]
 
     def power(self) -> dict:
         """Tasks kept and the sweep's sizes from the pilot (``results/power.json``); the recorded one when

@@ -157,7 +157,9 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
                         "secondary_seeds=1"]
         assert main(argv4) == 0
         fourth = json.loads((results / "stages.json").read_text())
-        assert fourth["retrain"]["jobs_run"] == 4 and fourth["view rank"]["jobs_run"] == 2
+        assert fourth["retrain"] == {**fourth["retrain"], "jobs_run": 4, "jobs_skipped": 0}  # each adapter once
+        assert fourth["view rank"]["jobs_run"] == 2
+        assert "adapter" not in json.loads((work / "views" / "attacked" / "coin_seed1" / "done.json").read_text())
         assert fourth["view file_other"]["jobs_run"] == 4 and fourth["sweep"]["jobs_run"] == 0
         walls = [json.loads((work / "views" / "rank" / n / "done.json").read_text())["wall_s"]
                  for n in ("continual_seed1", "coin_seed1")]

@@ -191,11 +191,11 @@ class Study:
                 write_json(dest / DONE, marker)
             self.jobs.collect(f"views/{view}", dest.name, dest, dest / "eval", marker)
             done[dest.name] = marker
-        rest = [d for d in dests if d.name not in done]
-        for d, m in zip(rest, self.jobs.run_many(f"view {view}", rest, command, "eval/metrics.json")):
-            done[d.name] = m
-        for (job, _, _), dest in zip(jobs, dests):
+        rest = [(job, dest) for (job, _, _), dest in zip(jobs, dests) if dest.name not in done]
+        markers = self.jobs.run_many(f"view {view}", [dest for _, dest in rest], command, "eval/metrics.json")
+        for (job, dest), marker in zip(rest, markers):
             overrides(job, dest)
+            done[dest.name] = marker
         self.view_done[view] = {d.name: done[d.name] for d in dests}
         return root
 

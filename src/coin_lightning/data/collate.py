@@ -14,12 +14,17 @@ produce it after the prompt), so the label mask falls exactly on the response: t
 (luka-group/CoIN ``run_contrastive_llama.py``, ``generate_and_tokenize_prompt``) masks by the token
 length of the prompt tokenized alone, which can be off by one at the boundary.
 
-Truncation to ``cutoff_len`` (paper: 256) never touches the response: the input is shortened
-instead, first by cutting the longest content field of the template and re-rendering (instruction
+Truncation to ``cutoff_len`` (paper: 256) follows ``data.truncation``. ``input`` (the default) never
+touches the response: the input is shortened instead, first by cutting the longest content field of the template and re-rendering (instruction
 wording, options and the response marker stay whole), then, if that is not enough or the row is
 pre-rendered, by cutting tokens from the middle of the prompt. A response longer than
 ``cutoff_len - min_prompt_tokens`` is kept whole with a ``min_prompt_tokens`` prompt tail; the row then
-exceeds ``cutoff_len`` and is counted in ``response_over_cutoff``.
+exceeds ``cutoff_len`` and is counted in ``response_over_cutoff``. ``sequence`` is the reference's rule
+(luka-group/CoIN ``run_contrastive_llama.py`` L261-266, ``tokenizer(..., truncation=True,
+max_length=cutoff_len)``): the whole prompt + response row is cut on the right to ``cutoff_len`` tokens,
+so a long input loses its response (no CE on that row, and the pooled last token is an input token);
+such rows are counted in ``response_cut``. EOS is then appended only if the row is shorter than
+``cutoff_len``, as in the reference (L271-276).
 """
 from __future__ import annotations
 
@@ -70,6 +75,11 @@ class EncodedGroup:
         return max(len(r.ids) for r in self.rows)
 
 
+TRUNCATIONS = ("input", "sequence")
+"""Values of ``data.truncation``: ``input`` (shorten the input, keep the response whole) or ``sequence``
+(the reference: cut the whole row on the right at ``cutoff_len``)."""
+
+
 class Encoder:
     """Tokenize examples into :class:`EncodedRow` with the prompt format and truncation rule.
 
@@ -79,21 +89,27 @@ class Encoder:
         cutoff_len: maximum row length in tokens (paper: 256).
         min_prompt_tokens: prompt tokens kept at least when the response alone is too long.
         append_eos: end every response with the EOS token (reference: no; see the module docstring).
+        truncation: ``input`` or ``sequence`` (:data:`TRUNCATIONS`; see the module docstring).
 
     Attributes:
-        truncated: rows whose input was shortened so far.
-        response_over_cutoff: rows whose response alone left less than ``min_prompt_tokens``.
+        truncated: rows shortened so far (their input, or with ``sequence`` the whole row).
+        response_over_cutoff: rows whose response alone left less than ``min_prompt_tokens`` (``input``).
+        response_cut: rows that lost response tokens to the cut (``sequence``).
 
     Raises:
-        DataError: the tokenizer has no EOS token, or ``cutoff_len`` is too small.
+        DataError: the tokenizer has no EOS token, ``cutoff_len`` is too small, or an unknown ``truncation``.
     """
 
     def __init__(self, tokenizer, prompt_format: str = "alpaca", cutoff_len: int = 256, min_prompt_tokens: int = 8,
-                 append_eos: bool = True):
+                 append_eos: bool = True, truncation: str = "input"):
         if tokenizer.eos_token_id is None:
             raise DataError("the tokenizer has no EOS token; the response must end with one")
         if cutoff_len < 2 * min_prompt_tokens:
             raise DataError(f"data.cutoff_len={cutoff_len} is too small (at least {2 * min_prompt_tokens})")
+        if truncation not in TRUNCATIONS:
+            raise DataError(f"data.truncation={truncation!r} is not one of {', '.join(TRUNCATIONS)}")
+        self.truncation = truncation
+        self.response_cut = 0
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         self.cutoff_len = int(cutoff_len)
@@ -140,9 +156,20 @@ class Encoder:
         out = []
         for ex, p, r in zip(examples, prompts, responses):
             if len(p) + len(r) > self.cutoff_len:
+                if self.truncation == "sequence":
+                    out.append(self._cut_row(p, r[: len(r) - len(end)]))
+                    continue
                 p = self._shorten(ex, p, r)
             out.append(EncodedRow(np.asarray(p + r, dtype=np.int64), len(p)))
         return out
+
+    def _cut_row(self, p: list[int], r: list[int]) -> EncodedRow:
+        """The reference's right cut of a too-long row (no EOS, which only fits below ``cutoff_len``)."""
+        self.truncated += 1
+        ids = (p + r)[: self.cutoff_len]
+        if len(ids) < len(p) + len(r):
+            self.response_cut += 1
+        return EncodedRow(np.asarray(ids, dtype=np.int64), min(len(p), self.cutoff_len))
 
     def _shorten(self, ex: Example, p: list[int], r: list[int]) -> list[int]:
         self.truncated += 1

@@ -81,6 +81,10 @@ class CoinDataModule(L.LightningDataModule):
             :func:`~coin_lightning.data.samplers.train_sampler`).
         append_eos: end responses with EOS (default; the reference does not, see
             :mod:`coin_lightning.data.collate`).
+        truncation: ``input`` (default: shorten the input, keep the response) or ``sequence`` (the
+            reference: cut the whole row at ``cutoff_len``); see :mod:`coin_lightning.data.collate`.
+        val_rows: ``coin_csv`` only: ``seeded`` (default) or ``last`` (the file's last ``val_size``
+            rows, as the reference); see :func:`~coin_lightning.data.pipeline.csv_groups`.
         on_error: ``raise`` or ``skip`` (count) bad rows.
         n_per_task: records per embedded task (``embedded`` only).
         data_seed: seed of the embedded generator; ``None`` = ``seed``.
@@ -93,6 +97,9 @@ class CoinDataModule(L.LightningDataModule):
         val_every_n_steps: optimizer steps between validations, or None (``trainer.val_check_interval``
             as given); converted to micro-batches by ``training.batching``.
         val_batches: validation batches per validation, or None (``trainer.limit_val_batches``).
+        val_every_epoch_fraction: validate and checkpoint every ``int(fraction x training examples /
+            global batch)`` optimizer steps, the reference's ``eval_steps = save_steps`` (1/8 of the
+            epoch); set from the data by ``training.batching.epoch_fraction_steps``. None = unused.
 
     Raises:
         DataError: an invalid value (unknown source/group/format/pool, batch size not a multiple of
@@ -131,10 +138,13 @@ class CoinDataModule(L.LightningDataModule):
         global_batch_size: int | None = None,
         val_every_n_steps: int | None = None,
         val_batches: int | None = None,
+        truncation: str = "input",
+        val_rows: str = "seeded",
+        val_every_epoch_fraction: float | None = None,
     ):
         super().__init__()
         check_data_values(source, group, batch_size, eval_batch_size, prompt_format, template_pool, negatives,
-                          on_error, num_workers, val_size, n_per_task)
+                          on_error, num_workers, val_size, n_per_task, truncation, val_rows, val_every_epoch_fraction)
         check_paths(source, root, path, templates)
         ppi = PAIRS_PER_ITEM[group]
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
@@ -163,6 +173,7 @@ class CoinDataModule(L.LightningDataModule):
         self.data_seed = self.seed if data_seed is None else int(data_seed)
         self.hub_id, self.data_files = hub_id, _plain(data_files)
         self.order, self.append_eos = order, bool(append_eos)
+        self.truncation, self.val_rows = truncation, val_rows
         self.bank: TemplateBank | None = None
         self.train_dataset: GroupDataset | None = None
         self.val_dataset: GroupDataset | None = None
@@ -184,7 +195,7 @@ class CoinDataModule(L.LightningDataModule):
         ``groups_per_task``, ``skipped`` (bad rows skipped with ``on_error=skip``),
         ``unmatched_flan`` and ``incomplete_flan`` (per task, ``flan`` only; see
         ``sources.flan.load_flan``), ``same_target_negatives``, ``truncated`` and
-        ``response_over_cutoff`` (rows, after tokenization), ``keyword_data_unparsed`` (CSV).
+        ``response_over_cutoff`` and ``response_cut`` (rows, after tokenization), ``keyword_data_unparsed`` (CSV).
 
         Raises:
             DataError: bad data (see the sources, ``grouping`` and ``templates``).
@@ -198,7 +209,7 @@ class CoinDataModule(L.LightningDataModule):
         stats: dict[str, Any] = {"source": self.source, "skipped": 0}
         common = dict(group=self.group, seed=self.seed, on_error=self.on_error, val_size=self.val_size)
         if self.source == "coin_csv":
-            train, val = csv_groups(self.path, stats, tasks=self.tasks, **common)
+            train, val = csv_groups(self.path, stats, tasks=self.tasks, val_rows=self.val_rows, **common)
         else:
             spec = self.templates if str(self.templates) == "own" else _abs(self.templates)
             self.bank = load_template_bank(spec)
@@ -224,13 +235,19 @@ class CoinDataModule(L.LightningDataModule):
         )
 
     def _encode(self) -> None:
-        enc = Encoder(self.tokenizer, self.prompt_format, self.cutoff_len, append_eos=self.append_eos)
+        enc = Encoder(self.tokenizer, self.prompt_format, self.cutoff_len, append_eos=self.append_eos,
+                      truncation=self.truncation)
         self.train_dataset.encoded = enc.encode_groups(self.train_dataset.groups)
         self.val_dataset.encoded = enc.encode_groups(self.val_dataset.groups)
         self.stats["truncated"] = enc.truncated
         self.stats["response_over_cutoff"] = enc.response_over_cutoff
+        self.stats["response_cut"] = enc.response_cut
+        if enc.response_cut:
+            log.warning("data: %d row(s) lost response tokens to data.truncation=sequence at cutoff_len=%d",
+                        enc.response_cut, self.cutoff_len)
         if enc.truncated:
-            log.info("data: %d row(s) had their input shortened to fit cutoff_len=%d", enc.truncated, self.cutoff_len)
+            how = "had their input shortened" if self.truncation == "input" else "were cut on the right"
+            log.info("data: %d row(s) %s to fit cutoff_len=%d", enc.truncated, how, self.cutoff_len)
         if enc.response_over_cutoff:
             log.warning(
                 "data: %d row(s) have a response longer than cutoff_len=%d allows; kept whole, the row is longer",

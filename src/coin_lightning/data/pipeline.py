@@ -130,11 +130,20 @@ def template_groups(
     return train, val
 
 
+VAL_ROWS = ("seeded", "last")
+"""Values of ``data.val_rows`` (CoIN CSV): ``seeded`` (a seeded random set of row pairs) or ``last``
+(the file's last rows, as the reference's ``train_test_split(test_size=val_set_size, shuffle=False)``,
+luka-group/CoIN ``run_contrastive_llama.py`` L415)."""
+
+
 def csv_groups(
-    path: str, stats: dict, *, tasks: Sequence[str] | None, group: str, seed: int, on_error: str, val_size: int
+    path: str, stats: dict, *, tasks: Sequence[str] | None, group: str, seed: int, on_error: str, val_size: int,
+    val_rows: str = "seeded",
 ) -> tuple[list[Group], list[Group]]:
-    """The CoIN CSV -> ``(train, val)`` groups; ``val_size`` rows (``val_size // 2`` row pairs, seeded)
-    are held out, and a row pair is never split.
+    """The CoIN CSV -> ``(train, val)`` groups; ``val_size`` rows (``val_size // 2`` row pairs) are held
+    out, and a row pair is never split. ``val_rows`` (:data:`VAL_ROWS`) picks which: ``seeded`` draws
+    them with ``seed``; ``last`` takes the file's last row pairs, as the reference. Training keeps the
+    file's order either way (``data.order`` decides whether it is shuffled).
 
     Adds ``templates``, ``records_per_task``, ``train_records_per_task``, ``val_records``,
     ``groups_per_task`` and ``same_target_negatives`` to ``stats``.
@@ -150,7 +159,10 @@ def csv_groups(
         pairs = [p for p in pairs if p[0].task in set(tasks)]
     stats["records_per_task"] = _counts(a.task for p in pairs for a in p)
     n_val = min(val_size // 2, len(pairs) - 1) if val_size > 0 else 0
-    held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:n_val].tolist())
+    if val_rows == "last":
+        held = set(range(len(pairs) - n_val, len(pairs)))
+    else:
+        held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:n_val].tolist())
     train_pairs = [p for i, p in enumerate(pairs) if i not in held]
     val_pairs = [p for i, p in enumerate(pairs) if i in held]
     stats["train_records_per_task"] = _counts(a.task for p in train_pairs for a in p)

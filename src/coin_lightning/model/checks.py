@@ -13,8 +13,9 @@ import json
 import re
 from pathlib import Path
 
+from coin_lightning.errors import ConfigError
 from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs
-from coin_lightning.model.loading import ModelLoadError, _embedded_cache
+from coin_lightning.model.loading import ModelLoadError, _embedded_cache, hub_kwargs
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LORA_KEY = re.compile(r"\.(\w+)\.lora_A(?:\.\w+)?\.weight$")
@@ -25,15 +26,64 @@ def is_local(path: str) -> bool:
     return Path(path).expanduser().exists() or not _HUB_ID.match(str(path))
 
 
-def _hidden_size(args: ModelArgs) -> int | None:
-    """The base model's hidden size when it is known without loading weights (tiny, cached, local)."""
+def model_config(args: ModelArgs) -> dict | None:
+    """The base model's ``config.json`` as a dict when it is known without loading weights or reaching
+    the network: the tiny LLaMA's sizes, the embedded model's cache, a local directory, or a hub id
+    already in the Hugging Face cache; ``None`` otherwise."""
     if args.name_or_path == TINY:
-        return args.tiny.hidden_size
+        tiny = args.tiny
+        return {"hidden_size": tiny.hidden_size, "num_hidden_layers": tiny.num_hidden_layers,
+                "max_position_embeddings": 2048}  # build_tiny_llama's; its vocabulary is the tokenizer's
     folder = _embedded_cache(args.cache_dir) if args.name_or_path == EMBEDDED else Path(args.name_or_path).expanduser()
     try:
-        return int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    if args.name_or_path == EMBEDDED or not _HUB_ID.match(args.name_or_path):
         return None
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(args.name_or_path, local_files_only=True,
+                                          **hub_kwargs(args.revision, args.cache_dir)).to_dict()
+    except (OSError, ValueError):
+        return None
+
+
+def _hidden_size(args: ModelArgs) -> int | None:
+    """The base model's hidden size when it is known without loading weights (tiny, cached, local)."""
+    config = model_config(args)
+    try:
+        return int(config["hidden_size"]) if config else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def check_model_ranges(args: ModelArgs, hidden_layer: int, cutoff_len: int | None) -> None:
+    """Check the values whose valid range depends on the model against its config, before any weights
+    load (skipped when :func:`model_config` cannot read the config without the network).
+
+    Args:
+        args: the ``model`` config (``model.pad_token_id`` is checked against ``vocab_size``).
+        hidden_layer: ``loss.hidden_layer``, an index into the ``num_hidden_layers + 1`` hidden states.
+        cutoff_len: ``data.cutoff_len`` in tokens, at most ``max_position_embeddings`` (or None).
+
+    Raises:
+        ConfigError: a value outside the model's range, naming the key and the model's value.
+    """
+    config = model_config(args)
+    if not config:
+        return
+    layers, positions, vocab = (config.get(k) for k in ("num_hidden_layers", "max_position_embeddings", "vocab_size"))
+    if isinstance(layers, int) and not -(layers + 1) <= hidden_layer <= layers:
+        raise ConfigError(f"loss.hidden_layer={hidden_layer} but {args.name_or_path} has {layers} layers "
+                          f"({layers + 1} hidden states: 0..{layers}, or -{layers + 1}..-1)")
+    if isinstance(positions, int) and cutoff_len is not None and cutoff_len > positions:
+        raise ConfigError(f"data.cutoff_len={cutoff_len} exceeds the {positions} positions of {args.name_or_path} "
+                          "(max_position_embeddings)")
+    if isinstance(vocab, int) and args.pad_token_id is not None and args.pad_token_id >= vocab:
+        raise ConfigError(f"model.pad_token_id={args.pad_token_id} is outside the vocabulary of {args.name_or_path} "
+                          f"({vocab} tokens)")
 
 
 def _base_name(args: ModelArgs) -> str | None:

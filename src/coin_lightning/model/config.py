@@ -21,8 +21,11 @@ TINY = "tiny:llama"
 """``model.name_or_path`` of the randomly initialised tiny LLaMA (tests)."""
 DTYPES = ("float32", "bfloat16", "float16")
 """Values of ``model.dtype``."""
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
-"""Values of ``model.attn_implementation`` transformers accepts."""
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""Values of ``model.attn_implementation``: ``auto`` (:func:`resolve_attn_implementation`) or one transformers accepts."""
+POSITION_IDS = ("mask", "padded")
+"""Values of ``model.position_ids`` (training forward): ``mask`` (counted over real tokens) or ``padded``
+(counted from the first column, across left padding, as the reference)."""
 QUANTIZATIONS = (None, "8bit", "4bit")
 """Values of ``model.quantization``."""
 
@@ -96,7 +99,20 @@ class ModelArgs:
     """Embedded model: the directory of its fp32 copy (default under ``$XDG_CACHE_HOME/coin_lightning``).
     Hub model and adapter: the Hugging Face cache directory (default ``$HF_HUB_CACHE``)."""
     attn_implementation: str = "sdpa"
-    """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``, ...)."""
+    """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``, ...), or
+    ``auto``: ``flash_attention_2`` on a CUDA GPU when the ``flash_attn`` package imports (packed rows
+    through FlashAttention's varlen kernels), else ``sdpa``."""
+    position_ids: str = "mask"
+    """Position ids of the training forward: ``mask`` counts real tokens only (``cumsum(mask) - 1``), so
+    a row's states do not depend on its batch's padding; ``padded`` counts from the first column across
+    the left padding, as the reference (luka-group/CoIN passes no ``position_ids`` to the LLaMA of
+    transformers 4.30, which then numbers every column). ``padded`` turns packed rows off, since packing
+    restarts positions at each row. With RoPE only position differences enter attention, so the two
+    differ by rounding only."""
+    pad_token_id: int | None = None
+    """Token id of left padding; ``null`` = the tokenizer's pad token, else EOS. The reference uses 0
+    (LLaMA's ``<unk>``, luka-group/CoIN ``run_contrastive_llama.py`` L254). Padding is masked, so the id
+    changes no loss; it must be inside the tokenizer's vocabulary."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (non-reentrant, works with peft)."""
     packed_sequences: bool = True
@@ -125,6 +141,9 @@ class ModelArgs:
         check_choice("model.dtype", self.dtype, DTYPES)
         check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        check_choice("model.position_ids", self.position_ids, POSITION_IDS)
+        if self.pad_token_id is not None:
+            check_range("model.pad_token_id", self.pad_token_id, low=0)
 
     @classmethod
     def from_config(cls, cfg: Any, key: str = "model") -> ModelArgs:
@@ -134,6 +153,19 @@ class ModelArgs:
             ConfigError: an unknown key, a value of the wrong type or out of range, naming the key.
         """
         return build(cls, cfg, key)
+
+
+def resolve_attn_implementation(value: str) -> str:
+    """``model.attn_implementation`` as transformers gets it: ``auto`` becomes ``flash_attention_2`` when a
+    CUDA GPU is visible and ``flash_attn`` is importable (``pip install 'coin-lightning[flash]'``), else
+    ``sdpa``; any other value is returned unchanged."""
+    if value != "auto":
+        return value
+    import importlib.util
+
+    import torch
+
+    return "flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 def read_model_file(path: str | Path) -> dict:

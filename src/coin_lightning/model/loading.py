@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from coin_lightning.errors import UserError
+from coin_lightning.errors import ConfigError, UserError
 from coin_lightning.io import atomic_path
-from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs, TinyArgs
+from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs, TinyArgs, resolve_attn_implementation
 from coin_lightning.speedups.liger import apply_liger, check_liger
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ def _embedded_cache(cache_dir: str | None) -> Path:
     return Path(cache_dir) if cache_dir else default_cache_dir() / "smollm2-135m-instruct-fp32"
 
 
-def _finish_tokenizer(tokenizer):
+def _finish_tokenizer(tokenizer, pad_token_id: int | None = None):
+    if pad_token_id is not None:
+        if pad_token_id >= len(tokenizer):
+            raise ConfigError(f"model.pad_token_id={pad_token_id} is outside the tokenizer's vocabulary "
+                              f"({len(tokenizer)} tokens)")
+        tokenizer.pad_token_id = pad_token_id
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -83,10 +88,12 @@ def load_tokenizer(cfg: Any):
     """Load the tokenizer of ``model.name_or_path`` (``tiny:llama`` uses the embedded one).
 
     Returns:
-        A ``PreTrainedTokenizerFast`` with ``padding_side="left"`` and a pad token (EOS if none).
+        A ``PreTrainedTokenizerFast`` with ``padding_side="left"`` and a pad token: ``model.pad_token_id``
+        if set, else its own, else EOS.
 
     Raises:
         ModelLoadError: the path or hub id cannot be loaded.
+        ConfigError: ``model.pad_token_id`` outside the vocabulary.
     """
     from transformers import AutoTokenizer
 
@@ -94,19 +101,20 @@ def load_tokenizer(cfg: Any):
     if args.name_or_path in (EMBEDDED, TINY):
         cache = _embedded_cache(args.cache_dir if args.name_or_path == EMBEDDED else None)
         if (cache / "tokenizer.json").is_file():
-            return _finish_tokenizer(AutoTokenizer.from_pretrained(cache))
+            return _finish_tokenizer(AutoTokenizer.from_pretrained(cache), args.pad_token_id)
         tok_cache = default_cache_dir() / "smollm2-135m-instruct-tokenizer"
         if not (tok_cache / "tokenizer.json").is_file():
             gguf = embedded_gguf_path()
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             with atomic_path(tok_cache) as tmp:
                 tokenizer.save_pretrained(tmp)
-        return _finish_tokenizer(AutoTokenizer.from_pretrained(tok_cache))
+        return _finish_tokenizer(AutoTokenizer.from_pretrained(tok_cache), args.pad_token_id)
     try:
         hub = hub_kwargs(args.revision, args.cache_dir)
-        return _finish_tokenizer(AutoTokenizer.from_pretrained(args.name_or_path, **hub))
+        tokenizer = AutoTokenizer.from_pretrained(args.name_or_path, **hub)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
+    return _finish_tokenizer(tokenizer, args.pad_token_id)
 
 
 def _not_found(path: str, exc: Exception, revision: str | None = None) -> str:
@@ -134,7 +142,7 @@ def _load_embedded(args: ModelArgs):
             tokenizer.save_pretrained(tmp)
         del model
     return AutoModelForCausalLM.from_pretrained(
-        cache, dtype=torch.float32, attn_implementation=args.attn_implementation
+        cache, dtype=torch.float32, attn_implementation=resolve_attn_implementation(args.attn_implementation)
     )
 
 
@@ -175,11 +183,15 @@ def _model_type(args: ModelArgs) -> str:
         raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
 
 
-def load_model(cfg: Any):
+def load_model(cfg: Any, device: torch.device | str | None = None):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
     Args:
         cfg: the ``model`` node (see :class:`coin_lightning.model.config.ModelArgs`), a dict, or ``ModelArgs``.
+        device: where a quantized model (``model.quantization``) is placed: this process's own GPU,
+            ``trainer.strategy.root_device`` (bitsandbytes weights cannot move after loading; without
+            it every rank's model would land on GPU 0). Unquantized models load on the CPU and
+            Lightning moves them.
 
     Returns:
         ``(model, tokenizer)``: a ``transformers`` causal LM in ``model.dtype`` (fp32 on CPU) in eval
@@ -198,12 +210,13 @@ def load_model(cfg: Any):
     tokenizer = load_tokenizer(args)
     if args.liger_kernels:
         apply_liger(_model_type(args))
+    attn = resolve_attn_implementation(args.attn_implementation)
     if args.name_or_path == EMBEDDED:
         model = _load_embedded(args)
     elif args.name_or_path == TINY:
-        model = build_tiny_llama(len(tokenizer), args.tiny, args.attn_implementation, tokenizer.pad_token_id)
+        model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id)
     else:
-        kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": args.attn_implementation}
+        kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": attn}
         kwargs.update(hub_kwargs(args.revision, args.cache_dir))
         if args.quantization:
             if not torch.cuda.is_available():
@@ -213,6 +226,8 @@ def load_model(cfg: Any):
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_8bit=args.quantization == "8bit", load_in_4bit=args.quantization == "4bit"
             )
+            if device is not None:
+                kwargs["device_map"] = {"": torch.device(device)}
         try:
             model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
         except (OSError, ValueError) as exc:

@@ -5,6 +5,7 @@ from typing import Any
 
 from coin_lightning import speedups
 from coin_lightning.model import packing
+from coin_lightning.model.config import resolve_attn_implementation
 from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter, load_model
 
 
@@ -40,7 +41,9 @@ def use_speedups(model, args: ModelArgs) -> None:
         args: the ``model`` config.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    mode = packing.choose_packing_mode(args.packed_sequences, args.attn_implementation, args.cpu_speedups)
+    attn = resolve_attn_implementation(args.attn_implementation)
+    packed = args.packed_sequences and args.position_ids == "mask"  # packing restarts positions at each row
+    mode = packing.choose_packing_mode(packed, attn, args.cpu_speedups)
     if args.cpu_speedups:
         speedups.apply(model, packed_rows=mode == packing.KERNEL)
     packing.set_packing_mode(base, mode)
@@ -49,7 +52,14 @@ def use_speedups(model, args: ModelArgs) -> None:
 def _wrap(model, args: ModelArgs):
     from peft import LoraConfig, get_peft_model
 
-    if args.gradient_checkpointing:
+    if args.quantization:  # peft's preparation of a bitsandbytes base, as the reference's prepare_model_for_int8_training
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if args.adapter:

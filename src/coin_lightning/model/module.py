@@ -58,6 +58,7 @@ class CoinModule(L.LightningModule):
         scheduler: a partial scheduler factory ``(optimizer, num_training_steps) -> LRScheduler``
             (the ``scheduler`` group, :mod:`coin_lightning.model.schedule`), stepped every optimizer
             step; ``None`` keeps the optimizer's learning rate.
+        position_ids: ``mask`` (default) or ``padded`` (``model.position_ids``; see :meth:`encode`).
 
     Batches follow ``docs/CONTRACTS.md``: ``input_ids``/``attention_mask``/``labels`` ``[R, T]``,
     ``response_start`` ``[R]``, ``num_pairs`` P; rows ``[0, P)`` originals, ``[P, 2P)`` paraphrases,
@@ -72,8 +73,10 @@ class CoinModule(L.LightningModule):
         loss: Any = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        position_ids: str = "mask",
     ) -> None:
         super().__init__()
+        self.position_ids = position_ids
         self.model = model.train()  # from_pretrained returns eval mode; LoRA dropout needs train mode
         self.flops_per_batch: float | None = None  # ThroughputMonitor reads it; None = no FLOP/s estimate
         self.loss_args = LossArgs.from_config(loss if loss is not None else {})
@@ -137,7 +140,9 @@ class CoinModule(L.LightningModule):
         """Run the decoder (no LM head) with position ids derived from the mask.
 
         Position ids count real tokens only (``cumsum(mask) - 1``), so a row's hidden states do not
-        depend on how much padding it has or on which side. When the base model packs rows
+        depend on how much padding it has or on which side. With ``position_ids="padded"`` they count
+        every column ``0..T-1``, padding included, as the reference (luka-group/CoIN passes none to
+        transformers' LLaMA); packing is then off. When the base model packs rows
         (``model.packed_sequences``, :func:`coin_lightning.model.packing.packing_mode`), the rows' real
         tokens run as one sequence ``[1, N]`` with position ids restarting at each row (no compute on
         padding): transformers splits them at the restarts (flash-attention's varlen kernels), or the
@@ -166,7 +171,10 @@ class CoinModule(L.LightningModule):
             )
             states = tuple(packing.unpack(h, packed) for h in out.hidden_states) if output_hidden_states else None
             return BaseModelOutput(last_hidden_state=packing.unpack(out.last_hidden_state, packed), hidden_states=states)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        if self.position_ids == "padded":
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        else:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         return decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -112,16 +112,19 @@ def unpack(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
 
 def choose_packing_mode(packed_sequences: bool, attn_implementation: str, cpu_speedups: bool) -> str | None:
     """The packing mode for a ``model`` config: :data:`TRANSFORMERS`, :data:`KERNEL` or ``None`` (padded
-    rows); see the module docstring. Logs once when ``packed_sequences`` falls back to padded rows."""
+    rows); see the module docstring. Logs the path the forward takes (once per model built)."""
     if not packed_sequences:
+        log.info("model: padded rows (attn_implementation=%s)", attn_implementation)
         return None
     if attn_implementation in TRANSFORMERS_PACKED:
+        log.info("model: packed rows through transformers' %s (variable-length attention)", attn_implementation)
         return TRANSFORMERS
     if attn_implementation == "sdpa" and cpu_speedups:
+        log.info("model: packed rows through the project's attention (sdpa, model.cpu_speedups)")
         return KERNEL
-    log.info("model.packed_sequences with attn_implementation=%s and cpu_speedups=%s: padded rows "
-             "(packing needs flash_attention_2/3, flex_attention, or sdpa with model.cpu_speedups)",
-             attn_implementation, cpu_speedups)
+    log.info("model: padded rows: model.packed_sequences with attn_implementation=%s and cpu_speedups=%s "
+             "(packing needs flash_attention_2/3 (attn_implementation=auto with flash-attn installed), "
+             "flex_attention, or sdpa with model.cpu_speedups)", attn_implementation, cpu_speedups)
     return None
 
 

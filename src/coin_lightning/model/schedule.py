@@ -26,9 +26,10 @@ def linear_warmup_decay(
     """Linear warm-up over ``round(warmup_ratio * num_training_steps)`` steps, then linear decay to 0.
 
     The learning rate at optimizer step ``s`` (0-based) is ``lr * (s + 1) / (w + 1)`` for ``s < w``
-    (no step at rate 0) and ``lr * (T - s) / (T - w)`` after, with ``T = num_training_steps`` and
-    ``w`` the warm-up steps: the decay of the HF Trainer's default ``linear`` schedule, which the
-    paper's code (luka-group/CoIN, ``transformers.Trainer``) used with ``warmup_ratio``.
+    and ``lr * (T - s) / (T - w)`` after, with ``T = num_training_steps`` and ``w`` the warm-up
+    steps. The decay is the HF Trainer's ``linear`` one; the warm-up differs from it on purpose: no
+    optimizer step runs at rate 0 (the HF schedule's first step does, so its gradients are spent).
+    :func:`hf_linear` is the reference's schedule exactly.
 
     Args:
         optimizer: the optimizer whose groups' ``lr`` is scaled.
@@ -38,6 +39,28 @@ def linear_warmup_decay(
     total = max(1, int(num_training_steps))
     warmup = int(round(warmup_ratio * total))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_linear_factor, warmup=warmup, total=total))
+
+
+def hf_linear(
+    optimizer: torch.optim.Optimizer, num_training_steps: int, warmup_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The reference's schedule: ``transformers.get_linear_schedule_with_warmup`` with
+    ``int(warmup_ratio * num_training_steps)`` warm-up steps.
+
+    The learning rate at optimizer step ``s`` (0-based) is ``lr * s / w`` for ``s < w`` (0 at the
+    first step) and ``lr * (T - s) / (T - w)`` after. Source: luka-group/CoIN
+    ``run_contrastive_llama.py`` L425 (``warmup_steps = int(len(train_data) / batch_size * 0.1)``,
+    the HF Trainer's default ``linear`` scheduler).
+
+    Args:
+        optimizer: the optimizer whose groups' ``lr`` is scaled.
+        num_training_steps: optimizer steps of the whole run (>= 1).
+        warmup_ratio: share of the steps spent warming up, in [0, 1).
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    total = max(1, int(num_training_steps))
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
 
 
 def constant(optimizer: torch.optim.Optimizer, num_training_steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -193,3 +193,32 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
         elif data.get("val_every_n_steps") is not None:  # counted in steps across epochs, never refused as
             trainer.check_val_every_n_epoch = None     # longer than one epoch of a small dataset
     return plan
+
+
+def apply_epoch_fraction(cfg: DictConfig, train_examples: int) -> int | None:
+    """Set ``data.val_every_n_steps`` from ``data.val_every_epoch_fraction`` and the training data's
+    size, then re-apply :func:`apply_batch_plan` (idempotent) so the trainer's interval follows.
+
+    The interval is ``int(fraction x train_examples / global batch)`` optimizer steps (at least 1): the
+    reference's ``eval_steps = save_steps = int(len(train_data) / batch_size / 8)`` (luka-group/CoIN
+    ``run_contrastive_llama.py`` L426-428) with ``fraction = 1/8``. A checkpoint callback that reads
+    ``${data.val_every_n_steps}`` (``experiment=coin_alpaca``) saves at the same steps.
+
+    Args:
+        cfg: a composed ``train.yaml`` config, after :func:`apply_batch_plan`.
+        train_examples: examples (pairs) in the training set, e.g. 2 x groups for ``pair_of_pairs``.
+
+    Returns:
+        The interval in optimizer steps, or ``None`` when ``data.val_every_epoch_fraction`` is unset.
+    """
+    fraction = cfg.data.get("val_every_epoch_fraction")
+    if fraction is None:
+        return None
+    plan = apply_batch_plan(cfg)
+    steps = max(1, int(train_examples / plan.global_batch_size * fraction))
+    with open_dict(cfg):
+        cfg.data.val_every_n_steps = steps
+    apply_batch_plan(cfg)
+    log.info("data.val_every_n_steps=%d: %s of %d training examples at a global batch of %d", steps, fraction,
+             train_examples, plan.global_batch_size)
+    return steps

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from coin_lightning.config_types import check_range, check_required
 from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
-from coin_lightning.model.checks import check_adapter, check_checkpoint
+from coin_lightning.model.checks import check_adapter, check_checkpoint, check_model_ranges
 from coin_lightning.model.config import ModelArgs
 from coin_lightning.speedups.liger import check_liger
 
@@ -68,7 +68,9 @@ def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
 def check_train_config(cfg: DictConfig) -> ModelArgs:
     """Check every value of a ``train.yaml`` config that can be checked without loading a model:
     required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``warmup_ratio``,
-    ``seed``, ``trainer`` and ``ckpt_path`` (a readable Lightning checkpoint of this LoRA setup).
+    ``seed``, ``trainer``, the values whose range depends on the model (against its config,
+    :func:`~coin_lightning.model.checks.check_model_ranges`) and ``ckpt_path`` (a readable Lightning
+    checkpoint of this LoRA setup).
 
     Returns:
         The checked :class:`ModelArgs`.
@@ -79,7 +81,7 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     from coin_lightning.losses import LossArgs
 
     check_required(cfg)
-    LossArgs.from_config(cfg.loss)
+    loss = LossArgs.from_config(cfg.loss)
     args = ModelArgs.from_config(cfg.model)
     check_liger(args.liger_kernels)
     if args.quantization:
@@ -95,6 +97,7 @@ def check_train_config(cfg: DictConfig) -> ModelArgs:
     if cfg.get("data") is not None:
         check_data_config(cfg.data)
     check_trainer(cfg.trainer, args)
+    check_model_ranges(args, loss.hidden_layer, (cfg.get("data") or {}).get("cutoff_len"))
     if args.adapter:
         check_adapter(args.adapter, args, key="model.adapter")
     if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)

@@ -18,7 +18,7 @@ from coin_lightning.model.config import ModelArgs
 from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
-from coin_lightning.training.batching import apply_batch_plan
+from coin_lightning.training.batching import apply_batch_plan, apply_epoch_fraction
 from coin_lightning.training.checks import check_train_config
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.learning import fit_measured, learning_rows
@@ -47,13 +47,14 @@ def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.Lightni
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
+    apply_epoch_fraction(cfg, len(datamodule.train_dataset) * datamodule.pairs_per_item)  # the reference's eval/save steps
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
     )
     check_launch(trainer)
     datamodule.tokenizer = load_tokenizer(cfg.model)
     datamodule.setup("fit")  # tokenize (setup is idempotent otherwise)
-    base, _ = load_model(cfg.model)
+    base, _ = load_model(cfg.model, device=trainer.strategy.root_device)  # a quantized base lands on this rank's GPU
     model = apply_lora(base, cfg.model)
     scheduler = cfg.get("scheduler")
     module = CoinModule(
@@ -61,6 +62,7 @@ def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.Lightni
         loss=cfg.loss,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(scheduler) if scheduler is not None else None,
+        position_ids=ModelArgs.from_config(cfg.model).position_ids,
     )
     return module, datamodule, trainer
 

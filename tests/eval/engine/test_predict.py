@@ -13,6 +13,7 @@ from coin_lightning.eval.engine.decode import (
     shared_prefix_length,
 )
 from coin_lightning.eval.engine.generation import stacked_cache
+from coin_lightning.eval.engine.parse import answer_decided, parse_label
 from coin_lightning.eval.engine.predict import Predictor
 from tests.eval.eval_helpers import forced_answer_model, tiny
 
@@ -85,8 +86,9 @@ def test_generation_matches_unbatched_generate_and_a_greedy_loop(prefix_cache):
     # prefill batches of 2 rows (2, 2, 1: different widths), generated together as one stacked batch
     model, tok = tiny()
     p = Predictor(model, tok, max_new_tokens=6, batch_size=2, prefix_cache=prefix_cache, decode_batch_size=64)
-    answers = [x.answer for x in p.predict(INSTRUCTION, CONTENTS[:5], LABEL_WORDS["rte"])]
-    for content, answer in zip(CONTENTS[:5], answers):
+    words = LABEL_WORDS["rte"]
+    predictions = p.predict(INSTRUCTION, CONTENTS[:5], words)
+    for content, got in zip(CONTENTS[:5], predictions):
         prompt = p.encode([p.prompt(INSTRUCTION, content)])[0]
         ids = torch.tensor([prompt])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
@@ -94,8 +96,11 @@ def test_generation_matches_unbatched_generate_and_a_greedy_loop(prefix_cache):
         new = out[0, ids.shape[1]:].tolist()
         if any(t in p.stop_ids for t in new):
             new = new[: next(i for i, t in enumerate(new) if t in p.stop_ids)]
-        assert answer == tok.decode(new, skip_special_tokens=True)
         assert new == _greedy(model, prompt, 6, p.stop_ids)
+        full = tok.decode(new, skip_special_tokens=True)
+        # the answer is the full greedy answer, or its first tokens once they decide the label
+        assert full.startswith(got.answer) and got.pred == parse_label(full, words)
+        assert got.answer == full or answer_decided(got.answer, words)
 
 
 def test_generation_stops_at_a_stop_token():
@@ -107,7 +112,7 @@ def test_generation_stops_at_a_stop_token():
     p.stop_ids = stop
     cut = p.predict(INSTRUCTION, CONTENTS, LABEL_WORDS["rte"])
     for prompt, answer in zip(prompts, cut):
-        assert answer.answer == tok.decode(_greedy(model, prompt, 4, stop), skip_special_tokens=True)
+        assert tok.decode(_greedy(model, prompt, 4, stop), skip_special_tokens=True).startswith(answer.answer)
     assert cut[0].answer == "" and cut[1].answer == ""
 
 
@@ -234,3 +239,48 @@ def test_load_for_inference_switches_on_the_training_speedups():
     for off in ({"packed_sequences": False}, {"cpu_speedups": False}):
         plain, _ = load_for_inference(dict(TINY_CFG, **off))
         assert not packing.is_enabled(plain) and packing.packing_mode(plain) is None
+
+
+def test_decided_answers_parse_as_their_full_generation():
+    """Stopping at the first decided prefix never changes the parsed label: random 7-token answers
+    drawn from label-word pieces, punctuation, spaces and other tokens, each parsed whole and cut."""
+    _, tok = tiny()
+    pieces = {t for words in LABEL_WORDS.values() for w in words for t in tok(w, add_special_tokens=False)["input_ids"]}
+    pieces |= {t for s in [" ", ".", "_", "\n", "'", " yes", " no", "Answer", ":", "<", "é"]
+               for t in tok(s, add_special_tokens=False)["input_ids"]}
+    pool = sorted(pieces) + list(range(100, 160))
+    g = torch.Generator().manual_seed(0)
+    stopped = 0
+    for words in LABEL_WORDS.values():
+        for _ in range(300):
+            row = [pool[i] for i in torch.randint(len(pool), (7,), generator=g).tolist()]
+            k = next((j + 1 for j in range(7) if answer_decided(tok.decode(row[: j + 1], skip_special_tokens=True), words)), 7)
+            stopped += k < 7
+            assert parse_label(tok.decode(row[:k], skip_special_tokens=True), words) == \
+                parse_label(tok.decode(row, skip_special_tokens=True), words), (words, row, k)
+    assert stopped > 1000  # most answers are decided early
+
+
+def test_generation_stops_rows_once_their_answer_is_decided():
+    """With no stop token, a forced answer ("positive", then EOS and filler for ever) stops right after
+    its label word: decoding 7 new tokens costs the forward passes of decoding just the word's tokens."""
+    _, tok = tiny()
+    words = LABEL_WORDS["sst2"]
+    probe = Predictor(tiny()[0], tok)
+    trigger = probe.encode([probe.prompt(INSTRUCTION, CONTENTS[0])])[0][-1]
+    model = forced_answer_model(tok, "positive", trigger)
+    n_word = len(tok("positive", add_special_tokens=False)["input_ids"])
+
+    def run(max_new_tokens):
+        calls = []
+        handle = model.register_forward_hook(lambda *args: calls.append(1))
+        p = Predictor(model, tok, max_new_tokens=max_new_tokens, batch_size=8)
+        p.stop_ids = []  # EOS does not stop: only the decided answer can
+        got = p.predict(INSTRUCTION, CONTENTS, words)
+        handle.remove()
+        return got, len(calls)
+
+    (got, calls), (_, calls_word) = run(7), run(n_word)
+    assert [g.answer for g in got] == ["positive"] * len(CONTENTS)
+    assert [g.pred for g in got] == [words.index("positive")] * len(CONTENTS)
+    assert calls == calls_word

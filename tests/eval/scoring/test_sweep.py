@@ -122,6 +122,58 @@ def test_seed_resampling_gives_the_exact_seed_distribution_and_widens_the_interv
     assert full["high"] - full["low"] > 2 * (inner["high"] - inner["low"])
 
 
+def test_independent_seeds_see_the_seed_spread_that_pairing_cancels():
+    """Both arms: seed 1 right everywhere, seed 2 wrong. Paired, every difference is 0. Drawn
+    independently, each arm's seed mean is K/2 with K ~ Binomial(2, 1/2); the difference is 1 or -1
+    with probability 1/16 each (> 2.5%), so the interval is exactly [-1, 1]."""
+    wrong, right = rows_with(lambda *k: False), rows_with(lambda *k: True)
+    paired = hierarchical_bootstrap([right, wrong], [right, wrong], resamples=4000, seed=3)
+    independent = hierarchical_bootstrap([right, wrong], [right, wrong], resamples=4000, seed=3, pair_seeds=False)
+    assert paired["pair_seeds"] and not independent["pair_seeds"]
+    for res, want in ((paired, (0.0, 0.0, 0.0)), (independent, (0.0, -1.0, 1.0))):
+        c = res["perturbed"]
+        assert (c["delta"], c["low"], c["high"]) == pytest.approx(want)
+    # independently drawn seeds may differ in number: the point estimate is the difference of the seed means
+    three = hierarchical_bootstrap([right, wrong, wrong], [right, wrong], resamples=0, pair_seeds=False)
+    assert three["per_level"]["clean"]["delta"] == pytest.approx(1 / 3 - 1 / 2)
+
+
+def test_robustness_effect_is_the_difference_of_drops():
+    """The effect of a level is (arm - reference) at that level minus (arm - reference) at clean,
+    computed here from the correctness of each cell by hand; a constant gain has no effect."""
+    arm = [random_rows(0.7, s) for s in (1, 2)]
+    ref = [random_rows(0.5, s) for s in (3, 4)]
+    res = hierarchical_bootstrap(arm, ref, resamples=500, seed=1)
+
+    def acc(runs, level):
+        vals = [int(r["pred"] == r["gold"]) for rows in runs for r in rows if r["level"] == level]
+        return sum(vals) / len(vals)  # every (task, instruction, row) cell has the same weight here
+
+    for level in ("character", "sentence"):
+        want = (acc(arm, level) - acc(arm, "clean")) - (acc(ref, level) - acc(ref, "clean"))
+        got = res["robustness_effect"][level]
+        assert got["delta"] == pytest.approx(want) and got["low"] <= got["delta"] <= got["high"]
+    perturbed = res["robustness_effect"]["perturbed"]
+    assert perturbed["delta"] == pytest.approx(res["perturbed"]["delta"] - res["per_level"]["clean"]["delta"])
+    right, wrong = rows_with(lambda *k: True), rows_with(lambda *k: False)
+    gain = hierarchical_bootstrap([right] * 2, [wrong] * 2, resamples=200)["robustness_effect"]["perturbed"]
+    assert (gain["delta"], gain["low"], gain["high"]) == pytest.approx((0.0, 0.0, 0.0))
+
+
+def test_seed_pairing_is_stated_from_the_overrides(tmp_path):
+    sweep = tmp_path / "sweep"
+    for n, (lam, seed) in enumerate([(0, 1), (0, 2), (1000, 1), (1000, 2)]):
+        make_job(sweep, n, [f"loss.lambda={lam}", f"seed={seed}"], random_rows(0.6, n))
+    cmp = compare_sweep(sweep, bootstrap=50)
+    assert cmp["pairing"]["holds"] and cmp["pairing"]["varying"] == ["loss.lambda"]
+    assert set(cmp["delta_independent"]) == set(cmp["delta"]) == {"loss.lambda=1000 - loss.lambda=0"}
+    lr = tmp_path / "lr"
+    for n, (lam, seed) in enumerate([(0, 1), (0, 2), (1000, 1), (1000, 2)]):
+        make_job(lr, n, [f"loss.lambda={lam}", f"model.lora.r={8 if lam else 16}", f"seed={seed}"], random_rows(0.6, n))
+    held = compare_sweep(lr, bootstrap=0)["pairing"]
+    assert not held["holds"] and "model.lora.r" in held["reason"]
+
+
 def test_consistency_counts_rows_answered_alike():
     rows = rows_with(lambda t, p, i, r: r < 4 or (r < 7 and i == 0))   # rows 0-3 always right, 4-6 only under #0
     cons = consistency(rows)

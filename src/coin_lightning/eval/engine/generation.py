@@ -5,7 +5,10 @@
 each prompt's last token. :func:`stacked_cache` stacks several such batches into one key/value cache
 (a ``transformers`` ``DynamicCache``), and :func:`generate_after` hands it to ``model.generate``
 with the prompts' ids and attention mask: ``generate`` runs the last prompt tokens and the greedy
-steps, with its own stopping on end-of-sequence ids and padding of finished rows.
+steps, with its own stopping on end-of-sequence ids and padding of finished rows. Given the task's
+label words, :class:`AnswerDecided` also stops each row once its parsed label can no longer change
+(:func:`~coin_lightning.eval.engine.parse.answer_decided`), so a model that never emits EOS does not
+decode all ``max_new_tokens`` steps for an answer its first word already decides.
 
 Shapes: ``B`` rows, ``W`` cached positions (the widest prefilled batch: prefix, padding and row).
 """
@@ -14,8 +17,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from coin_lightning.eval.engine.decode import Prefilled
+from coin_lightning.eval.engine.parse import answer_decided
+
+
+class AnswerDecided(StoppingCriteria):
+    """A ``transformers`` stopping criterion: a row is done once its answer's parsed label is settled.
+
+    Args:
+        tokenizer: decodes the new tokens (``skip_special_tokens=True``, as the parse reads them).
+        label_words: the task's label words.
+        start: column of the first new token in ``generate``'s ``input_ids``.
+    """
+
+    def __init__(self, tokenizer, label_words: Sequence[str], start: int):
+        self.tokenizer, self.label_words, self.start = tokenizer, list(label_words), start
+
+    def decided(self, new_ids: Sequence[int]) -> bool:
+        """Whether the answer of these new token ids is settled (:func:`answer_decided`)."""
+        return answer_decided(self.tokenizer.decode(list(new_ids), skip_special_tokens=True), self.label_words)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label."""
+        rows = input_ids[:, self.start:].tolist()
+        return torch.tensor([self.decided(r) for r in rows], dtype=torch.bool, device=input_ids.device)
 
 
 def stacked_cache(states: Sequence[Prefilled]):
@@ -55,17 +82,21 @@ def stacked_cache(states: Sequence[Prefilled]):
 
 
 def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                   stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+                   stop_ids: Sequence[int], pad_id: int, tokenizer=None,
+                   label_words: Sequence[str] | None = None) -> list[list[int]]:
     """Greedy generation with ``model.generate`` from prefilled batches (:func:`stacked_cache`).
 
     The states hold the ``prompts`` (``B`` whole token lists, in the order of the states' rows) without
     their last token. ``generate`` gets their stacked cache, the attention mask ``[prefix | padding |
     row]`` with a column for the last tokens, and the prompts' ids laid out on that mask; it runs the
     last tokens (positions from the mask: as in one unpadded pass over each prompt) and then greedy
-    steps, stopping rows at any of ``stop_ids``.
+    steps, stopping rows at any of ``stop_ids`` and, given ``tokenizer`` and ``label_words``, once
+    their answer is decided (:class:`AnswerDecided`; the parsed label is the one the full
+    ``max_new_tokens`` would give).
 
     Returns:
-        ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``).
+        ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``)
+        or after the token that decided its answer.
 
     Raises:
         ValueError: the prompts do not match the prefilled rows (count or lengths).
@@ -76,13 +107,17 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
         raise ValueError("generate_after: the prompts do not match the prefilled rows")
     ids = torch.full_like(mask, pad_id)
     ids[mask.bool()] = torch.tensor([t for p in prompts for t in p], device=mask.device)
+    decided = AnswerDecided(tokenizer, label_words, ids.shape[1]) if label_words is not None else None
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stop_ids),
-                             pad_token_id=pad_id, use_cache=True)
+                             pad_token_id=pad_id, use_cache=True,
+                             stopping_criteria=StoppingCriteriaList([decided]) if decided else None)
     stop = set(stop_ids)
     new = []
     for row in out[:, ids.shape[1]:].tolist():
         cut = next((j for j, t in enumerate(row) if t in stop), len(row))
+        if decided is not None:  # the padding after a decided answer is not the model's
+            cut = next((j + 1 for j in range(cut) if decided.decided(row[: j + 1])), cut)
         new.append(row[:cut])
     return new

@@ -49,3 +49,28 @@ def parse_label(answer: str, label_words: Sequence[str]) -> int:
         if word and text.startswith(word):
             return i
     return UNPARSEABLE
+
+
+def answer_decided(text: str, label_words: Sequence[str]) -> bool:
+    """Whether no continuation of a generated answer can change what :func:`parse_label` reads from it.
+
+    The parse takes the longest label word the normalised answer starts with. Appending text changes
+    neither the lower-casing nor the left strip of a non-empty answer, so once the stripped answer
+    ``u`` is no prefix of any label word longer than itself, the words it can start with are settled:
+    ``parse_label(text + more) == parse_label(text)`` for every ``more``. To stay exact, an answer
+    holding ``<`` (the start of a dropped ``<pad>`` / ``</s>``) or ending in a half-decoded character
+    (U+FFFD), and label words ending in a strip character, are never called decided.
+
+    Args:
+        text: the decoded answer so far (new tokens only).
+        label_words: the task's label words.
+
+    Returns:
+        True when generation can stop without changing the parsed label.
+    """
+    lowered = text.lower()
+    words = [w.lower() for w in label_words if w]
+    if "<" in lowered or lowered.endswith("\ufffd") or any(w[-1] in STRIP_CHARS for w in words):
+        return False
+    u = lowered.lstrip(STRIP_CHARS)
+    return bool(u) and not any(len(w) > len(u) and w.startswith(u) for w in words)

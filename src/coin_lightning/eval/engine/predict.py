@@ -2,7 +2,9 @@
 
 - ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``)
   with ``transformers``' ``model.generate``, parsed with PromptBench's rules
-  (:func:`coin_lightning.eval.engine.parse.parse_label`).
+  (:func:`coin_lightning.eval.engine.parse.parse_label`); a row stops early once its parsed label is
+  settled (:class:`~coin_lightning.eval.engine.generation.AnswerDecided`), so ``answer`` may be shorter
+  than ``max_new_tokens`` while ``pred`` is the same.
 - ``rank``: the label word whose tokens have the highest summed log-likelihood after the prompt wins
   (always parseable). Scoring the word's tokens only (no end-of-sequence) measures "the answer starts
   with this word", the event ``generate`` counts as that label.
@@ -174,7 +176,7 @@ class Predictor:
         def decode_pending() -> None:
             rows = [i for r, _ in pending for i in r]
             new = generate_after(self.model, [st for _, st in pending], [sequences[i] for i in rows],
-                                 self.max_new_tokens, self.stop_ids, self.pad_id)
+                                 self.max_new_tokens, self.stop_ids, self.pad_id, self.tokenizer, label_words)
             for j, i in enumerate(rows):
                 text = self.tokenizer.decode(new[j], skip_special_tokens=True)
                 results[i] = Prediction(answer=text, pred=parse_label(text, label_words))

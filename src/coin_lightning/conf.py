@@ -1,4 +1,4 @@
-"""Where the Hydra configs live (``$COIN_LIGHTNING_CONF`` or the repository's ``conf/``), and the
+"""Where the Hydra configs live (``$COIN_LIGHTNING_CONF`` or the package's ``conf/``, shipped in the wheel), and the
 schemas of the typed config groups.
 
 Importing this module registers, in Hydra's ConfigStore, the dataclass each group's YAML files start
@@ -23,7 +23,7 @@ from coin_lightning.eval.settings import EvalSettings
 from coin_lightning.losses import LossArgs
 from coin_lightning.model.config import ModelArgs
 
-CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parent / "conf")
 """Absolute path of the config directory used by every entry point (``train``, ``evaluate``, ...)."""
 
 SCHEMAS = {"model": ModelArgs, "loss": schema_node(LossArgs), "eval": EvalSettings, "eval/perturb": PerturbConfig}

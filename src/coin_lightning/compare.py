@@ -1,12 +1,12 @@
-"""``python -m coin_lightning.compare``: compare evaluation runs, or plot a perturbation-strength sweep.
+"""``coin-compare`` (or ``python -m coin_lightning.compare``): compare evaluation runs, or plot a perturbation-strength sweep.
 
 Examples::
 
-    python -m coin_lightning.compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
-    python -m coin_lightning.compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
-    python -m coin_lightning.compare --sweep outputs/train/multiruns/<time>   # arms across seeds
-    python -m coin_lightning.compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
-    python -m coin_lightning.compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
+    coin-compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
+    coin-compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
+    coin-compare --sweep outputs/train/multiruns/<time>   # arms across seeds
+    coin-compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
+    coin-compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
 
 Writes ``comparison.md``/``.json``/``.png`` (or, for ``--sweep``, ``comparison.md``/``.json`` with
 ``accuracy_by_level.png`` and ``consistency.png``, or ``sweep.*`` for a strength sweep) into ``--out``
@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
+from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.reports.comparison import comparison_markdown
 from coin_lightning.eval.reports.plots import comparison_figure, save_png
@@ -36,7 +37,8 @@ from coin_lightning.io import write_json, write_text
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m coin_lightning.compare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="coin-compare", description=examples(__doc__, "coin-compare"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="evaluation run directories (two or more); the first is the baseline")
     p.add_argument("--names", nargs="+", help="a label per run (default: adapter or model name)")
     p.add_argument("--sweep", metavar="DIR", help="a Hydra multirun directory: arms compared across seeds, or "
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         SystemExit: status 2 after a one-line ``error:`` for bad input (:func:`coin_lightning.errors.reported`).
     """
+    quiet_third_party()
     args = parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     out = Path(args.out or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     console = Console()

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from coin_lightning.config_types import schema_node
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
@@ -37,4 +38,18 @@ def register_schemas() -> None:
         store.store(group=group, name="schema", node=node)
 
 
+def group_options(*groups: str) -> str:
+    """``  group: option, option`` lines for the given config groups, from :data:`CONFIG_DIR` (the
+    ``schema`` entries left out): the ``${coin_groups:model,data,...}`` resolver of the commands'
+    ``--help`` templates (``conf/hydra/help/*.yaml``)."""
+    width = max(map(len, groups), default=0)
+    lines = []
+    for group in groups:
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        lines.append(f"  {group.ljust(width)}  {', '.join(options)}")
+    return "\n".join(lines)
+
+
 register_schemas()
+if not OmegaConf.has_resolver("coin_groups"):
+    OmegaConf.register_new_resolver("coin_groups", group_options)

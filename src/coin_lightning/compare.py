@@ -8,8 +8,10 @@ Examples::
     coin-compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
     coin-compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
 
-Writes ``comparison.md``/``.json``/``.png`` (or, for ``--sweep``, ``comparison.md``/``.json`` with
-``accuracy_by_level.png`` and ``consistency.png``, or ``sweep.*`` for a strength sweep) into ``--out``
+Writes ``comparison.md``/``.json``/``.png`` and ``differences.png`` (the paired differences per level
+with their bootstrap intervals) (or, for ``--sweep``, ``comparison.md``/``.json`` with
+``accuracy_by_level.png``, ``consistency.png`` and ``differences.png``, or ``sweep.*`` for a strength
+sweep) into ``--out``
 (default: the current directory's ``outputs/compare/<time>``) and prints the table. A sweep's jobs
 keep their evaluation in the job directory or its ``eval/`` subdirectory
 (:mod:`coin_lightning.eval.scoring.sweep`). Runs that scored different rows or used different instructions,
@@ -29,7 +31,7 @@ from rich.markdown import Markdown
 from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.reports.comparison import comparison_markdown
-from coin_lightning.eval.reports.plots import comparison_figure, save_png
+from coin_lightning.eval.reports.plots import comparison_figure, paired_differences_figure, save_png
 from coin_lightning.eval.reports.sweep_report import write_sweep
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
 from coin_lightning.io import write_json, write_text
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)
             save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
+            if cmp.get("bootstrap"):  # the headline: paired differences per level with their intervals
+                save_png(paired_differences_figure({f"{n} - {cmp['names'][0]}": d for n, d in cmp["bootstrap"].items()}),
+                         out / "differences.png")
     console.print(Markdown(text))
     console.print(f"[bold]Outputs:[/bold] {out}")
     return 0

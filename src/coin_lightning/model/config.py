@@ -119,7 +119,7 @@ class ModelArgs:
     liger_kernels: bool = False
     """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
     model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
-    'coin-lightning[gpu]'``."""
+    '.[gpu]'`` from a clone."""
     tiny: TinyArgs = field(default_factory=TinyArgs)
     """Sizes for ``tiny:llama``."""
     lora: LoraArgs = field(default_factory=LoraArgs)

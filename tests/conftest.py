@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 TINY_CFG = {
     "name_or_path": "tiny:llama",

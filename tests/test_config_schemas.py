@@ -40,7 +40,7 @@ def _refusal(config: str, overrides: list[str]) -> str:
     ("train", "model.tiny.hidden_size=wide", "model.tiny.hidden_size: Value 'wide'"),
     ("train", "loss.temprature=0.1", "loss.temprature: unknown key"),
     ("train", "loss.lambda=abc", "loss.lambda: Value 'abc' of type 'str' could not be converted to Float"),
-    ("eval", "eval.sample_per_task=40", "eval.sample_per_task: unknown key; known: tasks, levels,"),
+    ("eval", "eval.sample_per_task=40", "eval.sample_per_task: unknown key; known: tasks, task_files, levels,"),
     ("eval", "eval.samples_per_task=all", "eval.samples_per_task: Value 'all'"),
     ("eval", "eval.perturb.character.max_word=2", "eval.perturb.character.max_word: unknown key; known: max_words,"),
     ("eval", "eval.perturb.seed=x", "eval.perturb.seed: Value 'x'"),

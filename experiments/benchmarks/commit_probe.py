@@ -1,7 +1,7 @@
 """The measuring process of ``python -m experiments.benchmarks.commits``: runs inside one source tree.
 
 Started as ``python <this file> --tree T ...`` with ``PYTHONPATH=T/src`` and ``T`` as the working
-directory, so ``coin_lightning`` and ``conf/`` are that tree's. It imports nothing from
+directory, so ``coin_lightning`` and its configs (``$COIN_LIGHTNING_CONF``) are that tree's. It imports nothing from
 ``experiments/`` and uses only entry points every tree has: Hydra's compose of ``conf/train.yaml``,
 ``coin_lightning.training.run.build`` (the training entry point's module, with the tree's default
 model speed-ups), ``CoinModule.compute`` and ``coin_lightning.eval.predict.Predictor.predict``.
@@ -75,7 +75,8 @@ class Probe:
 
         a = self.args
         torch.set_num_threads(a.threads)
-        with initialize_config_dir(config_dir=str(a.tree / "conf"), version_base="1.3"):
+        conf = os.environ.get("COIN_LIGHTNING_CONF") or str(a.tree / "conf")  # set by commits.py for this tree
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
             cfg = compose("train", overrides=[f"model={a.model}", f"output_dir={a.workdir / 'job'}"])
         t0 = time.perf_counter()
         self.module, self.tokenizer = build_module(cfg)

@@ -111,7 +111,7 @@ def prepare_inputs(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     from coin_lightning.model.config import read_model_file
     from coin_lightning.model.loading import load_tokenizer
 
-    model_yaml = REPO / "conf" / "model" / f"{args.model}.yaml"
+    model_yaml = conf_dir(REPO) / "model" / f"{args.model}.yaml"
     if not model_yaml.is_file():
         raise SystemExit(f"error: --model {args.model}: {model_yaml} does not exist")
     tokenizer = load_tokenizer(read_model_file(model_yaml))
@@ -125,12 +125,19 @@ def prepare_inputs(args: argparse.Namespace, path: Path) -> dict[str, Any]:
             "batches": len(train.batches), "eval_task": rows.task, "eval_rows": len(rows.contents)}
 
 
+def conf_dir(tree: Path) -> Path:
+    """The Hydra config directory of a source tree: ``src/coin_lightning/conf`` (in the package), or
+    ``conf/`` at the root in older commits."""
+    packaged = tree / "src" / "coin_lightning" / "conf"
+    return packaged if packaged.is_dir() else tree / "conf"
+
+
 class Probe:
     """One measuring process (:mod:`experiments.benchmarks.commit_probe`) inside a tree."""
 
     def __init__(self, name: str, tree: Path, args: argparse.Namespace, inputs: Path, scratch: Path) -> None:
         self.name, self.log = name, scratch / f"{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(tree / "src"), COIN_LIGHTNING_CONF=str(tree / "conf"),
+        env = dict(os.environ, PYTHONPATH=str(tree / "src"), COIN_LIGHTNING_CONF=str(conf_dir(tree)),
                    OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
         cmd = [sys.executable, str(PROBE), "--tree", str(tree), "--inputs", str(inputs), "--model", args.model,
                "--threads", str(args.threads), "--seed", str(args.seed), "--workdir", str(scratch / name)]

@@ -119,7 +119,9 @@ def model_config(args: argparse.Namespace) -> dict:
 
     path = Path(args.model)
     if not path.suffix:
-        path = REPO / "conf" / "model" / f"{args.model}.yaml"
+        from coin_lightning.conf import CONFIG_DIR
+
+        path = Path(CONFIG_DIR) / "model" / f"{args.model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"--model {args.model}: {path} does not exist")
     cfg = read_model_file(path)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,6 +30,16 @@ DONE = "done.json"
 """The marker of a finished job, in its directory."""
 RECORD = "job.json"
 """A finished job's record in the results (its ``done.json`` and the study's labels)."""
+
+_ABSOLUTE = re.compile(r"(?<=[=\s'])/[^\s',\]]+")
+
+
+def repo_relative(command: str, root: Path | None = None) -> str:
+    """``command`` with every absolute path written relative to the repository root ``root`` (this
+    checkout's by default), e.g. ``data.root=../shared/data/glue``, so that ``commands.sh`` holds no
+    path of the machine it ran on."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    return _ABSOLUTE.sub(lambda m: os.path.relpath(m.group(0), root), command)
 
 
 def git_commit(repo: Path) -> str:
@@ -202,6 +214,6 @@ class Jobs:
     def write_log(self) -> None:
         """``commands.sh`` (every command, in stage order) and ``stages.json`` (wall time per stage)."""
         write_text(self.results / "commands.sh", "#!/bin/sh\n# the commands of python -m experiments.robustness_study.run, "
-                   "in order (run from the repository root)\n"
-                   + "".join(c.replace(PYTHON, "python", 1) + "\n" for c in dict.fromkeys(self.commands)))
+                   "in order (run from the repository root; paths relative to it)\n"
+                   + "".join(repo_relative(c.replace(PYTHON, "python", 1)) + "\n" for c in dict.fromkeys(self.commands)))
         write_json(self.results / "stages.json", self.walls)

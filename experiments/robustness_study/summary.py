@@ -27,8 +27,9 @@ from coin_lightning.io import write_json
 
 METRIC_NAMES = {"generate": "exact_match", "rank": "rank"}
 """``eval.method`` -> the metric's name in the summary."""
-COPIED = ("comparison.md", "comparison.json", "accuracy_by_level.png", "consistency.png")
-"""Files of each ``compare --sweep`` output copied into the results."""
+COPIED = ("comparison.md", "comparison.json", "accuracy_by_level.png", "consistency.png", "differences.png")
+"""Files of each ``compare --sweep`` output copied into the results (``differences.png``, the headline
+figure, only exists with a bootstrap)."""
 
 
 def _pct(x: float | None) -> float | None:
@@ -69,7 +70,8 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
         dest = results if name == "default" else results / name
         dest.mkdir(parents=True, exist_ok=True)
         for f in COPIED:
-            shutil.copy2(out / f, dest / f)
+            if (out / f).is_file():
+                shutil.copy2(out / f, dest / f)
         blocks[name] = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
     secondary = str(cfg.secondary_method) if cfg.get("secondary_method") else None
     sets = {n: b for n, b in blocks.items() if n != secondary}
@@ -97,3 +99,26 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
     }
     write_json(results / "summary.json", summary)
     return summary
+
+
+def redraw_differences(results: Path) -> list[Path]:
+    """Draw ``differences.png`` (paired differences per level with their 95% intervals,
+    :func:`coin_lightning.eval.reports.plots.paired_differences_figure`) next to every ``comparison.json``
+    under ``results``, from the recorded numbers: no job runs again. Returns the figures written."""
+    from coin_lightning.eval.reports.plots import paired_differences_figure, save_png
+
+    written = []
+    for path in sorted(Path(results).rglob("comparison.json")):
+        cmp = json.loads(path.read_text(encoding="utf-8"))
+        if cmp.get("delta") and "jobs" not in path.relative_to(results).parts:
+            view = path.parent.relative_to(results).as_posix()
+            title = "CoIN - continual: paired difference by level" + ("" if view == "." else f" ({view} view)")
+            written.append(save_png(paired_differences_figure(cmp["delta"], title), path.parent / "differences.png"))
+    return written
+
+
+if __name__ == "__main__":  # python -m experiments.robustness_study.summary [results]: redraw the headline figures
+    import sys
+
+    for figure in redraw_differences(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"):
+        print(figure)

@@ -1,21 +1,21 @@
-"""``python -m coin_lightning.analyze``: representations of the same inputs under clean and perturbed
+"""``coin-analyze`` (or ``python -m coin_lightning.analyze``): representations of the same inputs under clean and perturbed
 instructions (CoIN paper, Sec. 5): a 2-D projection (UMAP or PCA) and their mean cosine similarity.
 
 Examples::
 
-    python -m coin_lightning.analyze data.root=../shared/data/glue eval.tasks=[rte,sst2]
-    python -m coin_lightning.analyze adapter=outputs/train/runs/<time>/adapter analyze.projection=pca
-    python -m coin_lightning.analyze model=alpaca trainer=gpu adapter=...          # on one GPU (bf16-mixed)
+    coin-analyze data.root=../shared/data/glue eval.tasks=[rte,sst2]
+    coin-analyze adapter=outputs/train/runs/<time>/adapter analyze.projection=pca
+    coin-analyze model=alpaca trainer=gpu adapter=...          # on one GPU (bf16-mixed)
 """
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
-from coin_lightning.errors import (
-    run_hydra,  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+from coin_lightning.commands import (  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+    hydra_command,
 )
+from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
@@ -28,5 +28,11 @@ def main(cfg: DictConfig) -> float:
         return analyze(cfg)["overall"]
 
 
+def cli() -> None:
+    """The console script ``coin-analyze`` (also ``python -m coin_lightning.analyze``): third-party noise filtered,
+    ``--verbose`` for full tracebacks (also ``HYDRA_FULL_ERROR=1``), composition errors in one line."""
+    hydra_command(main)
+
+
 if __name__ == "__main__":
-    run_hydra(main)  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1); composition errors in one line
+    cli()

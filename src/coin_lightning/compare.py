@@ -1,15 +1,17 @@
-"""``python -m coin_lightning.compare``: compare evaluation runs, or plot a perturbation-strength sweep.
+"""``coin-compare`` (or ``python -m coin_lightning.compare``): compare evaluation runs, or plot a perturbation-strength sweep.
 
 Examples::
 
-    python -m coin_lightning.compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
-    python -m coin_lightning.compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
-    python -m coin_lightning.compare --sweep outputs/train/multiruns/<time>   # arms across seeds
-    python -m coin_lightning.compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
-    python -m coin_lightning.compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
+    coin-compare RUN_BASE RUN_CONTINUAL RUN_COIN --names base continual coin
+    coin-compare RUN_CONTINUAL RUN_COIN --bootstrap 2000   # CIs of coin - continual
+    coin-compare --sweep outputs/train/multiruns/<time>   # arms across seeds
+    coin-compare --sweep DIR --reference loss.lambda=0 --bootstrap 2000
+    coin-compare --sweep outputs/evaluate/multiruns/<time>   # eval.perturb.* sweep: accuracy vs strength
 
-Writes ``comparison.md``/``.json``/``.png`` (or, for ``--sweep``, ``comparison.md``/``.json`` with
-``accuracy_by_level.png`` and ``consistency.png``, or ``sweep.*`` for a strength sweep) into ``--out``
+Writes ``comparison.md``/``.json``/``.png`` and ``differences.png`` (the paired differences per level
+with their bootstrap intervals) (or, for ``--sweep``, ``comparison.md``/``.json`` with
+``accuracy_by_level.png``, ``consistency.png`` and ``differences.png``, or ``sweep.*`` for a strength
+sweep) into ``--out``
 (default: the current directory's ``outputs/compare/<time>``) and prints the table. A sweep's jobs
 keep their evaluation in the job directory or its ``eval/`` subdirectory
 (:mod:`coin_lightning.eval.scoring.sweep`). Runs that scored different rows or used different instructions,
@@ -26,9 +28,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
+from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.reports.comparison import comparison_markdown
-from coin_lightning.eval.reports.plots import comparison_figure, save_png
+from coin_lightning.eval.reports.plots import comparison_figure, paired_differences_figure, save_png
 from coin_lightning.eval.reports.sweep_report import write_sweep
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
 from coin_lightning.io import write_json, write_text
@@ -36,7 +39,8 @@ from coin_lightning.io import write_json, write_text
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m coin_lightning.compare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="coin-compare", description=examples(__doc__, "coin-compare"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="evaluation run directories (two or more); the first is the baseline")
     p.add_argument("--names", nargs="+", help="a label per run (default: adapter or model name)")
     p.add_argument("--sweep", metavar="DIR", help="a Hydra multirun directory: arms compared across seeds, or "
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         SystemExit: status 2 after a one-line ``error:`` for bad input (:func:`coin_lightning.errors.reported`).
     """
+    quiet_third_party()
     args = parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     out = Path(args.out or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     console = Console()
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)
             save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
+            if cmp.get("bootstrap"):  # the headline: paired differences per level with their intervals
+                save_png(paired_differences_figure({f"{n} - {cmp['names'][0]}": d for n, d in cmp["bootstrap"].items()}),
+                         out / "differences.png")
     console.print(Markdown(text))
     console.print(f"[bold]Outputs:[/bold] {out}")
     return 0

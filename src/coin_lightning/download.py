@@ -1,4 +1,4 @@
-"""``python -m coin_lightning.download``: fetch everything a config needs from the Hugging Face hub.
+"""``coin-download`` (or ``python -m coin_lightning.download``): fetch everything a config needs from the Hugging Face hub.
 
 Compute nodes often have no internet access. Run this once on a login node with the same config
 overrides as the job; it composes the config (``train`` by default, ``--config-name eval`` for
@@ -10,9 +10,9 @@ nothing and are skipped.
 
 Examples::
 
-    python -m coin_lightning.download experiment=coin_alpaca data=glue
-    python -m coin_lightning.download --config-name eval model=alpaca adapter=outputs/.../adapter
-    python -m coin_lightning.download --dry-run model=alpaca data=glue   # list, fetch nothing
+    coin-download experiment=coin_alpaca data=glue
+    coin-download --config-name eval model=alpaca adapter=outputs/.../adapter
+    coin-download --dry-run model=alpaca data=glue   # list, fetch nothing
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.errors import reported, take_verbose_flag
 
@@ -204,10 +205,12 @@ def compose_config(config_name: str, overrides: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``[--config-name train|eval] [--dry-run] [hydra overrides ...]``."""
-    ap = argparse.ArgumentParser(prog="python -m coin_lightning.download", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="coin-download", description=examples(__doc__, "coin-download"), formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-name", default="train", help="train (default) or eval")
     ap.add_argument("--dry-run", action="store_true", help="list the downloads without fetching")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for the job (model=alpaca data=glue ...)")
+    quiet_third_party()
     args = ap.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     with reported(status=2):
         cfg = compose_config(args.config_name, args.overrides)

@@ -125,7 +125,11 @@ def one_line(exc: BaseException) -> str | None:
         return _instantiation_message(exc)
     if isinstance(exc, HydraException):  # composition: an override of an unknown key, a bad type, a missing option
         if isinstance(exc.__cause__, OmegaConfBaseException):
-            return omegaconf_message(exc.__cause__)
+            append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
+            typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
+            hint = f"; a key that is not in the config file (e.g. any lightning.Trainer argument) is added with +: {append}" if (
+                append and not typed) else ""
+            return omegaconf_message(exc.__cause__) + hint
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
         return f"trainer: {_flat(exc)}"

@@ -1,22 +1,22 @@
-"""``python -m coin_lightning.evaluate``: robustness of a model (optionally with an adapter) to instructions.
+"""``coin-evaluate`` (or ``python -m coin_lightning.evaluate``): robustness of a model (optionally with an adapter) to instructions.
 
 Examples::
 
-    python -m coin_lightning.evaluate data.root=../shared/data/glue                  # base model
-    python -m coin_lightning.evaluate adapter=outputs/train/runs/<time>/adapter data.root=../shared/data/glue
-    python -m coin_lightning.evaluate eval.instructions_file=prompts.yaml eval.method=rank
-    python -m coin_lightning.evaluate -m eval.perturb.character.max_words=1,2,4     # then: compare --sweep DIR
-    python -m coin_lightning.evaluate model=alpaca trainer=ddp trainer.devices=8 adapter=...   # 8 GPUs share the rows
+    coin-evaluate data.root=../shared/data/glue                  # base model
+    coin-evaluate adapter=outputs/train/runs/<time>/adapter data.root=../shared/data/glue
+    coin-evaluate eval.instructions_file=prompts.yaml eval.method=rank
+    coin-evaluate -m eval.perturb.character.max_words=1,2,4     # then: compare --sweep DIR
+    coin-evaluate model=alpaca trainer=ddp trainer.devices=8 adapter=...   # 8 GPUs share the rows
 """
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
-from coin_lightning.errors import (
-    run_hydra,  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+from coin_lightning.commands import (  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+    hydra_command,
 )
+from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
@@ -29,5 +29,11 @@ def main(cfg: DictConfig) -> float | None:
         return evaluate(cfg)["overall"]["perturbed"]
 
 
+def cli() -> None:
+    """The console script ``coin-evaluate`` (also ``python -m coin_lightning.evaluate``): third-party noise filtered,
+    ``--verbose`` for full tracebacks (also ``HYDRA_FULL_ERROR=1``), composition errors in one line."""
+    hydra_command(main)
+
+
 if __name__ == "__main__":
-    run_hydra(main)  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1); composition errors in one line
+    cli()

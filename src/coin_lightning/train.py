@@ -1,13 +1,13 @@
-"""``python -m coin_lightning.train``: Contrastive Instruction Tuning with Hydra configs from ``conf/``.
+"""``coin-train`` (or ``python -m coin_lightning.train``): Contrastive Instruction Tuning with Hydra configs from ``conf/``.
 
 Examples::
 
-    python -m coin_lightning.train                                  # embedded model + data, CPU
-    python -m coin_lightning.train trainer=gpu experiment=coin_alpaca data.path=/path/to/coin.csv   # the paper (LLaMA-7B + alpaca-lora)
-    python -m coin_lightning.train -m loss.lambda=0,100,1000 seed=1,2,3   # one job (and dir) each
-    python -m coin_lightning.train -m loss.lambda=0,1000 seed=1,2,3 eval_after_train=true \
+    coin-train                                  # embedded model + data, CPU
+    coin-train trainer=gpu experiment=coin_alpaca data.path=/path/to/coin.csv   # the paper (LLaMA-7B + alpaca-lora)
+    coin-train -m loss.lambda=0,100,1000 seed=1,2,3   # one job (and dir) each
+    coin-train -m loss.lambda=0,1000 seed=1,2,3 eval_after_train=true \
         evaluation.eval.tasks=[sst2,rte] data=glue data.root=../shared/data/glue   # then: compare --sweep DIR
-    python -m coin_lightning.train --verbose ...                    # full tracebacks (or HYDRA_FULL_ERROR=1)
+    coin-train --verbose ...                    # full tracebacks (or HYDRA_FULL_ERROR=1)
 
 Bad input stops the job with ``error: <one line>`` naming the key, file or row, before any model loads
 where the input can be checked without one.
@@ -17,11 +17,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
-from coin_lightning.errors import (  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
-    reported,
-    run_hydra,
+from coin_lightning.commands import (  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
+    hydra_command,
 )
+from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.errors import reported
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -50,5 +50,11 @@ def main(cfg: DictConfig) -> float | None:
     return summary["metrics"].get("val/loss")
 
 
+def cli() -> None:
+    """The console script ``coin-train`` (also ``python -m coin_lightning.train``): third-party noise filtered,
+    ``--verbose`` for full tracebacks (also ``HYDRA_FULL_ERROR=1``), composition errors in one line."""
+    hydra_command(main)
+
+
 if __name__ == "__main__":
-    run_hydra(main)  # --verbose: full tracebacks (also HYDRA_FULL_ERROR=1); composition errors in one line
+    cli()

@@ -50,6 +50,7 @@ def test_cli_writes_table_plot_and_json(tmp_path, capsys):
     text = (out / "comparison.md").read_text()
     assert "Δ continual vs base" in text and "-25.00" in text
     assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "differences.png").read_bytes().startswith(b"\x89PNG")  # the bootstrap's paired differences
     assert json.loads((out / "comparison.json").read_text())["names"] == ["base", "continual"]
 
 

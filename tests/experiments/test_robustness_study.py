@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,9 +208,20 @@ def test_refuses_bad_arguments(tmp_path):
         main(["--smoke", "--instructions-file", str(tmp_path / "none.yaml"), "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="sweep.sedes"):
         main(["--smoke", "--set", "sweep.sedes=3", "--work", str(tmp_path)])
+    (tmp_path / "data" / "glue").mkdir(parents=True)  # passes the data check without ../shared
     with pytest.raises(SystemExit, match=r"attack.target.templates: .*none.json not found"):
-        main(["--smoke", "--set", "attack.target.templates=none.json", "--work", str(tmp_path / "w"),
-              "--results", str(tmp_path / "r")])
+        main(["--smoke", "--set", f"data={tmp_path / 'data'}", "attack.target.templates=none.json",
+              "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")])
     assert not (tmp_path / "w").exists()  # refused before any job
     with pytest.raises(SystemExit, match="glue"):
         main(["--smoke", "--set", f"data={tmp_path}", "--work", str(tmp_path), "--results", str(tmp_path / "r")])
+
+
+def test_commands_sh_paths_are_relative_to_the_repository():
+    from experiments.robustness_study.jobs import repo_relative
+
+    command = "python -m coin_lightning.train data.root=/work/shared/data/glue 'data.tasks=[sst2]' hydra.run.dir=/work/repo/outputs/x"
+    assert repo_relative(command, Path("/work/repo")) == (
+        "python -m coin_lightning.train data.root=../shared/data/glue 'data.tasks=[sst2]' hydra.run.dir=outputs/x")
+    committed = (Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results" / "commands.sh").read_text()
+    assert all(not re.search(r"[=\s']/", line) for line in committed.splitlines()[1:])  # no absolute path after the #! line

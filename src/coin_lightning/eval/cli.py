@@ -65,7 +65,7 @@ def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
     if node.projection not in PROJECTIONS:
         raise EvalConfigError(f"analyze.projection={node.projection!r} is not one of {', '.join(PROJECTIONS)}")
     if node.projection == "umap" and importlib.util.find_spec("umap") is None:
-        raise EvalConfigError("analyze.projection=umap needs umap-learn (pip install umap-learn), or set analyze.projection=pca")
+        raise EvalConfigError("analyze.projection=umap needs umap-learn, the analyze extra (pip install umap-learn, or '.[analyze]' from a clone), or set analyze.projection=pca")
     if not isinstance(node.rows, int) or isinstance(node.rows, bool) or node.rows < 2:
         raise EvalConfigError(f"analyze.rows={node.rows!r} must be an integer >= 2")
     if "clean" not in settings.levels:

@@ -27,6 +27,7 @@ from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.metrics import fingerprint, summarize
 from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
+from coin_lightning.eval.task_files import load_task_files, load_task_rows, task_instruction_set
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,12 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
     Raises:
         DataError: a missing required split, malformed rows, or no task left.
     """
+    own = load_task_files(settings.task_files)
     tasks = []
     for name in settings.tasks:
-        if name in EMBEDDED_TASKS:
+        if name in own:
+            tasks.append(load_task_rows(own[name], settings.samples_per_task, settings.seed))
+        elif name in EMBEDDED_TASKS:
             spec = EMBEDDED_TASKS[name]
             n = settings.samples_per_task or 300
             records = load_embedded([name], n_per_task=n, seed=settings.seed, split="test")
@@ -79,12 +83,17 @@ def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> 
         InstructionError: a bad file (unknown task or level, empty list ...), or a task without instructions.
     """
     cfg = perturb_config(settings)
+    own = load_task_files(settings.task_files)
+    builtin = [t for t in task_names if t not in own]
     if settings.instructions_file:
         iset = load_instruction_file(settings.instructions_file, level_map=cfg.levels)
-    else:
+    elif builtin:
         if settings.perturb_mode == "adversarial":
             cfg = dataclasses.replace(cfg, perturbations=())
-        iset = default_instruction_set(cfg, tasks=task_names, source=settings.instructions)
+        iset = default_instruction_set(cfg, tasks=builtin, source=settings.instructions)
+    if own_tasks := [own[t] for t in task_names if t in own]:
+        own_set = task_instruction_set(own_tasks, cfg)  # the task files' instructions, perturbed as the defaults are
+        iset = own_set if not (settings.instructions_file or builtin) else iset.merged(own_set)
     perts = [p for p in iset.perturbations if iset.level(p) in settings.levels]
     iset = iset.select(perts, task_names)
     for name in task_names:

@@ -33,7 +33,10 @@ class EvalSettings:
     """The ``eval`` config node (``conf/eval/default.yaml``)."""
 
     tasks: list[str] = dataclasses.field(default_factory=lambda: ["glue"])
-    """Task names (``glue`` / ``embedded`` expand to their tasks)."""
+    """Task names (``glue`` / ``embedded`` expand to their tasks; the names of ``task_files`` too)."""
+    task_files: list[str] = dataclasses.field(default_factory=list)
+    """Your own tasks: YAML files, each defining one task (data, input fields, label words, clean
+    instructions; :mod:`coin_lightning.eval.task_files`); name them in ``tasks``."""
     levels: list[str] = dataclasses.field(default_factory=lambda: list(LEVELS))
     """Perturbation levels to evaluate (subset of ``clean, character, word, sentence, semantic``)."""
     samples_per_task: int | None = 300
@@ -74,8 +77,12 @@ class EvalSettings:
         from coin_lightning.eval.engine.predict import (
             METHODS,  # the prediction engine loads transformers: not at import
         )
+        from coin_lightning.eval.task_files import load_task_files
 
-        self.tasks = expand_tasks(self.tasks)
+        own = load_task_files(self.task_files)
+        self.tasks = expand_tasks(self.tasks, own=tuple(own))
+        if own and self.perturb_mode == "adversarial":
+            raise EvalConfigError("eval.task_files: eval.perturb_mode=adversarial is for the built-in tasks; use generated")
         if self.dedup_aliases:
             self.tasks = dedup_aliases(self.tasks)
         if not self.levels:
@@ -104,8 +111,9 @@ class EvalSettings:
         return build(cls, node, "eval", EvalConfigError)
 
 
-def expand_tasks(names: Sequence[str] | str) -> list[str]:
-    """Expand ``glue`` / ``embedded`` shorthands, keep order, drop repeats.
+def expand_tasks(names: Sequence[str] | str, own: Sequence[str] = ()) -> list[str]:
+    """Expand ``glue`` / ``embedded`` shorthands, keep order, drop repeats; ``own``: the names of the
+    tasks defined by ``eval.task_files``, also accepted.
 
     Raises:
         EvalConfigError: an unknown task name or an empty list.
@@ -115,8 +123,8 @@ def expand_tasks(names: Sequence[str] | str) -> list[str]:
     out: list[str] = []
     for name in names:
         for t in TASK_GROUPS.get(name, (name,)):
-            if t not in GLUE_EVAL_TASKS and t not in EMBEDDED_TASKS:
-                known = ", ".join([*TASK_GROUPS, *GLUE_EVAL_TASKS, *EMBEDDED_TASKS])
+            if t not in GLUE_EVAL_TASKS and t not in EMBEDDED_TASKS and t not in own:
+                known = ", ".join([*TASK_GROUPS, *GLUE_EVAL_TASKS, *EMBEDDED_TASKS, *own])
                 raise EvalConfigError(f"eval.tasks: unknown task {t!r}; known: {known}")
             if t not in out:
                 out.append(t)

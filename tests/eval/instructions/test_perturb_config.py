@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF
 
-REPO = Path(__file__).resolve().parents[3]
-GROUP_FILE = REPO / "conf" / "eval" / "perturb" / "default.yaml"
+CONF = Path(__file__).resolve().parents[3] / "src" / "coin_lightning" / "conf"
+GROUP_FILE = CONF / "eval" / "perturb" / "default.yaml"
 
 
 def test_group_file_matches_the_dataclass_defaults():
@@ -26,7 +26,7 @@ def test_hydra_composes_the_group_under_eval_perturb_with_overrides(tmp_path):
     import coin_lightning.conf  # noqa: F401 - registers the eval/perturb schema the group file starts from
 
     (tmp_path / "primary.yaml").write_text(
-        f"defaults:\n  - eval/perturb: default\n  - _self_\nhydra:\n  searchpath: [file://{REPO / 'conf'}]\n"
+        f"defaults:\n  - eval/perturb: default\n  - _self_\nhydra:\n  searchpath: [file://{CONF}]\n"
     )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         cfg = compose("primary", overrides=["eval.perturb.character.max_words=4", "eval.perturb.sentence.suffix_count=3"])

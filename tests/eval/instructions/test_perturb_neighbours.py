@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.neighbours import neighbour_fn
-from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
+from tests.helpers import wordnet_missing
 
 LABELS = ("acceptable", "unacceptable")
 CLEAN = "Decide if the sentence below is well formed English. Output only 'acceptable' or 'unacceptable'."
@@ -25,8 +24,8 @@ def protected(text: str) -> list[str]:
 
 @pytest.mark.parametrize("name", ["deepwordbug", "textfooler"])
 def test_each_step_edits_one_more_word_up_to_max_words(name):
-    if name == "textfooler" and not (Path(DEFAULT_WORDNET_DIR) / "data.noun").is_file():
-        pytest.skip("WordNet not installed (apt-get install -y --no-install-recommends wordnet-base)")
+    if name == "textfooler" and wordnet_missing():
+        pytest.skip(wordnet_missing())
     cfg = PerturbConfig.from_cfg({"character": {"max_words": 2}, "word": {"max_words": 2},
                                   "adversarial": {"candidates_per_step": 1000}})
     cands = neighbour_fn(name, CLEAN, random.Random(0), LABELS, cfg)

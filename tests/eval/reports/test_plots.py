@@ -35,3 +35,26 @@ def test_csv_logger_gets_png_files(tmp_path):
     logger = CSVLogger(tmp_path, name="csv", version="")
     log_figures(logger, _figures())
     assert (tmp_path / "csv" / "figures" / "accuracy_by_level.png").read_bytes().startswith(PNG)
+
+
+def test_paired_differences_figure_draws_each_difference_and_interval_in_points(tmp_path):
+    import json
+    from pathlib import Path
+
+    from coin_lightning.eval.reports.plots import paired_differences_figure
+
+    results = Path(__file__).resolve().parents[3] / "experiments" / "robustness_study" / "results" / "comparison.json"
+    deltas = json.loads(results.read_text(encoding="utf-8"))["delta"]
+    fig = paired_differences_figure(deltas)
+    ax = fig.axes[0]
+    levels = [t.get_text() for t in ax.get_xticklabels()]
+    assert levels == ["clean", "character", "word", "sentence", "semantic", "perturbed"]  # the levels' order, not JSON's
+    (d,) = deltas.values()
+    expected = [d["per_level"][lv] for lv in levels[:-1]] + [d["perturbed"]]
+    points = ax.lines[0].get_ydata()  # the markers
+    assert list(points) == [100 * c["delta"] for c in expected]
+    bars = ax.collections[0].get_segments()  # one vertical segment per level: [low, high]
+    for seg, c in zip(bars, expected):
+        assert abs(seg[0][1] - 100 * c["low"]) < 1e-9 and abs(seg[1][1] - 100 * c["high"]) < 1e-9
+    assert "95% interval" in ax.get_ylabel()
+    assert save_png(fig, tmp_path / "differences.png").read_bytes().startswith(PNG)

@@ -144,6 +144,44 @@ def arms_consistency_figure(cmp: dict, title: str = "Consistency by level per ar
     return _bar_figure(levels, series, errors, title, 1.2, ylabel="consistency (% of inputs)")
 
 
+def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired difference in accuracy by level") -> Figure:
+    """The headline of a comparison: for each perturbation level (and ``perturbed``, their mean), the
+    paired difference in accuracy points with its bootstrap interval, one marker per comparison, and
+    the zero line. Differences of a few points show where 0-100 % bars would hide them.
+
+    Args:
+        deltas: ``{"<run or arm> - <reference>": {"per_level": {level: {"delta", "low", "high"}},
+            "perturbed": {...}, "confidence": 0.95}}``, i.e. ``compare``'s ``bootstrap`` entries
+            (:func:`coin_lightning.eval.scoring.comparison.compare_runs`) or ``compare --sweep``'s
+            ``delta`` entries (:func:`coin_lightning.eval.scoring.sweep.compare_sweep`); fractions.
+    """
+    from coin_lightning.eval.instructions.perturb.levels import LEVELS
+
+    first = next(iter(deltas.values()))
+    order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)
+    levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), "perturbed"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4))
+    n = len(deltas)
+    for k, (name, d) in enumerate(deltas.items()):
+        cells = [d["per_level"].get(lv) if lv != "perturbed" else d["perturbed"] for lv in levels]
+        xs = [i + (k - (n - 1) / 2) * 0.18 for i in range(len(levels))]
+        ys = [100 * c["delta"] for c in cells]
+        low = [100 * (c["delta"] - c["low"]) if c.get("low") is not None else 0.0 for c in cells]
+        high = [100 * (c["high"] - c["delta"]) if c.get("high") is not None else 0.0 for c in cells]
+        ax.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=4, label=name)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.axvline(len(levels) - 1.5, color="grey", linewidth=0.5, linestyle=":")  # the levels | their mean
+    ax.set_xticks(range(len(levels)))
+    ax.set_xticklabels(levels)
+    confidence = first.get("confidence")
+    ax.set_ylabel("Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Save ``fig`` as PNG atomically, close it, and return the path."""
     with atomic_path(path) as tmp:

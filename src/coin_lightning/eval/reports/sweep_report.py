@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from coin_lightning.eval.reports.comparison import interval_text, sweep_markdown
-from coin_lightning.eval.reports.plots import arms_accuracy_figure, arms_consistency_figure, save_png, sweep_figure
+from coin_lightning.eval.reports.plots import (
+    arms_accuracy_figure,
+    arms_consistency_figure,
+    paired_differences_figure,
+    save_png,
+    sweep_figure,
+)
 from coin_lightning.eval.reports.tables import markdown_table, pct
 from coin_lightning.eval.scoring.comparison import sweep_points
 from coin_lightning.eval.scoring.sweep import SEED_KEY, compare_sweep, is_strength_sweep
@@ -22,6 +28,7 @@ SWEEP_FILES = {
     "json": "comparison.json",
     "accuracy_plot": "accuracy_by_level.png",
     "consistency_plot": "consistency.png",
+    "differences_plot": "differences.png",
 }
 """Output file names of the arms comparison inside ``--out``."""
 
@@ -125,4 +132,6 @@ def write_sweep(sweep_dir: str | Path, out: str | Path, param: str | None = None
     write_json(out / SWEEP_FILES["json"], cmp)
     save_png(arms_accuracy_figure(cmp), out / SWEEP_FILES["accuracy_plot"])
     save_png(arms_consistency_figure(cmp), out / SWEEP_FILES["consistency_plot"])
+    if cmp.get("delta"):
+        save_png(paired_differences_figure(cmp["delta"]), out / SWEEP_FILES["differences_plot"])
     return text

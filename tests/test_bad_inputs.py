@@ -155,7 +155,7 @@ CASES = [
     Case("bf16-on-cpu", T, lambda d: ["trainer.precision=bf16-mixed"], ("trainer.accelerator=cpu", "bf16")),
     Case("warmup-ratio-above-one", T, lambda d: ["warmup_ratio=2"], ("warmup_ratio",)),
     Case("lr-negative", T, lambda d: ["optimizer.lr=-1"], ("optimizer.lr",)),
-    Case("scheduler-unknown", T, lambda d: ["scheduler=cosine"], ("scheduler=cosine", "constant, linear")),
+    Case("scheduler-unknown", T, lambda d: ["scheduler=cosine"], ("scheduler=cosine", "constant, hf_linear, linear")),
     Case("model-option-unknown", T, lambda d: ["model=llama3"], ("model=llama3", "tiny_llama")),
     # ---- unknown keys and wrong types in the typed groups: refused by Hydra while composing (an override
     # of a key the schema lacks, a value that does not convert) or when the node is built (a key added with +)

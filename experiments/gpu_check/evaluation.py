@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from experiments.gpu_check.modes import Mode
-from experiments.gpu_check.training import compose
 
 CPU = ("trainer=cpu",)
 
@@ -25,6 +24,7 @@ def parsed_labels(run_dir: Path) -> dict[tuple, int]:
 def evaluate_on(mode: Mode, out: Path, trainer: tuple[str, ...], adapter: str | None) -> tuple[dict[tuple, int], float]:
     """One evaluation run (clean instructions, the rows of ``mode.evaluation``) into ``out``:
     its parsed labels and wall time in seconds."""
+    from coin_lightning.download import compose_config
     from coin_lightning.eval.cli import evaluate
 
     overrides = [f"model={mode.model}", *trainer, f"output_dir={out}", "logger=csv", "eval.levels=[clean]",
@@ -32,7 +32,7 @@ def evaluate_on(mode: Mode, out: Path, trainer: tuple[str, ...], adapter: str | 
     if adapter:
         overrides.append(f"adapter={adapter}")
     t0 = time.perf_counter()
-    evaluate(compose("eval", overrides))
+    evaluate(compose_config("eval", overrides))
     return parsed_labels(out), time.perf_counter() - t0
 
 

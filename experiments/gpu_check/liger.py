@@ -33,12 +33,12 @@ def _losses(model_group: str, liger: bool, lora: dict | None) -> tuple[dict[str,
     import torch
     from hydra.utils import instantiate
 
+    from coin_lightning.download import compose_config
     from coin_lightning.model.loading import load_model
     from coin_lightning.model.lora import apply_lora
     from coin_lightning.model.module import CoinModule
-    from experiments.gpu_check.training import compose
 
-    cfg = compose("train", [f"model={model_group}", f"model.liger_kernels={str(liger).lower()}", "output_dir=unused"])
+    cfg = compose_config("train", [f"model={model_group}", f"model.liger_kernels={str(liger).lower()}", "output_dir=unused"])
     L.seed_everything(0)
     base, tokenizer = load_model(cfg.model)
     model = apply_lora(base, cfg.model)
@@ -77,7 +77,7 @@ def compare(model_group: str, out: Path) -> dict[str, Any]:
     Raises:
         RuntimeError: the child process failed (its last output line).
     """
-    from experiments.gpu_check.training import run_module
+    from experiments.gpu_check.processes import run_module
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "losses.json"

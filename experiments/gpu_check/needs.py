@@ -28,18 +28,16 @@ def packages(gpu: bool) -> tuple[tuple[str, str, str], ...]:
 
 
 def missing(gpu: bool) -> str | None:
-    """The first unmet need as one ``error: ...`` line, or None.
-
-    ``gpu``: a CUDA device and liger-kernel are needed too.
-    """
+    """The first unmet need as one ``error: ...`` line, or None: a CUDA device (``gpu``), then the
+    packages of :func:`packages` in order."""
     import torch
 
-    for module, dist, hint in packages(gpu):
-        if importlib.util.find_spec(module) is None:
-            return f"error: gpu-check needs {dist} ({hint})"
     if gpu and not torch.cuda.is_available():
         return (f"error: gpu-check needs a CUDA GPU (torch {torch.__version__}: torch.cuda.is_available() is False); "
                 "make gpu-check-dry runs the same steps on the CPU")
+    for module, dist, hint in packages(gpu):
+        if importlib.util.find_spec(module) is None:
+            return f"error: gpu-check needs {dist} ({hint})"
     return None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 COLUMNS = ("step", "status", "s", "tokens/s", "MFU", "peak GiB", "notes")
+ROWS = {"kernel": "packed (project kernel)", "transformers": "packed (transformers varlen)", "padded": "padded"}
+"""How the training forward laid out its rows, by packing mode (``coin_lightning.model.packing``)."""
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -18,7 +20,7 @@ def notes(result: dict[str, Any]) -> str:
         return result["reason"]
     parts = []
     if "packing" in result:
-        parts.append(f"rows {result['packing']}, loss {_num(result['train_loss'], '.3g')}, "
+        parts.append(f"rows {ROWS.get(result['packing'], result['packing'])}, loss {_num(result['train_loss'], '.3g')}, "
                      f"val CE {_num(result['val_ce_before'], '.4g')}->{_num(result['val_ce_after'], '.4g')}")
     if "val_ce_rel_diff_vs_packed" in result:
         parts.append(f"step-0 val CE vs train_packed {result['val_ce_rel_diff_vs_packed']:.1e} (tol {result['rel_tol']:g})")

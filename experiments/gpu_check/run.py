@@ -24,38 +24,14 @@ a table, writes ``<out>/gpu_check.json`` and each step's full output to ``<out>/
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from experiments.gpu_check import needs
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """Send everything written to stdout and stderr (file descriptors 1 and 2, so subprocesses and
-    C extensions too) to ``path`` while the block runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as fh:
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+from experiments.gpu_check.processes import REPO, output_to
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,48 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from experiments.gpu_check.modes import Mode
-
-REPO = Path(__file__).resolve().parents[2]
+from experiments.gpu_check.processes import run_module
 
 METER = "experiments.gpu_check.measure.StepMeter"
-
-
-def child_env() -> dict[str, str]:
-    """This process's environment, with ``PYTHONPATH`` such that a child process imports the same
-    ``coin_lightning`` and ``experiments`` (and ``tests``) packages as this one."""
-    import coin_lightning
-
-    paths = [str(Path(coin_lightning.__file__).parents[1]), str(REPO), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-
-
-def run_module(module: str, *args: str) -> None:
-    """``python -m <module> <args>`` from the repository root with :func:`child_env`; its output is
-    printed (into the step's log).
-
-    Raises:
-        RuntimeError: it failed; the message is its last output line.
-    """
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=child_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(proc.stdout, flush=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stdout.splitlines() if line.strip()] or [f"exit status {proc.returncode}"]
-        raise RuntimeError(f"python -m {module}: {lines[-1].strip()}")
-
-
-def compose(config_name: str, overrides: list[str]):
-    """``conf/<config_name>.yaml`` with ``overrides`` (no Hydra run directory is made)."""
-    from coin_lightning.download import compose_config
-
-    return compose_config(config_name, overrides)
 
 
 def run_training(mode: Mode, out: Path, trainer: tuple[str, ...] = (), extra: tuple[str, ...] = (),
@@ -79,9 +44,10 @@ def run_training(mode: Mode, out: Path, trainer: tuple[str, ...] = (), extra: tu
         run_module("coin_lightning.train", *overrides, f"hydra.run.dir={out}")
         summary = json.loads((out / "summary.json").read_text())
     else:
+        from coin_lightning.download import compose_config
         from coin_lightning.training.run import train
 
-        summary = train(compose("train", [*overrides, f"output_dir={out}"]))
+        summary = train(compose_config("train", [*overrides, f"output_dir={out}"]))
     summary["check"] = json.loads(facts.read_text())
     loss = summary["metrics"].get("train/loss")
     summary["ok"] = (summary["global_step"] == mode.steps and loss is not None and math.isfinite(loss)
@@ -142,9 +108,10 @@ def fsdp_validation_first(mode: Mode, out: Path, packed_row: dict[str, Any] | No
 
 def save_base(mode: Mode, directory: Path) -> Path:
     """Save ``model=<mode.model>``'s base weights and tokenizer as a transformers model directory."""
+    from coin_lightning.download import compose_config
     from coin_lightning.model.loading import load_model
 
-    cfg = compose("train", [f"model={mode.model}", "output_dir=unused"])
+    cfg = compose_config("train", [f"model={mode.model}", "output_dir=unused"])
     base, tokenizer = load_model(cfg.model)
     base.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)

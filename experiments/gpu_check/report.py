@@ -6,6 +6,8 @@ from typing import Any
 COLUMNS = ("step", "status", "s", "tokens/s", "MFU", "peak GiB", "notes")
 ROWS = {"kernel": "packed (project kernel)", "transformers": "packed (transformers varlen)", "padded": "padded"}
 """How the training forward laid out its rows, by packing mode (``coin_lightning.model.packing``)."""
+NOTES_WIDTH = 160
+"""Notes longer than this are cut (the whole error is in ``gpu_check.json`` and the step's log)."""
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -38,13 +40,17 @@ def notes(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= NOTES_WIDTH else text[: NOTES_WIDTH - 3] + "..."
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     """Plain-text table of ``{step: result}`` (results carry ``status`` and ``wall_s``)."""
     rows = [COLUMNS]
     for name, r in results.items():
         rows.append((
             name, r["status"], _num(r.get("wall_s"), ".0f"), _num(r.get("tokens_per_s"), ".0f"),
-            _num(r.get("mfu"), ".1%"), _num(r.get("peak_memory_gib"), ".2f"), notes(r),
+            _num(r.get("mfu"), ".1%"), _num(r.get("peak_memory_gib"), ".2f"), _cut(notes(r)),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)

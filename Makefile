@@ -7,7 +7,13 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint train test bench bench-commits robustness-study gpu-check clean-venv
+# NO_INSTALL=1 (gpu-check, gpu-check-dry): install nothing; run with $(VENV)/bin/python when it exists, else
+# $(PYTHON) (e.g. a GPU node's own environment), importing this checkout's code (PYTHONPATH=src:.)
+NO_INSTALL ?=
+CHECK_PY := $(if $(NO_INSTALL),$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)),$(PY))
+CHECK_ENV := $(if $(NO_INSTALL),PYTHONPATH=$(CURDIR)/src:$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)),)
+
+.PHONY: install install-gpu lint train test bench bench-commits robustness-study gpu-check gpu-check-dry clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +27,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## The project with its `gpu` extra (Liger-Kernel) on top of `install`
+$(VENV)/.installed-gpu: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[gpu]'
+	touch $@
+
+install-gpu: $(VENV)/.installed-gpu
 
 ## The main job on the embedded default (SmolLM2-135M + synthetic tasks, CPU): make train ARGS="loss.lambda=0"
 train: install
@@ -52,10 +65,15 @@ bench-commits: install
 robustness-study: install
 	$(PY) -m experiments.robustness_study.run $(ARGS)
 
-## On a machine with a CUDA GPU (CI never runs it): 100 bf16 training steps, CPU-vs-GPU loss, FSDP-vs-DDP
-## numerics, GPU-vs-CPU evaluation predictions, throughput and peak memory (docs/SCALING.md)
-gpu-check: install
-	$(PY) -m experiments.gpu_check.run $(ARGS)
+## One CUDA GPU, offline, a few minutes (docs/SCALING.md): bf16 training with packed and padded rows, trainer=fsdp
+## with validation first, a bf16 base with an fp32 LoRA, Liger against transformers' modules, GPU vs CPU evaluation,
+## tokens/s, MFU and peak memory. NO_INSTALL=1: in the current environment, installing nothing.
+gpu-check: $(if $(NO_INSTALL),,install-gpu)
+	$(CHECK_ENV) $(CHECK_PY) -m experiments.gpu_check.run $(ARGS)
+
+## The same steps on the CPU (gloo, fp32, tiny LLaMA; Liger skipped): tests the check itself (also run by make test)
+gpu-check-dry: $(if $(NO_INSTALL),,install)
+	$(CHECK_ENV) $(CHECK_PY) -m experiments.gpu_check.run --dry $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,1 +1,1 @@
-"""``make gpu-check``: training, loss, FSDP and evaluation checks on a CUDA GPU (never run by CI)."""
+"""``make gpu-check`` (one CUDA GPU, no installation, offline) and ``make gpu-check-dry`` (the same steps on the CPU)."""

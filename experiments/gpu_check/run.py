@@ -1,70 +1,121 @@
-"""``make gpu-check`` / ``python -m experiments.gpu_check.run [--steps 100] [--samples 2] [--out DIR]``.
+"""``make gpu-check`` / ``python -m experiments.gpu_check.run [--dry] [--steps N] [--out DIR]``.
 
-For a machine with a CUDA GPU (CI never runs it). Checks, with the tolerances stated in
-``experiments/gpu_check/checks.py`` and docs/SCALING.md:
+Runs in the current environment and installs nothing; offline (:data:`experiments.gpu_check.needs.OFFLINE`).
+It first prints what it needs beyond torch and stops with one ``error: ...`` line (status 2, nothing
+written) when something is missing. Then, each through the project's own entry points, on one CUDA
+GPU in ``bf16-mixed`` with the embedded SmolLM2-135M (``--dry``: the CPU in fp32 with the tiny
+random LLaMA, gloo; GPU-only steps are reported as skipped with the reason):
 
-1. ``--steps`` (100) training steps of the embedded SmolLM2-135M with ``trainer=gpu`` (bf16-mixed):
-   the steps complete with a finite loss; throughput (real tokens/s) and peak GPU memory are printed;
-2. the loss of one fixed batch on the CPU in fp32 and on the GPU in bf16-mixed agree;
-3. FSDP with the project's mixed-precision policy matches the unwrapped module (DDP's per-rank
-   numerics) on that batch, loss and LoRA gradients;
-4. ``python -m coin_lightning.evaluate`` with the trained adapter on a few embedded-task rows gives
-   the CPU's predictions on the GPU (fp32: identical; bf16: nearly all);
-5. with liger-kernel installed, ``model.liger_kernels=true`` gives the loss of transformers' own
-   modules on that batch (GPU fp32); skipped without the package.
+1. ``train_packed`` / ``train_padded``: training with packed and with padded rows, the same seed;
+   the validation CE before training agrees between the two;
+2. ``fsdp_validate_first``: ``trainer=fsdp`` on one device, Lightning's FSDP strategy: validation
+   before fit, fit, checkpoint and adapter export;
+3. ``base_lowp_lora_fp32``: a bf16 frozen base (``model.dtype``, loaded from a model directory as
+   ``model=alpaca`` loads) with an fp32 LoRA;
+4. ``liger``: ``model.liger_kernels=true`` against transformers' modules on one batch, the reference
+   computed before Liger patches anything (:mod:`experiments.gpu_check.liger`);
+5. ``eval_vs_cpu``: ``evaluate`` with the trained adapter on the device and on the CPU, parsed labels
+   compared row by row.
 
-Writes ``<out>/gpu_check.json`` and prints a summary; exits 0 when every check passes, 1 otherwise,
-and 2 with one line when there is no CUDA GPU.
+Training steps report tokens/s, MFU and peak memory (:mod:`experiments.gpu_check.measure`). Prints
+a table, writes ``<out>/gpu_check.json`` and each step's full output to ``<out>/<step>.log``; exits
+0 when every step passed, 1 otherwise.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import torch
+from experiments.gpu_check import needs
+from experiments.gpu_check.processes import REPO, output_to
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[-1] if text else "") or type(exc).__name__
+
+
+def plan(mode, out: Path, results: dict[str, dict]) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The steps in order, as ``(name, function returning the step's result with an "ok" flag)``."""
+    from experiments.gpu_check import evaluation, liger, training
+
+    return [
+        ("train_packed", lambda: training.packed(mode, out / "train_packed")),
+        ("train_padded", lambda: training.padded(mode, out / "train_padded", results.get("train_packed"))),
+        ("fsdp_validate_first", lambda: training.fsdp_validation_first(mode, out / "fsdp", results.get("train_packed"))),
+        ("base_lowp_lora_fp32", lambda: training.low_precision_base(mode, out / "base_lowp")),
+        ("liger", lambda: liger.compare(mode.model, out / "liger")),
+        ("eval_vs_cpu", lambda: evaluation.device_vs_cpu(
+            mode, out / "eval", results.get("train_packed", {}).get("adapter"))),
+    ]
+
+
+def run_step(name: str, fn: Callable[[], dict[str, Any]], log: Path) -> dict[str, Any]:
+    """Run one step with its output in ``log``; a failure (exception or the entry points' one-line
+    ``SystemExit``) becomes the result ``{"status": "FAILED", "error": <last line>}``."""
+    t0 = time.perf_counter()
+    try:
+        with output_to(log):
+            result = fn()
+        result["status"] = "ok" if result.pop("ok") else "FAILED"
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - one step failing must not hide the others' results
+        result = {"status": "FAILED", "error": _one_line(exc)}
+    result.update(wall_s=time.perf_counter() - t0, log=str(log))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the checks (see the module docstring); returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.gpu_check.run")
-    ap.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    ap.add_argument("--samples", type=int, default=2, help="evaluation rows per embedded task (default 2)")
-    ap.add_argument("--out", type=Path, default=None, help="output directory (default experiments/gpu_check/results/<time>)")
+    """Run the check (see the module docstring); returns the exit status."""
+    ap = argparse.ArgumentParser(prog="python -m experiments.gpu_check.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--dry", action="store_true", help="the same steps on the CPU (gloo, fp32, tiny LLaMA)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per training step (default 100; dry 4)")
+    ap.add_argument("--out", type=Path, default=None, help="output directory (default outputs/gpu_check/<mode>-<time>)")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing was checked")
+    gpu = not args.dry
+    print("gpu-check needs, beyond torch: " + ", ".join(dist for _, dist, _ in needs.packages(gpu))
+          + (", a CUDA GPU" if gpu else ""), flush=True)
+    problem = needs.missing(gpu)
+    if problem:
+        print(problem)
         return 2
+    needs.go_offline()
+
+    import dataclasses
+
+    import torch
 
     from coin_lightning.io import write_json
-    from experiments.gpu_check import checks
+    from experiments.gpu_check.modes import DRY, GPU, GPU_ONLY_REASON
+    from experiments.gpu_check.report import table
 
-    out = args.out or Path(__file__).parent / "results" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    mode = DRY if args.dry else GPU
+    if args.steps is not None:
+        mode = dataclasses.replace(mode, steps=args.steps)
+    out = (args.out or REPO / "outputs" / "gpu_check" / f"{mode.name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    steps = [
-        ("training", lambda: checks.check_training(out, args.steps)),  # first: its peak memory is clean
-        ("loss_cpu_vs_gpu", lambda: checks.check_loss_cpu_vs_gpu(out / "loss")),
-        ("fsdp_vs_ddp", lambda: checks.check_fsdp_matches_ddp(out / "fsdp")),
-        ("evaluation", lambda: checks.check_evaluation(out, report["training"].get("adapter"), args.samples)),
-        ("liger", lambda: checks.check_liger(out / "liger")),  # last: Liger patches transformers' LLaMA modules
-    ]
-    for name, check in steps:
-        print(f"gpu-check: {name} ...", flush=True)
-        try:
-            report[name] = check()
-        except Exception as exc:  # noqa: BLE001 - one check failing must not hide the others' results
-            report[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        torch.cuda.empty_cache()
-        print(f"gpu-check: {name}: {json.dumps(report[name], default=str)}", flush=True)
-    write_json(out / "gpu_check.json", report)
-    t = report["training"]
-    if t.get("ok") and t.get("tokens_per_s") is not None:
-        print(f"gpu-check: throughput {t['tokens_per_s']:.0f} tokens/s, peak memory {t['peak_memory_gib']:.2f} GiB")
-    failed = [name for name, _ in steps if not report[name].get("ok")]
-    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed'} ({out / 'gpu_check.json'})")
+    device = torch.cuda.get_device_name(0) if gpu else "cpu"
+    print(f"gpu-check ({mode.name}): {device}, torch {torch.__version__}; output in {out}", flush=True)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    for name, fn in plan(mode, out, results):
+        if name in mode.gpu_only:
+            results[name] = {"status": "skipped", "reason": GPU_ONLY_REASON}
+        else:
+            results[name] = run_step(name, fn, out / f"{name}.log")
+            if gpu:
+                torch.cuda.empty_cache()
+        print(f"gpu-check: {name}: {results[name]['status']}", flush=True)
+    wall = time.perf_counter() - t0
+    write_json(out / "gpu_check.json", {"mode": mode.name, "device": device, "torch": torch.__version__,
+                                        "wall_s": wall, "steps": results})
+    print(table(results))
+    failed = [name for name, r in results.items() if r["status"] == "FAILED"]
+    verdict = f"FAILED: {', '.join(failed)} (logs in {out})" if failed else "all steps passed"
+    print(f"gpu-check ({mode.name}): {verdict}; {wall:.0f} s")
     return 1 if failed else 0
 
 

@@ -8,8 +8,8 @@ consolidated), ``last.ckpt`` (Lightning checkpoint after step 2) and ``adapter/`
 
 The strategies are the project's own configs: ``conf/trainer/ddp_cpu.yaml``'s DDPStrategy, and
 ``conf/trainer/fsdp.yaml``'s FSDPStrategy settings (LoRA wrap policy, mixed-precision policy,
-``use_orig_params``, full state dict) under ``precision=32-true`` on :class:`CpuFSDPStrategy`
-(bf16 numerics are checked on a GPU: ``experiments/gpu_check``).
+``use_orig_params``, full state dict) under ``precision=32-true`` on its CPU form
+(:class:`tests.training._fsdp_cpu.CpuFSDPStrategy`; bf16 numerics are checked on a GPU: ``experiments/gpu_check``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.data import DataLoader
 
 from coin_lightning.model.loading import load_model, load_tokenizer
@@ -29,50 +28,10 @@ from coin_lightning.model.module import CoinModule
 from coin_lightning.training.callbacks import AdapterCheckpoint
 from tests.conftest import TINY_CFG
 from tests.helpers import make_batch, toy_rows
+from tests.training._fsdp_cpu import CpuFSDPStrategy
 
 LR = 0.5
 MOMENTUM = 0.9
-
-
-class CpuFSDPStrategy(FSDPStrategy):
-    """Lightning's ``FSDPStrategy`` made to run on CPU + gloo, for tests only.
-
-    Real FSDP (sharding, all-gathers, reduce-scatter, full-state-dict consolidation); two CUDA
-    assumptions are lifted: Lightning passes ``device_id=root_device.index`` (None on CPU, which torch
-    FSDP rejects without an accelerator), so the model is wrapped with ``device_id=cpu``; and
-    Lightning's full state dict uses ``offload_to_cpu=True``, which crashes (segfault) when the shards
-    already live on the CPU, so it is turned off. Lightning itself refuses ``FSDPStrategy`` with
-    ``accelerator="cpu"``; a subclass passes that check.
-    """
-
-    def setup_environment(self) -> None:  # noqa: D102
-        import lightning.pytorch.strategies.fsdp as lightning_fsdp
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp.api import FullOptimStateDictConfig
-
-        def full_state_dict_context(module, world_size, rank0_only=True):
-            return FSDP.state_dict_type(
-                module,
-                StateDictType.FULL_STATE_DICT,
-                FullStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only),
-                FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only),
-            )
-
-        lightning_fsdp._get_full_state_dict_context = full_state_dict_context  # this worker process only
-        super().setup_environment()
-
-    def _setup_model(self, model):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        return FSDP(
-            module=model,
-            cpu_offload=self.cpu_offload,
-            mixed_precision=self.mixed_precision_config,
-            sharding_strategy=self.sharding_strategy,
-            device_id=torch.device("cpu"),
-            **self.kwargs,
-        )
 
 
 def build_module(seed: int = 0) -> CoinModule:

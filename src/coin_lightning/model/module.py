@@ -289,10 +289,17 @@ class CoinModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that the checkpoint holds every trainable tensor of this module.
 
+        Under FSDP, Lightning's strategy loads the adapter into the sharded model itself and removes
+        ``state_dict`` from the checkpoint before this hook; there is nothing left to compare here (the
+        adapter's modules and rank were compared with the config before the model loaded:
+        :func:`coin_lightning.model.checks.check_checkpoint`).
+
         Raises:
             ConfigError: adapter tensors are missing (e.g. a checkpoint of a different LoRA config).
         """
-        missing = sorted(self.trainable_names() - set(checkpoint.get("state_dict", {})))
+        if "state_dict" not in checkpoint:
+            return
+        missing = sorted(self.trainable_names() - set(checkpoint["state_dict"]))
         if missing:
             raise ConfigError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this model, e.g. {missing[0]!r}: "

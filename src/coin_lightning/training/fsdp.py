@@ -1,4 +1,7 @@
-"""LoRA-aware FSDP settings (``conf/trainer/fsdp.yaml``): the FSDP units and their mixed precision.
+"""LoRA-aware FSDP (``conf/trainer/fsdp.yaml``): the strategy, the FSDP units and their mixed precision.
+
+:class:`LoraFSDPStrategy` is Lightning's ``FSDPStrategy`` made to survive several stages of one
+trainer (validation before fit, fit, validation after), which Lightning's own does not.
 
 A LoRA model has a large frozen base and a small trainable adapter. FSDP flattens the parameters of
 each wrapped unit into one ``FlatParameter``; keeping frozen and trainable tensors in separate units
@@ -21,9 +24,16 @@ around the forward as under DDP.
 """
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
+
+from coin_lightning.errors import ConfigError
 
 _DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
@@ -125,3 +135,67 @@ class LoraWrapRule:
         if is_trainable_leaf(module):
             return dict(self.trainable_kwargs) if self.trainable_kwargs else True
         return type(module).__name__ in self.names
+
+
+_ALREADY_WRAPPED = "A FSDP `auto_wrap_policy` is set, but the model is already wrapped"
+"""Lightning's warning when a stage finds the model wrapped (here: by this strategy in an earlier stage)."""
+
+
+class LoraFSDPStrategy(FSDPStrategy):
+    """Lightning's ``FSDPStrategy`` that wraps the LightningModule once and keeps that wrapper for
+    every later stage of the same trainer (``validate`` -> ``fit`` -> ``validate``, as
+    :func:`coin_lightning.training.learning.fit_measured` runs them).
+
+    Lightning's strategy wraps the module with the auto-wrap policy in each stage's ``setup``. In a
+    second stage it finds the decoder layers wrapped by the first, skips the outer wrap and leaves
+    the root's parameters (embeddings, final norm, LM head) as views of their sharded flat parameter
+    (Lightning issue #19015; under the two-rank run: ``'weight' must be 2-D`` and
+    ``Padding_idx must be within num_embeddings``, on one rank ``'CoinModule' object has no attribute
+    'clip_grad_norm_'``). Here :meth:`connect` gives a later stage the FSDP root that the first one
+    built around this module, which Lightning's ``setup`` keeps as it is (its own path for a model
+    that is already wrapped); the auto-wrap policy it drops then, with a warning, is kept instead.
+    Everything else (arguments, wrapping, sharding, precision, checkpoints) is Lightning's.
+
+    Raises:
+        ConfigError: with a CPU accelerator, when the Trainer is built (FSDP needs CUDA devices, as
+            Lightning's own check of ``FSDPStrategy`` says; that check skips subclasses).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._root: torch.nn.Module | None = None
+
+    @property
+    def accelerator(self):  # noqa: D102 - Strategy.accelerator
+        return self._accelerator
+
+    @accelerator.setter
+    def accelerator(self, accelerator) -> None:
+        from lightning.pytorch.accelerators import CPUAccelerator
+
+        if isinstance(accelerator, CPUAccelerator):
+            raise ConfigError(
+                "trainer=fsdp requires a GPU accelerator (CUDA), but trainer.accelerator=cpu; "
+                "use trainer=ddp_cpu for several CPU processes"
+            )
+        self._accelerator = accelerator
+
+    def connect(self, model: L.LightningModule) -> None:
+        """Attach ``model``, or the FSDP root an earlier stage of this strategy built around it."""
+        super().connect(model)
+        if self._root is not None and self._root.module is model:
+            self.model = self._root
+
+    def setup(self, trainer: L.Trainer) -> None:
+        """Lightning's setup (which wraps the module unless :meth:`connect` attached its FSDP root),
+        keeping the auto-wrap policy; then remember the root for later stages."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        policy = self.kwargs.get("auto_wrap_policy")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(_ALREADY_WRAPPED))
+            super().setup(trainer)
+        if policy is not None:
+            self.kwargs["auto_wrap_policy"] = policy
+        if isinstance(self.model, FullyShardedDataParallel):
+            self._root = self.model

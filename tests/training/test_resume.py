@@ -1,4 +1,4 @@
-"""Resuming from a job's own newest checkpoint, and SLURM's auto-requeue plugin (training/resume.py)."""
+"""Resuming from a job's own newest checkpoint, and the SLURM cluster plugin (training/resume.py)."""
 from __future__ import annotations
 
 import os

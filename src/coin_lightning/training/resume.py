@@ -1,4 +1,4 @@
-"""Resuming a job from its own checkpoints, and SLURM's automatic requeue.
+"""Resuming a job from its own checkpoints, and the SLURM cluster plugin.
 
 ``ckpt_path`` (``conf/train.yaml``) takes:
 

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+import torch.distributed as dist
 
+from coin_lightning.training.interrupt import exit_on_interrupt
 from coin_lightning.training.resume import resolve_ckpt_path
 from tests.training._fsdp_train import FSDP_CPU, SMALL
 
@@ -76,8 +80,9 @@ def test_slurm_requeue_signal_stops_every_rank_checkpoints_and_requeues_once(tmp
         while not mark.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
             time.sleep(0.2)
         assert mark.exists(), procs[0].communicate()[1][-3000:]
-        for p in procs:  # SLURM's --signal=USR1@<s> reaches every task of the job step
+        for p in reversed(procs):  # SLURM's --signal=USR1@<s> reaches every task, not at the same instant
             p.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
         sent = time.time()
         results = [p.communicate(timeout=BOUND_S) for p in procs]
         assert time.time() - sent < BOUND_S
@@ -95,3 +100,20 @@ def test_slurm_requeue_signal_stops_every_rank_checkpoints_and_requeues_once(tmp
                     "which resumes from its newest checkpoint"), results[0][1][-3000:]
     assert "Traceback" not in results[0][1] + results[1][1]
     assert resolve_ckpt_path(None, run, on_slurm=True) == str(ckpt)  # what the requeued job resumes from
+
+
+def test_a_rank_failure_exits_in_one_line_and_stops_the_ranks_it_started(capsys):
+    killed = []
+    launcher = SimpleNamespace(kill=killed.append)
+    trainer = SimpleNamespace(world_size=4, global_rank=0, global_step=7, strategy=SimpleNamespace(launcher=launcher))
+    with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert err.value.code == 1 and killed == [signal.SIGKILL]  # rank 0 started the other local ranks
+    assert capsys.readouterr().err.startswith(
+        "error: rank 0 of 4 failed at step 7: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB;")
+    with pytest.raises(SystemExit), exit_on_interrupt(trainer):
+        raise dist.DistBackendError("NCCL communicator was aborted")  # a peer failed first
+    assert capsys.readouterr().err.startswith("error: rank 0 of 4 stopped at step 7: a collective with the other ranks failed")
+    trainer.world_size = 1  # one process: the exception passes unchanged
+    with pytest.raises(ValueError, match="bad batch"), exit_on_interrupt(trainer):
+        raise ValueError("bad batch")

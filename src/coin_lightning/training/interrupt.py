@@ -8,7 +8,10 @@ previous one has been fully accounted (optimizer step, loop counters, data-loade
 calls every callback's ``on_exception``. :class:`InterruptCheckpoint` routes the first Ctrl-C and,
 under SLURM, the requeue signal to that same path, saves a full Lightning checkpoint from
 ``on_exception`` (all ranks take part, at the same point) and, for the requeue signal, requeues the
-job (``scontrol requeue``, global rank 0). :func:`exit_on_interrupt` turns the interruption into one
+job (``scontrol requeue``, global rank 0). With several ranks the requeue signal is only noted by the
+handler; after every batch the ranks agree on it (one all-reduce of a flag) and raise SIGTERM at that
+same point, because Lightning's SIGTERM handler broadcasts from rank 0 and must run at the same point
+of every rank's collectives. :func:`exit_on_interrupt` turns the interruption into one
 line naming the checkpoint and how to resume, with no traceback.
 
 Any other exception is raised on one rank only (an out-of-memory error, a bad batch). With several
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
@@ -52,7 +56,7 @@ class InterruptCheckpoint(Checkpoint):
     The first Ctrl-C (SIGINT) during training is turned into Lightning's SIGTERM stop: training ends
     after the current micro-batch. Under SLURM (Lightning's ``SLURMEnvironment.detect()``) the
     ``requeue_signal`` (``--signal=USR1@<seconds>`` before the time limit, sent to every task) takes
-    the same path and then requeues the job: global rank 0 runs ``scontrol requeue <job id>`` after
+    the same path, once the ranks have agreed on it after a batch, and then requeues the job: global rank 0 runs ``scontrol requeue <job id>`` after
     the checkpoint is written, and the requeued job resumes from it (``ckpt_path=null`` means
     ``auto`` under SLURM, ``training/resume.py``). Nothing is saved before the first optimizer step
     (nothing was learned), and with several ranks nothing is saved after an exception other than
@@ -85,6 +89,8 @@ class InterruptCheckpoint(Checkpoint):
         self.requeued: str | None = None
         """The SLURM job id requeued by this process (global rank 0), or ``None``."""
         self._previous: dict[int, Any] = {}
+        self._ranks = 1
+        self._requested = False
 
     @property
     def ckpt_path(self) -> str:
@@ -92,15 +98,16 @@ class InterruptCheckpoint(Checkpoint):
         return str(Path(self.dirpath) / f"{self.filename}.ckpt")
 
     # --------------------------------------------------------------------------- signal routing
-    def _route_requeue(self) -> None:  # once Lightning's SIGTERM handler is in place (its stage has started)
+    def _route_requeue(self, trainer: L.Trainer) -> None:  # once Lightning's SIGTERM handler is in place
         if self.requeue_signal is not None and SLURMEnvironment.detect():
+            self._ranks = trainer.world_size
             self._route(self.requeue_signal)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._route_requeue()  # also before training: the job is requeued (nothing to save before step 1)
+        self._route_requeue(trainer)  # also before training: the job is requeued (nothing to save before step 1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._route_requeue()
+        self._route_requeue(trainer)
         self._route(signal.SIGINT)
 
     def _route(self, signum: signal.Signals) -> None:
@@ -108,9 +115,38 @@ class InterruptCheckpoint(Checkpoint):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.reason = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self._restore()  # a second Ctrl-C raises KeyboardInterrupt at once
-        signal.raise_signal(signal.SIGTERM)  # Lightning's handler: every rank stops after the current batch
+        if signum == signal.SIGINT:
+            self.reason = "Ctrl-C"
+            self._restore()  # a second Ctrl-C raises KeyboardInterrupt at once
+            signal.raise_signal(signal.SIGTERM)  # Lightning's handler: stop after the current batch
+            return
+        self.reason = signal.Signals(signum).name
+        if self._ranks == 1:
+            self._stop_for_requeue()
+        else:  # several ranks: they agree on the batch first (_agree); no collective inside a signal handler
+            self._requested = True
+
+    def _stop_for_requeue(self) -> None:
+        self._restore()
+        signal.signal(self.requeue_signal, signal.SIG_IGN)  # the job is being requeued: later copies of the signal
+        signal.raise_signal(signal.SIGTERM)  # Lightning's handler: stop after the current batch
+
+    def _agree(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """With several ranks under SLURM, after every batch: if any rank got the requeue signal, every
+        rank raises SIGTERM here, at the same point of its collectives, so that Lightning's handler (which
+        broadcasts from rank 0) pairs up and every rank stops after this same batch."""
+        if self._ranks <= 1 or self.requeue_signal not in self._previous:  # routed (or not) alike on every rank
+            return
+        flag = torch.tensor([1.0 if self._requested else 0.0], device=pl_module.device)
+        if float(trainer.strategy.reduce(flag, reduce_op="max")) > 0:
+            self.reason, self._requested = self.requeue_signal.name, False
+            self._stop_for_requeue()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
+        self._agree(trainer, pl_module)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
+        self._agree(trainer, pl_module)
 
     def _restore(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -178,15 +214,18 @@ def interrupted_message(trainer: L.Trainer, callback: InterruptCheckpoint | None
 def failed_rank_message(trainer: L.Trainer, exc: BaseException) -> str:
     """The one line a rank prints when an exception ends it in a run of several ranks.
 
-    A failed collective (``torch.distributed.DistError``: a peer exited or timed out) is reported as
-    this rank being stopped by another rank's failure; anything else as this rank's own failure.
+    A failed collective is reported as this rank being stopped by another rank's failure: a
+    ``torch.distributed.DistError`` (NCCL errors and timeouts), or gloo's ``RuntimeError`` for a peer
+    that exited (``Connection closed by peer``, the only way gloo says so). Anything else is this
+    rank's own failure.
     """
     import torch.distributed as dist
 
     rank, ranks, step = trainer.global_rank, trainer.world_size, trainer.global_step
     lines = str(exc).strip().splitlines()
     what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
-    if isinstance(exc, dist.DistError):
+    lost_peer = isinstance(exc, RuntimeError) and "gloo" in str(exc) and "Connection closed by peer" in str(exc)
+    if isinstance(exc, dist.DistError) or lost_peer:
         return (f"error: rank {rank} of {ranks} stopped at step {step}: a collective with the other ranks failed "
                 f"({what}); another rank failed first")
     return (f"error: rank {rank} of {ranks} failed at step {step}: {what}; the other ranks are stopped and no "
@@ -222,6 +261,8 @@ def exit_on_interrupt(trainer: L.Trainer) -> Iterator[None]:
         reason = callback.reason if callback is not None and callback.reason in codes else (
             "SIGTERM" if isinstance(exc, SIGTERMException) else "Ctrl-C"
         )
+        if requeue is not None and reason == requeue.name and threading.current_thread() is threading.main_thread():
+            signal.signal(requeue, signal.SIG_IGN)  # Lightning's teardown restored its default (exit); ranks get it late
         if trainer.is_global_zero:
             print(interrupted_message(trainer, callback, reason), file=sys.stderr, flush=True)
         raise SystemExit(codes.get(reason, 1)) from None

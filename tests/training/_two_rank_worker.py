@@ -9,7 +9,7 @@ consolidated), ``last.ckpt`` (Lightning checkpoint after step 2) and ``adapter/`
 The strategies are the project's own configs: ``conf/trainer/ddp_cpu.yaml``'s DDPStrategy, and
 ``conf/trainer/fsdp.yaml``'s FSDPStrategy settings (LoRA wrap policy, mixed-precision policy,
 ``use_orig_params``, full state dict) under ``precision=32-true`` on its CPU form
-(:class:`tests.training._fsdp_cpu.CpuFSDPStrategy`; bf16 numerics are checked on a GPU: ``experiments/gpu_check``).
+(``tests/training/_fsdp_cpu.py``; bf16 numerics are checked on a GPU: ``experiments/gpu_check``).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from coin_lightning.model.module import CoinModule
 from coin_lightning.training.callbacks import AdapterCheckpoint
 from tests.conftest import TINY_CFG
 from tests.helpers import make_batch, toy_rows
-from tests.training._fsdp_cpu import CpuFSDPStrategy
 
 LR = 0.5
 MOMENTUM = 0.9
@@ -66,23 +65,15 @@ def strategy_from_config(name: str):
     """The strategy of ``conf/trainer/ddp_cpu.yaml`` (``ddp``) or ``conf/trainer/fsdp.yaml`` on CPU (``fsdp``)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from coin_lightning.conf import CONFIG_DIR
+    from tests.training._fsdp_train import FSDP_CPU
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         # no bf16 on CPU: 32-true, with the LoRA units' own (fp32) mixed-precision override of bf16-mixed
-        fsdp = ["trainer=fsdp", "trainer.precision=32-true", "trainer.strategy.auto_wrap_policy.precision=bf16-mixed"]
-        trainer = ["trainer=ddp_cpu"] if name == "ddp" else fsdp
-        cfg = compose("train", overrides=[*trainer, "output_dir=unused"])
-    node = cfg.trainer.strategy
-    if name == "ddp":
-        return instantiate(node)
-    params = OmegaConf.to_container(node)
-    del params["_target_"]
-    params["auto_wrap_policy"] = instantiate(node.auto_wrap_policy)
-    params["mixed_precision"] = instantiate(node.mixed_precision)  # None under 32-true: Lightning's fp32 policy
-    return CpuFSDPStrategy(**params, process_group_backend="gloo")
+        fsdp = [*FSDP_CPU, "trainer.precision=32-true", "trainer.strategy.auto_wrap_policy.precision=bf16-mixed"]
+        cfg = compose("train", overrides=[*(["trainer=ddp_cpu"] if name == "ddp" else fsdp), "output_dir=unused"])
+    return instantiate(cfg.trainer.strategy)  # under 32-true the mixed-precision policy is None: Lightning's fp32 one
 
 
 class _PerRank(L.LightningDataModule):

@@ -89,3 +89,22 @@ def test_validation_first_fit_checkpoint_export_and_resume_bf16_base(tmp_path):
     moments = last["optimizer_states"][0]["state"]  # AdamW continued from the checkpoint's state: its 3rd step
     assert len(moments) == len(adapter_names) and {float(s["step"]) for s in moments.values()} == {3.0}
     assert any(not torch.equal(last["state_dict"][n], ckpt["state_dict"][n]) for n in adapter_names)
+
+
+def test_fsdp_on_one_device_is_refused_before_the_model_loads():
+    """torch runs NO_SHARD on one device, where the frozen base's full state dict fails after a forward."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from coin_lightning.conf import CONFIG_DIR
+    from coin_lightning.errors import ConfigError
+    from coin_lightning.training.launch import check_launch
+
+    def trainer(devices: int):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[*FSDP_CPU, f"trainer.devices={devices}", "output_dir=unused"])
+        return instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+
+    with pytest.raises(ConfigError, match="trainer=fsdp with one device"):
+        check_launch(trainer(1))
+    check_launch(trainer(2))

@@ -1,8 +1,7 @@
-"""Resuming from a job's own newest checkpoint, and SLURM's auto-requeue plugin (training/resume.py)."""
+"""Resuming from a job's own newest checkpoint, and the SLURM cluster plugin (training/resume.py)."""
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
@@ -58,7 +57,7 @@ def test_ckpt_path_rules(tmp_path):
         resolve_ckpt_path("/no/such.ckpt", tmp_path)
 
 
-def test_slurm_plugin_has_auto_requeue_only_under_slurm(monkeypatch):
+def test_slurm_plugin_only_under_slurm_and_without_lightnings_requeue(monkeypatch):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
@@ -68,6 +67,4 @@ def test_slurm_plugin_has_auto_requeue_only_under_slurm(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
     (env,) = cluster_plugins()
-    assert isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
-    with pytest.raises(ConfigError, match="requeue_signal"):
-        cluster_plugins(requeue_signal="USR9")
+    assert isinstance(env, SLURMEnvironment) and not env.auto_requeue  # the requeue: callbacks.interrupt

@@ -78,8 +78,11 @@ def test_submitit_slurm_writes_an_sbatch_script_for_n_nodes_of_8_gpus(tmp_path, 
     (script,) = (sweep / ".submitit").glob(".submission_file_*.sh")
     lines = set(script.read_text().splitlines())
     for want in (f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --job-name=train"):
+                 "#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --job-name=train",
+                 "#SBATCH --signal=USR1@120",  # the requeue signal of callbacks.interrupt, not submitit's USR2
+                 "export SLURM_KILL_BAD_EXIT=1"):  # srun ends every rank when one exits with an error
         assert want in lines, f"{want!r} missing from {script.name}"
+    assert not any("USR2" in line for line in lines)
     assert any(line.startswith("srun ") for line in lines)  # SLURM starts the 8 tasks per node, not Lightning
 
 

@@ -7,7 +7,13 @@ from coin_lightning.errors import ConfigError
 
 
 def check_launch(trainer: L.Trainer) -> None:
-    """Refuse local multi-process DDP/FSDP inside a Hydra multirun (``-m``).
+    """Refuse FSDP on one device, and local multi-process DDP/FSDP inside a Hydra multirun (``-m``).
+
+    FSDP on one device (``trainer=fsdp`` with ``trainer.devices=1``, one node): torch's FSDP then runs
+    ``NO_SHARD`` (nothing to shard), and with ``use_orig_params`` the frozen base's parameters stop
+    being registered after the first forward, so its full state dict, which every checkpoint and the
+    adapter export take, fails (``FSDP assumes ... is in the state_dict``). One device needs no FSDP:
+    ``trainer=gpu`` trains the same model with the same numerics.
 
     Lightning's subprocess launcher starts ranks ``1..N-1`` by re-running the command line with the
     job's ``hydra.run.dir``. That keeps a single run in one directory, but in a multirun the command is
@@ -18,13 +24,20 @@ def check_launch(trainer: L.Trainer) -> None:
     runs exactly its own job.
 
     Raises:
-        ConfigError: Hydra runs in MULTIRUN mode and the trainer would spawn more than one local
-            process by re-running the command.
+        ConfigError: FSDP with one process in all; or Hydra runs in MULTIRUN mode and the trainer
+            would spawn more than one local process by re-running the command.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from lightning.pytorch.strategies import FSDPStrategy
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+    if isinstance(trainer.strategy, FSDPStrategy) and trainer.num_devices * trainer.num_nodes < 2:
+        raise ConfigError(
+            "trainer=fsdp with one device: torch's FSDP shards nothing then (NO_SHARD) and cannot write the "
+            "frozen base's state dict that checkpoints and the adapter export take; use trainer=gpu for one "
+            "device, or trainer.devices>=2"
+        )
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     launcher = getattr(trainer.strategy, "launcher", None)

@@ -1,4 +1,4 @@
-"""Resuming a job from its own checkpoints, and SLURM's automatic requeue.
+"""Resuming a job from its own checkpoints, and the SLURM cluster plugin.
 
 ``ckpt_path`` (``conf/train.yaml``) takes:
 
@@ -14,7 +14,6 @@ file time alone; unreadable files (e.g. cut short by a kill during the write) ar
 from __future__ import annotations
 
 import logging
-import signal
 from pathlib import Path
 
 import torch
@@ -84,22 +83,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, on_slurm: b
     return None if newest is None else str(newest)
 
 
-def cluster_plugins(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1") -> list:
-    """Trainer ``plugins``: Lightning's ``SLURMEnvironment`` with automatic requeue under SLURM, else none.
+def cluster_plugins() -> list:
+    """Trainer ``plugins``: Lightning's ``SLURMEnvironment`` under SLURM (ranks and devices from SLURM's
+    variables; one process per task, none started by Lightning), else none.
 
-    With ``auto_requeue``, Lightning saves ``<output_dir>/hpc_ckpt_<n>.ckpt`` and runs ``scontrol
-    requeue`` when SLURM sends ``requeue_signal`` (ask for it with ``#SBATCH --signal=SIGUSR1@90``);
-    the requeued job resumes from the newest checkpoint (:func:`resolve_ckpt_path`). On SIGTERM
-    (preemption, ``scancel``, a requeue) the interruption checkpoint is written instead
-    (:class:`~coin_lightning.training.interrupt.InterruptCheckpoint`).
-
-    Raises:
-        ConfigError: ``requeue_signal`` is not a signal name.
+    Its ``auto_requeue`` is off: Lightning's requeue saves a checkpoint inside the signal handler, at
+    whatever point each rank has reached, and a checkpoint is a collective (FSDP gathers the full
+    state; every rank meets in a barrier) that ranks at different points would not pair up. The
+    requeue signal is handled by :class:`~coin_lightning.training.interrupt.InterruptCheckpoint`
+    instead: every rank stops at the same batch, the checkpoint is written, global rank 0 runs
+    ``scontrol requeue``, and the requeued job resumes from the newest checkpoint
+    (:func:`resolve_ckpt_path`).
     """
     if not SLURMEnvironment.detect():
         return []
-    try:
-        sig = signal.Signals[requeue_signal]
-    except KeyError:
-        raise ConfigError(f"trainer.plugins.requeue_signal={requeue_signal!r} is not a signal name (e.g. SIGUSR1)") from None
-    return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=sig)]
+    return [SLURMEnvironment(auto_requeue=False)]

@@ -24,6 +24,12 @@ class EvalRun:
     """Share of rows whose parsed label must equal the CPU fp32 run's."""
 
 
+NO_CHECKPOINTS = ("~callbacks.model_checkpoint", "~callbacks.adapter", "~callbacks.interrupt",
+                  "+trainer.enable_checkpointing=false")
+"""One device: torch's FSDP runs NO_SHARD, which cannot write the frozen base's full state dict, so
+``trainer=fsdp`` refuses one device with checkpoints (``training/launch.py``); the step runs without."""
+
+
 @dataclass(frozen=True)
 class Mode:
     """The settings of one mode of the check (see the module docstring)."""
@@ -57,7 +63,7 @@ GPU = Mode(
     name="gpu",
     model="smollm2_135m",
     trainer=("trainer=gpu",),
-    fsdp=("trainer=fsdp", "trainer.devices=1"),
+    fsdp=("trainer=fsdp", "trainer.devices=1", *NO_CHECKPOINTS),
     base_dtype="bfloat16",
     eval_runs={
         "gpu_fp32": EvalRun(("trainer=gpu", "trainer.precision=32-true"), 1.0),
@@ -72,7 +78,7 @@ DRY = Mode(
     fsdp=(
         "trainer=fsdp", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32-true",
         f"trainer.strategy._target_={CPU_FSDP}",
-        "+trainer.strategy.process_group_backend=gloo",
+        "+trainer.strategy.process_group_backend=gloo", *NO_CHECKPOINTS,
     ),
     base_dtype="float32",  # bf16 compute on a CPU is refused by the training checks (about 80x slower)
     eval_runs={"cpu_fp32": EvalRun(("trainer=cpu",), 1.0)},

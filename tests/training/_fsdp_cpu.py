@@ -27,8 +27,9 @@ from hydra.utils import get_class
 from lightning.pytorch.strategies import Strategy
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_CLASS = get_class(OmegaConf.load(REPO / "conf" / "trainer" / "fsdp.yaml").strategy._target_)
+from coin_lightning.conf import CONFIG_DIR
+
+CONFIG_CLASS = get_class(OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "fsdp.yaml").strategy._target_)
 """The strategy class ``trainer=fsdp`` instantiates."""
 
 

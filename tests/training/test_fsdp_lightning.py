@@ -92,19 +92,23 @@ def test_validation_first_fit_checkpoint_export_and_resume_bf16_base(tmp_path):
 
 
 def test_fsdp_on_one_device_is_refused_before_the_model_loads():
-    """torch runs NO_SHARD on one device, where the frozen base's full state dict fails after a forward."""
+    """torch runs NO_SHARD on one device, where the frozen base's full state dict fails after a forward:
+    refused when a callback would write it; without those callbacks the run may go on (gpu-check)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from coin_lightning.conf import CONFIG_DIR
     from coin_lightning.errors import ConfigError
     from coin_lightning.training.launch import check_launch
+    from coin_lightning.training.loggers import instantiate_group
 
-    def trainer(devices: int):
+    def trainer(devices: int, *extra: str):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[*FSDP_CPU, f"trainer.devices={devices}", "output_dir=unused"])
-        return instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+            cfg = compose("train", overrides=[*FSDP_CPU, f"trainer.devices={devices}", "output_dir=unused", *extra])
+        return instantiate(cfg.trainer, logger=False, callbacks=instantiate_group(cfg.callbacks))
 
     with pytest.raises(ConfigError, match="trainer=fsdp with one device"):
         check_launch(trainer(1))
     check_launch(trainer(2))
+    check_launch(trainer(1, "~callbacks.model_checkpoint", "~callbacks.adapter", "~callbacks.interrupt",
+                         "+trainer.enable_checkpointing=false"))

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from coin_lightning.errors import ConfigError
+from coin_lightning.training.callbacks import AdapterCheckpoint
+from coin_lightning.training.interrupt import InterruptCheckpoint
 
 
 def check_launch(trainer: L.Trainer) -> None:
@@ -12,8 +15,10 @@ def check_launch(trainer: L.Trainer) -> None:
     FSDP on one device (``trainer=fsdp`` with ``trainer.devices=1``, one node): torch's FSDP then runs
     ``NO_SHARD`` (nothing to shard), and with ``use_orig_params`` the frozen base's parameters stop
     being registered after the first forward, so its full state dict, which every checkpoint and the
-    adapter export take, fails (``FSDP assumes ... is in the state_dict``). One device needs no FSDP:
-    ``trainer=gpu`` trains the same model with the same numerics.
+    adapter export take, fails (``FSDP assumes ... is in the state_dict``). Such a run is refused when
+    a callback would write one (periodic, interrupt or adapter checkpoints). One device needs no FSDP:
+    ``trainer=gpu`` trains the same model with the same numerics; without those callbacks a one-device
+    run still exercises Lightning's FSDP wrapping, validation and fit (``make gpu-check`` does).
 
     Lightning's subprocess launcher starts ranks ``1..N-1`` by re-running the command line with the
     job's ``hydra.run.dir``. That keeps a single run in one directory, but in a multirun the command is
@@ -24,7 +29,7 @@ def check_launch(trainer: L.Trainer) -> None:
     runs exactly its own job.
 
     Raises:
-        ConfigError: FSDP with one process in all; or Hydra runs in MULTIRUN mode and the trainer
+        ConfigError: FSDP with one process in all and a checkpoint-writing callback; or Hydra runs in MULTIRUN mode and the trainer
             would spawn more than one local process by re-running the command.
     """
     from hydra.core.hydra_config import HydraConfig
@@ -32,11 +37,13 @@ def check_launch(trainer: L.Trainer) -> None:
     from lightning.pytorch.strategies import FSDPStrategy
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-    if isinstance(trainer.strategy, FSDPStrategy) and trainer.num_devices * trainer.num_nodes < 2:
+    writers = [cb for cb in trainer.callbacks if isinstance(cb, (ModelCheckpoint, AdapterCheckpoint, InterruptCheckpoint))]
+    if isinstance(trainer.strategy, FSDPStrategy) and trainer.num_devices * trainer.num_nodes < 2 and writers:
         raise ConfigError(
             "trainer=fsdp with one device: torch's FSDP shards nothing then (NO_SHARD) and cannot write the "
             "frozen base's state dict that checkpoints and the adapter export take; use trainer=gpu for one "
-            "device, or trainer.devices>=2"
+            "device, or trainer.devices>=2 (or drop every checkpoint: ~callbacks.model_checkpoint "
+            "~callbacks.adapter ~callbacks.interrupt +trainer.enable_checkpointing=false)"
         )
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return

@@ -40,7 +40,8 @@ class AdapterCheckpoint(L.Callback):
         if trainer.is_global_zero:
             with atomic_path(path) as tmp:
                 if state is None:
-                    pl_module.model.save_pretrained(str(tmp), safe_serialization=True)
+                    # the vocabulary is never resized: no embedding layers, and no hub lookup of the base's config
+                    pl_module.model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
                 else:
                     _write_peft_adapter(pl_module.model, state, tmp)
             self.written.append(path)

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.model.module import ConfigError
-from coin_lightning.training.batching import apply_batch_plan, plan_batches, resolve_devices
+from coin_lightning.training.batching import apply_batch_plan, apply_epoch_fraction, plan_batches, resolve_devices
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,9 @@ def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
     cfg = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=8", "data.path=/x.csv"])
     plan = apply_batch_plan(cfg)
     assert cfg.trainer.accumulate_grad_batches == 4 and plan.global_batch_size == 64
-    assert cfg.trainer.val_check_interval == cfg.data.val_every_n_steps * 4
+    # validation every 1/8 of the epoch, as the reference: int(64,000 examples / 64 / 8) = 125 steps of 4 micro-batches
+    assert apply_epoch_fraction(cfg, train_examples=64_000) == 125
+    assert cfg.data.val_every_n_steps == 125 and cfg.trainer.val_check_interval == 125 * 4
     one = _compose(["experiment=coin_alpaca", "trainer=gpu", "data.path=/x.csv"])
     apply_batch_plan(one)
     assert one.trainer.accumulate_grad_batches == 32

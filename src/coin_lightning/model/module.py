@@ -140,9 +140,8 @@ class CoinModule(L.LightningModule):
         """Run the decoder (no LM head) with position ids derived from the mask.
 
         Position ids count real tokens only (``cumsum(mask) - 1``), so a row's hidden states do not
-        depend on how much padding it has or on which side. With ``position_ids="padded"`` they count
-        every column ``0..T-1``, padding included, as the reference (luka-group/CoIN passes none to
-        transformers' LLaMA); packing is then off. When the base model packs rows
+        depend on how much padding it has or on which side (``position_ids="padded"``: every column
+        ``0..T-1``, as the reference, which passes none to transformers' LLaMA; no packing). When the base model packs rows
         (``model.packed_sequences``, :func:`coin_lightning.model.packing.packing_mode`), the rows' real
         tokens run as one sequence ``[1, N]`` with position ids restarting at each row (no compute on
         padding): transformers splits them at the restarts (flash-attention's varlen kernels), or the
@@ -171,10 +170,8 @@ class CoinModule(L.LightningModule):
             )
             states = tuple(packing.unpack(h, packed) for h in out.hidden_states) if output_hidden_states else None
             return BaseModelOutput(last_hidden_state=packing.unpack(out.last_hidden_state, packed), hidden_states=states)
-        if self.position_ids == "padded":
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        else:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        position_ids = (torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+                        if self.position_ids == "padded" else (attention_mask.long().cumsum(-1) - 1).clamp_min(0))
         return decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -289,17 +286,13 @@ class CoinModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that the checkpoint holds every trainable tensor of this module.
 
-        Under FSDP, Lightning's strategy loads the adapter into the sharded model itself and removes
-        ``state_dict`` from the checkpoint before this hook; there is nothing left to compare here (the
-        adapter's modules and rank were compared with the config before the model loaded:
-        :func:`coin_lightning.model.checks.check_checkpoint`).
+        Under FSDP, Lightning loads the adapter itself and removes ``state_dict`` before this hook (the
+        config was compared with it before the model loaded: :func:`~coin_lightning.model.checks.check_checkpoint`).
 
         Raises:
             ConfigError: adapter tensors are missing (e.g. a checkpoint of a different LoRA config).
         """
-        if "state_dict" not in checkpoint:
-            return
-        missing = sorted(self.trainable_names() - set(checkpoint["state_dict"]))
+        missing = sorted(self.trainable_names() - set(checkpoint["state_dict"])) if "state_dict" in checkpoint else []
         if missing:
             raise ConfigError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this model, e.g. {missing[0]!r}: "

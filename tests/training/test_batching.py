@@ -83,7 +83,7 @@ def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
     plan = apply_batch_plan(cfg)
     assert cfg.trainer.accumulate_grad_batches == 4 and plan.global_batch_size == 64
     # validation every 1/8 of the epoch, as the reference: int(64,000 examples / 64 / 8) = 125 steps of 4 micro-batches
-    assert apply_epoch_fraction(cfg, train_examples=64_000) == 125
+    assert apply_epoch_fraction(cfg, train_examples=64_000, global_batch_size=plan.global_batch_size) == 125
     assert cfg.data.val_every_n_steps == 125 and cfg.trainer.val_check_interval == 125 * 4
     one = _compose(["experiment=coin_alpaca", "trainer=gpu", "data.path=/x.csv"])
     apply_batch_plan(one)

@@ -195,7 +195,7 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
     return plan
 
 
-def apply_epoch_fraction(cfg: DictConfig, train_examples: int) -> int | None:
+def apply_epoch_fraction(cfg: DictConfig, train_examples: int, global_batch_size: int) -> int | None:
     """Set ``data.val_every_n_steps`` from ``data.val_every_epoch_fraction`` and the training data's
     size, then re-apply :func:`apply_batch_plan` (idempotent) so the trainer's interval follows.
 
@@ -207,6 +207,7 @@ def apply_epoch_fraction(cfg: DictConfig, train_examples: int) -> int | None:
     Args:
         cfg: a composed ``train.yaml`` config, after :func:`apply_batch_plan`.
         train_examples: examples (pairs) in the training set, e.g. 2 x groups for ``pair_of_pairs``.
+        global_batch_size: examples per optimizer step (the :class:`BatchPlan` of :func:`apply_batch_plan`).
 
     Returns:
         The interval in optimizer steps, or ``None`` when ``data.val_every_epoch_fraction`` is unset.
@@ -214,11 +215,10 @@ def apply_epoch_fraction(cfg: DictConfig, train_examples: int) -> int | None:
     fraction = cfg.data.get("val_every_epoch_fraction")
     if fraction is None:
         return None
-    plan = apply_batch_plan(cfg)
-    steps = max(1, int(train_examples / plan.global_batch_size * fraction))
+    steps = max(1, int(train_examples / global_batch_size * fraction))
     with open_dict(cfg):
         cfg.data.val_every_n_steps = steps
     apply_batch_plan(cfg)
     log.info("data.val_every_n_steps=%d: %s of %d training examples at a global batch of %d", steps, fraction,
-             train_examples, plan.global_batch_size)
+             train_examples, global_batch_size)
     return steps

@@ -43,11 +43,12 @@ def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.Lightni
     """
     if not checked:
         check_train_config(cfg)
-    apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
+    plan = apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
-    apply_epoch_fraction(cfg, len(datamodule.train_dataset) * datamodule.pairs_per_item)  # the reference's eval/save steps
+    examples = len(datamodule.train_dataset) * datamodule.pairs_per_item
+    apply_epoch_fraction(cfg, examples, plan.global_batch_size)  # the reference's eval/save steps
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
     )

@@ -30,10 +30,15 @@ class AnswerDecided(StoppingCriteria):
         tokenizer: decodes the new tokens (``skip_special_tokens=True``, as the parse reads them).
         label_words: the task's label words.
         start: column of the first new token in ``generate``'s ``input_ids``.
+
+    Attributes:
+        decided_at: per row, the number of new tokens when its answer was first decided (the later
+            tokens are ``generate``'s padding), or ``None``.
     """
 
     def __init__(self, tokenizer, label_words: Sequence[str], start: int):
         self.tokenizer, self.label_words, self.start = tokenizer, list(label_words), start
+        self.decided_at: list[int | None] = []
 
     def decided(self, new_ids: Sequence[int]) -> bool:
         """Whether the answer of these new token ids is settled (:func:`answer_decided`)."""
@@ -42,7 +47,12 @@ class AnswerDecided(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label."""
         rows = input_ids[:, self.start:].tolist()
-        return torch.tensor([self.decided(r) for r in rows], dtype=torch.bool, device=input_ids.device)
+        done = [self.decided(r) for r in rows]
+        if not self.decided_at:
+            self.decided_at = [None] * len(rows)
+        self.decided_at = [at if at is not None else (len(r) if d else None)
+                           for at, d, r in zip(self.decided_at, done, rows)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def stacked_cache(states: Sequence[Prefilled]):
@@ -115,9 +125,8 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
                              stopping_criteria=StoppingCriteriaList([decided]) if decided else None)
     stop = set(stop_ids)
     new = []
-    for row in out[:, ids.shape[1]:].tolist():
+    for i, row in enumerate(out[:, ids.shape[1]:].tolist()):
         cut = next((j for j, t in enumerate(row) if t in stop), len(row))
-        if decided is not None:  # the padding after a decided answer is not the model's
-            cut = next((j + 1 for j in range(cut) if decided.decided(row[: j + 1])), cut)
-        new.append(row[:cut])
+        at = decided.decided_at[i] if decided is not None and decided.decided_at else None
+        new.append(row[: min(cut, at) if at is not None else cut])  # the padding after a decided answer is not the model's
     return new

@@ -33,8 +33,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap  # noqa: E402
-from coin_lightning.eval.scoring.sweep import load_job  # noqa: E402
+from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap, read_predictions  # noqa: E402
+from coin_lightning.eval.scoring.sweep import results_dir  # noqa: E402
 from coin_lightning.io import write_json  # noqa: E402
 from experiments.robustness_study.instruction_regime import TASKS  # noqa: E402
 
@@ -64,7 +64,7 @@ def pilot_record(job: Path) -> dict:
 def drop_intervals(jobs: list[str], resamples: int) -> dict:
     """Per level, an arm's drop from clean (points) with its 95% interval (seeds, rows and instructions
     resampled: :func:`hierarchical_bootstrap` of the arm alone)."""
-    own = hierarchical_bootstrap([load_job(Path(j)).cells for j in jobs], None, resamples, 0)["robustness_effect"]
+    own = hierarchical_bootstrap([read_predictions(results_dir(j)) for j in jobs], None, resamples, 0)["robustness_effect"]
     return {lv: {"mean": -_pct(e["delta"]), "ci95": [-_pct(e["high"]), -_pct(e["low"])]} for lv, e in own.items()}
 
 

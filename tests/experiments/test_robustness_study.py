@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from experiments.robustness_study.run import main
 
-SCHEMA_ARM = {"lambda", "seeds", "clean", "perturbed", "consistency", "per_task_clean"}
+SCHEMA_ARM = {"lambda", "pooling", "append_eos", "seeds", "clean", "perturbed", "consistency", "per_task_clean"}
 
 
 def _git(repo, *args) -> str:
@@ -53,6 +53,11 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         assert summary["arms"]["coin"]["lambda"] == 1000.0
         (key, delta), = summary["delta_perturbed"].items()
         assert key == "coin - continual" and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
+        lo, hi = delta["ci95_independent_seeds"]
+        assert lo <= delta["mean"] <= hi
+        # the smoke arms differ in loss.lambda only and keep the data defaults: seeds pair, EOS is pooled
+        assert summary["pairing"]["holds"] and summary["pairing"]["varying"] == ["loss.lambda"]
+        assert {(a["pooling"], a["append_eos"]) for a in summary["arms"].values()} == {("last", True)}
         assert set(summary["instruction_sets"]) == {"default", "attacked"}
         assert summary["tasks"]["screened_out"] == {"cola": "not learned"}
         # each arm's figures are the mean of its jobs' own evaluations

@@ -66,6 +66,11 @@ def _bad_utf8_csv(d: Path) -> Path:
     return path
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _no_input_templates(d: Path) -> Path:
     path = d / "templates.yaml"
     path.write_text('rte:\n  - "Does the second sentence follow from the first? {options_}"\n'
@@ -201,8 +206,8 @@ CASES = [
     Case("templates-without-input", T, lambda d: ["data=glue", f"data.root={GLUE}", "data.tasks=[rte]",
                                                    f"data.templates={_no_input_templates(d)}"],
          ("templates.yaml", "rte", "input"), needs_shared=True),
-    Case("templates-missing", T, lambda d: ["data=glue", f"data.root={GLUE}", "data.templates=/no/templates.json"],
-         ("data.templates",), needs_shared=True),
+    Case("templates-missing", T, lambda d: ["data=glue", f"data.root={_mkdir(d / 'glue')}", "data.templates=/no/templates.json"],
+         ("data.templates",)),  # refused before any row is read: an empty data.root will do
     Case("embedded-task-unknown", T, lambda d: ["data.tasks=[nope]"], ("nope",)),
     Case("batch-size-odd", T, lambda d: ["data.batch_size=3"], ("data.batch_size",)),
     Case("prompt-format-unknown", T, lambda d: ["data.prompt_format=bogus"], ("data.prompt_format",)),
@@ -277,7 +282,7 @@ def test_library_errors_are_restated_with_their_key():
     from coin_lightning.errors import ConfigError, one_line
 
     cfg = OmegaConf.create({"data": {"path": "???"}})
-    with pytest.raises(MissingMandatoryValue) as missing:
+    with pytest.raises(MissingMandatoryValue, match=r"^Missing mandatory value: data\.path") as missing:
         _ = cfg.data.path
     assert one_line(missing.value) == "data.path is required (its value is ???): set data.path=..."
     wrapped = InstantiationException("Error in call to target 'x.Y':\nTypeError('bad')\nfull_key: trainer")

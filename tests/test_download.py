@@ -113,7 +113,7 @@ def test_cli_dry_run_and_bad_override(capsys):
         "would fetch adapter  tloen/alpaca-lora-7b@main",
         "would fetch dataset  nyu-mll/glue:wnli",
     ]
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=r"^2$") as err:  # the status; the message goes to stderr
         download.main(["model=nope"])
     assert err.value.code == 2
     assert capsys.readouterr().err.strip() == "error: model=nope: no such option in conf/model/; options: alpaca, smollm2_135m, tiny_llama"

@@ -126,7 +126,7 @@ def test_interleaving_alternates_order_and_ratios_pair_rounds():
     assert calls == list("abc") + list("abc") + list("cba") + list("abc")
     assert all(len(v) == 3 for v in times.values())
     assert paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == 2.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"repeats=0 must be >= 1"):
         time_interleaved(fns, repeats=0, warmup=0, device=torch.device("cpu"))
 
 
@@ -162,5 +162,5 @@ def test_pick_batches_prefers_near_width_with_typical_padding():
     assert [p["input_ids"].shape[1] for p in picked] == [130, 126]
     # not enough batches near the width: the closest widths are taken
     assert [p["input_ids"].shape[1] for p in pick_batches(cands, 290, 2, 0.9)] == [300, 130]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no training batches to choose from"):
         pick_batches([], 128, 1, 0.9)

@@ -90,7 +90,7 @@ def test_length_sampler_groups_similar_lengths_and_is_seeded():
     odd = LengthGroupedSampler(lengths[:13], 4, num_replicas=2, rank=1, seed=0)
     assert len(list(odd)) == len(odd) == 8
     assert len(LengthGroupedSampler(lengths[:13], 4, num_replicas=2, rank=1, drop_last=True)) == 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_items must be positive, got 0"):
         LengthGroupedSampler(lengths, 0)
 
 

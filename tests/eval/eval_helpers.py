@@ -68,3 +68,32 @@ def write_instruction_file(path: Path, data: dict) -> Path:
 
     path.write_text(json.dumps(data, indent=1), encoding="utf-8")
     return path
+
+
+def capture_figures(monkeypatch, module) -> dict:
+    """Record every figure ``module.save_png`` writes, ``{path: Figure}`` (then saved as before), so a test
+    can read what was drawn: ``save_png`` closes the figure but its artists stay inspectable."""
+    from pathlib import Path
+
+    figures = {}
+    save = module.save_png
+
+    def recording(fig, path, *args, **kwargs):
+        figures[Path(path)] = fig
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "save_png", recording)
+    return figures
+
+
+def bars(fig) -> dict[str, list[float]]:
+    """``{series label: [bar height, ...]}`` of a figure's first axes (grouped bar charts)."""
+    from matplotlib.container import BarContainer
+
+    return {c.get_label(): [float(p.get_height()) for p in c]
+            for c in fig.axes[0].containers if isinstance(c, BarContainer)}
+
+
+def xtick_labels(fig) -> list[str]:
+    """The x tick labels of a figure's first axes."""
+    return [t.get_text() for t in fig.axes[0].get_xticklabels()]

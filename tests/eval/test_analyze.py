@@ -14,7 +14,9 @@ from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.eval.cli import analyze
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.engine.representations import paired_cosine, project, similarity_summary
-from tests.eval.eval_helpers import tiny
+from coin_lightning.eval.run import build_instruction_set, load_tasks
+from coin_lightning.eval.settings import EvalSettings
+from tests.eval.eval_helpers import capture_figures, tiny
 
 
 def test_paired_cosine_against_the_formula():
@@ -61,7 +63,10 @@ def test_umap_projection_shape():
     assert project(x, "umap", n_neighbors=5).shape == (20, 2)
 
 
-def test_analyze_entry_point(tmp_path, shared_data):
+def test_analyze_entry_point(tmp_path, shared_data, monkeypatch):
+    from coin_lightning.eval.reports import plots
+
+    figures = capture_figures(monkeypatch, plots)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="analyze", overrides=[
             "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[rte]", "eval.samples_per_task=3",
@@ -74,5 +79,36 @@ def test_analyze_entry_point(tmp_path, shared_data):
     assert saved["overall"] == pytest.approx(summary["overall"])
     assert set(saved["per_perturbation"]) == {"checklist", "stresstest"}
     assert saved["n_pairs"] == 2 * 3  # instruction 0 only, 2 perturbations x 3 rows
-    assert -1.0 <= saved["overall"] <= 1.0
+    # independent: each prompt alone through the plain model, its last token's final hidden state, and the
+    # cosine of each row's clean and perturbed states, averaged by hand
+    settings = EvalSettings.from_config(cfg.eval)
+    (task,) = load_tasks(settings, cfg.data.root)
+    model, tok = tiny()
+    prompter = Predictor(model, tok, cfg.prompt_format, prompt_layout=settings.prompt_layout)
+    states = {}
+    for entry in build_instruction_set(settings, ["rte"]).entries("rte"):
+        if entry.index == 0:
+            with torch.inference_mode():
+                states[entry.perturbation] = np.stack([
+                    model(torch.tensor([prompter.encode([prompter.prompt(entry.instruction, c)])[0]]),
+                          output_hidden_states=True).hidden_states[-1][0, -1].double().numpy()
+                    for c in task.contents[:3]])
+    assert set(states) == {"clean", "checklist", "stresstest"}
+    clean = states.pop("clean")
+    cosines = {p: [float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(clean, x)] for p, x in states.items()}
+    for p, values in cosines.items():
+        assert saved["per_perturbation"][p] == pytest.approx(np.mean(values), abs=2e-6)
+    everything = [v for values in cosines.values() for v in values]  # cosines near 1: agree to ~1e-7
+    assert saved["overall"] == pytest.approx(np.mean(everything), abs=2e-6)
+    assert saved["per_level"] == pytest.approx({"sentence": np.mean(everything)}, abs=2e-6)
+    assert min(everything) < 1 - 1e-3  # the perturbations do move the states (a constant 1 would prove little)
+    # the figure: one panel (rte), the 3 clean and 2 x 3 perturbed states, one scatter per level
     assert (tmp_path / "representations.png").read_bytes().startswith(b"\x89PNG")
+    fig = figures[tmp_path / "representations.png"]
+    ax = fig.axes[0]
+    assert ax.get_title() == "rte"
+    points = {}
+    for c in ax.collections:
+        points[c.get_label()] = points.get(c.get_label(), 0) + len(c.get_offsets())
+    assert points == {"clean": 3, "sentence": 6}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["clean", "sentence"]

@@ -13,6 +13,7 @@ from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, read_overrides, sweep_points
 from coin_lightning.eval.scoring.metrics import fingerprint, summarize
 from coin_lightning.eval.scoring.results import FILES, RunDirError
+from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 
 REPO = Path(__file__).resolve().parents[2]
 UIDS = {"rte": ["rte/validation/1", "rte/validation/2", "rte/validation/3", "rte/validation/4"]}
@@ -42,7 +43,10 @@ def test_side_by_side_with_deltas(tmp_path):
     assert cmp["per_level"]["perturbed"]["tiny:llama"]["mean"] == pytest.approx(0.5)
 
 
-def test_cli_writes_table_plot_and_json(tmp_path, capsys):
+def test_cli_writes_table_plot_and_json(tmp_path, capsys, monkeypatch):
+    import coin_lightning.compare as compare_module
+
+    figures = capture_figures(monkeypatch, compare_module)
     base = make_run(tmp_path / "base", {"clean": 4, "deepwordbug": 2})
     other = make_run(tmp_path / "other", {"clean": 3, "deepwordbug": 1})
     out = tmp_path / "cmp"
@@ -51,6 +55,14 @@ def test_cli_writes_table_plot_and_json(tmp_path, capsys):
     assert "Δ continual vs base" in text and "-25.00" in text
     assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "differences.png").read_bytes().startswith(b"\x89PNG")  # the bootstrap's paired differences
+    # the bars: a group per level and "perturbed", a bar per run at its accuracy (make_run: correct / 4)
+    fig = figures[out / "comparison.png"]
+    assert xtick_labels(fig) == ["clean", "character", "perturbed"]
+    assert bars(fig) == {"base": [100.0, 50.0, 50.0], "continual": [75.0, 25.0, 25.0]}
+    # the paired differences: continual - base is -25 points at every level (each row's answer flips alike)
+    ax = figures[out / "differences.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "character", "perturbed"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([-25.0, -25.0, -25.0])
     assert json.loads((out / "comparison.json").read_text())["names"] == ["base", "continual"]
 
 
@@ -64,7 +76,7 @@ def test_refuses_runs_on_different_rows_or_instructions(tmp_path, what, kwargs, 
     other = make_run(tmp_path / "other", {"clean": 4, "deepwordbug": 2}, **kwargs)
     with pytest.raises(ComparisonError, match=message):
         compare_runs([base, other])
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=r"^2$") as err:  # the status; the message goes to stderr
         main([str(base), str(other), "--out", str(tmp_path / "cmp")])
     assert err.value.code == 2
     assert message in capsys.readouterr().err
@@ -95,7 +107,10 @@ def _job(sweep: Path, n: int, value, correct: int, instructions=None) -> Path:
     return job
 
 
-def test_sweep_reads_overrides_and_plots(tmp_path):
+def test_sweep_reads_overrides_and_plots(tmp_path, monkeypatch):
+    from coin_lightning.eval.reports import sweep_report
+
+    figures = capture_figures(monkeypatch, sweep_report)
     sweep = tmp_path / "multirun"
     for n, (value, correct) in enumerate([(4, 1), (1, 3), (2, 2)]):
         _job(sweep, n, value, correct)
@@ -107,6 +122,10 @@ def test_sweep_reads_overrides_and_plots(tmp_path):
     out = tmp_path / "out"
     assert main(["--sweep", str(sweep), "--out", str(out)]) == 0
     assert (out / "sweep.png").read_bytes().startswith(b"\x89PNG")
+    ax = figures[out / "sweep.png"].axes[0]  # a line per level over the swept values, sorted
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    assert lines == {"clean": ([1, 2, 4], [100.0, 100.0, 100.0]), "character": ([1, 2, 4], [75.0, 50.0, 25.0])}
+    assert ax.get_xlabel() == "eval.perturb.character.max_words"
     assert "| 1 | 100.00 | 75.00 |" in (out / "sweep.md").read_text()
 
 

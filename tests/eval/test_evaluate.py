@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from coin_lightning.eval.run import load_tasks
 from coin_lightning.eval.scoring.metrics import fingerprint
 from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.settings import EvalSettings
-from tests.eval.eval_helpers import write_instruction_file
+from tests.eval.eval_helpers import bars, write_instruction_file, xtick_labels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Written for this test in the published schema {perturbation: {task: [instruction, ...]}}.
@@ -50,8 +51,11 @@ def _glue(shared_data: Path) -> str:
     return f"data.root={shared_data / 'glue'}"
 
 
-def check_outputs(run: Path, n_expected: int) -> tuple[list[dict], dict]:
-    """Every output exists and the metrics agree with a recount of predictions.jsonl."""
+def check_outputs(run: Path, n_expected: int, figures: dict) -> tuple[list[dict], dict]:
+    """Every output exists and the metrics and figures agree with a recount of predictions.jsonl.
+
+    ``figures``: what the run saved (the ``figures`` fixture, tests/eval/conftest.py); its bars are checked against the recount.
+    """
     for key in ("predictions", "metrics", "per_instruction_csv", "per_task_level_csv", "markdown"):
         assert (run / FILES[key]).is_file(), key
     for key in ("accuracy_plot", "clean_vs_perturbed_plot"):
@@ -59,15 +63,45 @@ def check_outputs(run: Path, n_expected: int) -> tuple[list[dict], dict]:
     rows = [json.loads(line) for line in (run / FILES["predictions"]).read_text().splitlines()]
     metrics = json.loads((run / FILES["metrics"]).read_text())
     assert len(rows) == n_expected == metrics["overall"]["n_examples"]
-    counts = defaultdict(lambda: [0, 0])
+    counts = defaultdict(lambda: [0, 0, 0])  # correct, rows, unparseable
+    level_of = {}
     for r in rows:
-        c = counts[(r["task"], r["perturbation"], r["instruction_index"])]
+        key = (r["task"], r["perturbation"], r["instruction_index"])
+        c = counts[key]
         c[0] += r["pred"] == r["gold"]
         c[1] += 1
+        c[2] += r["pred"] < 0
+        level_of[key] = r["level"]
         assert r["correct"] == (r["pred"] == r["gold"])
+    assert len(metrics["per_instruction"]) == len(counts)
     for g in metrics["per_instruction"]:
-        ok, n = counts[(g["task"], g["perturbation"], g["instruction_index"])]
-        assert g["accuracy"] == pytest.approx(ok / n)
+        ok, n, bad = counts[(g["task"], g["perturbation"], g["instruction_index"])]
+        assert g["accuracy"] == pytest.approx(ok / n, abs=1e-9)
+        assert g["unparseable"] == pytest.approx(bad / n, abs=1e-9)
+    # (task, level) cells: the mean over their instructions; overall: means over the cells
+    cells = defaultdict(list)
+    for key, (ok, n, _) in counts.items():
+        cells[(key[0], level_of[key])].append(ok / n)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    assert metrics["tasks"] == tasks and set(metrics["levels"]) == {lv for _, lv in cells}
+    clean = [statistics.fmean(v) for (_, lv), v in cells.items() if lv == "clean"]
+    perturbed = [statistics.fmean(v) for (_, lv), v in cells.items() if lv != "clean"]
+    o = metrics["overall"]
+    assert o["unparseable"] == pytest.approx(sum(r["pred"] < 0 for r in rows) / len(rows), abs=1e-9)
+    assert o["clean"] == pytest.approx(statistics.fmean(clean), abs=1e-9)
+    assert o["perturbed"] == pytest.approx(statistics.fmean(perturbed), abs=1e-9)
+    # the saved figure draws those cells: a group per task (+ average), a bar per level
+    fig = figures[run / FILES["accuracy_plot"]]
+    assert xtick_labels(fig) == [*tasks, "average"]
+    drawn = bars(fig)
+    assert list(drawn) == metrics["levels"]
+    for lv in metrics["levels"]:
+        means = [statistics.fmean(cells[(t, lv)]) for t in tasks if (t, lv) in cells]
+        want = [100 * statistics.fmean(cells[(t, lv)]) if (t, lv) in cells else 0.0 for t in tasks]
+        assert drawn[lv] == pytest.approx([*want, 100 * statistics.fmean(means)], abs=1e-9)
+    fig = figures[run / FILES["clean_vs_perturbed_plot"]]
+    assert xtick_labels(fig) == tasks
+    assert bars(fig)["clean"] == pytest.approx([100 * statistics.fmean(cells[(t, "clean")]) for t in tasks], abs=1e-9)
     uids = defaultdict(list)
     for r in rows:
         if r["perturbation"] == rows[0]["perturbation"] and r["instruction_index"] == 0:
@@ -80,12 +114,12 @@ def check_outputs(run: Path, n_expected: int) -> tuple[list[dict], dict]:
     return rows, metrics
 
 
-def test_published_instruction_file_end_to_end(tmp_path, shared_data):
+def test_published_instruction_file_end_to_end(tmp_path, shared_data, figures):
     path = write_instruction_file(tmp_path / "published.json", PUBLISHED)
     run = tmp_path / "run"
     metrics = evaluate(_cfg(run, ["model=tiny_llama", _glue(shared_data), "eval.tasks=[rte,sst2]",
                                   "eval.samples_per_task=4", f"eval.instructions_file={path}", "eval.batch_size=4"]))
-    rows, saved = check_outputs(run, 2 * 4 * 4)
+    rows, saved = check_outputs(run, 2 * 4 * 4, figures)
     assert saved["levels"] == ["clean", "character"] and saved["tasks"] == ["rte", "sst2"]
     assert metrics["fingerprint"] == saved["fingerprint"]
     assert {r["instruction"] for r in rows if r["perturbation"] == "deepwordbug"} == {
@@ -120,11 +154,11 @@ def test_missing_mnli_mismatched_is_skipped_with_a_note(shared_data, caplog):
     assert "mnli_mismatched" in caplog.text
 
 
-def test_embedded_tasks_with_the_default_instructions(tmp_path, shared_data):
+def test_embedded_tasks_with_the_default_instructions(tmp_path, figures):  # embedded tasks: no ../shared
     run = tmp_path / "run"
     evaluate(_cfg(run, ["model=tiny_llama", "eval.tasks=[embedded_parity,embedded_max_number]", "eval.samples_per_task=3",
                         "eval.levels=[clean,sentence]", "eval.perturb.perturbations=[checklist]", "eval.method=rank"]))
-    rows, metrics = check_outputs(run, 2 * 3 * 12)
+    rows, metrics = check_outputs(run, 2 * 3 * 12, figures)
     assert metrics["label_words"]["embedded_parity"] == ["even", "odd"]
     numbers = {r.uid: int(r.fields["number"]) for r in load_embedded(["embedded_parity"], 3, seed=0, split="test")}
     maxima = {r.uid: r.target for r in load_embedded(["embedded_max_number"], 3, seed=0, split="test")}
@@ -136,14 +170,14 @@ def test_embedded_tasks_with_the_default_instructions(tmp_path, shared_data):
     assert all(r["pred"] >= 0 for r in rows)  # rank always answers
 
 
-def test_adversarial_mode_attacks_the_clean_instructions(tmp_path, shared_data):
+def test_adversarial_mode_attacks_the_clean_instructions(tmp_path, shared_data, figures):
     path = write_instruction_file(tmp_path / "clean.json", {"clean": {"rte": PUBLISHED["clean"]["rte"][:1]}})
     run = tmp_path / "run"
     evaluate(_cfg(run, ["model=tiny_llama", _glue(shared_data), "eval.tasks=[rte]", "eval.samples_per_task=4",
                         f"eval.instructions_file={path}", "eval.perturb_mode=adversarial", "eval.query_budget=3",
                         "eval.probe_size=2", "eval.levels=[clean,character,sentence]",
                         "eval.perturb.perturbations=[deepwordbug,checklist]"]))
-    rows, metrics = check_outputs(run, 3 * 4)
+    rows, metrics = check_outputs(run, 3 * 4, figures)
     attacked = {r["perturbation"]: r["instruction"] for r in rows}
     assert set(attacked) == {"clean", "deepwordbug", "checklist"}
     assert attacked["deepwordbug"] != attacked["clean"] and attacked["checklist"] != attacked["clean"]
@@ -160,7 +194,7 @@ def test_bad_instruction_files_fail_with_one_line(tmp_path, shared_data, content
     path = write_instruction_file(tmp_path / "bad.json", content)
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=message) as err:
         evaluate(_cfg(run, ["model=tiny_llama", _glue(shared_data), "eval.tasks=[rte]", "eval.samples_per_task=2",
                             f"eval.instructions_file={path}"]))
     text = str(err.value)
@@ -168,25 +202,28 @@ def test_bad_instruction_files_fail_with_one_line(tmp_path, shared_data, content
     assert not run.exists()  # nothing half-written is left behind
 
 
-def test_bad_eval_settings_fail_with_one_line(tmp_path, shared_data):
+def test_bad_eval_settings_fail_with_one_line(tmp_path):
+    """The settings are refused before any row is read: no data.root is needed (null = the hub, offline here)."""
     for override, message in (("eval.tasks=[nope]", "eval.tasks: unknown task 'nope'"),
                               ("eval.levels=[clean,loud]", "eval.levels: unknown level 'loud'"),
                               ("eval.method=vote", "eval.method='vote'")):
         with pytest.raises(SystemExit, match=message.replace("[", r"\[")):
-            evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", _glue(shared_data), override]))
+            evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", override]))
 
 
 @pytest.mark.slow
-def test_embedded_model_end_to_end(tmp_path, shared_data):
+def test_embedded_model_end_to_end(tmp_path, shared_data, figures):
     small = {"clean": {"sst2": PUBLISHED["clean"]["sst2"][:1], "cola": ["Is this sentence grammatical? Reply 'acceptable' or 'unacceptable'."]},
              "deepwordbug": {"sst2": PUBLISHED["deepwordbug"]["sst2"][:1], "cola": ["Is this sentence grammaticl? Reply 'acceptable' or 'unacceptable'."]}}
     path = write_instruction_file(tmp_path / "published.json", small)
     run = tmp_path / "run"
     evaluate(_cfg(run, ["model=smollm2_135m", _glue(shared_data), "eval.tasks=[sst2,cola]", "eval.samples_per_task=4",
                         f"eval.instructions_file={path}", "eval.batch_size=4"]))
-    rows, metrics = check_outputs(run, 2 * 4 * 2)
+    rows, metrics = check_outputs(run, 2 * 4 * 2, figures)
     assert metrics["run"]["model"] == "embedded:smollm2-135m"
-    assert 0.0 <= metrics["overall"]["unparseable"] <= 1.0
+    unparseable = [r for r in rows if r["pred"] < 0]
+    assert metrics["overall"]["unparseable"] == pytest.approx(len(unparseable) / len(rows), abs=1e-9)
+    assert all(r["pred_word"] is None and not r["correct"] for r in unparseable)
 
 
 def test_adapter_is_applied(tmp_path, shared_data):

@@ -85,14 +85,14 @@ def test_csv_data_and_label_words_survive_the_perturbations(tmp_path):
                 assert len(re.findall(rf"\b{word}\b", p)) == len(re.findall(rf"\b{word}\b", c))
 
 
-def test_own_task_is_evaluated_at_every_level(jsonl_task, tmp_path):
+def test_own_task_is_evaluated_at_every_level(jsonl_task, tmp_path, figures):
     if wordnet_missing():
         pytest.skip(wordnet_missing())
     run = tmp_path / "run"
     evaluate(_cfg(run, ["model=tiny_llama", "eval.tasks=[tickets]", f"eval.task_files=[{jsonl_task}]",
                         "eval.samples_per_task=4", "eval.method=rank"]))
     # 2 clean + 2 x 2 character + 2 x 2 word + 2 x 2 sentence + 1 semantic instructions, 4 rows each
-    rows, metrics = check_outputs(run, (2 + 4 + 4 + 4 + 1) * 4)
+    rows, metrics = check_outputs(run, (2 + 4 + 4 + 4 + 1) * 4, figures)
     assert metrics["levels"] == ["clean", "character", "word", "sentence", "semantic"]
     assert {r["level"] for r in rows} == set(metrics["levels"]) and {r["task"] for r in rows} == {"tickets"}
     assert {r["category"] for r in rows} == {"support"}

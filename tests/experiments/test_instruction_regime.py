@@ -119,8 +119,17 @@ def _sweep_job(sweep: Path, results: Path, name: str, overrides: dict, correct: 
     (sweep / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
 
 
-def test_summary_schema_gate_and_robustness_effect(tmp_path):
+def test_summary_schema_gate_and_robustness_effect(tmp_path, monkeypatch):
     """Three arms x two seeds of hand-written predictions through compare --sweep and write_summary."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = {}, Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):  # drop_figure saves and closes its figure: keep it to read
+        saved[Path(path).name] = fig
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
     cfg = OmegaConf.load(Path(instruction_summary.__file__).with_name("instruction_study.yaml"))
     cfg.bootstrap = 50
     sweep, results, out = tmp_path / "sweep", tmp_path / "results", tmp_path / "compare"
@@ -158,3 +167,11 @@ def test_summary_schema_gate_and_robustness_effect(tmp_path):
         for key in ("ci95", "ci95_independent_seeds"):
             assert e[key][0] <= e["mean"] <= e[key][1]
     assert (results / "drop_by_level.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure: a bar per arm at its drop from clean, from the hand-written answers (clean: 4 of 4 right;
+    # character: continual 1, coin_last 3, coin_last_prompt 2 of 4) -> 75, 25 and 50 points at every level
+    ax = saved["drop_by_level.png"].axes[0]
+    levels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "character" in levels and "clean" not in levels
+    drawn = {c.get_label(): [p.get_height() for p in c] for c in ax.containers if c.__class__.__name__ == "BarContainer"}
+    want = {"continual": 75.0, "coin_last": 25.0, "coin_last_prompt": 50.0}
+    assert drawn == {arm: pytest.approx([d] * len(levels)) for arm, d in want.items()}

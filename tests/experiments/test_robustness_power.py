@@ -122,5 +122,5 @@ def test_screen_reads_committed_jobs(tmp_path):
     assert got["majority"] == {"sst2": 0.75, "cola": 1.0}
     assert got["kept"] == ["sst2"] and list(got["dropped"]) == ["cola"]
     assert "37.5%" in got["dropped"]["cola"] and "100.0%" in got["dropped"]["cola"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"No such file or directory: .*missing/predictions\.jsonl\.gz"):
         screen([tmp_path / "missing"], 0.05)

@@ -68,17 +68,72 @@ def test_last_pooling_is_last_real_token_hidden_state():
         torch.testing.assert_close(pooled[i], h, atol=2e-5, rtol=1e-4)
 
 
+def _by_hand(model, batch):
+    """The CoIN inputs computed without CoinModule: each row alone, unpadded, through the peft model's
+    plain forward (``output_hidden_states=True``).
+
+    Returns ``(pooled, ce)``: ``pooled[i]`` the final (normed) hidden state of row ``i``'s last real
+    token (``last`` pooling, the mask gives the real tokens); ``ce`` the token-mean next-token NLL of
+    the labelled tokens of the originals plus that of the paraphrases (hard-negative rows: no CE).
+    """
+    P = int(batch["num_pairs"])
+    pooled, nll, count = [], [], []
+    for i in range(batch["input_ids"].shape[0]):
+        keep = batch["attention_mask"][i].bool()
+        ids, labels = batch["input_ids"][i][keep], batch["labels"][i][keep]
+        out = model(input_ids=ids[None], output_hidden_states=True)
+        pooled.append(out.hidden_states[-1][0, -1])
+        logp = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)  # position t predicts token t + 1
+        y = labels[1:]
+        at = (y != -100).nonzero().flatten()
+        nll.append(-logp[at, y[at]].sum())
+        count.append(len(at))
+    ce = sum(nll[:P]) / sum(count[:P]) + sum(nll[P : 2 * P]) / sum(count[P : 2 * P])
+    return torch.stack(pooled), ce
+
+
+def _cos(x, y):
+    return (x @ y.T) / (x.norm(dim=-1)[:, None] * y.norm(dim=-1)[None, :])
+
+
+def _info_nce_by_hand(a, p, tau, n=None):
+    """Symmetric InfoNCE over cosine / tau; a hard negative ``n[i]`` is one more logit of row ``i`` in both directions."""
+    total = 0.0
+    for x, y in ((a, p), (p, a)):
+        logits = _cos(x, y) / tau
+        if n is not None:
+            logits = torch.cat([logits, (_cos(x, n).diagonal() / tau)[:, None]], dim=1)
+        total = total + (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+    return total / 2
+
+
 def test_total_loss_follows_the_cap_rule():
     module, tok = _module(lam=1000.0)
     prompts, targets = toy_rows(2, seed=4)
-    out = module.compute(make_batch(tok, prompts, targets, 2))
-    raw = out.info_nce.item()
-    expected_cl = min(1000 * raw, out.ce.item())
-    assert out.contrastive.item() == pytest.approx(expected_cl, rel=1e-5, abs=1e-6)
-    assert out.loss.item() == pytest.approx(out.ce.item() + expected_cl, rel=1e-5, abs=1e-6)
-    module.loss_args.cap_to_generation = False
-    uncapped = module.compute(make_batch(tok, prompts, targets, 2))
-    assert uncapped.contrastive.item() == pytest.approx(1000 * raw, rel=1e-4, abs=1e-4)
+    batch = make_batch(tok, prompts, targets, 2)
+    with torch.no_grad():
+        pooled, ce = _by_hand(module.model, batch)
+        nce = _info_nce_by_hand(pooled[:2], pooled[2:4], 0.05)
+        cos = _cos(pooled[:2], pooled[2:4])
+        ce, nce = ce.item(), nce.item()
+        assert 1000 * nce > ce > nce  # lambda=1000: the cap binds; lambda=1: it does not
+        out = module.compute(batch)
+        assert out.ce.item() == pytest.approx(ce, rel=1e-4)
+        assert out.info_nce.item() == pytest.approx(nce, rel=1e-4)
+        assert out.pos_sim.item() == pytest.approx(cos.diagonal().mean().item(), rel=1e-4, abs=1e-5)
+        assert out.neg_sim.item() == pytest.approx(((cos.sum() - cos.trace()) / 2).item(), rel=1e-4, abs=1e-5)
+        # capped: lambda * InfoNCE (= 1000 * nce) is larger than the generation loss, so it counts as ce
+        assert out.contrastive.item() == pytest.approx(ce, rel=1e-4)
+        assert out.loss.item() == pytest.approx(2 * ce, rel=1e-4)
+        module.loss_args.lambda_ = 1.0  # below the generation loss: lambda * InfoNCE unchanged
+        small = module.compute(batch)
+        assert small.contrastive.item() == pytest.approx(nce, rel=1e-4)
+        assert small.loss.item() == pytest.approx(ce + nce, rel=1e-4)
+        module.loss_args.lambda_ = 1000.0
+        module.loss_args.cap_to_generation = False
+        uncapped = module.compute(batch)
+        assert uncapped.contrastive.item() == pytest.approx(1000 * nce, rel=1e-4)
+        assert uncapped.loss.item() == pytest.approx(ce + 1000 * nce, rel=1e-4)
 
 
 def test_lambda_zero_skips_the_contrastive_computation(monkeypatch):
@@ -94,14 +149,27 @@ def test_lambda_zero_skips_the_contrastive_computation(monkeypatch):
     assert out.contrastive is None and torch.equal(out.loss, out.ce)
 
 
-def test_contrastive_gradient_reaches_lora_weights():
-    grads = {}
-    for lam in (0.0, 1.0):
-        module, tok = _module(lam=lam, cap_to_generation=False)
-        prompts, targets = toy_rows(2)
-        module.compute(make_batch(tok, prompts, targets, 2)).loss.backward()
-        grads[lam] = torch.cat([p.grad.flatten() for n, p in module.model.named_parameters() if p.requires_grad])
-    assert not torch.allclose(grads[0.0], grads[1.0])
+@pytest.mark.parametrize("lam", [1.0, 1000.0])
+def test_gradient_is_ce_gradient_plus_weighted_info_nce_gradient(lam):
+    """d(loss) = d(CE) + lambda d(InfoNCE) when the cap does not bind (lambda=1); when it binds
+    (lambda=1000) the value is rescaled by the detached ratio CE / (lambda InfoNCE), so
+    d(loss) = d(CE) + (CE / InfoNCE) d(InfoNCE). Each term's gradient comes from autograd on the
+    hand computation (:func:`_by_hand`), not from the module."""
+    module, tok = _module(lam=lam)
+    prompts, targets = toy_rows(2)
+    batch = make_batch(tok, prompts, targets, 2)
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    pooled, ce = _by_hand(module.model, batch)
+    nce = _info_nce_by_hand(pooled[:2], pooled[2:4], 0.05)
+    g_ce = torch.cat([g.flatten() for g in torch.autograd.grad(ce, params, retain_graph=True)])
+    g_nce = torch.cat([g.flatten() for g in torch.autograd.grad(nce, params)])
+    capped = lam * nce.item() > ce.item()
+    assert capped == (lam == 1000.0)
+    weight = ce.item() / nce.item() if capped else lam
+    want = g_ce + weight * g_nce
+    got = torch.cat([g.flatten() for g in torch.autograd.grad(module.compute(batch).loss, params)])
+    assert (got - want).norm() <= 1e-3 * want.norm()
+    assert (weight * g_nce).norm() > 0.05 * want.norm()  # the contrastive term matters: CE alone would fail
 
 
 def test_hard_negative_column_rows():
@@ -110,12 +178,17 @@ def test_hard_negative_column_rows():
     negs = [p.replace("Is ", "Is 1") for p in prompts[:2]]
     batch = make_batch(tok, prompts + negs, targets + targets[:2], 2)
     batch["labels"][4:] = -100  # negatives carry no CE (docs/CONTRACTS.md)
-    out = module.compute(batch)
-    pooled = module.pool(batch)
-    from coin_lightning.losses import info_nce
-
-    ref = info_nce(pooled[:2], pooled[2:4], 0.05, pooled[4:])
-    assert out.info_nce.item() == pytest.approx(ref.loss.item(), rel=1e-5, abs=1e-6)
+    with torch.no_grad():
+        out = module.compute(batch)
+        pooled, ce = _by_hand(module.model, batch)
+    a, p, n = pooled[:2], pooled[2:4], pooled[4:]
+    want = _info_nce_by_hand(a, p, 0.05, n).item()
+    assert out.info_nce.item() == pytest.approx(want, rel=1e-4)
+    assert out.info_nce.item() != pytest.approx(_info_nce_by_hand(a, p, 0.05).item(), rel=1e-2)  # the column counts
+    assert out.ce.item() == pytest.approx(ce.item(), rel=1e-4)  # negatives' rows add no CE
+    cos = _cos(a, p)
+    negs = torch.cat([cos[~torch.eye(2, dtype=torch.bool)], _cos(a, n).diagonal(), _cos(p, n).diagonal()])
+    assert out.neg_sim.item() == pytest.approx(negs.mean().item(), rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize(

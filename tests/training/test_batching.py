@@ -23,7 +23,7 @@ def test_accumulation_keeps_the_global_batch(micro, devices, nodes, accumulate):
 
 @pytest.mark.parametrize("micro,devices,nodes", [(2, 3, 1), (2, 8, 8), (6, 1, 1), (2, 5, 2)])
 def test_global_batch_that_does_not_divide_is_refused_with_the_numbers(micro, devices, nodes):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match=r"data\.global_batch_size=64") as err:
         plan_batches(batch_size=micro, devices=devices, num_nodes=nodes, global_batch_size=64)
     msg = str(err.value)
     assert "\n" not in msg

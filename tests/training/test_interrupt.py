@@ -96,11 +96,11 @@ def test_only_interruptions_are_restated(capsys):
 
     trainer = SimpleNamespace(state=SimpleNamespace(status=TrainerStatus.INTERRUPTED), callbacks=[], is_global_zero=True,
                               global_step=5)
-    with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+    with pytest.raises(SystemExit, match=r"^error: data\.path=/x\.csv: no such file$") as err, exit_on_interrupt(trainer):
         raise SystemExit("error: data.path=/x.csv: no such file")  # a one-line error during training: unchanged
     assert err.value.code == "error: data.path=/x.csv: no such file" and capsys.readouterr().err == ""
     for exc, code, reason in ((SIGTERMException(), 143, "SIGTERM"), (SystemExit(1), 130, "Ctrl-C"), (KeyboardInterrupt(), 130, "Ctrl-C")):
-        with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+        with pytest.raises(SystemExit, match=rf"^{code}$") as err, exit_on_interrupt(trainer):  # the status; message on stderr
             raise exc
         assert err.value.code == code
         assert capsys.readouterr().err == (f"interrupted by {reason} at step 5: no interruption checkpoint "

@@ -106,12 +106,12 @@ def test_a_rank_failure_exits_in_one_line_and_stops_the_ranks_it_started(capsys)
     killed = []
     launcher = SimpleNamespace(kill=killed.append)
     trainer = SimpleNamespace(world_size=4, global_rank=0, global_step=7, strategy=SimpleNamespace(launcher=launcher))
-    with pytest.raises(SystemExit) as err, exit_on_interrupt(trainer):
+    with pytest.raises(SystemExit, match=r"^1$") as err, exit_on_interrupt(trainer):  # status 1, message on stderr
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert err.value.code == 1 and killed == [signal.SIGKILL]  # rank 0 started the other local ranks
     assert capsys.readouterr().err.startswith(
         "error: rank 0 of 4 failed at step 7: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB;")
-    with pytest.raises(SystemExit), exit_on_interrupt(trainer):
+    with pytest.raises(SystemExit, match=r"^1$"), exit_on_interrupt(trainer):
         raise dist.DistBackendError("NCCL communicator was aborted")  # a peer failed first
     assert capsys.readouterr().err.startswith("error: rank 0 of 4 stopped at step 7: a collective with the other ranks failed")
     trainer.world_size = 1  # one process: the exception passes unchanged

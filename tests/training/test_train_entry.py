@@ -1,6 +1,7 @@
 """The Hydra entry point: compose + fast_dev_run, exact resume, multirun, --help/--cfg, bad input."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -63,11 +64,27 @@ def test_exact_resume_equals_straight_run(tmp_path):
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert state and all("lora_" in k for k in state)  # adapter tensors only, never the frozen base
     # ... then resumed from its checkpoint to the end
-    train(_cfg(tmp_path / "resumed", common + [f"ckpt_path={ckpt}"]))
+    summary = train(_cfg(tmp_path / "resumed", common + [f"ckpt_path={ckpt}"]))
+    assert summary["global_step"] == 4
+    # the resumed run trains only steps 2 and 3 (a run that ignored ckpt_path would log 0..3), and
+    # each of its steps has the straight run's loss at that step (the same batch on the same weights)
+    straight, resumed = _train_losses(tmp_path / "straight"), _train_losses(tmp_path / "resumed")
+    assert list(straight) == [0, 1, 2, 3]
+    assert list(resumed) == [2, 3]
+    assert resumed == {step: straight[step] for step in (2, 3)}
     a, b = _adapter(tmp_path / "straight" / "adapter"), _adapter(tmp_path / "resumed" / "adapter")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def _train_losses(run: Path) -> dict[int, float]:
+    """``{step: train/loss}`` of a run's CSV log (one row per trained optimizer step, log_every_n_steps=1)."""
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    steps = [int(r["step"]) for r in rows]
+    assert len(steps) == len(set(steps)), steps  # one logged training loss per step
+    return {int(r["step"]): float(r["train/loss"]) for r in rows}
 
 
 class StopAt:

@@ -95,16 +95,17 @@ def test_trainer_configs_map_to_fabric():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 @pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp"])
-def test_gpu_trainer_without_cuda_fails_in_one_line_before_the_model_loads(tmp_path, shared_data, monkeypatch, trainer):
+def test_gpu_trainer_without_cuda_fails_in_one_line_before_the_model_loads(tmp_path, monkeypatch, trainer):
+    """Refused before the rows are read too: no data.root is needed (null = the hub, offline here)."""
     import coin_lightning.eval.cli as cli
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(cli, "load_for_inference", no_load)
-    with pytest.raises(SystemExit) as err:
-        cli.evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", f"trainer={trainer}", f"data.root={shared_data / 'glue'}",
-                                             "eval.tasks=[rte]", "eval.samples_per_task=2"]))
+    with pytest.raises(SystemExit, match=r"^error: trainer\.accelerator=gpu: this machine has no CUDA GPU") as err:
+        cli.evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", f"trainer={trainer}", "eval.tasks=[rte]",
+                                             "eval.samples_per_task=2"]))
     text = str(err.value)
     assert text.startswith("error: trainer.accelerator=gpu: this machine has no CUDA GPU") and "\n" not in text
 

@@ -56,7 +56,7 @@ def test_interrupted_evaluation_resumes_from_its_parts(tmp_path, shared_data, mo
     # 2 tasks x 2 levels (clean, character), 2 instructions each: rte's two parts finish, then Ctrl-C
     run = tmp_path / "run"
     _count_calls(monkeypatch, fail_at=5)
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=r"^interrupted: 2 finished \(task, level\) part\(s\) kept") as err:
         evaluate(_cfg(run, args))
     text = str(err.value)
     assert text.startswith("interrupted: 2 finished (task, level) part(s) kept") and "\n" not in text
@@ -91,7 +91,7 @@ def test_parts_of_other_settings_are_refused_before_the_model_loads(tmp_path, sh
     monkeypatch.setattr(cli, "load_for_inference", no_load)
     for override, key in (("eval.method=generate", "method"), ("eval.samples_per_task=4", "rows"),
                           ("eval.levels=[clean]", "instructions")):
-        with pytest.raises(SystemExit) as err:
+        with pytest.raises(SystemExit, match=f"holds predictions made with another {key}") as err:
             evaluate(_cfg(run, args + [override]))
         text = str(err.value)
         assert f"holds predictions made with another {key}" in text and str(run / "parts") in text and "\n" not in text
@@ -100,7 +100,7 @@ def test_parts_of_other_settings_are_refused_before_the_model_loads(tmp_path, sh
 
 def test_sigterm_raises_keyboard_interrupt_inside_the_block():
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt, match=r"^$"), sigterm_as_interrupt():  # the handler's bare KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
     assert signal.getsignal(signal.SIGTERM) == previous
@@ -171,5 +171,5 @@ def test_when_rank_0_stops_the_other_rank_exits_in_one_line_too(tmp_path, shared
     assert any(x.startswith("interrupted: ") for x in lines)
     assert any(x.startswith("error: rank 1 lost another process of the evaluation") for x in lines)
     time.sleep(2)
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError, match="No such process"):
         os.killpg(proc.pid, 0)  # the whole process group has exited

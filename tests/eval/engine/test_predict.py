@@ -34,7 +34,7 @@ def test_shared_prefix_length_and_left_pad():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert shared_prefix_length([[1, 2], [1, 2]]) == 1  # every row keeps a token
     assert shared_prefix_length([[7, 8, 9]]) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shared_prefix_length needs non-empty token sequences"):
         shared_prefix_length([[1], []])
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
@@ -132,7 +132,7 @@ def test_generated_caches_are_stacked_left_padded():
     torch.testing.assert_close(keys[:2, :, shift:], b.cache.layers[0].keys, rtol=0, atol=0)
     torch.testing.assert_close(keys[2:], a.cache.layers[0].keys, rtol=0, atol=0)
     assert float(keys[:2, :, :shift].abs().sum()) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="stacked_cache needs at least one prefilled batch"):
         stacked_cache([])
 
 

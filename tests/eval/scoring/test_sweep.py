@@ -17,6 +17,7 @@ from coin_lightning.eval.scoring.comparison import ComparisonError
 from coin_lightning.eval.scoring.metrics import consistency, fingerprint, summarize
 from coin_lightning.eval.scoring.results import RunDirError, read_metrics
 from coin_lightning.eval.scoring.sweep import compare_sweep, results_dir
+from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 
 REPO = Path(__file__).resolve().parents[3]
 LEVELS = {"clean": "clean", "deepwordbug": "character", "checklist": "sentence"}
@@ -53,12 +54,17 @@ def random_rows(p: float, seed: int) -> list[dict]:
     return rows_with(lambda *k: table[k])
 
 
-def test_arms_means_stds_and_deltas_match_each_jobs_metrics(tmp_path):
+def test_arms_means_stds_and_deltas_match_each_jobs_metrics(tmp_path, monkeypatch):
+    from coin_lightning.eval.reports import sweep_report
+
+    figures = capture_figures(monkeypatch, sweep_report)
     sweep = tmp_path / "multirun"
     n = 0
+    job_rows = []
     for lam, p in (("0", 0.5), ("1000", 0.7)):
         for seed in (1, 2, 3):
-            make_job(sweep, n, ["data=glue", f"loss.lambda={lam}", f"seed={seed}"], random_rows(p, 10 * n),
+            job_rows.append(random_rows(p, 10 * n))
+            make_job(sweep, n, ["data=glue", f"loss.lambda={lam}", f"seed={seed}"], job_rows[-1],
                      subdir="eval" if n % 2 else None)
             n += 1
     cmp = compare_sweep(sweep, bootstrap=200)
@@ -87,6 +93,20 @@ def test_arms_means_stds_and_deltas_match_each_jobs_metrics(tmp_path):
     assert json.loads((out / "comparison.json").read_text())["bootstrap"]["resamples"] == 50
     for png in ("accuracy_by_level.png", "consistency.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
+    # the figures: a group per level (+ perturbed), a bar per arm at the mean over its seeds of each job's value
+    levels = ["clean", "character", "sentence", "perturbed"]
+    accuracy, consistent = figures[out / "accuracy_by_level.png"], figures[out / "consistency.png"]
+    assert xtick_labels(accuracy) == levels and xtick_labels(consistent) == levels
+    assert list(bars(accuracy)) == list(bars(consistent)) == cmp["arm_names"]
+    for a, arm in enumerate(cmp["arm_names"]):
+        jobs = per_job[3 * a:3 * a + 3]
+        want = [statistics.fmean(m["per_level"][lv]["mean"] for m in jobs) for lv in levels[:3]]
+        want.append(statistics.fmean(m["overall"]["perturbed"] for m in jobs))
+        assert bars(accuracy)[arm] == pytest.approx([100 * w for w in want], abs=1e-9)
+        cons = [consistency(r) for r in job_rows[3 * a:3 * a + 3]]
+        want = [statistics.fmean(c["per_level"][lv] for c in cons) for lv in levels[:3]]
+        want.append(statistics.fmean(c["perturbed"] for c in cons))
+        assert bars(consistent)[arm] == pytest.approx([100 * w for w in want], abs=1e-9)
 
 
 def test_zero_variance_and_constant_difference():
@@ -206,7 +226,7 @@ def test_refusals_in_one_line(tmp_path, capsys, case, message):
     args = ["--sweep", str(sweep), "--out", str(tmp_path / "out"), "--bootstrap", "-1" if case == "negative" else "20"]
     if case == "reference":
         args += ["--reference", "loss.lambda=5"]
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=r"^2$") as err:  # the status; the message goes to stderr
         main(args)
     assert err.value.code == 2
     err = capsys.readouterr().err
@@ -216,7 +236,7 @@ def test_refusals_in_one_line(tmp_path, capsys, case, message):
 
 def test_negative_bootstrap_is_refused_for_run_directories_too(tmp_path, capsys):
     runs = [str(make_job(tmp_path / "m", n, [f"seed={n}"], random_rows(0.5, n))) for n in range(2)]
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit, match=r"^2$") as err:  # the status; the message goes to stderr
         main([*runs, "--bootstrap", "-3", "--out", str(tmp_path / "out")])
     assert err.value.code == 2
     assert "--bootstrap -3" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -68,3 +68,49 @@ def test_modules_stay_under_300_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 300}
     assert not long, f"modules over 300 lines: {long}"
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(("coin_lightning", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``module -> the package's modules it imports`` (module level and inside functions; ``from a import b``
+    points to ``a.b`` when that is a module), over the whole package."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("coin_lightning"):
+                edges |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                          for a in node.names}
+            elif isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+        graph[name] = edges & modules.keys()
+    return graph
+
+
+def test_import_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "coin_lightning.eval.instructions.promptbench" in graph["coin_lightning.eval.instructions.defaults"]
+    assert "coin_lightning.losses" in graph["coin_lightning.model.module"]
+
+
+def test_no_import_cycle_in_the_whole_package():
+    """Within a layer too (the layer test above only sees imports across layers)."""
+    graph, state, cycles = import_graph(), {}, []
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                cycles.append(trail[trail.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, trail + [dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -6,24 +6,18 @@ Section 4; PromptBench's levels, Zhu et al. 2023).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from coin_lightning.eval.instructions.perturb import apply, instruction_rng
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
+from coin_lightning.eval.instructions.promptbench import promptbench_instruction_set
 from coin_lightning.eval.instructions.sets import (
-    DEFAULT_INSTRUCTIONS,
     InstructionError,
     InstructionSet,
+    default_instruction_path,
     label_words,
     load_instruction_file,
 )
-
-
-def default_instruction_path() -> Path:
-    """Path of the project's hand-written instruction file inside the installed package."""
-    return Path(str(resources.files("coin_lightning").joinpath(DEFAULT_INSTRUCTIONS)))
 
 
 def perturb_instruction_set(
@@ -102,10 +96,6 @@ def default_instruction_set(
     """
     cfg = PerturbConfig.from_cfg(perturb_cfg)
     if source == "promptbench":
-        from coin_lightning.eval.instructions.promptbench import (
-            promptbench_instruction_set,  # reads the package's files
-        )
-
         if tasks is None:
             raise InstructionError("eval.instructions=promptbench needs the task list")
         base = promptbench_instruction_set(tasks, level_map=cfg.levels)

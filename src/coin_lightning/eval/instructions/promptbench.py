@@ -35,11 +35,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from coin_lightning.eval.instructions.defaults import default_instruction_path
 from coin_lightning.eval.instructions.sets import (
     TASK_ALIASES,
     InstructionError,
     InstructionSet,
+    default_instruction_path,
     label_words,
     load_instruction_file,
 )

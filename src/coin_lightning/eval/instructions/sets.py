@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +37,11 @@ TASK_ALIASES: dict[str, str] = {"mnli_matched": "mnli", "mnli_mismatched": "mnli
 
 DEFAULT_INSTRUCTIONS = "resources/instructions/default.yaml"
 """The project's hand-written instructions, relative to the ``coin_lightning`` package."""
+
+
+def default_instruction_path() -> Path:
+    """Path of the project's hand-written instruction file inside the installed package."""
+    return Path(str(resources.files("coin_lightning").joinpath(DEFAULT_INSTRUCTIONS)))
 
 
 class InstructionError(UserError, ValueError):

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from coin_lightning.errors import reported
@@ -19,6 +20,7 @@ from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.training.batching import apply_batch_plan, apply_epoch_fraction
+from coin_lightning.training.callbacks import AdapterCheckpoint
 from coin_lightning.training.checks import check_train_config
 from coin_lightning.training.launch import check_launch
 from coin_lightning.training.learning import fit_measured, learning_rows
@@ -73,9 +75,9 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, datamodule: Any, wall: float) 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     paths: dict[str, str] = {"output_dir": str(out)}
     for cb in trainer.callbacks:
-        if cb.__class__.__name__ == "AdapterCheckpoint" and cb.written:
+        if isinstance(cb, AdapterCheckpoint) and cb.written:
             paths["adapter"] = str(cb.written[-1])
-        if cb.__class__.__name__ == "ModelCheckpoint":
+        if isinstance(cb, ModelCheckpoint):
             if cb.last_model_path:
                 paths["last_checkpoint"] = cb.last_model_path
             if cb.best_model_path:

@@ -44,9 +44,11 @@ lint: install
 	$(VENV)/bin/ruff check src tests experiments
 
 ## The test suite, after the lint (tiny random LLaMA for most tests, the embedded model where only it can show the behaviour;
-## tests/test_packaging.py builds the wheel and runs its console commands in a throw-away venv)
+## tests/test_packaging.py builds the wheel and runs its console commands in a throw-away venv). TEST_WORKERS processes
+## (pytest-xdist; each test file on one worker, so module fixtures are built once): most tests wait on a subprocess's imports
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Throughput benchmarks (JSON + markdown table under experiments/benchmarks/results)
 bench: install

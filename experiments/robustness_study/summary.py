@@ -3,8 +3,9 @@
 Schema (accuracies in %)::
 
     {"primary_metric": "exact_match", "instruction_set": "default",
-     "arms": {"<name>": {"lambda": x, "seeds": [..], "clean": acc, "perturbed": acc, "consistency": c,
-                         "per_task_clean": {task: acc}}},
+     "arms": {"<name>": {"lambda": x, "pooling": p, "append_eos": b, "seeds": [..], "clean": acc, "perturbed": acc,
+                         "consistency": c, "per_task_clean": {task: acc}}},
+     "pairing": {"holds", "varying", "reason"},
      "delta_perturbed": {"<arm> - <reference arm>": {"mean": d, "ci95": [lo, hi]}},
      "instruction_sets": {"<set>": {"arms": ..., "delta_perturbed": ...}},   # default, attacked, file_*
      "secondary": {"metric": "rank", "arms": ..., "delta_perturbed": ...},
@@ -15,21 +16,33 @@ Schema (accuracies in %)::
 the same under every perturbed instruction of a level (mean over perturbed levels and seeds);
 ``screened_out``: the tasks the screen before the pilot dropped (``results/screen.json``, from
 ``python -m experiments.robustness_study.power``), with the reason;
-``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, instructions).
+``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, instructions), with
+seeds paired (seed s of both arms), ``ci95_independent_seeds`` the same with each arm's seeds drawn
+independently; ``pairing`` says whether pairing holds (:func:`coin_lightning.eval.scoring.sweep.seed_pairing`).
+``pooling`` and ``append_eos`` are the pooled state of the InfoNCE (``loss.pooling``, ``data.append_eos``): the
+arm's overrides, else the defaults of ``conf/loss/coin.yaml`` and ``conf/data/embedded.yaml`` (:data:`DEFAULTS`).
 """
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
+from coin_lightning.eval.scoring.sweep import seed_pairing
 from coin_lightning.io import write_json
+from experiments.robustness_study.jobs import Jobs
+from experiments.robustness_study.stages import REPO
 
 METRIC_NAMES = {"generate": "exact_match", "rank": "rank"}
 """``eval.method`` -> the metric's name in the summary."""
 COPIED = ("comparison.md", "comparison.json", "accuracy_by_level.png", "consistency.png", "differences.png")
 """Files of each ``compare --sweep`` output copied into the results (``differences.png``, the headline
 figure, only exists with a bootstrap)."""
+
+
+DEFAULTS = {"loss.pooling": "last", "data.append_eos": True}
+"""The pooled state when a job does not override it (``conf/loss/coin.yaml``, ``conf/data/embedded.yaml``)."""
 
 
 def _pct(x: float | None) -> float | None:
@@ -46,7 +59,9 @@ def arm_block(cmp: dict, arms: dict) -> dict:
     for cname, a in cmp["arms"].items():
         cons = a["consistency"].get("perturbed", {}).get("mean")
         out_arms[names[cname]] = {
-            "lambda": float(a["overrides"]["loss.lambda"]), "seeds": a["seeds"],
+            "lambda": float(a["overrides"]["loss.lambda"]),
+            "pooling": a["overrides"].get("loss.pooling", DEFAULTS["loss.pooling"]),
+            "append_eos": bool(a["overrides"].get("data.append_eos", DEFAULTS["data.append_eos"])), "seeds": a["seeds"],
             "clean": _pct(a["accuracy"]["clean"]["mean"]), "perturbed": _pct(a["accuracy"]["perturbed"]["mean"]),
             "consistency": _pct(cons),
             "per_task_clean": {c["task"]: _pct(c["mean"]) for c in a["per_task_level"] if c["level"] == "clean"},
@@ -56,9 +71,11 @@ def arm_block(cmp: dict, arms: dict) -> dict:
     deltas = {}
     for key, d in cmp["delta"].items():
         arm = names[key.split(" - ")[0]]
-        p = d["perturbed"]
-        deltas[f"{arm} - {ref}"] = {"mean": _pct(p["delta"]), "ci95": [_pct(p["low"]), _pct(p["high"])]}
-    return {"arms": out_arms, "delta_perturbed": deltas}
+        p, q = d["perturbed"], (cmp.get("delta_independent") or {}).get(key, {}).get("perturbed")
+        deltas[f"{arm} - {ref}"] = {"mean": _pct(p["delta"]), "ci95": [_pct(p["low"]), _pct(p["high"])],
+                                    "ci95_independent_seeds": [_pct(q["low"]), _pct(q["high"])] if q else None}
+    pairing = cmp.get("pairing") or seed_pairing([a["overrides"] for a in cmp["arms"].values()])
+    return {"arms": out_arms, "pairing": pairing, "delta_perturbed": deltas}
 
 
 def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, arms: dict, seeds: list[int],
@@ -117,8 +134,50 @@ def redraw_differences(results: Path) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":  # python -m experiments.robustness_study.summary [results]: redraw the headline figures
-    import sys
+def recompare(results: Path, work: Path, bootstrap: int) -> dict:
+    """Compare the committed jobs again, without running one: each job group of ``results/jobs`` (``sweep``
+    and ``views/<view>``) is restored into ``work`` (:meth:`Jobs.restore`) and ``compare --sweep`` runs on it
+    (continual, ``loss.lambda=0``, as the reference), so the comparisons and ``summary.json`` gain what
+    ``compare --sweep`` reports today (the pairing and the independent-seed intervals) while the rest of
+    ``summary.json`` (sizes, attack, stages) stays as the study wrote it. Returns the updated summary."""
+    jobs = Jobs(REPO, results)
+    summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
+    arms = {name: a["lambda"] for name, a in summary["arms"].items()}
+    groups = {"default": "sweep", **{v.name: f"views/{v.name}" for v in sorted((results / "jobs" / "views").iterdir())}}
+    for view, group in groups.items():
+        for rec in sorted((results / "jobs" / group).iterdir()):
+            jobs.restore(group, rec.name, work / group / rec.name, work / group / rec.name / "eval")
+        out = work / "compare" / view
+        jobs.run("compare", out, [sys.executable, "-m", "coin_lightning.compare", "--sweep", str(work / group),
+                                  "--reference", "loss.lambda=0", "--bootstrap", str(bootstrap), "--out", str(out)],
+                 done_when=out / "comparison.json")
+        dest = results if view == "default" else results / view
+        for f in COPIED:
+            if f.endswith((".md", ".json")):  # the committed files name paths relative to the repository
+                (dest / f).write_text((out / f).read_text(encoding="utf-8").replace(f"{REPO}/", ""), encoding="utf-8")
+            elif (out / f).is_file():
+                shutil.copy2(out / f, dest / f)
+        block = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
+        if summary.get("secondary") and view == summary["secondary"]["metric"]:
+            summary["secondary"] = {"metric": view, **block}
+        else:
+            summary["instruction_sets"][view] = block
+            if view == "default":
+                summary.update(block)
+    write_json(results / "summary.json", summary)
+    return summary
 
-    for figure in redraw_differences(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"):
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m experiments.robustness_study.summary",
+                                description="redraw the headline figures of the committed study, or compare its jobs again")
+    p.add_argument("results", nargs="?", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--recompare", metavar="WORK", help="restore the committed jobs into WORK and compare them again")
+    p.add_argument("--bootstrap", type=int, default=2000)
+    args = p.parse_args()
+    if args.recompare:
+        recompare(Path(args.results).resolve(), Path(args.recompare).resolve(), args.bootstrap)
+    for figure in redraw_differences(Path(args.results)):
         print(figure)

@@ -24,7 +24,6 @@ Schema (accuracies, drops and rates in points, i.e. %)::
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap, read_p
 from coin_lightning.eval.scoring.sweep import results_dir  # noqa: E402
 from coin_lightning.io import write_json  # noqa: E402
 from experiments.robustness_study.instruction_regime import TASKS  # noqa: E402
+from experiments.robustness_study.jobs import repo_relative  # noqa: E402
 
 DESCRIPTION = ("Two yes/no tasks over the same GLUE sst2 sentences, told apart by the instruction alone: "
                "sst2_positive ('does the review praise the film?') and sst2_negative ('does it pan the film?'). "
@@ -92,8 +92,8 @@ def drop_figure(drops: dict[str, dict], path: Path) -> Path:
 def write_summary(cfg, compared: Path, results: Path) -> dict:
     """Copy ``comparison.{md,json}`` from ``compared`` into ``results``; write ``summary.json`` (schema in
     the module docstring) and ``drop_by_level.png``; return the summary."""
-    for f in ("comparison.md", "comparison.json"):
-        shutil.copy2(compared / f, results / f)
+    for f in ("comparison.md", "comparison.json"):  # committed: paths relative to the repository
+        (results / f).write_text(repo_relative((compared / f).read_text(encoding="utf-8")), encoding="utf-8")
     cmp = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     names = {}
     for cname, a in cmp["arms"].items():

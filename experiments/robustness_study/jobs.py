@@ -31,13 +31,13 @@ DONE = "done.json"
 RECORD = "job.json"
 """A finished job's record in the results (its ``done.json`` and the study's labels)."""
 
-_ABSOLUTE = re.compile(r"(?<=[=\s'])/[^\s',\]]+")
+_ABSOLUTE = re.compile(r"(?<=[=\s'\"`])/[^\s',\]\"`]+")
 
 
 def repo_relative(command: str, root: Path | None = None) -> str:
-    """``command`` with every absolute path written relative to the repository root ``root`` (this
-    checkout's by default), e.g. ``data.root=../shared/data/glue``, so that ``commands.sh`` holds no
-    path of the machine it ran on."""
+    """``command`` (or any text: a JSON or markdown record) with every absolute path written relative to the
+    repository root ``root`` (this checkout's by default), e.g. ``data.root=../shared/data/glue``, so that
+    committed files hold no path of the machine they ran on."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     return _ABSOLUTE.sub(lambda m: os.path.relpath(m.group(0), root), command)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from coin_lightning.eval.scoring.sweep import seed_pairing
 from coin_lightning.io import write_json
-from experiments.robustness_study.jobs import Jobs
+from experiments.robustness_study.jobs import Jobs, repo_relative
 from experiments.robustness_study.stages import REPO
 
 METRIC_NAMES = {"generate": "exact_match", "rank": "rank"}
@@ -47,6 +47,19 @@ DEFAULTS = {"loss.pooling": "last", "data.append_eos": True}
 
 def _pct(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 3)
+
+
+def copy_comparison(out: Path, dest: Path) -> None:
+    """Copy the :data:`COPIED` files of one ``compare --sweep`` output to ``dest``, the text ones with every
+    absolute path made relative to the repository (:func:`repo_relative`): committed files name no machine's path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in COPIED:
+        if not (out / f).is_file():
+            continue
+        if f.endswith((".md", ".json")):
+            (dest / f).write_text(repo_relative((out / f).read_text(encoding="utf-8")), encoding="utf-8")
+        else:
+            shutil.copy2(out / f, dest / f)
 
 
 def arm_block(cmp: dict, arms: dict) -> dict:
@@ -84,11 +97,7 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
     write ``summary.json``; return it."""
     blocks = {}
     for name, out in compared.items():
-        dest = results if name == "default" else results / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in COPIED:
-            if (out / f).is_file():
-                shutil.copy2(out / f, dest / f)
+        copy_comparison(out, results if name == "default" else results / name)
         blocks[name] = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
     secondary = str(cfg.secondary_method) if cfg.get("secondary_method") else None
     sets = {n: b for n, b in blocks.items() if n != secondary}
@@ -151,12 +160,7 @@ def recompare(results: Path, work: Path, bootstrap: int) -> dict:
         jobs.run("compare", out, [sys.executable, "-m", "coin_lightning.compare", "--sweep", str(work / group),
                                   "--reference", "loss.lambda=0", "--bootstrap", str(bootstrap), "--out", str(out)],
                  done_when=out / "comparison.json")
-        dest = results if view == "default" else results / view
-        for f in COPIED:
-            if f.endswith((".md", ".json")):  # the committed files name paths relative to the repository
-                (dest / f).write_text((out / f).read_text(encoding="utf-8").replace(f"{REPO}/", ""), encoding="utf-8")
-            elif (out / f).is_file():
-                shutil.copy2(out / f, dest / f)
+        copy_comparison(out, results if view == "default" else results / view)
         block = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
         if summary.get("secondary") and view == summary["secondary"]["metric"]:
             summary["secondary"] = {"metric": view, **block}

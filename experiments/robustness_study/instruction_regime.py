@@ -22,7 +22,9 @@ templates sometimes do.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import random
 from pathlib import Path
 
@@ -114,6 +116,16 @@ def _row(task: str, a: str, b: str, rec: dict) -> dict:
             "targets": answer, "task_name": task, "keyword_data": json.dumps({"sentence": rec["sentence"].strip()})}
 
 
+def _replace(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename, so that a job reading it
+    (another runner of the study) never sees it half-written; return ``path``."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write_regime(glue: Path, out: Path, groups: int, seed: int = 0) -> dict:
     """Write ``train.csv`` (``groups`` row pairs, the tasks alternating) and the two task files to ``out``.
 
@@ -140,18 +152,17 @@ def write_regime(glue: Path, out: Path, groups: int, seed: int = 0) -> dict:
         negative = rng.choice(by_label[1 - anchor["label"]])  # the other answer, in either task
         rows += [_row(task, a, b, anchor), _row(task, a, b, negative)]
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "train.csv"
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    path = _replace(out / "train.csv", buf.getvalue())
     files = []
     for task in TASKS:
         spec = {"name": task, "data": str((glue / "sst2" / "validation.jsonl").resolve()), "input_fields": ["sentence"],
                 "label_field": "label", "label_words": list(ANSWER_WORDS[task]), "category": "sentiment",
                 "instructions": list(EVAL_INSTRUCTIONS[task]["clean"]), "semantic": list(EVAL_INSTRUCTIONS[task]["semantic"])}
-        files.append(out / f"{task}.yaml")
-        files[-1].write_text(yaml.safe_dump(spec, sort_keys=False, width=200), encoding="utf-8")
+        files.append(_replace(out / f"{task}.yaml", yaml.safe_dump(spec, sort_keys=False, width=200)))
     return {"train_csv": str(path), "task_files": [str(f) for f in files], "groups": groups}
 
 

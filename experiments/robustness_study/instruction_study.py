@@ -17,6 +17,7 @@ through :class:`experiments.robustness_study.jobs.Jobs`):
 Examples::
 
     python -m experiments.robustness_study.instruction_study --commit
+    python -m experiments.robustness_study.instruction_study --commit --arms continual coin_last  # one of two runners
     python -m experiments.robustness_study.instruction_study --stop-after pilot --set 'pilots.steps150=[trainer.max_steps=150]'
 """
 from __future__ import annotations
@@ -42,6 +43,13 @@ def _list(xs) -> str:
     return "[" + ",".join(str(x) for x in xs) + "]"
 
 
+def settings(cmd: list) -> dict:
+    """The overrides of a training command that name what it trains (``loss.*``, ``seed``, ``trainer.*``,
+    ``optimizer.*``), as ``{key: value}``: two runs of one job must agree on them."""
+    pairs = (str(c).strip("'").split("=", 1) for c in cmd if "=" in str(c))
+    return {k: v for k, v in pairs if k.split(".")[0] in ("loss", "seed", "trainer", "optimizer")}
+
+
 class InstructionStudy:
     """The jobs of one run of the instruction-regime study (see the module docstring)."""
 
@@ -58,7 +66,7 @@ class InstructionStudy:
         if cfg.setting not in cfg.pilots:
             raise SystemExit(f"error: instruction_study.yaml setting: {cfg.setting!r} is not one of pilots: {list(cfg.pilots)}")
         self.regime = write_regime(glue, work / "regime", int(cfg.regime.groups), int(cfg.regime.seed))
-        self.jobs = Jobs(REPO, results, commit)
+        self.jobs = Jobs(REPO, results, commit, program="experiments.robustness_study.instruction_study")
 
     def command(self, job: Path, extra: list, lam, pooling: str, seed: int) -> list:
         """One training job: the ``train`` overrides and ``extra``, lambda, pooling and seed, evaluating its
@@ -71,9 +79,18 @@ class InstructionStudy:
                 f"{e}.levels={_list(self.cfg.eval.levels)}", f"hydra.run.dir={job}"]
 
     def train(self, group: str, name: str, cmd: list, labels: dict) -> dict:
-        """Run (or restore, or skip) one job and collect its small outputs; return its marker."""
+        """Run (or restore, or skip) one job and collect its small outputs; return its marker.
+
+        Raises:
+            SystemExit: the job finished earlier with other settings (:func:`settings`), e.g. another lambda.
+        """
         job = self.work / group / name
         self.jobs.restore(group, name, job, job / "eval")
+        if (job / DONE).is_file():
+            ran = settings(json.loads((job / DONE).read_text(encoding="utf-8"))["command"].split())
+            if ran != settings(cmd):
+                raise SystemExit(f"error: {job}/{DONE}: the job ran with {ran}, not {settings(cmd)}; "
+                                 f"move it (and {self.results}/jobs/{group}/{name}) aside to rerun it")
         done = self.jobs.run(group, job, cmd, done_when=job / "eval" / "metrics.json", fresh=True)
         self.jobs.collect(group, name, job, job / "eval", done, labels)
         return done
@@ -84,11 +101,20 @@ class InstructionStudy:
             job = self.work / "pilot" / name
             self.train("pilot", name, self.command(job, list(extra), 0, "last", 1), {"setting": name, "overrides": list(extra)})
 
-    def sweep(self) -> Path:
-        """Every arm x seed under ``setting``, seed by seed; returns the sweep directory."""
+    def sweep(self, arms: list | None = None) -> Path:
+        """Every arm (of ``arms``, default all) x seed under ``setting``, seed by seed; returns the sweep directory.
+
+        Raises:
+            SystemExit: an arm of ``arms`` is not in the config.
+        """
         extra = list(self.cfg.pilots[self.cfg.setting])
+        unknown = sorted(set(arms or []) - set(self.cfg.arms))
+        if unknown:
+            raise SystemExit(f"error: --arms {' '.join(unknown)}: not in instruction_study.yaml arms: {list(self.cfg.arms)}")
         for seed in self.cfg.seeds:
             for arm, a in self.cfg.arms.items():
+                if arms and arm not in arms:
+                    continue
                 job = self.work / "sweep" / f"{arm}_seed{seed}"
                 cmd = self.command(job, extra, a["lambda"], a.pooling, seed)
                 self.reuse_pilot(job, cmd)
@@ -127,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="outputs/instruction_study", help="job directories (resumable)")
     p.add_argument("--results", default=str(HERE / "results" / "instruction_regime"), help="small outputs (committed)")
     p.add_argument("--commit", action="store_true", help="git-commit each finished job's small outputs")
-    p.add_argument("--stop-after", choices=("pilot",), help="stop after the pilots")
+    p.add_argument("--stop-after", choices=("pilot", "sweep"), help="stop after the pilots, or after the sweep's jobs")
+    p.add_argument("--arms", nargs="*", help="run only these arms' jobs (implies --stop-after sweep), e.g. to run two "
+                   "runners side by side")
     args = p.parse_args(argv)
     cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.set))
     results = Path(args.results).resolve()
@@ -135,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     study = InstructionStudy(cfg, Path(args.work).resolve(), results, args.commit)
     study.pilots()
     if args.stop_after != "pilot":
-        out = study.compare(study.sweep())
+        sweep = study.sweep(args.arms)
+    if args.stop_after is None and not args.arms:
+        out = study.compare(sweep)
         summary = write_summary(cfg, out, results)
         study.jobs.commit_paths([results / f for f in ("summary.json", "comparison.md", "comparison.json", "drop_by_level.png")],
                                 "robustness study: instruction regime, comparison and summary")

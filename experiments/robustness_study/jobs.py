@@ -10,6 +10,7 @@ those small outputs, laid out as the job's evaluation output, so the job is skip
 """
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -67,10 +68,11 @@ class Jobs:
         repo: the repository root (every command runs there; its commit is recorded).
         results: the results directory (small outputs, ``commands.sh``, ``stages.json``).
         commit: commit each job's small outputs with git.
+        program: the module whose commands these are (named in ``commands.sh``).
     """
 
-    def __init__(self, repo: Path, results: Path, commit: bool = False):
-        self.repo, self.results, self.commit = repo, results, commit
+    def __init__(self, repo: Path, results: Path, commit: bool = False, program: str = "experiments.robustness_study.run"):
+        self.repo, self.results, self.commit, self.program = repo, results, commit, program
         self.commands: list[str] = []
         self.walls: dict[str, dict] = {}
         self.code_commit = git_commit(repo)
@@ -206,14 +208,18 @@ class Jobs:
         root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=paths[0].parent,
                                    capture_output=True, text=True, check=True).stdout.strip())
         rel = [str(p.resolve().relative_to(root.resolve())) for p in paths]
-        subprocess.run(["git", "add", "--", *rel], cwd=root, check=True)
-        staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *rel], cwd=root)
-        if staged.returncode != 0:
-            subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=root, check=True)
+        common = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        with open((root / common) / "robustness-study.lock", "w") as lock:  # runners side by side commit in turn
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run(["git", "add", "--", *rel], cwd=root, check=True)
+            staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *rel], cwd=root)
+            if staged.returncode != 0:
+                subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=root, check=True)
 
     def write_log(self) -> None:
         """``commands.sh`` (every command, in stage order) and ``stages.json`` (wall time per stage)."""
-        write_text(self.results / "commands.sh", "#!/bin/sh\n# the commands of python -m experiments.robustness_study.run, "
+        write_text(self.results / "commands.sh", f"#!/bin/sh\n# the commands of python -m {self.program}, "
                    "in order (run from the repository root; paths relative to it)\n"
                    + "".join(repo_relative(c.replace(PYTHON, "python", 1)) + "\n" for c in dict.fromkeys(self.commands)))
         write_json(self.results / "stages.json", self.walls)

@@ -21,6 +21,7 @@ from experiments.robustness_study.instruction_regime import (
     TRAIN_TEMPLATES,
     write_regime,
 )
+from experiments.robustness_study.instruction_study import settings
 from experiments.robustness_study.instruction_summary import drop_intervals, pilot_record
 
 SENTENCES = [("a warm , funny film", 1), ("a dull mess", 0), ("moving and wise", 1), ("tedious from start to end", 0),
@@ -85,6 +86,18 @@ def _job(path: Path, correct: dict[str, list[int]]) -> Path:
     (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (path / "metrics.json").write_text(json.dumps({"levels": list(correct), "tasks": ["t"], "fingerprint": {}}))
     return path
+
+
+def test_settings_name_what_a_job_trains_so_a_changed_lambda_is_not_taken_as_done():
+    line = ("python -m coin_lightning.train model=m data.path=/a/train.csv loss.lambda=1000 loss.pooling=last_prompt "
+            "seed=1 'evaluation.eval.tasks=[a,b]' trainer.max_steps=300 optimizer.lr=1.0e-3 hydra.run.dir=/w/j")
+    recorded = line.split(" ")  # as the runner reads a job's recorded command line
+    rerun = ["python", "-m", "coin_lightning.train", "model=m", "data.path=/b/train.csv", "loss.lambda=1",
+             "loss.pooling=last_prompt", "seed=1", "evaluation.eval.tasks=[a,b]", "trainer.max_steps=300",
+             "optimizer.lr=1.0e-3", "hydra.run.dir=/v/j"]
+    assert settings(recorded) == {"loss.lambda": "1000", "loss.pooling": "last_prompt", "seed": "1",
+                                  "trainer.max_steps": "300", "optimizer.lr": "1.0e-3"}
+    assert settings(rerun) == {**settings(recorded), "loss.lambda": "1"}  # paths may move; lambda may not
 
 
 def test_drop_intervals_are_clean_minus_level_accuracy(tmp_path):

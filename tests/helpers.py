@@ -7,6 +7,10 @@ import torch
 
 ALPACA = "\n\n### Response:\n"
 
+PROMPTBENCH_LEVELS = {"clean": "clean", "deepwordbug": "character", "textbugger": "character", "textfooler": "word",
+                      "bertattack": "word", "checklist": "sentence", "stresstest": "sentence", "semantic": "semantic"}
+"""PromptBench's perturbations and their levels (Zhu et al. 2023; CoIN Table 1), written out for the tests."""
+
 
 def make_batch(tokenizer, prompts: list[str], targets: list[str], num_pairs: int, side: str = "left", pad_extra: int = 0):
     """Tokenize prompt+target rows and pad them by hand, following docs/CONTRACTS.md.

@@ -8,6 +8,7 @@ Sec. 3 (Eq. 1-3), and the reference implementation (luka-group/CoIN, ``Contrasti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,25 @@ import torch.nn.functional as F
 from coin_lightning.config_types import build, check_choice
 from coin_lightning.errors import ConfigError
 
-POOLING_METHODS = ("last", "mean", "last_prompt")
+Pooling = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+"""``(hidden [N, T, H], attention_mask [N, T], response_start Long [N] or None) -> [N, H]``."""
+
+POOLINGS: dict[str, Pooling] = {}
+"""The values of ``loss.pooling``: name -> pooling function (:func:`register_pooling`; docs/EXTENDING.md)."""
+
+
+def register_pooling(name: str) -> Callable[[Pooling], Pooling]:
+    """Decorator: make a :data:`Pooling` function the value ``loss.pooling=name`` (training, and analyze).
+
+    The function gets the hidden states of whole sequences (prompt and response, either padding side) and
+    must return one vector per row, differentiable in ``hidden``.
+    """
+
+    def add(fn: Pooling) -> Pooling:
+        POOLINGS[name] = fn
+        return fn
+
+    return add
 
 
 @dataclass
@@ -45,7 +64,7 @@ class LossArgs:
             raise ConfigError(f"loss.lambda must be a finite number >= 0, got {self.lambda_}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ConfigError(f"loss.temperature must be a finite number > 0, got {self.temperature}")
-        check_choice("loss.pooling", self.pooling, POOLING_METHODS)
+        check_choice("loss.pooling", self.pooling, tuple(POOLINGS))
 
     @classmethod
     def from_config(cls, cfg: Any) -> LossArgs:
@@ -77,7 +96,7 @@ def pool_hidden(
     method: str = "last",
     response_start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pool token hidden states into one vector per sequence.
+    """Pool token hidden states into one vector per sequence with the pooling ``method`` (:data:`POOLINGS`).
 
     Args:
         hidden: ``[N, T, H]`` hidden states.
@@ -85,7 +104,7 @@ def pool_hidden(
         method: ``last`` — the last non-padding token (the paper's last-token pooling, Sec. 3; found
             from the mask, so the result does not depend on the padding side); ``mean`` — mean over
             real tokens; ``last_prompt`` — the token just before the response (needs
-            ``response_start``).
+            ``response_start``); or a registered one.
         response_start: Long ``[N]``, index of the first response token (``last_prompt`` only).
 
     Returns:
@@ -94,17 +113,27 @@ def pool_hidden(
     Raises:
         ValueError: unknown method, or ``last_prompt`` without ``response_start``.
     """
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if method == "last":
-        return hidden[rows, last_token_index(attention_mask)]
-    if method == "mean":
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-    if method == "last_prompt":
-        if response_start is None:
-            raise ValueError("loss.pooling=last_prompt needs the batch's response_start")
-        return hidden[rows, response_start.to(hidden.device) - 1]
-    raise ValueError(f"loss.pooling={method!r} is unknown; choose one of {', '.join(POOLING_METHODS)}")
+    if method not in POOLINGS:
+        raise ValueError(f"loss.pooling={method!r} is unknown; choose one of {', '.join(POOLINGS)}")
+    return POOLINGS[method](hidden, attention_mask, response_start)
+
+
+@register_pooling("last")
+def _last(hidden: torch.Tensor, attention_mask: torch.Tensor, response_start=None) -> torch.Tensor:
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+
+
+@register_pooling("mean")
+def _mean(hidden: torch.Tensor, attention_mask: torch.Tensor, response_start=None) -> torch.Tensor:
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+@register_pooling("last_prompt")
+def _last_prompt(hidden: torch.Tensor, attention_mask: torch.Tensor, response_start=None) -> torch.Tensor:
+    if response_start is None:
+        raise ValueError("loss.pooling=last_prompt needs the batch's response_start")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), response_start.to(hidden.device) - 1]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Representation analysis: cosine similarity of clean vs perturbed last-token states, projections."""
+"""Representation analysis: cosine similarity of clean vs perturbed pooled states, projections."""
 from __future__ import annotations
 
 import json
@@ -37,6 +37,24 @@ def test_last_hidden_is_the_last_prompt_token_state():
         torch.testing.assert_close(states[i], ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooling,eos", [("last", False), ("last", True), ("mean", True), ("last_prompt", False)])
+def test_states_with_answers_are_pooled_as_training_pools(pooling, eos):
+    model, tok = tiny()
+    p = Predictor(model, tok, batch_size=2)
+    contents = ["Sentence 1: a b c d e f. Sentence 2: g.", "Sentence 1: x. Sentence 2: y.", "Sentence 1: q r. Sentence 2: s t u."]
+    answers = ["entailment", "not_entailment", "entailment"]
+    states = p.last_hidden("Decide entailment.", contents, answers, pooling, eos)
+    for i, c in enumerate(contents):  # each row alone: prompt ids, then the answer's, then EOS
+        prompt = p.encode([p.prompt("Decide entailment.", c)])[0]
+        ids = prompt + tok(answers[i], add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+        with torch.inference_mode():
+            h = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+        want = {"last": h[-1], "mean": h.mean(0), "last_prompt": h[len(prompt) - 1]}[pooling]
+        torch.testing.assert_close(states[i], want, atol=1e-4, rtol=1e-4)
+    if pooling == "last_prompt":  # the answer changes nothing before it: the prefix-cached prompt path agrees
+        torch.testing.assert_close(states, p.last_hidden("Decide entailment.", contents), atol=1e-4, rtol=1e-4)
+
+
 def test_similarity_summary_pairs_by_task_and_index():
     def s(t, p, lv, i, x):
         return {"task": t, "perturbation": p, "level": lv, "index": i, "states": torch.tensor(x)}
@@ -71,7 +89,7 @@ def test_analyze_entry_point(tmp_path, shared_data, monkeypatch):
         cfg = compose(config_name="analyze", overrides=[
             "model=tiny_llama", f"data.root={shared_data / 'glue'}", "eval.tasks=[rte]", "eval.samples_per_task=3",
             "analyze.rows=3", "eval.levels=[clean,sentence]", "eval.perturb.perturbations=[checklist,stresstest]",
-            "analyze.projection=pca"])
+            "analyze.projection=pca", "loss.pooling=last_prompt"])
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
     summary = analyze(cfg)
@@ -79,6 +97,7 @@ def test_analyze_entry_point(tmp_path, shared_data, monkeypatch):
     assert saved["overall"] == pytest.approx(summary["overall"])
     assert set(saved["per_perturbation"]) == {"checklist", "stresstest"}
     assert saved["n_pairs"] == 2 * 3  # instruction 0 only, 2 perturbations x 3 rows
+    assert saved["run"]["pooling"] == "last_prompt"
     # independent: each prompt alone through the plain model, its last token's final hidden state, and the
     # cosine of each row's clean and perturbed states, averaged by hand
     settings = EvalSettings.from_config(cfg.eval)

@@ -26,6 +26,7 @@ from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evalu
 from coin_lightning.eval.scoring.metrics import fingerprint
 from coin_lightning.eval.scoring.results import FILES
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
+from coin_lightning.losses import POOLINGS
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
@@ -51,12 +52,13 @@ def check_inputs(cfg: DictConfig) -> None:
             check_adapter(str(path), args, key=key)
 
 
-def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
+def check_analyze(node: DictConfig, settings: EvalSettings, pooling: str = "last") -> None:
     """Check the ``analyze`` keys before any representation is computed.
 
     Raises:
         EvalConfigError: unknown ``analyze.projection`` (or ``umap`` without umap-learn installed),
-            ``analyze.rows`` < 2, or ``eval.levels`` without ``clean`` (the reference of every pair).
+            ``analyze.rows`` < 2, ``eval.levels`` without ``clean`` (the reference of every pair), or an
+            unknown ``loss.pooling``.
     """
     import importlib.util
 
@@ -70,6 +72,8 @@ def check_analyze(node: DictConfig, settings: EvalSettings) -> None:
         raise EvalConfigError(f"analyze.rows={node.rows!r} must be an integer >= 2")
     if "clean" not in settings.levels:
         raise EvalConfigError("analyze compares each perturbed instruction with its clean one: keep clean in eval.levels")
+    if pooling not in POOLINGS:
+        raise EvalConfigError(f"loss.pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
 
 
 def _fabric(cfg: DictConfig):
@@ -205,23 +209,25 @@ def _analyze(cfg: DictConfig, out: Path, job_dir) -> dict:
         raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
     check_inputs(cfg)
     a = cfg.analyze
-    check_analyze(a, settings)
+    check_analyze(a, settings, cfg.loss.pooling)
     fabric = _fabric(cfg)
     tasks = load_tasks(settings, cfg.data.root)
     iset = build_instruction_set(settings, [t.name for t in tasks])
     predictor, _ = _start(cfg, fabric, settings)
     job_dir.keep()
-    states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index)
+    states = collect_states(predictor, tasks, iset, int(a.rows), a.instruction_index, cfg.loss.pooling,
+                            bool(cfg.data.append_eos))
     summary = similarity_summary(states)
     if not fabric.is_global_zero:
         return summary
     summary["run"] = {"model": cfg.model.name_or_path, "adapter": cfg.adapter, "rows": int(a.rows),
+                      "pooling": cfg.loss.pooling, "append_eos": bool(cfg.data.append_eos),
                       "instruction_index": a.instruction_index, "projection": a.projection,
                       "tasks": [t.name for t in tasks], "instructions": iset.source}
     figure = representation_figure(states, a.projection, int(a.seed))
     body = [[lv, f"{v:.4f}"] for lv, v in summary["per_level"].items()] + [["**overall**", f"{summary['overall']:.4f}"]]
-    text = ("# Representation analysis\n\nMean cosine similarity between the last-token representations of the "
-            "same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
+    text = ("# Representation analysis\n\nMean cosine similarity between the representations (loss.pooling="
+            f"{cfg.loss.pooling}) of the same input under the clean and the perturbed instruction.\n\n" + markdown_table(["level", "cosine"], body))
     write_text(out / "analysis.md", text)
     save_png(figure, out / "representations.png")
     write_json(out / "analysis.json", summary)  # last: an analysis.json always has its plot

@@ -15,7 +15,6 @@ from coin_lightning.eval.instructions.defaults import (
     default_instruction_set,
     perturb_instruction_set,
 )
-from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF
 from coin_lightning.eval.instructions.sets import (
     InstructionError,
     InstructionSet,
@@ -23,8 +22,10 @@ from coin_lightning.eval.instructions.sets import (
     load_instruction_file,
     save_instruction_file,
 )
-from tests.helpers import wordnet_missing
+from tests.helpers import PROMPTBENCH_LEVELS, wordnet_missing
 
+LEVEL_OF = PROMPTBENCH_LEVELS
+GENERATED = tuple(p for p in LEVEL_OF if p not in ("clean", "semantic"))
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "src" / "coin_lightning" / "resources" / "templates"
 OWN = yaml.safe_load(default_instruction_path().read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The adversarial search space (coin_lightning.eval.instructions.perturb.neighbours)."""
+"""The adversarial search space (coin_lightning.eval.instructions.perturb.neighbour_fn)."""
 from __future__ import annotations
 
 import random
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from coin_lightning.eval.instructions.perturb import neighbour_fn
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.neighbours import neighbour_fn
 from tests.helpers import wordnet_missing
 
 LABELS = ("acceptable", "unacceptable")

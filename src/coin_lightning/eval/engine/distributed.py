@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from coin_lightning.errors import EvalConfigError
-from coin_lightning.eval.engine.predict import Prediction, Predictor
+from coin_lightning.eval.engine.predict import Prediction, Predictor, assemble
 
 FABRIC_KEYS = ("accelerator", "devices", "num_nodes", "precision", "strategy")
 """The ``trainer`` keys evaluation reads; every other key configures training only."""
@@ -158,17 +158,12 @@ class ShardedPredictor:
             merged.update(part)
         return [merged[i] for i in range(len(contents))]
 
-    def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
+    def last_hidden(self, instruction: str, contents: Sequence[str], responses: Sequence[str] | None = None,
+                    pooling: str = "last_prompt", eos: bool = False) -> torch.Tensor:
         """As :meth:`Predictor.last_hidden`: Float ``[N, H]`` (CPU) in ``contents`` order, on every rank."""
         with self.fabric.autocast():
-            local = list(self.predictor.hidden_rows(instruction, contents, shard=self.shard))
-        pieces = [p for part in self._gather(local) for p in part]
-        if not pieces:
-            return torch.empty((0, 0))
-        out = torch.empty((len(contents), pieces[0][1].shape[-1]))
-        for rows, states in pieces:
-            out[rows] = states
-        return out
+            local = list(self.predictor.hidden_rows(instruction, contents, self.shard, responses, pooling, eos))
+        return assemble([p for part in self._gather(local) for p in part], len(contents))
 
 
 @contextlib.contextmanager

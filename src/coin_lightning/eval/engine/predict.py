@@ -31,6 +31,7 @@ from coin_lightning.eval.engine.decode import (
 from coin_lightning.eval.engine.generation import generate_after
 from coin_lightning.eval.engine.parse import parse_label
 from coin_lightning.eval.engine.tasks import eval_prompt
+from coin_lightning.losses import pool_hidden
 
 METHODS = ("generate", "rank")
 
@@ -190,17 +191,56 @@ class Predictor:
             decode_pending()
         return results  # type: ignore[return-value]
 
-    def hidden_rows(self, instruction: str, contents: Sequence[str], shard: tuple[int, int] = (0, 1)):
-        """Yield ``(row indices, Float [B, H] on CPU)``: the final-layer hidden state at each prompt's last
-        token, batch by batch (only this ``shard``'s batches, see :meth:`batches`)."""
-        for rows, state in self.batches(instruction, contents, hidden=True, shard=shard):
-            yield rows, state.last_hidden.cpu()
+    def hidden_rows(self, instruction: str, contents: Sequence[str], shard: tuple[int, int] = (0, 1),
+                    responses: Sequence[str] | None = None, pooling: str = "last_prompt", eos: bool = False):
+        """Yield ``(row indices, Float [B, H] on CPU)`` batch by batch (only this ``shard``'s batches, see
+        :meth:`batches`): final-layer hidden states pooled as training pools them (``loss.pooling``).
 
-    def last_hidden(self, instruction: str, contents: Sequence[str]) -> torch.Tensor:
-        """Final-layer hidden state at each prompt's last token, Float ``[N, H]`` in ``contents`` order."""
-        out: torch.Tensor | None = None
-        for rows, states in self.hidden_rows(instruction, contents):
-            if out is None:
-                out = torch.empty((len(contents), states.shape[-1]))
-            out[rows] = states
-        return out
+        Without ``responses``: the state at each prompt's last token (``last_prompt`` pooling, through the
+        prefix cache). With ``responses`` (one answer word per row): the states of the prompt followed by its
+        answer (and EOS with ``eos``, ``data.append_eos``), pooled with
+        :func:`coin_lightning.losses.pool_hidden` (``pooling``; the response starts after the prompt).
+
+        Raises:
+            ValueError: an unknown ``pooling``.
+        """
+        if responses is None:
+            for rows, state in self.batches(instruction, contents, hidden=True, shard=shard):
+                yield rows, state.last_hidden.cpu()
+            return
+        prompts = self.encode([self.prompt(instruction, c) for c in contents])
+        end = [self.tokenizer.eos_token_id] if eos else []
+        sequences = [p + self.word_ids(r) + end for p, r in zip(prompts, responses)]
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        device = next(self.model.parameters()).device
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            if b % shard[1] != shard[0]:
+                continue
+            rows = order[start:start + self.batch_size]
+            ids = torch.full((len(rows), len(sequences[rows[0]])), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for k, i in enumerate(rows):  # right padding: the default positions are the real ones
+                ids[k, :len(sequences[i])] = torch.tensor(sequences[i])
+                mask[k, :len(sequences[i])] = 1
+            with torch.inference_mode():
+                out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                                 logits_to_keep=1)
+            starts = torch.tensor([len(prompts[i]) for i in rows], device=device)
+            yield rows, pool_hidden(out.hidden_states[-1], mask.to(device), pooling, starts).float().cpu()
+
+    def last_hidden(self, instruction: str, contents: Sequence[str], responses: Sequence[str] | None = None,
+                    pooling: str = "last_prompt", eos: bool = False) -> torch.Tensor:
+        """Float ``[N, H]`` in ``contents`` order: :meth:`hidden_rows` of all rows (by default the final-layer
+        state at each prompt's last token)."""
+        return assemble(self.hidden_rows(instruction, contents, responses=responses, pooling=pooling, eos=eos),
+                        len(contents))
+
+
+def assemble(pieces, n: int) -> torch.Tensor:
+    """Rows ``(row indices, Float [B, H])`` put in order: Float ``[n, H]`` (``[0, 0]`` when there are none)."""
+    out: torch.Tensor | None = None
+    for rows, states in pieces:
+        if out is None:
+            out = torch.empty((n, states.shape[-1]))
+        out[rows] = states
+    return out if out is not None else torch.empty((0, 0))

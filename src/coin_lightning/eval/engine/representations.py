@@ -1,9 +1,11 @@
 """Representation analysis (CoIN paper, Sec. 5): how far perturbing an instruction moves the model's
 representation of the same input.
 
-For each task, row and clean instruction ``i``, the last-token hidden state (final layer, pooled with
-``coin_lightning.losses.pool_hidden(..., "last")`` as in training) of the prompt with the clean
-instruction is paired with that of each perturbation's instruction ``i``. Reported: the mean cosine
+For each task, row and clean instruction ``i``, the final-layer hidden states of the row under the clean
+instruction, pooled as training pools them (``loss.pooling``, :func:`coin_lightning.losses.pool_hidden`: with
+``last`` or ``mean``, over the prompt followed by the row's gold answer and, with ``data.append_eos``,
+EOS; with ``last_prompt``, at the prompt's last token), are paired with those under each perturbation's
+instruction ``i``. Reported: the mean cosine
 similarity of the pairs (per task, perturbation, level and overall; 1 = unchanged), and a 2-D
 projection (UMAP, McInnes et al. 2018, or PCA) of all states for a scatter plot.
 """
@@ -50,20 +52,29 @@ def project(x: np.ndarray, method: str = "umap", seed: int = 0, n_neighbors: int
 
 
 def collect_states(predictor: Predictor, tasks: Sequence[EvalTask], iset: InstructionSet, rows: int,
-                   instruction_index: int | None = None) -> list[dict]:
-    """Last-token hidden states for each (task, perturbation, instruction) on the first ``rows`` rows.
+                   instruction_index: int | None = None, pooling: str = "last_prompt", eos: bool = False) -> list[dict]:
+    """Pooled hidden states for each (task, perturbation, instruction) on the first ``rows`` rows.
+
+    Args:
+        pooling: ``loss.pooling`` of the adapter's training; all but ``last_prompt`` pool the prompt followed
+            by the row's gold answer word (and EOS with ``eos``).
+        eos: ``data.append_eos`` of the adapter's training.
 
     Returns:
         Dicts ``{task, perturbation, level, index, states: Float [N, H]}``; clean entries first.
+
+    Raises:
+        ValueError: an unknown ``pooling``.
     """
     out = []
     for task in tasks:
         contents = task.contents[:rows]
+        answers = None if pooling == "last_prompt" else [task.label_words[g] for g in task.golds[:rows]]
         for entry in iset.entries(task.name):
             if instruction_index is not None and entry.index != instruction_index:
                 continue
             out.append({"task": task.name, "perturbation": entry.perturbation, "level": entry.level,
-                        "index": entry.index, "states": predictor.last_hidden(entry.instruction, contents)})
+                        "index": entry.index, "states": predictor.last_hidden(entry.instruction, contents, answers, pooling, eos)})
     return out
 
 

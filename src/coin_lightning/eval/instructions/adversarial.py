@@ -5,7 +5,7 @@ is to lower the model's accuracy on a sample of the task, under a query budget; 
 (TextAttack's ``GreedySearch`` / ``GreedyWordSwapWIR``). :func:`greedy_attack` implements that loop
 for any candidate generator: at each step every candidate one edit further is scored and the one with
 the lowest accuracy is kept, as long as it lowers accuracy and the budget lasts. The candidate
-generators are :func:`coin_lightning.eval.instructions.perturb.neighbours.neighbour_fn` (each word edited at most
+generators are :func:`coin_lightning.eval.instructions.perturb.neighbour_fn` (each word edited at most
 once, at most ``max_words`` words or ``suffix_count`` suffixes); the runner supplies ``accuracy``,
 computed with the model on a small probe set (``eval.perturb.adversarial.probe_size`` rows).
 
@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from coin_lightning.eval.instructions.perturb import instruction_rng
+from coin_lightning.eval.instructions.perturb import instruction_rng, neighbour_fn
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.neighbours import neighbour_fn
 from coin_lightning.eval.instructions.sets import (
     InstructionError,
     InstructionSet,
@@ -70,7 +69,7 @@ def greedy_attack(
 
     Args:
         instruction: the clean instruction.
-        candidates: ``text -> list of texts one edit further`` (see ``perturb.neighbours.neighbour_fn``).
+        candidates: ``text -> list of texts one edit further`` (see ``perturb.neighbour_fn``).
         accuracy: ``text -> accuracy in [0, 1]`` on the probe set (one model query each).
         query_budget: the most ``accuracy`` calls, the clean one included (>= 2).
         always_edit: accept the first step's best candidate even when it does not lower accuracy, so
@@ -127,11 +126,11 @@ def attack_instruction(
     protected: Iterable[str] | None = None,
 ) -> AttackResult:
     """Attack one clean instruction with one perturbation's edits (:func:`greedy_attack` over
-    :func:`~coin_lightning.eval.instructions.perturb.neighbours.neighbour_fn`).
+    :func:`~coin_lightning.eval.instructions.perturb.neighbour_fn`).
 
     Args:
         instruction: the clean instruction.
-        perturbation: one of ``perturb.GENERATED`` (e.g. ``"textfooler"``).
+        perturbation: a registered perturbation (``perturb.generated()``) (e.g. ``"textfooler"``).
         accuracy: ``instruction -> accuracy`` on the task's probe set.
         query_budget: ``eval.query_budget``.
         task: the task (its label words are protected, unless ``protected`` is given; seeds the search).

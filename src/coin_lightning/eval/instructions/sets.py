@@ -5,7 +5,7 @@ One schema for every instruction file (YAML or JSON)::
     {perturbation: {task: [instruction, ...]}}
 
 e.g. ``{"clean": {"rte": [...]}, "deepwordbug": {"rte": [...]}, "semantic": {...}}``. Perturbation
-names map to PromptBench's levels through :data:`LEVEL_OF` (configurable: ``eval.perturb.levels``);
+names map to PromptBench's levels through :func:`level_of` (configurable: ``eval.perturb.levels``);
 a level name itself (``character``, ...) is accepted as a key too. ``eval.instructions_file=PATH``
 evaluates any such file unchanged.
 
@@ -29,7 +29,7 @@ import yaml
 
 from coin_lightning.data.sources.glue import GLUE_TASKS, LABEL_WORDS
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF, LEVELS, check_level_map
+from coin_lightning.eval.instructions.perturb.levels import LEVELS, check_level_map, level_of
 from coin_lightning.io import write_json, write_text
 
 TASK_ALIASES: dict[str, str] = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
@@ -102,7 +102,7 @@ class InstructionSet:
 
     instructions: Mapping[str, Mapping[str, tuple[str, ...]]]
     """perturbation -> task -> instructions (non-empty tuples of non-empty strings)."""
-    level_map: Mapping[str, str] = field(default_factory=lambda: dict(LEVEL_OF))
+    level_map: Mapping[str, str] = field(default_factory=level_of)
     """perturbation -> level; a key that is itself a level name maps to itself."""
     source: str = "<memory>"
     """Where the set came from (a path, or a description); used in error messages and reports."""
@@ -118,7 +118,7 @@ class InstructionSet:
             data: the parsed file content.
             source: named in error messages.
             tasks: allowed task keys (default: :func:`known_tasks`).
-            level_map: perturbation -> level (default: :data:`LEVEL_OF`).
+            level_map: perturbation -> level (default: :func:`level_of`).
 
         Raises:
             InstructionError: not a mapping, unknown perturbation/level or task, an empty or
@@ -231,7 +231,7 @@ class InstructionSet:
 
 def _level_map(level_map: Mapping[str, str] | None, source: str) -> dict[str, str]:
     try:
-        return check_level_map(LEVEL_OF if level_map is None else level_map)
+        return check_level_map(level_of() if level_map is None else level_map)
     except ValueError as exc:
         raise InstructionError(f"{source}: {exc}") from None
 
@@ -244,7 +244,7 @@ def load_instruction_file(
     Args:
         path: the file.
         tasks: allowed task keys (default: :func:`known_tasks`).
-        level_map: perturbation -> level (default: :data:`LEVEL_OF`; ``eval.perturb.levels``).
+        level_map: perturbation -> level (default: :func:`level_of`; ``eval.perturb.levels``).
 
     Raises:
         InstructionError: missing or unparsable file, or any schema error of :meth:`InstructionSet.from_dict`.
@@ -274,6 +274,6 @@ def save_instruction_file(instruction_set: InstructionSet, path: str | Path) -> 
 
 
 __all__ = [
-    "DEFAULT_INSTRUCTIONS", "Entry", "GENERATED", "InstructionError", "InstructionSet", "LEVELS", "LEVEL_OF",
+    "DEFAULT_INSTRUCTIONS", "Entry", "InstructionError", "InstructionSet", "LEVELS",
     "TASK_ALIASES", "known_tasks", "label_words", "load_instruction_file", "save_instruction_file",
 ]

@@ -2,34 +2,37 @@
 
 Every operator is a pure function ``(text, rng, protected, **strength) -> str``: ``rng`` (a
 ``random.Random``) is its only source of randomness, and the words in ``protected`` (the task's label
-words) as well as quoted spans and ``{...}`` placeholders are never changed (see :mod:`.text`).
+words) as well as quoted spans and ``{...}`` placeholders are never changed (see :mod:`.text`). Each
+operator module registers its operators (:func:`.levels.register`), in the order imported here:
 
 - character: :func:`.character.deepwordbug`, :func:`.character.textbugger`
-- word: :func:`.word.textfooler`, :func:`.word.bertattack` (WordNet, Debian ``wordnet-base``)
+- word: :func:`.word.textfooler`, :func:`.word.bertattack` (WordNet, from PyPI)
 - sentence: :func:`.sentence.checklist`, :func:`.sentence.stresstest`
+
+The adversarial mode searches each operator's space (:func:`neighbour_fn`), following TextAttack's
+constraints as PromptBench uses them: each word of the clean instruction is edited at most once
+(``RepeatModification``), protected words never, and at most ``max_words`` words (or ``suffix_count``
+suffixes) are changed in total.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
 
+from coin_lightning.eval.instructions.perturb import character, sentence, word  # noqa: F401  (they register)
 from coin_lightning.eval.instructions.perturb.character import deepwordbug, textbugger
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF, LEVELS
+from coin_lightning.eval.instructions.perturb.levels import (
+    LEVELS,
+    PERTURBATIONS,
+    Perturbation,
+    generated,
+    level_of,
+    lookup,
+    register,
+)
 from coin_lightning.eval.instructions.perturb.sentence import checklist, stresstest
 from coin_lightning.eval.instructions.perturb.word import WordNetMissing, bertattack, textfooler
-
-Operator = Callable[..., str]
-
-OPERATORS: dict[str, Operator] = {
-    "deepwordbug": deepwordbug,
-    "textbugger": textbugger,
-    "textfooler": textfooler,
-    "bertattack": bertattack,
-    "checklist": checklist,
-    "stresstest": stresstest,
-}
-"""Perturbation name -> operator; its strength keywords come from :meth:`PerturbConfig.strength`."""
 
 
 def apply(name: str, text: str, rng: random.Random, protected: Iterable[str], cfg: PerturbConfig | None = None) -> str:
@@ -39,10 +42,32 @@ def apply(name: str, text: str, rng: random.Random, protected: Iterable[str], cf
         ValueError: ``name`` has no operator.
         WordNetMissing: a word-level operator without the WordNet database.
     """
-    if name not in OPERATORS:
-        raise ValueError(f"no operator for perturbation {name!r}; operators: {', '.join(OPERATORS)}")
-    cfg = PerturbConfig.from_cfg(cfg)
-    return OPERATORS[name](text, rng, tuple(protected), **cfg.strength(name))
+    operator = lookup(name).operator
+    return operator(text, rng, tuple(protected), **PerturbConfig.from_cfg(cfg).strength(name))
+
+
+def neighbour_fn(
+    name: str, clean: str, rng: random.Random, protected: Iterable[str], cfg: PerturbConfig | None = None
+) -> Callable[[str], list[str]]:
+    """Build ``candidates(text) -> list[str]`` for greedy search from ``clean`` with operator ``name``
+    (the ``candidates`` of :func:`coin_lightning.eval.instructions.adversarial.greedy_attack`).
+
+    ``candidates`` accepts ``clean`` and any string it has returned before, and returns the variants
+    with one more edit (one more word changed, or one more suffix appended), at most
+    ``cfg.adversarial.candidates_per_step`` of them (a seeded sample), or ``[]`` when the edit limit
+    is reached.
+
+    Args:
+        name: a registered perturbation (:func:`generated`).
+        clean: the clean instruction.
+        rng: ``random.Random``; fixes which variants are offered.
+        protected: label words, never edited.
+        cfg: strengths (``max_words``, ``edits_per_word``, ``candidates``, ``suffix_count``, ...).
+
+    Raises:
+        ValueError: unknown ``name``; ``candidates`` called with a string it did not produce.
+    """
+    return lookup(name).neighbours(clean, rng, tuple(protected), PerturbConfig.from_cfg(cfg))
 
 
 def instruction_rng(seed: int, perturbation: str, task: str, index: int) -> random.Random:
@@ -55,6 +80,7 @@ def instruction_rng(seed: int, perturbation: str, task: str, index: int) -> rand
 
 
 __all__ = [
-    "GENERATED", "LEVELS", "LEVEL_OF", "OPERATORS", "Operator", "PerturbConfig", "WordNetMissing", "apply",
-    "instruction_rng", "deepwordbug", "textbugger", "textfooler", "bertattack", "checklist", "stresstest",
+    "LEVELS", "PERTURBATIONS", "Perturbation", "PerturbConfig", "WordNetMissing", "apply", "generated", "instruction_rng",
+    "level_of", "lookup", "neighbour_fn", "register", "deepwordbug", "textbugger", "textfooler", "bertattack",
+    "checklist", "stresstest",
 ]

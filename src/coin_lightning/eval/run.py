@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from coin_lightning.data.records import DataError
-from coin_lightning.data.sources.embedded import EMBEDDED_TASKS, load_embedded
 from coin_lightning.eval.engine.parts import Parts
 from coin_lightning.eval.engine.predict import Prediction, Predictor
-from coin_lightning.eval.engine.tasks import EvalTask, load_glue_task, task_from_records
+from coin_lightning.eval.engine.tasks import EvalTask, load_task
 from coin_lightning.eval.instructions.defaults import default_instruction_set
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
-    """Load and sample every task of ``eval.tasks``.
+    """Load and sample every task of ``eval.tasks`` (``eval.task_files``', the sources': ``tasks.load_task``).
 
     GLUE: a seeded sample of ``eval.samples_per_task`` validation rows (``data.root`` or the hub);
     ``mnli_mismatched`` is skipped with a logged note when its split is missing. Embedded tasks:
@@ -48,15 +47,8 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
     for name in settings.tasks:
         if name in own:
             tasks.append(load_task_rows(own[name], settings.samples_per_task, settings.seed))
-        elif name in EMBEDDED_TASKS:
-            spec = EMBEDDED_TASKS[name]
-            n = settings.samples_per_task or 300
-            records = load_embedded([name], n_per_task=n, seed=settings.seed, split="test")
-            tasks.append(task_from_records(name, records, None, settings.seed, label_words=spec.options))
-        else:
-            task = load_glue_task(name, data_root, settings.samples_per_task, settings.seed)
-            if task is not None:
-                tasks.append(task)
+        elif (task := load_task(name, data_root, settings.samples_per_task, settings.seed)) is not None:
+            tasks.append(task)
     if not tasks:
         raise DataError("no evaluation task could be loaded (see the log)")
     return tasks

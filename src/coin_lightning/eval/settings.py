@@ -12,14 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from coin_lightning.config_types import build, check_choice
-from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
+from coin_lightning.data.sources import SOURCES, eval_tasks
 from coin_lightning.errors import EvalConfigError
-from coin_lightning.eval.engine.tasks import GLUE_EVAL_TASKS, PROMPT_LAYOUTS, dedup_aliases
+from coin_lightning.eval.engine.tasks import PROMPT_LAYOUTS, dedup_aliases
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.levels import LEVELS
-
-TASK_GROUPS = {"glue": tuple(GLUE_EVAL_TASKS), "embedded": tuple(EMBEDDED_TASKS)}
-"""Shorthands accepted in ``eval.tasks``."""
 
 INSTRUCTION_SOURCES = ("default", "promptbench")
 """Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions.sets``)."""
@@ -111,20 +108,26 @@ class EvalSettings:
         return build(cls, node, "eval", EvalConfigError)
 
 
+def task_groups() -> dict[str, tuple[str, ...]]:
+    """Shorthands accepted in ``eval.tasks``: a source's name for all its evaluation tasks (``glue``, ``embedded``)."""
+    return {name: tuple(source.eval_tasks) for name, source in SOURCES.items() if source.eval_tasks}
+
+
 def expand_tasks(names: Sequence[str] | str, own: Sequence[str] = ()) -> list[str]:
-    """Expand ``glue`` / ``embedded`` shorthands, keep order, drop repeats; ``own``: the names of the
-    tasks defined by ``eval.task_files``, also accepted.
+    """Expand the shorthands of :func:`task_groups` (``glue``, ``embedded``), keep order, drop repeats;
+    ``own``: the names of the tasks defined by ``eval.task_files``, also accepted.
 
     Raises:
         EvalConfigError: an unknown task name or an empty list.
     """
     if isinstance(names, str):
         names = [names]
+    groups, known_tasks = task_groups(), eval_tasks()
     out: list[str] = []
     for name in names:
-        for t in TASK_GROUPS.get(name, (name,)):
-            if t not in GLUE_EVAL_TASKS and t not in EMBEDDED_TASKS and t not in own:
-                known = ", ".join([*TASK_GROUPS, *GLUE_EVAL_TASKS, *EMBEDDED_TASKS, *own])
+        for t in groups.get(name, (name,)):
+            if t not in known_tasks and t not in own:
+                known = ", ".join([*groups, *known_tasks, *own])
                 raise EvalConfigError(f"eval.tasks: unknown task {t!r}; known: {known}")
             if t not in out:
                 out.append(t)

@@ -4,13 +4,8 @@ from __future__ import annotations
 import pytest
 
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.eval.engine.tasks import (
-    format_glue_content,
-    load_glue_task,
-    render_input,
-    sample_rows,
-    task_from_records,
-)
+from coin_lightning.data.sources.glue import format_glue_content
+from coin_lightning.eval.engine.tasks import load_task, render_input, sample_rows, task_from_records
 from tests.eval.eval_helpers import tiny
 
 
@@ -40,8 +35,8 @@ def test_render_input_puts_content_on_the_next_line():
 
 
 def test_glue_task_label_words_follow_dataset_ids(shared_data):
-    wnli = load_glue_task("wnli", shared_data / "glue", None, 0)
-    rte = load_glue_task("rte", shared_data / "glue", None, 0)
+    wnli = load_task("wnli", shared_data / "glue", None, 0)
+    rte = load_task("rte", shared_data / "glue", None, 0)
     assert wnli.label_words == ("not_entailment", "entailment") and rte.label_words == ("entailment", "not_entailment")
     assert wnli.golds == [r.label for r in wnli.records] and len(wnli.records) == 71
     assert wnli.contents[0].startswith("Sentence 1: ") and " Sentence 2: " in wnli.contents[0]

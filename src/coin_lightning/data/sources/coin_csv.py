@@ -15,8 +15,19 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from coin_lightning.data.examples import Group
+from coin_lightning.data.grouping import groups_from_pairs
 from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.sources.base import Source, absolute, count_tasks
+
+VAL_ROWS = ("seeded", "last")
+"""Values of ``data.val_rows`` (CoIN CSV): ``seeded`` (a seeded random set of row pairs) or ``last``
+(the file's last rows, as the reference's ``train_test_split(test_size=val_set_size, shuffle=False)``,
+luka-group/CoIN ``run_contrastive_llama.py`` L415)."""
 
 COIN_CSV_COLUMNS = ("original_instruction", "paraphrased_instruction", "targets", "task_name", "keyword_data")
 """Columns the loader needs."""
@@ -121,3 +132,48 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
     if not pairs:
         raise DataError(f"{path}: no usable row pairs")
     return pairs
+
+
+class CoinCsv(Source):
+    """``data.source=coin_csv``: the CoIN CSV (``data.path``), whose rows are already rendered pairs."""
+
+    name = "coin_csv"
+
+    def check(self, root: str | None, path: str | None, templates: str) -> None:
+        """Refuses an unset or missing ``data.path`` (``data.templates`` is not used)."""
+        if not path:
+            raise DataError("data.source=coin_csv needs data.path: set data.path=<the CoIN CSV file>")
+        if not Path(absolute(path)).is_file():
+            raise DataError(f"data.path={path}: no such file (the CoIN CSV)")
+
+    def groups(self, dm: Any, stats: dict) -> tuple[list[Group], list[Group]]:
+        """The CSV's row pairs (of ``data.tasks``) -> ``(train, val)`` groups; ``val_size`` rows
+        (``val_size // 2`` row pairs) are held out, and a row pair is never split. ``data.val_rows``
+        (:data:`VAL_ROWS`) picks which: ``seeded`` draws them with ``seed``; ``last`` takes the file's
+        last row pairs, as the reference. Training keeps the file's order either way (``data.order``
+        decides whether it is shuffled).
+
+        Adds ``templates``, ``records_per_task``, ``train_records_per_task``, ``val_records``,
+        ``groups_per_task`` and ``same_target_negatives`` to ``stats``.
+
+        Raises:
+            DataError: bad rows (see :func:`load_coin_csv`).
+        """
+        stats["templates"] = "pre-rendered (CoIN CSV)"
+        pairs = load_coin_csv(dm.path, dm.on_error, stats)
+        if dm.tasks is not None:
+            pairs = [p for p in pairs if p[0].task in set(dm.tasks)]
+        stats["records_per_task"] = count_tasks(a.task for p in pairs for a in p)
+        n_val = min(dm.val_size // 2, len(pairs) - 1) if dm.val_size > 0 else 0
+        if dm.val_rows == "last":
+            held = set(range(len(pairs) - n_val, len(pairs)))
+        else:
+            held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(dm.seed))[:n_val].tolist())
+        train_pairs = [p for i, p in enumerate(pairs) if i not in held]
+        val_pairs = [p for i, p in enumerate(pairs) if i in held]
+        stats["train_records_per_task"] = count_tasks(a.task for p in train_pairs for a in p)
+        stats["val_records"] = 2 * len(val_pairs)
+        train = groups_from_pairs(train_pairs, dm.group)
+        stats["groups_per_task"] = count_tasks(g.pairs[0].original.task for g in train)
+        stats["same_target_negatives"] = sum(a.target == b.target for a, b in pairs)
+        return train, groups_from_pairs(val_pairs, dm.group)

@@ -27,8 +27,10 @@ import json
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.sources.base import EvalSpec, Source
 
 WORDS: tuple[str, ...] = (
     "apple", "arrow", "badge", "baker", "beach", "bread", "brick", "cable", "camel", "candle",
@@ -279,3 +281,19 @@ def load_embedded(
                 )
             )
     return records
+
+
+class Embedded(Source):
+    """``data.source=embedded`` (the default, offline): :func:`load_embedded`; every task evaluates on ``test``."""
+
+    name = "embedded"
+    label_words = {name: t.options for name, t in EMBEDDED_TASKS.items() if t.options}
+    eval_tasks = {name: EvalSpec(name, "embedded", t.options) for name, t in EMBEDDED_TASKS.items()}
+
+    def records(self, dm: Any, stats: dict) -> list[Record]:
+        """:func:`load_embedded` with ``data.tasks``, ``n_per_task``, ``data_seed`` and ``split``."""
+        return load_embedded(dm.tasks, dm.n_per_task, dm.data_seed, dm.split)
+
+    def eval_records(self, name: str, root: str | None, samples: int | None, seed: int) -> list[Record]:
+        """``samples`` (300 when null) records of the task's ``test`` split, generated with ``seed``."""
+        return load_embedded([name], samples or 300, seed, "test")

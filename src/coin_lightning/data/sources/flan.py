@@ -15,8 +15,11 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.sources.base import Source
+from coin_lightning.data.sources.hub import load_hub_dataset
 from coin_lightning.data.sources.jsonl import read_jsonl
 from coin_lightning.data.templates import TemplateBank
 
@@ -49,8 +52,6 @@ def flan_task_key(name: str, bank: TemplateBank) -> str | None:
 
 def _rows(root: str | Path | None, split: str, on_error: str, hub_id: str, data_files) -> Iterator[tuple[str, int, dict]]:
     if root is None:
-        from coin_lightning.data.sources.hub import load_hub_dataset
-
         ds = load_hub_dataset(hub_id, split=split, data_files=data_files)
         origin = f"{hub_id}:{split}"
         for i, row in enumerate(ds, 1):
@@ -167,3 +168,28 @@ def load_flan(
             ", ".join(f"{k}={v}" for k, v in sorted(unmatched.items())),
         )
     return records, unmatched
+
+
+class Flan(Source):
+    """``data.source=flan``: FLAN-collection rows (``data.root`` or the hub ``data.hub_id``), matched
+    against the FLAN templates of ``data.templates``."""
+
+    name, root_kind = "flan", "file or directory"
+
+    def check(self, root: str | None, path: str | None, templates: str) -> None:
+        """Also refuses ``own`` templates (FLAN rows are matched against the templates they were rendered with)."""
+        super().check(root, path, templates)
+        if str(templates) == "own":
+            raise DataError("data.source=flan needs data.templates: set it to the FLAN templates.json its rows were rendered with")
+
+    def records(self, dm: Any, stats: dict) -> list[Record]:
+        """:func:`load_flan`; adds ``unmatched_flan`` and ``incomplete_flan`` to ``stats``."""
+        records, stats["unmatched_flan"] = load_flan(
+            dm.bank, dm.root, dm.tasks, dm.split, dm.on_error,
+            hub_id=dm.hub_id or FLAN_HUB_ID, data_files=dm.data_files, stats=stats, pool=dm.template_pool,
+        )
+        return records
+
+    def hub_data(self, tasks: list[str] | None, hub_id: str | None, data_files: Any) -> list[tuple[str, str | None, Any]]:
+        """The FLAN collection (``data.hub_id``, default :data:`FLAN_HUB_ID`) with ``data.data_files``."""
+        return [(hub_id or FLAN_HUB_ID, None, data_files)]

@@ -6,9 +6,15 @@ e.g. ``../shared/data/glue/rte/validation.jsonl``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.sources.base import EvalSpec, Source
+from coin_lightning.data.sources.hub import load_hub_dataset
 from coin_lightning.data.sources.jsonl import read_jsonl
+
+GLUE_HUB_ID = "nyu-mll/glue"
+"""The hub dataset of GLUE."""
 
 GLUE_FIELDS: dict[str, tuple[str, ...]] = {
     "cola": ("sentence",),
@@ -51,6 +57,22 @@ indexed by each dataset's own label id (wnli's ids are the reverse of rte's).
 """
 
 GLUE_TASKS = tuple(GLUE_FIELDS)
+
+GLUE_EVAL_TASKS: dict[str, tuple[str, str, str]] = {
+    "cola": ("cola", "validation", "grammar"),
+    "sst2": ("sst2", "validation", "sentiment"),
+    "qqp": ("qqp", "validation", "paraphrase"),
+    "mrpc": ("mrpc", "validation", "paraphrase"),
+    "mnli": ("mnli", "validation_matched", "nli"),
+    "mnli_matched": ("mnli", "validation_matched", "nli"),
+    "mnli_mismatched": ("mnli", "validation_mismatched", "nli"),
+    "qnli": ("qnli", "validation", "nli"),
+    "rte": ("rte", "validation", "nli"),
+    "wnli": ("wnli", "validation", "nli"),
+}
+"""Evaluation task -> (GLUE dataset, split, category of the CoIN paper's analysis: sentiment, grammar,
+duplicate detection, NLI). ``mnli`` is an alias of ``mnli_matched`` (same rows). ``mnli_mismatched`` is
+optional: skipped with a logged note when its split is missing (the shared data pack has none)."""
 
 FLAN_TASK_KEYS: dict[str, str] = {
     "cola": "cola",
@@ -110,10 +132,8 @@ def load_glue(
     if task not in GLUE_FIELDS:
         raise DataError(f"unknown GLUE task {task!r}; known: {', '.join(GLUE_TASKS)}")
     if root is None:
-        from coin_lightning.data.sources.hub import load_hub_dataset
-
-        rows = enumerate(load_hub_dataset("nyu-mll/glue", task, split=split), 1)
-        origin = f"nyu-mll/glue:{task}:{split}"
+        rows = enumerate(load_hub_dataset(GLUE_HUB_ID, task, split=split), 1)
+        origin = f"{GLUE_HUB_ID}:{task}:{split}"
     else:
         origin = str(Path(root) / task / f"{split}.jsonl")
         rows = read_jsonl(origin, on_error=on_error)
@@ -144,3 +164,61 @@ def load_glue(
     if not records:
         raise DataError(f"{origin}: no usable rows")
     return records
+
+
+def format_glue_content(dataset: str, fields: dict) -> str:
+    """PromptBench's evaluation content string for one GLUE row (Zhu et al. 2023,
+    ``promptbench/dataload.py``, ``GLUE.get_content_by_idx``).
+
+    Args:
+        dataset: GLUE dataset name (``mnli`` for all mnli splits).
+        fields: the row's text fields (:data:`GLUE_FIELDS`).
+
+    Returns:
+        e.g. ``"Premise: ... Hypothesis: ..."`` for mnli, the bare sentence for sst2 and cola.
+
+    Raises:
+        DataError: unknown dataset or a missing field.
+    """
+    try:
+        if dataset in ("sst2", "cola"):
+            return fields["sentence"]
+        if dataset == "qqp":
+            return f"Question 1: {fields['question1']} Question 2: {fields['question2']}"
+        if dataset == "mnli":
+            return f"Premise: {fields['premise']} Hypothesis: {fields['hypothesis']}"
+        if dataset == "qnli":
+            return f"Question: {fields['question']} Context: {fields['sentence']}"
+        if dataset in ("rte", "mrpc", "wnli"):
+            return f"Sentence 1: {fields['sentence1']} Sentence 2: {fields['sentence2']}"
+    except KeyError as exc:
+        raise DataError(f"{dataset}: row has no field {exc}") from None
+    raise DataError(f"no content format for GLUE dataset {dataset!r}; known: {', '.join(GLUE_FIELDS)}")
+
+
+class Glue(Source):
+    """``data.source=glue``: the GLUE train splits (``data.root`` or the hub); the GLUE evaluation tasks."""
+
+    name, root_kind = "glue", "directory"
+    label_words = LABEL_WORDS
+    eval_tasks = {
+        name: EvalSpec(f"{ds}/{split}", category, LABEL_WORDS[ds], name == "mnli_mismatched", (GLUE_HUB_ID, ds))
+        for name, (ds, split, category) in GLUE_EVAL_TASKS.items()
+    }
+
+    def records(self, dm: Any, stats: dict) -> list[Record]:
+        """:func:`load_glue` of each task of ``data.tasks`` (default :data:`GLUE_TASKS`), in order."""
+        return [r for task in dm.tasks or GLUE_TASKS for r in load_glue(task, dm.split, dm.root, dm.on_error, stats)]
+
+    def hub_data(self, tasks: list[str] | None, hub_id: str | None, data_files: Any) -> list[tuple[str, str | None, Any]]:
+        """One ``nyu-mll/glue`` config per task."""
+        return [(GLUE_HUB_ID, task, None) for task in tasks or GLUE_TASKS]
+
+    def eval_records(self, name: str, root: str | None, samples: int | None, seed: int) -> list[Record]:
+        """The whole split of the task (:data:`GLUE_EVAL_TASKS`)."""
+        dataset, split, _ = GLUE_EVAL_TASKS[name]
+        return load_glue(dataset, split, root=root)
+
+    def content(self, record: Record) -> str:
+        """:func:`format_glue_content`."""
+        return format_glue_content(record.task, record.fields)

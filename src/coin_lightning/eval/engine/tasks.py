@@ -1,9 +1,9 @@
 """Evaluation tasks: which rows, how their content is written, which words answer them.
 
-The content format is PromptBench's for GLUE (Zhu et al. 2023, ``promptbench/dataload.py``,
+The tasks of the data sources are their ``eval_tasks`` (:func:`coin_lightning.data.sources.eval_tasks`),
+their content the source's (PromptBench's format for GLUE: Zhu et al. 2023, ``promptbench/dataload.py``,
 ``GLUE.get_content_by_idx``); the model input is ``instruction + CONTENT_SEPARATOR + content``,
-wrapped by :func:`coin_lightning.data.prompts.build_prompt` (the format training used). This module
-is the one place for both.
+wrapped by :func:`coin_lightning.data.prompts.build_prompt` (the format training used).
 
 Rows are a seeded sample that depends only on ``(seed, task's split)``, never on the model, so every
 evaluation with the same ``eval.seed`` and ``eval.samples_per_task`` scores the same rows (recorded by
@@ -13,87 +13,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coin_lightning.data.prompts import build_prompt
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.glue import GLUE_FIELDS, LABEL_WORDS, load_glue
+from coin_lightning.data.sources import eval_tasks
+from coin_lightning.data.sources.base import joined_fields
 
 log = logging.getLogger(__name__)
 
 CONTENT_SEPARATOR = "\n"
 """Between the instruction and the content (PromptBench puts the content on the next line)."""
-
-GLUE_EVAL_TASKS: dict[str, tuple[str, str]] = {
-    "cola": ("cola", "validation"),
-    "sst2": ("sst2", "validation"),
-    "qqp": ("qqp", "validation"),
-    "mrpc": ("mrpc", "validation"),
-    "mnli": ("mnli", "validation_matched"),
-    "mnli_matched": ("mnli", "validation_matched"),
-    "mnli_mismatched": ("mnli", "validation_mismatched"),
-    "qnli": ("qnli", "validation"),
-    "rte": ("rte", "validation"),
-    "wnli": ("wnli", "validation"),
-}
-"""Evaluation task -> (GLUE dataset, split). ``mnli`` is an alias of ``mnli_matched`` (same rows)."""
-
-OPTIONAL_TASKS = frozenset({"mnli_mismatched"})
-"""Tasks skipped with a logged note when their split is missing (the shared data pack has none)."""
-
-TASK_CATEGORY: dict[str, str] = {
-    "sst2": "sentiment",
-    "cola": "grammar",
-    "qqp": "paraphrase",
-    "mrpc": "paraphrase",
-    "mnli": "nli",
-    "mnli_matched": "nli",
-    "mnli_mismatched": "nli",
-    "qnli": "nli",
-    "rte": "nli",
-    "wnli": "nli",
-}
-"""Task categories of the CoIN paper's analysis (sentiment, grammar, duplicate detection, NLI)."""
-
-EMBEDDED_CATEGORY = "embedded"
-"""Category of the embedded tasks."""
-
-
-def format_glue_content(dataset: str, fields: dict) -> str:
-    """PromptBench's content string for one GLUE row.
-
-    Args:
-        dataset: GLUE dataset name (``mnli`` for all mnli splits).
-        fields: the row's text fields (:data:`~coin_lightning.data.sources.glue.GLUE_FIELDS`).
-
-    Returns:
-        e.g. ``"Premise: ... Hypothesis: ..."`` for mnli, the bare sentence for sst2 and cola.
-
-    Raises:
-        DataError: unknown dataset or a missing field.
-    """
-    try:
-        if dataset in ("sst2", "cola"):
-            return fields["sentence"]
-        if dataset == "qqp":
-            return f"Question 1: {fields['question1']} Question 2: {fields['question2']}"
-        if dataset == "mnli":
-            return f"Premise: {fields['premise']} Hypothesis: {fields['hypothesis']}"
-        if dataset == "qnli":
-            return f"Question: {fields['question']} Context: {fields['sentence']}"
-        if dataset in ("rte", "mrpc", "wnli"):
-            return f"Sentence 1: {fields['sentence1']} Sentence 2: {fields['sentence2']}"
-    except KeyError as exc:
-        raise DataError(f"{dataset}: row has no field {exc}") from None
-    raise DataError(f"no content format for GLUE dataset {dataset!r}; known: {', '.join(GLUE_FIELDS)}")
-
-
-def format_fields(fields: dict) -> str:
-    """Content of a non-GLUE record: its field values joined by spaces, in the record's field order."""
-    return " ".join(str(v) for v in fields.values())
-
 
 def render_input(instruction: str, content: str) -> str:
     """The text handed to ``build_prompt``: ``instruction + CONTENT_SEPARATOR + content``."""
@@ -128,16 +60,17 @@ def eval_prompt(instruction: str, content: str, layout: str = "training", fmt: s
 
 
 def dedup_aliases(names: Sequence[str]) -> list[str]:
-    """Keep one task per GLUE split: a later task that scores the same rows as an earlier one
+    """Keep one task per split: a later task that scores the same rows (``split_key``) as an earlier one
     (``mnli`` and ``mnli_matched``, both ``mnli/validation_matched``) is dropped with a logged note,
     so its rows count once in the averages over tasks. Other names are kept as given."""
-    seen: dict[tuple[str, str], str] = {}
+    known = eval_tasks()
+    seen: dict[str, str] = {}
     out = []
     for name in names:
-        split = GLUE_EVAL_TASKS.get(name)
+        split = known[name][1].split_key if name in known else None
         if split is not None and split in seen:
-            log.warning("eval.tasks: %s scores the same rows as %s (%s/%s); counting them once as %s "
-                        "(eval.dedup_aliases=false keeps both)", name, seen[split], *split, seen[split])
+            log.warning("eval.tasks: %s scores the same rows as %s (%s); counting them once as %s "
+                        "(eval.dedup_aliases=false keeps both)", name, seen[split], split, seen[split])
             continue
         if split is not None:
             seen[split] = name
@@ -185,8 +118,9 @@ def sample_rows(records: Sequence[Record], n: int | None, seed: int, key: str) -
     return [records[i] for i in picked]
 
 
-def load_glue_task(name: str, root: str | Path | None, samples: int | None, seed: int) -> EvalTask | None:
-    """Load and sample one GLUE evaluation task.
+def load_task(name: str, root: str | Path | None, samples: int | None, seed: int) -> EvalTask | None:
+    """Load and sample one evaluation task of a data source (:func:`coin_lightning.data.sources.eval_tasks`)
+    from ``root`` (``data.root``; ``None``: the hub): ``samples`` rows drawn with ``seed``.
 
     Returns:
         The task, or ``None`` for an optional task whose split is missing (logged).
@@ -194,32 +128,25 @@ def load_glue_task(name: str, root: str | Path | None, samples: int | None, seed
     Raises:
         DataError: unknown task, missing split of a required task, malformed rows.
     """
-    if name not in GLUE_EVAL_TASKS:
-        raise DataError(f"eval.tasks: unknown task {name!r}; known: {', '.join(GLUE_EVAL_TASKS)}")
-    dataset, split = GLUE_EVAL_TASKS[name]
+    known = eval_tasks()
+    if name not in known:
+        raise DataError(f"eval.tasks: unknown task {name!r}; known: {', '.join(known)}")
+    source, spec = known[name]
     try:
-        records = load_glue(dataset, split, root=root)
+        records = source.eval_records(name, root, samples, seed)
     except (DataError, ValueError, FileNotFoundError) as exc:
-        if name in OPTIONAL_TASKS:
-            log.warning("Skipping %s: split %s/%s is not available (%s)", name, dataset, split, str(exc).splitlines()[0])
-            return None
-        raise
-    key = f"{dataset}/{split}"
-    rows = sample_rows(records, samples, seed, key)
-    return EvalTask(
-        name=name,
-        category=TASK_CATEGORY[name],
-        label_words=LABEL_WORDS[dataset],
-        records=rows,
-        split_key=key,
-        contents=[format_glue_content(dataset, r.fields) for r in rows],
-        golds=[r.label for r in rows],
-    )
+        if not spec.optional:
+            raise
+        log.warning("Skipping %s: split %s is not available (%s)", name, spec.split_key, str(exc).splitlines()[0])
+        return None
+    return task_from_records(name, records, samples, seed, spec.label_words, spec.category, spec.split_key, source.content)
 
 
 def task_from_records(name: str, records: Sequence[Record], samples: int | None, seed: int,
-                      label_words: Sequence[str] | None = None, category: str = EMBEDDED_CATEGORY) -> EvalTask:
-    """An evaluation task from any records (the embedded tasks): content = fields joined.
+                      label_words: Sequence[str] | None = None, category: str = "embedded",
+                      split_key: str | None = None, content: Callable[[Record], str] = joined_fields) -> EvalTask:
+    """An evaluation task from any records: a seeded sample of ``samples`` of them (``split_key``,
+    default ``name``, seeds it), with ``content(record)`` as content (default: the fields joined).
 
     Records with ``label`` need ``label_words`` (words by id); records with ``target`` only use the
     sorted set of distinct targets as label words, the gold being the record's target.
@@ -229,7 +156,8 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
     """
     if not records:
         raise DataError(f"task {name!r}: no records")
-    rows = sample_rows(records, samples, seed, name)
+    split_key = split_key or name
+    rows = sample_rows(records, samples, seed, split_key)
     if label_words is None:
         if any(r.target is None for r in records):
             bad = next(r for r in records if r.target is None)
@@ -248,7 +176,7 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
         category=category,
         label_words=label_words,
         records=rows,
-        split_key=name,
-        contents=[format_fields(r.fields) for r in rows],
+        split_key=split_key,
+        contents=[content(r) for r in rows],
         golds=golds,
     )

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from coin_lightning.data.sources.glue import GLUE_TASKS, LABEL_WORDS
+from coin_lightning.data.sources import eval_tasks
 from coin_lightning.errors import UserError
 from coin_lightning.eval.instructions.perturb.levels import LEVELS, check_level_map, level_of
 from coin_lightning.io import write_json, write_text
@@ -48,21 +48,14 @@ class InstructionError(UserError, ValueError):
     """Bad instruction set or file; the message names the file and the key at fault."""
 
 
-def _embedded_tasks() -> dict[str, tuple[str, ...]]:
-    try:
-        from coin_lightning.data.sources.embedded import EMBEDDED_TASKS
-    except ImportError:  # pragma: no cover - the data package always ships it
-        return {}
-    return {name: tuple(t.options or ()) for name, t in EMBEDDED_TASKS.items()}
-
-
 def known_tasks() -> tuple[str, ...]:
-    """Task keys an instruction file may use by default: GLUE, its aliases and the embedded tasks."""
-    return (*GLUE_TASKS, *TASK_ALIASES, *_embedded_tasks())
+    """Task keys an instruction file may use by default: the data sources' evaluation tasks
+    (:func:`coin_lightning.data.sources.eval_tasks`: GLUE, its aliases and the embedded tasks)."""
+    return tuple(eval_tasks())
 
 
 def label_words(task: str) -> tuple[str, ...]:
-    """The answer words of ``task`` by label id (``()`` for a generation task).
+    """The answer words of ``task`` by label id (``()`` for a generation task): its ``EvalSpec.label_words``.
 
     GLUE: ``glue.LABEL_WORDS`` (PromptBench's); embedded: ``EMBEDDED_TASKS[task].options``;
     ``mnli_matched``/``mnli_mismatched``: mnli's.
@@ -70,13 +63,10 @@ def label_words(task: str) -> tuple[str, ...]:
     Raises:
         InstructionError: unknown task.
     """
-    base = TASK_ALIASES.get(task, task)
-    if base in LABEL_WORDS:
-        return tuple(LABEL_WORDS[base])
-    embedded = _embedded_tasks()
-    if base in embedded:
-        return embedded[base]
-    raise InstructionError(f"unknown task {task!r}: no label words; known: {', '.join(known_tasks())}")
+    known = eval_tasks()
+    if task not in known:
+        raise InstructionError(f"unknown task {task!r}: no label words; known: {', '.join(known)}")
+    return tuple(known[task][1].label_words or ())
 
 
 class Entry(NamedTuple):

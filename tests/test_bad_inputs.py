@@ -328,6 +328,23 @@ def test_failed_job_removes_only_what_it_wrote(tmp_path, monkeypatch):
     assert tmp_path.is_dir() and old.is_dir()
 
 
+def test_a_directory_named_on_the_command_line_keeps_what_it_held_when_the_command_started(tmp_path, monkeypatch):
+    from coin_lightning import outputs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(outputs, "_SNAPSHOT", None)
+    named = tmp_path / "runs" / "mine"
+    named.mkdir(parents=True)
+    (named / USER_FILE).write_text("mine\n")
+    snap = outputs.take_snapshot(["-m", "coin_lightning.train", f"hydra.run.dir={named}", "loss.lambda=0"])
+    assert snap.named == (named.resolve(),) and snap.entries == {named.resolve(): {USER_FILE}}
+    (named / ".hydra").mkdir()  # Hydra's records, written after the snapshot: the failed job's too
+    (named / "train.log").write_text("log\n")
+    (named / "csv").mkdir()
+    outputs.JobDir(named).discard()
+    assert sorted(p.name for p in named.iterdir()) == [USER_FILE]  # kept, and so is the directory
+
+
 def _fail(scratch: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)

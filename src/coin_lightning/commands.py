@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from coin_lightning.errors import run_hydra
+from coin_lightning.outputs import take_snapshot
 
 NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # peft asks transformers for the deprecated name (transformers 5.x)
@@ -57,7 +59,9 @@ def quiet_third_party() -> None:
 
 def hydra_command(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function as a command: noise filtered, errors in one line
-    (:func:`coin_lightning.errors.run_hydra`)."""
+    (:func:`coin_lightning.errors.run_hydra`); the directories that exist before Hydra creates the job's are
+    recorded first (:func:`coin_lightning.outputs.take_snapshot`)."""
+    take_snapshot(sys.argv)
     quiet_third_party()
     run_hydra(main)
 

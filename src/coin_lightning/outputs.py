@@ -15,42 +15,57 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HYDRA_RECORDS = (".hydra",)
 """Entries Hydra writes into every job directory (besides ``*.log`` files)."""
 
 
-def _named_dirs(argv: list[str]) -> list[Path]:
+@dataclass(frozen=True)
+class Snapshot:
+    """The directories a command's job directory is judged against, recorded before Hydra creates it."""
+
+    named: tuple[Path, ...]
     """Directories named by ``hydra.run.dir=``/``hydra.sweep.dir=`` overrides (resolved)."""
+    entries: dict[Path, set[str]]
+    """Named directories that existed before Hydra ran (never removed) -> what each held then."""
+    outputs: Path
+    """``<working directory>/outputs``."""
+    existed: set[Path]
+    """The directories of :meth:`known` that existed (parents a failed job keeps)."""
+
+    def known(self, path: Path) -> bool:
+        """Whether it is known if ``path`` existed before the command: a named directory or one of its
+        parents, or ``outputs/`` down to Hydra's ``outputs/<task>/runs`` level."""
+        if path == self.outputs or any(path == p or path in p.parents for p in self.named):
+            return True
+        return self.outputs in path.parents and len(path.relative_to(self.outputs).parts) <= 2
+
+
+_SNAPSHOT: Snapshot | None = None
+
+
+def take_snapshot(argv: list[str]) -> Snapshot:
+    """Record, for this process, the run directories ``argv`` names and the directories that exist now;
+    every command calls it before ``hydra.main`` creates the job directory (:func:`coin_lightning.commands.hydra_command`).
+
+    Returns:
+        The :class:`Snapshot` that :class:`JobDir` uses from now on.
+    """
+    global _SNAPSHOT
     keys = ("hydra.run.dir=", "hydra.sweep.dir=")
-    return [Path(a.split("=", 1)[1]).expanduser().resolve() for a in argv if a.startswith(keys)]
+    named = tuple(Path(a.split("=", 1)[1]).expanduser().resolve() for a in argv if a.startswith(keys))
+    outputs = Path.cwd().resolve() / "outputs"
+    parents = {a for p in named for a in (p, *p.parents)}
+    existed = {p for p in parents if p.is_dir()} | {p for p in (outputs, *outputs.glob("*"), *outputs.glob("*/*")) if p.is_dir()}
+    _SNAPSHOT = Snapshot(named, {p: {e.name for e in p.iterdir()} for p in named if p.is_dir()}, outputs, existed)
+    return _SNAPSHOT
 
 
-NAMED = _named_dirs(sys.argv)
-"""Run directories the command line names (this module is imported by every entry point before
-``hydra.main`` creates the job directory, so the snapshots below predate it)."""
-
-PREEXISTING = {p for p in NAMED if p.is_dir()}
-"""Named directories that existed before Hydra ran: never removed."""
-
-ENTRIES_AT_START = {p: {e.name for e in p.iterdir()} for p in PREEXISTING}
-"""What each pre-existing named directory held before Hydra wrote its records into it."""
-
-_OUTPUTS = Path.cwd().resolve() / "outputs"
-_NAMED_PARENTS = {a for p in NAMED for a in (p, *p.parents)}
-
-
-def _known(path: Path) -> bool:
-    """Whether it is known if ``path`` existed before the command: a named directory or one of its
-    parents, or ``outputs/`` down to Hydra's ``outputs/<task>/runs`` level."""
-    if path in _NAMED_PARENTS or path == _OUTPUTS:
-        return True
-    return _OUTPUTS in path.parents and len(path.relative_to(_OUTPUTS).parts) <= 2
-
-
-EXISTED = {p for p in _NAMED_PARENTS if p.is_dir()} | {p for p in (_OUTPUTS, *_OUTPUTS.glob("*"), *_OUTPUTS.glob("*/*")) if p.is_dir()}
-"""The directories of :func:`_known` that existed before the command (parents a failed job keeps)."""
+def snapshot() -> Snapshot:
+    """This process's :class:`Snapshot` (taken now from ``sys.argv`` when no command took one)."""
+    return _SNAPSHOT or take_snapshot(sys.argv)
 
 
 def _is_record(entry: Path) -> bool:
@@ -66,7 +81,7 @@ class JobDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        at_start = ENTRIES_AT_START.get(self.path.resolve())
+        at_start = snapshot().entries.get(self.path.resolve())
         self.before = at_start if at_start is not None else {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
         self.records_known = at_start is not None
         """Whether :attr:`before` predates Hydra's records (then new records are the job's too)."""
@@ -82,7 +97,7 @@ class JobDir:
         """The directory must stay: named as existing, or the working directory or one of its parents."""
         here = Path.cwd().resolve()
         target = self.path.resolve()
-        return target in PREEXISTING or target == here or target in here.parents
+        return target in snapshot().entries or target == here or target in here.parents
 
     def discard(self) -> None:
         """Remove what the job wrote after it started, then the directory itself if the job created it.
@@ -107,6 +122,6 @@ class JobDir:
     def _remove_new_parents(self) -> None:
         """Remove the empty parents this job created, up to the first that existed or is not known."""
         for parent in self.path.resolve().parents:
-            if not _known(parent) or parent in EXISTED or not parent.is_dir() or any(parent.iterdir()):
+            if not snapshot().known(parent) or parent in snapshot().existed or not parent.is_dir() or any(parent.iterdir()):
                 return
             parent.rmdir()

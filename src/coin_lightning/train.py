@@ -17,9 +17,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from coin_lightning.commands import (  # imports coin_lightning.outputs before Hydra runs: it records which job directories exist
-    hydra_command,
-)
+from coin_lightning.commands import hydra_command
 from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
 from coin_lightning.errors import reported
 

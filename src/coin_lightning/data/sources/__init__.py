@@ -1,5 +1,5 @@
 """Data sources: one :class:`~coin_lightning.data.sources.base.Source` subclass per ``data.source``
-value, registered in :data:`SOURCES` (``docs/EXTENDING_SOURCE.md``: adding one)."""
+value, registered in :data:`SOURCES` (``docs/EXTENDING.md``: adding one)."""
 from __future__ import annotations
 
 from coin_lightning.data.records import DataError

@@ -32,7 +32,7 @@ class Perturbation:
     """The fields of ``group`` passed to ``operator`` as keyword arguments."""
     neighbours: Callable[..., Callable[[str], list[str]]]
     """``(clean, rng, protected, cfg) -> candidates``: the adversarial search space
-    (:func:`coin_lightning.eval.instructions.perturb.neighbours.neighbour_fn`)."""
+    (:func:`coin_lightning.eval.instructions.perturb.neighbour_fn`)."""
 
 
 PERTURBATIONS: dict[str, Perturbation] = {}

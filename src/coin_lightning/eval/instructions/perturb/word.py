@@ -251,15 +251,8 @@ def _substitute(text, rng, protected, max_words, candidates_of) -> str:
     return edit_words(text, rng, protected, max_words, edit, eligible=lambda t: bool(candidates_of(t.text)))
 
 
-def textfooler(
-    text: str,
-    rng: random.Random,
-    protected: Iterable[str] = (),
-    *,
-    max_words: int = 2,
-    candidates: int = 10,
-    wordnet_dir: str | None = DEFAULT_WORDNET_DIR,
-) -> str:
+def textfooler(text: str, rng: random.Random, protected: Iterable[str] = (), *, max_words: int = 2, candidates: int = 10,
+               wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str:
     """Replace up to ``max_words`` random content words by a random one of their top synonyms.
 
     Args:
@@ -279,15 +272,8 @@ def textfooler(
     return _substitute(text, rng, protected, max_words, lambda w: synonym_candidates(w, candidates, wordnet_dir))
 
 
-def bertattack(
-    text: str,
-    rng: random.Random,
-    protected: Iterable[str] = (),
-    *,
-    max_words: int = 2,
-    candidates: int = 10,
-    wordnet_dir: str | None = DEFAULT_WORDNET_DIR,
-) -> str:
+def bertattack(text: str, rng: random.Random, protected: Iterable[str] = (), *, max_words: int = 2, candidates: int = 10,
+               wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str:
     """Replace up to ``max_words`` random content words by a related word (:func:`related_candidates`).
 
     The offline stand-in for BERT-Attack described in the module docstring. Arguments, result and
@@ -302,9 +288,7 @@ def substitution_space(source: Callable[..., tuple[str, ...]]):
     trying every one of ``cfg.word.candidates`` replacements of each word."""
 
     def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
-        def variants(word: str) -> list[str]:
-            return [match_case(word, c) for c in source(word, cfg.word.candidates, cfg.word.wordnet_dir)]
-
+        variants = lambda word: [match_case(word, c) for c in source(word, cfg.word.candidates, cfg.word.wordnet_dir)]  # noqa: E731
         return word_space(clean, protected, variants, cfg.word.max_words, rng, cfg.adversarial.candidates_per_step)
 
     return build

@@ -1,4 +1,4 @@
-"""``docs/EXTENDING_SOURCE.md`` followed with a toy source: a handful of in-memory sentiment records,
+"""``docs/EXTENDING.md`` followed with a toy source: a handful of in-memory sentiment records,
 three templates in an own-layout YAML file, registered as ``data.source=toy``, then used through the
 public path (the ``data`` config check, ``CoinDataModule``, the evaluation task loader)."""
 from __future__ import annotations

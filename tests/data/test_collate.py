@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from coin_lightning.data.collate import Collator, Encoder, collate
-from coin_lightning.data.examples import Example, Group, Pair
 from coin_lightning.data.prompts import build_prompt
-from coin_lightning.data.records import DataError
+from coin_lightning.data.records import DataError, Example, Group, Pair
 
 TEMPLATE = "Passage: {sentence1}\nClaim: {sentence2}\nDoes the passage back the claim? Reply {choices}."
 CHOICES = "'entailment' or 'not_entailment'"

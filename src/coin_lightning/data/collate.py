@@ -34,9 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from coin_lightning.data.examples import Example, Group
 from coin_lightning.data.prompts import build_prompt
-from coin_lightning.data.records import DataError
+from coin_lightning.data.records import DataError, Example, Group
 from coin_lightning.data.templates import DERIVED_FIELDS
 
 IGNORE_INDEX = -100
@@ -55,7 +54,7 @@ class EncodedRow:
 
 @dataclass(frozen=True)
 class EncodedGroup:
-    """A tokenized :class:`~coin_lightning.data.examples.Group`, in collation order."""
+    """A tokenized :class:`~coin_lightning.data.records.Group`, in collation order."""
 
     originals: tuple[EncodedRow, ...]
     """Anchor rows, one per pair."""

@@ -5,7 +5,7 @@ and its keys), so the hub, local files and the embedded default behave identical
 training entry point builds it with ``hydra.utils.instantiate(cfg.data, tokenizer=None,
 seed=cfg.seed)`` and calls :meth:`setup` to read and validate the data before any model loads, then
 sets ``tokenizer`` and calls :meth:`setup` again to tokenize. After :meth:`setup`: ``train_dataset``,
-``val_dataset`` (items = whole groups, :class:`~coin_lightning.data.group_dataset.GroupDataset`) and
+``val_dataset`` (items = whole groups, :class:`~coin_lightning.data.samplers.GroupDataset`) and
 ``stats`` (see :meth:`setup`).
 
 Pipeline in :meth:`setup` (the source's ``groups``, :mod:`coin_lightning.data.sources.base`): load
@@ -27,10 +27,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from coin_lightning.data.checks import check_data_values
 from coin_lightning.data.collate import Collator, Encoder
-from coin_lightning.data.group_dataset import GroupDataset
 from coin_lightning.data.grouping import PAIRS_PER_ITEM
 from coin_lightning.data.records import DataError
-from coin_lightning.data.samplers import check_order, train_sampler
+from coin_lightning.data.samplers import GroupDataset, check_order, train_sampler
 from coin_lightning.data.sources import SOURCES
 from coin_lightning.data.sources.base import absolute as _abs
 from coin_lightning.data.sources.base import plain

@@ -33,8 +33,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-from coin_lightning.data.examples import Example, Group, Pair
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Example, Group, Pair, Record
 from coin_lightning.data.selection import records_by_task
 from coin_lightning.data.templates import DERIVED_FIELDS, TemplateBank
 

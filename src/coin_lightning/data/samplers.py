@@ -1,5 +1,5 @@
-"""Training order: shuffled or sequential (``data.order``), and length-grouped, rank-aware sampling
-of whole groups (``data.group_by_length=true``).
+"""The training dataset of whole groups (:class:`GroupDataset`) and its order: shuffled or sequential
+(``data.order``), and length-grouped, rank-aware sampling of whole groups (``data.group_by_length=true``).
 
 Items are whole contrastive groups, so any sampler keeps an example with its positive and hard
 negative. :class:`LengthGroupedSampler` additionally puts groups of similar padded length into the
@@ -21,9 +21,10 @@ import random
 from collections.abc import Iterator, Sequence
 
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
-from coin_lightning.data.records import DataError
+from coin_lightning.data.collate import EncodedGroup
+from coin_lightning.data.records import DataError, Group
 
 DATA_ORDERS = ("shuffled", "sequential")
 """Values of ``data.order``: ``shuffled`` (a new seeded order every epoch) or ``sequential`` (the
@@ -149,3 +150,29 @@ def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str 
         return LengthGroupedSampler(lengths, batch_items, seed=seed, shuffle=True)
     world, rank = _world()
     return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=order == "shuffled", seed=seed)
+
+
+class GroupDataset(Dataset):
+    """Dataset whose items are whole contrastive groups (so samplers and ranks never split one).
+
+    ``groups[i]`` is the text form (:class:`~coin_lightning.data.records.Group`), ``encoded[i]`` the
+    tokenized form (:class:`~coin_lightning.data.collate.EncodedGroup`) that ``__getitem__`` returns
+    once a tokenizer has been applied (before that, the text form).
+    """
+
+    def __init__(self, groups: Sequence[Group], encoded: Sequence[EncodedGroup] | None = None):
+        self.groups = list(groups)
+        self.encoded = None if encoded is None else list(encoded)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> EncodedGroup | Group:
+        return self.groups[i] if self.encoded is None else self.encoded[i]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Padded width (tokens) of each item; needs the encoded form."""
+        if self.encoded is None:
+            raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
+        return [g.max_len for g in self.encoded]

@@ -13,9 +13,8 @@ from typing import Any, ClassVar
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from coin_lightning.data.examples import Group
 from coin_lightning.data.grouping import build_groups
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Group, Record
 from coin_lightning.data.selection import apply_mixture, split_records, validate_records
 from coin_lightning.data.sources.jsonl import read_jsonl
 

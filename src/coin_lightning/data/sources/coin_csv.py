@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
-from coin_lightning.data.examples import Group
 from coin_lightning.data.grouping import groups_from_pairs
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Group, Record
 from coin_lightning.data.sources.base import Source, absolute, count_tasks
 
 VAL_ROWS = ("seeded", "last")

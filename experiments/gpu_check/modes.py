@@ -27,7 +27,7 @@ class EvalRun:
 NO_CHECKPOINTS = ("~callbacks.model_checkpoint", "~callbacks.adapter", "~callbacks.interrupt",
                   "+trainer.enable_checkpointing=false")
 """One device: torch's FSDP runs NO_SHARD, which cannot write the frozen base's full state dict, so
-``trainer=fsdp`` refuses one device with checkpoints (``training/launch.py``); the step runs without."""
+``trainer=fsdp`` refuses one device with checkpoints (``training/checks.py``); the step runs without."""
 
 
 @dataclass(frozen=True)

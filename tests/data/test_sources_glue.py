@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from coin_lightning.data.records import DataError
+from coin_lightning.data.sources.base import read_jsonl
 from coin_lightning.data.sources.glue import GLUE_FIELDS, GLUE_LABEL_NAMES, GLUE_TASKS, LABEL_WORDS, load_glue
-from coin_lightning.data.sources.jsonl import read_jsonl
 
 # From ../shared/data/README.md ("Schema and label ids" and "Files"), typed in independently.
 README_LABELS = {

@@ -57,7 +57,7 @@ def test_dry_check_runs_every_step_on_the_cpu(tmp_path):
     assert steps["train_packed"]["packing"] == "kernel" and steps["train_padded"]["packing"] == "padded"
     assert steps["train_padded"]["val_ce_rel_diff_vs_packed"] <= 1e-4
     assert steps["fsdp_validate_first"]["val_ce_rel_diff_vs_packed"] <= 1e-4  # FSDP wrapping, validation first
-    assert not (out / "fsdp" / "checkpoints").exists()  # one device writes none (training/launch.py)
+    assert not (out / "fsdp" / "checkpoints").exists()  # one device writes none (training/checks.py)
     assert steps["base_lowp_lora_fp32"]["lora_dtypes"] == ["float32"]
     evaluation = steps["eval_vs_cpu"]
     assert evaluation["status"] == "ok" and evaluation["rows"] > 0 and evaluation["agreement"] == {"cpu_fp32": 1.0}

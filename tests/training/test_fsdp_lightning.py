@@ -99,7 +99,7 @@ def test_fsdp_on_one_device_is_refused_before_the_model_loads():
 
     from coin_lightning.conf import CONFIG_DIR
     from coin_lightning.errors import ConfigError
-    from coin_lightning.training.launch import check_launch
+    from coin_lightning.training.checks import check_launch
     from coin_lightning.training.loggers import instantiate_group
 
     def trainer(devices: int, *extra: str):

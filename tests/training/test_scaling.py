@@ -1,5 +1,5 @@
 """Scale-out plumbing: Hydra launchers (submitit SLURM, joblib), one output directory per job under DDP,
-the multirun guard (``coin_lightning.training.launch``) and the FSDP trainer config
+the multirun guard (``coin_lightning.training.checks``) and the FSDP trainer config
 (``coin_lightning.training.fsdp``). Equivalence of DDP/FSDP training with one process, checkpoints and
 resume on another device count are in ``test_distributed.py``."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.model.module import ConfigError
-from coin_lightning.training.launch import check_launch
+from coin_lightning.training.checks import check_launch
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [  # a 2-step run of the tiny model on a small slice of the embedded data

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.jsonl import read_jsonl
+from coin_lightning.data.sources.base import read_jsonl
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.tasks import EvalTask, task_from_records
 from coin_lightning.eval.instructions.defaults import perturb_instruction_set

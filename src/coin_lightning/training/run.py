@@ -21,8 +21,7 @@ from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.training.batching import apply_batch_plan, apply_epoch_fraction
 from coin_lightning.training.callbacks import AdapterCheckpoint
-from coin_lightning.training.checks import check_train_config
-from coin_lightning.training.launch import check_launch
+from coin_lightning.training.checks import check_launch, check_train_config
 from coin_lightning.training.learning import fit_measured, learning_rows
 from coin_lightning.training.loggers import finish_wandb, instantiate_group, log_config
 from coin_lightning.training.resume import resolve_ckpt_path

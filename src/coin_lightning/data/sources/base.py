@@ -3,9 +3,10 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from coin_lightning.data.grouping import build_groups
 from coin_lightning.data.records import DataError, Group, Record
 from coin_lightning.data.selection import apply_mixture, split_records, validate_records
-from coin_lightning.data.sources.jsonl import read_jsonl
 
 
 def absolute(path: str | None) -> str | None:
@@ -132,3 +132,40 @@ class Source:
 
     content = staticmethod(joined_fields)
     """The evaluation content of a record (default: :func:`joined_fields`)."""
+
+
+def read_jsonl(path: str | Path, on_error: str = "raise") -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-empty line of a JSONL file (1-based lines).
+
+    Args:
+        path: the file.
+        on_error: ``"raise"`` (default) or ``"skip"``; skipped lines are counted in
+            ``read_jsonl.skipped[path]``.
+
+    Raises:
+        DataError: the file is missing, or a line is not UTF-8 text or not a JSON object (names
+            file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                if on_error == "skip":
+                    read_jsonl.skipped[str(path)] = read_jsonl.skipped.get(str(path), 0) + 1
+                    continue
+                if isinstance(exc, UnicodeDecodeError):
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
+                raise DataError(f"{path}:{lineno}: malformed JSONL row ({exc})") from None
+            yield lineno, obj
+
+
+read_jsonl.skipped = {}  # type: ignore[attr-defined]

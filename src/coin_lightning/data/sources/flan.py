@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.base import Source
+from coin_lightning.data.sources.base import Source, read_jsonl
 from coin_lightning.data.sources.hub import load_hub_dataset
-from coin_lightning.data.sources.jsonl import read_jsonl
 from coin_lightning.data.templates import TemplateBank
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.base import EvalSpec, Source
+from coin_lightning.data.sources.base import EvalSpec, Source, read_jsonl
 from coin_lightning.data.sources.hub import load_hub_dataset
-from coin_lightning.data.sources.jsonl import read_jsonl
 
 GLUE_HUB_ID = "nyu-mll/glue"
 """The hub dataset of GLUE."""

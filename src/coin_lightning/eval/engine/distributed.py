@@ -89,7 +89,7 @@ def fabric_from_trainer(node: Any):
 def check_not_multirun(fabric) -> None:
     """Refuse local multi-process evaluation inside a Hydra multirun: Lightning starts the extra ranks
     by re-running the command line, which would restart the whole sweep (as for training,
-    :func:`coin_lightning.training.launch.check_launch`).
+    :func:`coin_lightning.training.checks.check_launch`).
 
     Raises:
         EvalConfigError: Hydra runs in MULTIRUN mode and Fabric would start processes itself.

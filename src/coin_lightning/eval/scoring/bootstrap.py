@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from coin_lightning.data.records import DataError
-from coin_lightning.data.sources.jsonl import read_jsonl
+from coin_lightning.data.sources.base import read_jsonl
 from coin_lightning.eval.scoring.metrics import CLEAN
 from coin_lightning.eval.scoring.results import RunDirError
 
@@ -40,7 +40,7 @@ RESAMPLE_UNITS = ("seeds", "rows", "instructions")
 
 
 def read_predictions(run_dir: str | Path) -> list[dict]:
-    """Rows of ``<run_dir>/predictions.jsonl`` (read with :func:`coin_lightning.data.sources.jsonl.read_jsonl`).
+    """Rows of ``<run_dir>/predictions.jsonl`` (read with :func:`coin_lightning.data.sources.base.read_jsonl`).
 
     Raises:
         RunDirError: the file is missing, or a line is not a JSON object (file and line named).

@@ -3,7 +3,9 @@
 Schema (accuracies, drops and rates in points, i.e. %)::
 
     {"primary_metric": "exact_match",
-     "regime": {"description", "tasks", "pilots": [{"setting", "overrides", "continual_drop", "off_label_rate"}]},
+     "regime": {"description", "tasks", "pilots": [{"setting", "overrides", "continual_drop", "off_label_rate"}],
+                "lambda_pilots": [{"setting", "arm", "lambda", "pooling", "seed", "clean", "perturbed", "drop",
+                                   "off_label_rate"}]},
      "gate": {"continual_drop", "off_label_rate", "passed", "thresholds"},
      "arms": {name: {"lambda", "pooling", "append_eos", "seeds", "clean", "perturbed", "drop", "drop_per_level",
                      "consistency", "off_label_rate"}},
@@ -52,13 +54,17 @@ def _ci(d: dict) -> list:
 
 
 def pilot_record(job: Path) -> dict:
-    """One pilot's setting, continual drop (clean minus perturbed, points) and off-label rate (%), from its
-    small outputs in ``results/jobs/pilot/<setting>``."""
+    """One pilot's setting, drop (clean minus perturbed, points) and off-label rate (%), from its small outputs
+    in ``results/jobs/pilot/<setting>``: ``continual_drop`` for a regime pilot (continual tuning); ``arm``,
+    ``lambda``, ``pooling``, ``seed`` and ``drop`` for a lambda pilot of a CoIN arm (its job record names the arm)."""
     m = json.loads((job / "metrics.json").read_text(encoding="utf-8"))["overall"]
     rec = json.loads((job / "job.json").read_text(encoding="utf-8"))
-    return {"setting": rec.get("setting", job.name), "overrides": rec.get("overrides", []),
-            "continual_drop": _pct(m["clean"] - m["perturbed"]), "off_label_rate": _pct(m["unparseable"]),
-            "clean": _pct(m["clean"]), "perturbed": _pct(m["perturbed"])}
+    drop = {"continual_drop": _pct(m["clean"] - m["perturbed"])}
+    if "arm" in rec:
+        drop = {"arm": rec["arm"], "lambda": rec["lambda"], "pooling": rec["pooling"], "seed": rec["seed"],
+                "drop": _pct(m["clean"] - m["perturbed"])}
+    return {"setting": rec.get("setting", job.name), **({} if "arm" in rec else {"overrides": rec.get("overrides", [])}),
+            **drop, "off_label_rate": _pct(m["unparseable"]), "clean": _pct(m["clean"]), "perturbed": _pct(m["perturbed"])}
 
 
 def drop_intervals(jobs: list[str], resamples: int) -> dict:
@@ -126,13 +132,14 @@ def write_summary(cfg, compared: Path, results: Path) -> dict:
         delta[f"{arm} - {ref}"] = {"mean": _pct(d["perturbed"]["delta"]), "ci95": _ci(d["perturbed"]),
                                    "ci95_independent_seeds": _ci(ind["perturbed"])}
     pilots = [pilot_record(p) for p in sorted((results / "jobs" / "pilot").iterdir()) if (p / "job.json").is_file()]
+    pilots, lambda_pilots = [p for p in pilots if "arm" not in p], [p for p in pilots if "arm" in p]
     g = cfg.gate
     cont = arms[ref]
     half = {k: round((v["ci95"][1] - v["ci95"][0]) / 2, 3) for k, v in effect.items()}
     summary = {
         "primary_metric": "exact_match" if cfg.eval.method == "generate" else str(cfg.eval.method),
         "regime": {"description": DESCRIPTION, "tasks": list(TASKS), "setting": str(cfg.setting),
-                   "rows_per_task": int(cfg.eval.rows_per_task), "pilots": pilots},
+                   "rows_per_task": int(cfg.eval.rows_per_task), "pilots": pilots, "lambda_pilots": lambda_pilots},
         "gate": {"continual_drop": cont["drop"], "off_label_rate": cont["off_label_rate"],
                  "passed": cont["drop"] >= g.drop_points or cont["off_label_rate"] >= g.off_label_percent,
                  "thresholds": {"drop_points": g.drop_points, "off_label_percent": g.off_label_percent},

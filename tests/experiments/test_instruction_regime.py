@@ -116,6 +116,13 @@ def test_pilot_record_reads_the_drop_and_off_label_rate(tmp_path):
     rec = pilot_record(tmp_path)
     assert rec["setting"] == "steps300"
     assert rec["continual_drop"] == pytest.approx(4.04) and rec["off_label_rate"] == pytest.approx(2.5)
+    lam = tmp_path / "lambda"  # a lambda pilot of a CoIN arm: its record names the arm
+    lam.mkdir()
+    (lam / "metrics.json").write_text(json.dumps({"overall": {"clean": 0.4975, "perturbed": 0.503, "unparseable": 0.0}}))
+    (lam / "job.json").write_text(json.dumps({"arm": "coin_last_prompt", "lambda": 1000, "pooling": "last_prompt", "seed": 1}))
+    rec = pilot_record(lam)
+    assert "continual_drop" not in rec and rec["setting"] == "lambda" and rec["lambda"] == 1000
+    assert rec["drop"] == pytest.approx(-0.55) and rec["clean"] == pytest.approx(49.75)
 
 
 def _sweep_job(sweep: Path, results: Path, name: str, overrides: dict, correct: dict[str, list[int]]) -> None:

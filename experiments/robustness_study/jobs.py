@@ -32,7 +32,7 @@ DONE = "done.json"
 RECORD = "job.json"
 """A finished job's record in the results (its ``done.json`` and the study's labels)."""
 
-_ABSOLUTE = re.compile(r"(?<=[=\s'\"`])/[^\s',\]\"`]+")
+_ABSOLUTE = re.compile(r"(?<=[=\s'\"`,\[])/[^\s',\]\"`]+")
 
 
 def repo_relative(command: str, root: Path | None = None) -> str:
@@ -41,6 +41,11 @@ def repo_relative(command: str, root: Path | None = None) -> str:
     committed files hold no path of the machine they ran on."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     return _ABSOLUTE.sub(lambda m: os.path.relpath(m.group(0), root), command)
+
+
+def as_python(command: str) -> str:
+    """``command`` with its interpreter (this one, or the one an earlier run recorded) written as ``python``."""
+    return re.sub(r"^\S*python[\d.]*(?=\s)", "python", command.replace(PYTHON, "python", 1))
 
 
 def git_commit(repo: Path) -> str:
@@ -221,5 +226,5 @@ class Jobs:
         """``commands.sh`` (every command, in stage order) and ``stages.json`` (wall time per stage)."""
         write_text(self.results / "commands.sh", f"#!/bin/sh\n# the commands of python -m {self.program}, "
                    "in order (run from the repository root; paths relative to it)\n"
-                   + "".join(repo_relative(c.replace(PYTHON, "python", 1)) + "\n" for c in dict.fromkeys(self.commands)))
+                   + "".join(repo_relative(as_python(c)) + "\n" for c in dict.fromkeys(self.commands)))
         write_json(self.results / "stages.json", self.walls)

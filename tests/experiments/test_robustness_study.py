@@ -230,3 +230,6 @@ def test_commands_sh_paths_are_relative_to_the_repository():
         "python -m coin_lightning.train data.root=../shared/data/glue 'data.tasks=[sst2]' hydra.run.dir=outputs/x")
     committed = (Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results" / "commands.sh").read_text()
     assert all(not re.search(r"[=\s']/", line) for line in committed.splitlines()[1:])  # no absolute path after the #! line
+    regime = committed_path = Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results"
+    regime = (committed_path / "instruction_regime" / "commands.sh").read_text().splitlines()
+    assert regime[2:] and all(line.startswith("python -m coin_lightning.") for line in regime[2:])

@@ -12,7 +12,7 @@ Schema (accuracies, drops and rates in points, i.e. %)::
      "pairing": {"holds", "varying", "reason"},
      "robustness_effect": {"<arm> - continual": {"mean", "ci95", "ci95_independent_seeds", "per_level"}},
      "delta_perturbed": {"<arm> - continual": {"mean", "ci95", "ci95_independent_seeds"}},
-     "target": {"half_width_points", "reached", "met"}}
+     "target": {"half_width_points", "reached", "met", "by_unit": {"<arm> - continual": {unit: half_width}}}}
 
 - ``drop`` = clean minus perturbed accuracy (positive: the arm loses accuracy when the instruction is perturbed);
   ``drop_per_level`` the same per level.
@@ -21,6 +21,8 @@ Schema (accuracies, drops and rates in points, i.e. %)::
   ``ci95`` pairs seeds (seed s of both arms), ``ci95_independent_seeds`` draws each arm's seeds independently.
 - ``off_label_rate``: answers outside the task's label words (``yes``/``no``), over every evaluated instruction
   (all unseen in training), mean over seeds.
+- ``target.by_unit``: the robustness effect's half-width when the bootstrap draws only the seeds, only the rows,
+  only the instructions, or rows and instructions (:func:`half_widths_by_unit`).
 - ``consistency``: inputs answered the same under every perturbed instruction of a level (mean over levels, seeds).
 """
 from __future__ import annotations
@@ -72,6 +74,23 @@ def drop_intervals(jobs: list[str], resamples: int) -> dict:
     resampled: :func:`hierarchical_bootstrap` of the arm alone)."""
     own = hierarchical_bootstrap([read_predictions(results_dir(j)) for j in jobs], None, resamples, 0)["robustness_effect"]
     return {lv: {"mean": -_pct(e["delta"]), "ci95": [-_pct(e["high"]), -_pct(e["low"])]} for lv, e in own.items()}
+
+
+HALF_WIDTH_UNITS = {"seeds": ("seeds",), "rows": ("rows",), "instructions": ("instructions",),
+                    "rows+instructions": ("rows", "instructions")}
+"""The resampled units of each half-width in ``target.by_unit``."""
+
+
+def half_widths_by_unit(arm_jobs: list[str], ref_jobs: list[str], resamples: int) -> dict:
+    """The robustness effect's 95% half-width (points, seeds paired) when the bootstrap draws only some units
+    (:data:`HALF_WIDTH_UNITS`): which source of variation sets the interval's width."""
+    arm = [read_predictions(results_dir(j)) for j in arm_jobs]
+    ref = [read_predictions(results_dir(j)) for j in ref_jobs]
+    out = {}
+    for name, units in HALF_WIDTH_UNITS.items():
+        e = hierarchical_bootstrap(arm, ref, resamples, 0, resample=units)["robustness_effect"]["perturbed"]
+        out[name] = round((_pct(e["high"]) - _pct(e["low"])) / 2, 3)
+    return out
 
 
 def drop_figure(drops: dict[str, dict], path: Path) -> Path:
@@ -136,6 +155,8 @@ def write_summary(cfg, compared: Path, results: Path) -> dict:
     g = cfg.gate
     cont = arms[ref]
     half = {k: round((v["ci95"][1] - v["ci95"][0]) / 2, 3) for k, v in effect.items()}
+    jobs = {names[c]: a["jobs"] for c, a in cmp["arms"].items()}
+    by_unit = {k: half_widths_by_unit(jobs[k.split(" - ")[0]], jobs[ref], int(cfg.bootstrap)) for k in effect}
     summary = {
         "primary_metric": "exact_match" if cfg.eval.method == "generate" else str(cfg.eval.method),
         "regime": {"description": DESCRIPTION, "tasks": list(TASKS), "setting": str(cfg.setting),
@@ -145,7 +166,8 @@ def write_summary(cfg, compared: Path, results: Path) -> dict:
                  "thresholds": {"drop_points": g.drop_points, "off_label_percent": g.off_label_percent},
                  "measured_on": f"the {ref} arm, mean over seeds"},
         "arms": arms, "pairing": cmp["pairing"], "robustness_effect": effect, "delta_perturbed": delta,
-        "target": {"half_width_points": 1.5, "reached": half, "met": all(h <= 1.5 for h in half.values())},
+        "target": {"half_width_points": 1.5, "reached": half, "met": all(h <= 1.5 for h in half.values()),
+                   "by_unit": by_unit},
     }
     write_json(results / "summary.json", summary)
     drop_figure(drops, results / "drop_by_level.png")

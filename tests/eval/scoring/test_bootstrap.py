@@ -87,6 +87,27 @@ def test_resampling_instructions_widens_the_interval():
     assert both["high"] - both["low"] > 1.5 * (rows_only["high"] - rows_only["low"])
 
 
+def test_a_perturbed_instruction_is_drawn_with_its_clean_instruction():
+    """Instruction 0 is right everywhere in the run and wrong everywhere in the reference, at every
+    level: the drop of each side moves with the draw of base instruction 0, but the difference of drops
+    is 0 under every draw, because each replicate weighs instruction 0's clean and perturbed variants
+    alike. Drawn per (task, level) instead, the interval of the robustness effect would be wide."""
+    ref = rows_for({"clean": 0.5, "deepwordbug": 0.5, "checklist": 0.5}, n_rows=30, n_inst=4, seed=7)
+    run = [dict(r, pred=1) if r["instruction_index"] == 0 else r for r in ref]
+    ref = [dict(r, pred=0) if r["instruction_index"] == 0 else r for r in ref]
+    res = paired_bootstrap(run, ref, resamples=500, resample=("instructions",))
+    for effect in res["robustness_effect"].values():
+        assert [effect["delta"], effect["low"], effect["high"]] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    clean = res["per_level"]["clean"]     # each level's own difference still varies with the draw
+    assert clean["delta"] == pytest.approx(0.25) and clean["high"] - clean["low"] > 0.2
+    # a perturbation that covers only some clean instructions draws its own: intervals stay defined
+    partial = [r for r in ref if r["perturbation"] == "clean" or r["instruction_index"] < 2]
+    part_run = [r for r in run if r["perturbation"] == "clean" or r["instruction_index"] < 2]
+    res = paired_bootstrap(part_run, partial, resamples=200, resample=("instructions",))
+    char = res["per_level"]["character"]   # its 2 instructions differ by 1 and 0: a draw gives 0, 0.5 or 1
+    assert [char["delta"], char["low"], char["high"]] == pytest.approx([0.5, 0.0, 1.0])
+
+
 def test_bad_input(tmp_path):
     ref = rows_for({"clean": 0.5, "deepwordbug": 0.5, "checklist": 0.5})
     other = [dict(r, uid=r["uid"] + "x") for r in ref]

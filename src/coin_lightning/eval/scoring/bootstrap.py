@@ -8,7 +8,11 @@ then over tasks; "perturbed" = mean over tasks and non-clean levels). Each boots
 with replacement and *the same draw for both runs* (paired):
 
 - the validation rows of each task (one draw per task, shared by all its levels), and
-- the instructions of each (task, level) (when ``resample`` includes ``"instructions"``),
+- the instructions of each task (when ``resample`` includes ``"instructions"``): a perturbed
+  instruction is a perturbation of the clean instruction with the same ``instruction_index`` (as
+  PromptBench perturbs each prompt, and as PDR pairs them), so the draw is one of the task's *base*
+  instructions, shared by every level whose perturbations each cover the clean indices; a level that
+  does not (e.g. a task without a clean level) draws its own instructions,
 
 so the interval covers both sources of sampling variation of a robustness evaluation (which inputs,
 which wordings). Intervals are percentile intervals (Efron & Tibshirani 1993, Ch. 13); the point
@@ -120,6 +124,27 @@ def _weights(rng: np.random.Generator, n: int, resamples: int, draw: bool) -> np
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples) / n
 
 
+def _instruction_weights(rng: np.random.Generator, cells: dict, resamples: int, draw: bool) -> dict:
+    """Per (task, level): Float ``[B, n_instructions]``, each replicate's weight of each instruction.
+
+    Every (task, level) whose perturbations each cover exactly the task's clean indices shares one draw
+    of the base instructions (weight ``w[index] / n_perturbations``); any other cell draws its own."""
+    base = {t: [i for _, i in c["instructions"]] for (t, lv), c in cells.items() if lv == CLEAN}
+    base_w = {t: _weights(rng, len(idx), resamples, draw) for t, idx in sorted(base.items())}
+    out = {}
+    for key in sorted(cells):
+        insts, idx = cells[key]["instructions"], base.get(key[0])
+        by_pert = defaultdict(list)
+        for p, i in insts:
+            by_pert[p].append(i)
+        if idx is not None and all(sorted(v) == sorted(idx) for v in by_pert.values()):
+            col = {i: c for c, i in enumerate(idx)}
+            out[key] = np.stack([base_w[key[0]][:, col[i]] for _, i in insts], axis=1) / len(by_pert)
+        else:
+            out[key] = _weights(rng, len(insts), resamples, draw)
+    return out
+
+
 def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequence[dict]] | None = None,
                            resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
                            resample: Sequence[str] = RESAMPLE_UNITS, pair_seeds: bool = True) -> dict:
@@ -133,7 +158,8 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
     instructions are crossed factors (every seed scores every row under every instruction), so each
     replicate draws each factor once, with replacement (the pigeonhole bootstrap of crossed random
     effects, Owen 2007, Ann. Appl. Stat. 1(1)): the seeds (``"seeds"``), the rows of each task (one
-    draw per task, shared by its levels) and the instructions of each (task, level); the same draw
+    draw per task, shared by its levels) and the base instructions of each task (one draw per task,
+    shared by the clean instruction and its perturbations at every level; see the module docstring); the same draw
     serves both arms and every drawn seed, so the comparison stays paired.
 
     Args:
@@ -185,7 +211,7 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
     draw = set(resample) if resamples else set()
     row_weights = {t: _weights(rng, len(next(first[k]["uids"] for k in first if k[0] == t)), B, "rows" in draw)
                    for t in tasks}
-    inst_weights = {key: _weights(rng, len(first[key]["instructions"]), B, "instructions" in draw) for key in sorted(first)}
+    inst_weights = _instruction_weights(rng, first, B, "instructions" in draw)
     samples = {key: np.zeros(B) for key in first}
     point = {key: 0.0 for key in first}
     for sign, stacks in sides:

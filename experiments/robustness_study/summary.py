@@ -16,9 +16,11 @@ Schema (accuracies in %)::
 the same under every perturbed instruction of a level (mean over perturbed levels and seeds);
 ``screened_out``: the tasks the screen before the pilot dropped (``results/screen.json``, from
 ``python -m experiments.robustness_study.power``), with the reason;
-``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, instructions), with
-seeds paired (seed s of both arms), ``ci95_independent_seeds`` the same with each arm's seeds drawn
-independently; ``pairing`` says whether pairing holds (:func:`coin_lightning.eval.scoring.sweep.seed_pairing`).
+``ci95`` is the hierarchical bootstrap interval of ``compare --sweep`` (seeds, rows, and base instructions
+drawn once per task and shared by every level), with seeds paired (seed s of both arms),
+``ci95_independent_seeds`` the same with each arm's seeds drawn independently; ``pairing`` says whether
+pairing holds (:func:`coin_lightning.eval.scoring.sweep.seed_pairing`); ``target.reached_half_width_points``
+is the widest half-width of ``ci95`` (:func:`reached_half_width`).
 ``pooling`` and ``append_eos`` are the pooled state of the InfoNCE (``loss.pooling``, ``data.append_eos``): the
 arm's overrides, else the defaults of ``conf/loss/coin.yaml`` and ``conf/data/embedded.yaml`` (:data:`DEFAULTS`).
 """
@@ -62,6 +64,13 @@ def copy_comparison(out: Path, dest: Path) -> None:
             shutil.copy2(out / f, dest / f)
 
 
+def reached_half_width(block: dict) -> float | None:
+    """The widest half-width (points) of the paired 95% intervals in ``block["delta_perturbed"]`` (the one
+    ``target`` compares with ``power.half_width_points``); ``None`` without a bootstrap."""
+    half = [(d["ci95"][1] - d["ci95"][0]) / 2 for d in block["delta_perturbed"].values() if d["ci95"][0] is not None]
+    return max(half) if half else None
+
+
 def arm_block(cmp: dict, arms: dict) -> dict:
     """``{"arms", "delta_perturbed"}`` of one ``compare --sweep`` result, arms named as in ``study.yaml``."""
     names = {}
@@ -102,7 +111,7 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
     secondary = str(cfg.secondary_method) if cfg.get("secondary_method") else None
     sets = {n: b for n, b in blocks.items() if n != secondary}
     primary = sets["default"]
-    half = [(d["ci95"][1] - d["ci95"][0]) / 2 for d in primary["delta_perturbed"].values() if d["ci95"][0] is not None]
+    reached = reached_half_width(primary)
     attack = json.loads((results / "attack.json").read_text(encoding="utf-8")) if (results / "attack.json").is_file() else None
     screen = json.loads((results / "screen.json").read_text(encoding="utf-8")) if (results / "screen.json").is_file() else {}
     stages = json.loads((results / "stages.json").read_text(encoding="utf-8")) if (results / "stages.json").is_file() else {}
@@ -117,8 +126,8 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
                   "screened_out": screen.get("dropped", {})},
         "sizes": {"model": cfg.model, "seeds": seeds, "rows_per_task": rows, "levels": list(cfg.eval.levels),
                   "from_pilot": power["chosen"], "bootstrap": cfg.bootstrap},
-        "target": {"half_width_points": cfg.power.half_width_points, "reached_half_width_points": max(half) if half else None,
-                   "met": bool(half) and max(half) <= cfg.power.half_width_points,
+        "target": {"half_width_points": cfg.power.half_width_points, "reached_half_width_points": reached,
+                   "met": reached is not None and reached <= cfg.power.half_width_points,
                    "seeds_per_arm_at_least_3": len(seeds) >= 3},
         "attack": attack,
         "stages": stages,
@@ -147,8 +156,9 @@ def recompare(results: Path, work: Path, bootstrap: int) -> dict:
     """Compare the committed jobs again, without running one: each job group of ``results/jobs`` (``sweep``
     and ``views/<view>``) is restored into ``work`` (:meth:`Jobs.restore`) and ``compare --sweep`` runs on it
     (continual, ``loss.lambda=0``, as the reference), so the comparisons and ``summary.json`` gain what
-    ``compare --sweep`` reports today (the pairing and the independent-seed intervals) while the rest of
-    ``summary.json`` (sizes, attack, stages) stays as the study wrote it. Returns the updated summary."""
+    ``compare --sweep`` reports today (the pairing and the independent-seed intervals), and ``target`` the
+    half-width they reach, while the rest of ``summary.json`` (sizes, attack, stages) stays as the study wrote
+    it. Returns the updated summary."""
     jobs = Jobs(REPO, results)
     summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
     arms = {name: a["lambda"] for name, a in summary["arms"].items()}
@@ -168,6 +178,9 @@ def recompare(results: Path, work: Path, bootstrap: int) -> dict:
             summary["instruction_sets"][view] = block
             if view == "default":
                 summary.update(block)
+                reached = reached_half_width(block)  # the target follows the new intervals
+                summary["target"].update(reached_half_width_points=reached,
+                                         met=reached is not None and reached <= summary["target"]["half_width_points"])
     write_json(results / "summary.json", summary)
     return summary
 

@@ -233,3 +233,14 @@ def test_commands_sh_paths_are_relative_to_the_repository():
     regime = committed_path = Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results"
     regime = (committed_path / "instruction_regime" / "commands.sh").read_text().splitlines()
     assert regime[2:] and all(line.startswith("python -m coin_lightning.") for line in regime[2:])
+
+
+def test_committed_summary_target_follows_its_intervals():
+    from experiments.robustness_study.summary import reached_half_width
+
+    summary = json.loads((Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results"
+                          / "summary.json").read_text())
+    reached = reached_half_width(summary)  # the widest paired interval of the default set (summary --recompare updates it)
+    target = summary["target"]
+    assert target["reached_half_width_points"] == pytest.approx(reached)
+    assert target["met"] == (reached <= target["half_width_points"])

@@ -139,13 +139,15 @@ def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, ar
 def redraw_differences(results: Path) -> list[Path]:
     """Draw ``differences.png`` (paired differences per level with their 95% intervals,
     :func:`coin_lightning.eval.reports.plots.paired_differences_figure`) next to every ``comparison.json``
-    under ``results``, from the recorded numbers: no job runs again. Returns the figures written."""
+    under ``results`` (but the instruction regime's, which draws ``drop_by_level.png``), from the recorded
+    numbers: no job runs again. Returns the figures written."""
     from coin_lightning.eval.reports.plots import paired_differences_figure, save_png
 
     written = []
     for path in sorted(Path(results).rglob("comparison.json")):
         cmp = json.loads(path.read_text(encoding="utf-8"))
-        if cmp.get("delta") and "jobs" not in path.relative_to(results).parts:
+        parts = path.relative_to(results).parts
+        if cmp.get("delta") and "jobs" not in parts and "instruction_regime" not in parts:  # that regime draws its own
             view = path.parent.relative_to(results).as_posix()
             title = "CoIN - continual: paired difference by level" + ("" if view == "." else f" ({view} view)")
             written.append(save_png(paired_differences_figure(cmp["delta"], title), path.parent / "differences.png"))

@@ -10,8 +10,9 @@ value of the wrong type in those groups while it composes the config, from a YAM
 file or the command line. Every entry point, and any code composing these configs (tests included),
 imports :data:`CONFIG_DIR` from here, so the schemas are registered before Hydra composes.
 
-:func:`eval_job` and :func:`training_eval_job` turn a composed config into an
-:class:`~coin_lightning.eval.settings.EvalJob`: the layers below receive typed values, never the config.
+:func:`train_run`, :func:`eval_job` and :func:`training_eval_job` turn a composed config into a typed job
+(:class:`~coin_lightning.training.checks.TrainRun`, :class:`~coin_lightning.eval.settings.EvalJob`): the layers
+below receive typed values, never the config.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.settings import EvalJob, EvalSettings
 from coin_lightning.losses import LossArgs
 from coin_lightning.model.config import ModelArgs
+from coin_lightning.training.checks import TrainRun
 
 CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parent / "conf")
 """Absolute path of the config directory used by every entry point (``train``, ``evaluate``, ...)."""
@@ -53,6 +55,28 @@ def group_options(*groups: str) -> str:
         options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
         lines.append(f"  {group.ljust(width)}  {', '.join(options)}")
     return "\n".join(lines)
+
+
+def train_run(cfg: DictConfig) -> TrainRun:
+    """The typed job of a composed ``train.yaml``: required values, ``model`` and ``loss`` refused here in
+    one line; the rest checked by :func:`coin_lightning.training.checks.check_train_config`.
+
+    Raises:
+        ConfigError: a required value left ``???``, a bad ``model`` or ``loss`` key (one line naming it).
+    """
+    check_required(cfg)
+    loss, model = LossArgs.from_config(cfg.loss), ModelArgs.from_config(cfg.model)
+    c = OmegaConf.to_container(cfg, resolve=True)
+
+    def resolve_callbacks(data: dict) -> dict:
+        node = cfg.copy()
+        with open_dict(node):
+            node.data = data
+        return OmegaConf.to_container(node.callbacks, resolve=True) if node.get("callbacks") else {}
+
+    return TrainRun(model, loss, c.get("data"), c["trainer"], c.get("optimizer") or {}, c.get("scheduler"),
+                    c.get("logger") or {}, resolve_callbacks, seed=c.get("seed"), warmup_ratio=c.get("warmup_ratio"),
+                    output_dir=str(c["output_dir"]), ckpt_path=c.get("ckpt_path"), config=c)
 
 
 def eval_job(cfg: DictConfig) -> EvalJob:

@@ -15,7 +15,7 @@ from omegaconf import open_dict
 
 from coin_lightning.compare import main as compare_main
 from coin_lightning.conf import CONFIG_DIR
-from coin_lightning.eval.cli import evaluate
+from coin_lightning.evaluate import run as evaluate
 
 TRAIN = ["model=tiny_llama", "data.n_per_task=8", "data.val_size=8", "data.batch_size=4", "logger=csv",
          "~callbacks.progress", "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
@@ -110,7 +110,7 @@ def test_ddp_cpu_run_evaluates_on_both_ranks_like_one_process(tmp_path, shared_d
 
 
 def test_eval_after_train_needs_the_adapter_callback(tmp_path):
-    from coin_lightning.after_train import check_evaluation
+    from coin_lightning.conf import training_eval_job
     from coin_lightning.errors import ConfigError
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -118,4 +118,4 @@ def test_eval_after_train_needs_the_adapter_callback(tmp_path):
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
     with pytest.raises(ConfigError, match="keep callbacks.adapter"):
-        check_evaluation(cfg)
+        training_eval_job(cfg)

@@ -381,7 +381,7 @@ def test_small_dataset_validates_within_its_epoch(tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from coin_lightning.conf import CONFIG_DIR
+    from coin_lightning.conf import CONFIG_DIR, train_run
     from coin_lightning.training.run import train
 
     overrides = _merge(TINY, ["data.tasks=[embedded_parity,embedded_sign]", "trainer.val_check_interval=50",
@@ -390,7 +390,7 @@ def test_small_dataset_validates_within_its_epoch(tmp_path):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
-    summary = train(cfg)
+    summary = train(train_run(cfg))
     groups = summary["data"]["train_groups"]
     assert 0 < summary["global_step"] < 50 and summary["global_step"] == -(-groups // 2)  # one epoch of 2-group batches
     assert "val/loss" in summary["metrics"]

@@ -13,17 +13,31 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.commands import hydra_command
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.conf import CONFIG_DIR, eval_job  # registers the config schemas
+from coin_lightning.errors import reported
+
+
+def run(cfg: DictConfig) -> dict:
+    """Parse a composed ``analyze.yaml`` into its typed job (:func:`coin_lightning.conf.eval_job`) and run the
+    analysis (:func:`coin_lightning.eval.cli.analyze`); returns the similarity summary.
+
+    Raises:
+        SystemExit: ``error: <one line>`` for a bad config or input, before any model loads.
+    """
+    from coin_lightning.eval.cli import analyze
+
+    with reported(cfg.output_dir):
+        job = eval_job(cfg)
+    return analyze(job)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: returns the overall mean cosine similarity (clean vs perturbed)."""
-    from coin_lightning.eval.cli import analyze
     from coin_lightning.eval.engine.distributed import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
-        return analyze(cfg)["overall"]
+        return run(cfg)["overall"]
 
 
 def cli() -> None:

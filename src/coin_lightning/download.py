@@ -26,8 +26,8 @@ from typing import Any
 
 from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.config_types import plain
 from coin_lightning.data.sources import SOURCES, eval_tasks
-from coin_lightning.data.sources.base import plain
 from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.settings import task_groups
 

@@ -5,7 +5,7 @@ Every error caused by the configuration or the input (a config key, a file, a ro
 ``EvalConfigError``, ...). Every command (``train``, ``evaluate``, ``analyze``, ``compare``, ``data
 show``, ``download``, and the evaluation a training run makes with ``eval_after_train``) runs its
 work inside :func:`reported`, which turns a user error, and a library error that names its key or
-file (Hydra's composition and ``InstantiationException``, OmegaConf's errors, a missing file), into
+file (Hydra's composition and ``InstantiationException``, the config library's errors, a missing file), into
 ``error: <one line>`` on stderr and a non-zero exit, without a traceback, and removes what the failed
 job wrote (:class:`coin_lightning.outputs.JobDir`). The Hydra commands start through
 :func:`run_hydra`, so that errors Hydra meets while composing the config (an unknown key, a value of
@@ -15,7 +15,6 @@ the wrong type) are reported the same way. ``--verbose`` (removed from the comma
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -78,41 +77,24 @@ def _instantiation_message(exc: Exception) -> str | None:
     return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
-def omegaconf_message(exc: Exception, prefix: str = "") -> str:
-    """One line for an OmegaConf error, named by its full key (``prefix.`` before it when given).
-
-    An unknown key (``ConfigKeyError``) lists the keys its dataclass has; a value of the wrong type
-    (``ValidationError``) gives OmegaConf's first line; a required value left unset says how to set it.
-    """
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
-
-    full = str(getattr(exc, "full_key", "") or "").replace("lambda_", "lambda")
-    key = ".".join(k for k in (prefix, full) if k) or "a config key"
-    if isinstance(exc, MissingMandatoryValue):
-        return f"{key} is required (its value is ???): set {key}=..."
-    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()
-    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in (msg[0] if msg else ""):
-        schema = getattr(exc, "object_type", None)
-        known = f"; known: {', '.join(f.name.rstrip('_') for f in dataclasses.fields(schema))}" if (
-            dataclasses.is_dataclass(schema)) else ""
-        return f"{key}: unknown key{known}"
-    return f"{key}: {msg[0] if msg else type(exc).__name__}"
+MESSAGE_HOOKS: list[Callable[[BaseException], str | None]] = []
+"""Functions that give the one-line message of a library's error (or ``None``); :func:`one_line` asks
+each before its own rules. :mod:`coin_lightning.config_types` adds the config library's."""
 
 
 def one_line(exc: BaseException) -> str | None:
     """The one-line message of an error caused by the input, or ``None`` for anything else (a bug).
 
-    Recognised: :class:`UserError`; Hydra's ``InstantiationException`` (named by the config key of
-    the object it was building) and composition errors; OmegaConf errors (named by their key, e.g. a
-    required ``???`` value left unset); Lightning's ``MisconfigurationException``; a missing or
+    Recognised: :class:`UserError`; what a :data:`MESSAGE_HOOKS` function names (the config library's
+    errors, by their key); Hydra's ``InstantiationException`` (named by the config key of the object it
+    was building) and composition errors; Lightning's ``MisconfigurationException``; a missing or
     unreadable file (``OSError`` with a file name).
     """
-    from omegaconf.errors import OmegaConfBaseException
-
     if isinstance(exc, UserError):
         return _flat(exc)
-    if isinstance(exc, OmegaConfBaseException):
-        return omegaconf_message(exc)
+    for hook in MESSAGE_HOOKS:
+        if (msg := hook(exc)) is not None:
+            return msg
     try:
         from hydra.errors import HydraException, InstantiationException, MissingConfigException
     except ImportError:  # pragma: no cover
@@ -123,13 +105,7 @@ def one_line(exc: BaseException) -> str | None:
         return f"{group}={name}: no such option in conf/{group}/; options: {options}"
     if isinstance(exc, InstantiationException):
         return _instantiation_message(exc)
-    if isinstance(exc, HydraException):  # composition: an override of an unknown key, a bad type, a missing option
-        if isinstance(exc.__cause__, OmegaConfBaseException):
-            append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
-            typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
-            hint = f"; a key that is not in the config file (e.g. any lightning.Trainer argument) is added with +: {append}" if (
-                append and not typed) else ""
-            return omegaconf_message(exc.__cause__) + hint
+    if isinstance(exc, HydraException):  # composition (a config-library cause was named by a hook above)
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
         return f"trainer: {_flat(exc)}"

@@ -14,17 +14,31 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.commands import hydra_command
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.conf import CONFIG_DIR, eval_job  # registers the config schemas
+from coin_lightning.errors import reported
+
+
+def run(cfg: DictConfig) -> dict:
+    """Parse a composed ``eval.yaml`` into its typed job (:func:`coin_lightning.conf.eval_job`) and run it
+    (:func:`coin_lightning.eval.cli.evaluate`); returns the metrics.
+
+    Raises:
+        SystemExit: ``error: <one line>`` for a bad config or input, before any model loads.
+    """
+    from coin_lightning.eval.cli import evaluate
+
+    with reported(cfg.output_dir):
+        job = eval_job(cfg)
+    return evaluate(job)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs one evaluation and returns its mean perturbed accuracy (for sweepers)."""
-    from coin_lightning.eval.cli import evaluate
     from coin_lightning.eval.engine.distributed import sigterm_as_interrupt
 
     with sigterm_as_interrupt():  # SIGTERM (SLURM preemption, kill) stops it as Ctrl-C does
-        return evaluate(cfg)["overall"]["perturbed"]
+        return run(cfg)["overall"]["perturbed"]
 
 
 def cli() -> None:

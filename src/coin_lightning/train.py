@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from coin_lightning.commands import hydra_command
-from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
+from coin_lightning.conf import CONFIG_DIR, train_run, training_eval_job  # registers the config schemas
 from coin_lightning.errors import reported
 
 
@@ -32,19 +32,21 @@ def main(cfg: DictConfig) -> float | None:
     from coin_lightning.training.checks import check_train_config
 
     with reported(cfg.output_dir):
-        check_train_config(cfg)  # before Lightning and peft are imported: config errors fail in seconds
-        if cfg.get("eval_after_train"):
+        run = train_run(cfg)
+        check_train_config(run)  # before any model loads: config errors fail in seconds
+        job = training_eval_job(cfg) if cfg.get("eval_after_train") else None
+        if job is not None:
             from coin_lightning.after_train import check_evaluation
 
-            check_evaluation(cfg)
+            check_evaluation(job)
     from coin_lightning.training.run import train
 
     after_fit = None
-    if cfg.get("eval_after_train"):
+    if job is not None:
         from coin_lightning.after_train import evaluate_after_fit
 
-        after_fit = evaluate_after_fit(cfg)
-    summary = train(cfg, after_fit=after_fit, checked=True)
+        after_fit = evaluate_after_fit(job, str(cfg.callbacks.adapter.dirpath))
+    summary = train(run, after_fit=after_fit, checked=True)
     return summary["metrics"].get("val/loss")
 
 

@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from coin_lightning.analyze import run as analyze
 from coin_lightning.conf import CONFIG_DIR
-from coin_lightning.eval.cli import analyze
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.engine.representations import paired_cosine, project, similarity_summary
 from coin_lightning.eval.run import build_instruction_set, load_tasks

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.conf import CONFIG_DIR, train_run
 from coin_lightning.model.schedule import constant, linear_warmup_decay, training_steps
 
 FAST = ["model=tiny_llama", "data.n_per_task=8", "data.val_size=8", "data.batch_size=4", "logger=csv",
@@ -73,7 +73,7 @@ def test_training_steps_counts_as_lightning_does(tmp_path, overrides):
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
         cfg.trainer.default_root_dir = str(tmp_path)
-    module, datamodule, trainer = build(cfg)
+    module, datamodule, trainer = build(train_run(cfg))
     record = _Record()
     trainer.callbacks.append(record)
     trainer.fit(module, datamodule=datamodule)
@@ -87,7 +87,7 @@ def test_a_run_applies_the_configured_curve(tmp_path):
         cfg = compose("train", overrides=FAST + ["trainer.max_steps=6", "warmup_ratio=0.34", "optimizer.lr=0.01"])
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
-    train(cfg)
+    train(train_run(cfg))
     with open(tmp_path / "csv" / "metrics.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("lr-AdamW")]
     logged = [float(r["lr-AdamW"]) for r in sorted(rows, key=lambda r: int(r["step"]))]

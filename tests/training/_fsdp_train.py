@@ -84,7 +84,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from coin_lightning.conf import CONFIG_DIR
+    from coin_lightning.conf import CONFIG_DIR, train_run
     from coin_lightning.training.run import train
 
     output_dir, overrides = sys.argv[1], sys.argv[2:]
@@ -92,7 +92,7 @@ def main() -> None:
         cfg = compose(config_name="train", overrides=[*SMALL, *overrides])
     with open_dict(cfg):
         cfg.output_dir = output_dir
-    train(cfg, checked=True)
+    train(train_run(cfg), checked=True)
 
 
 if __name__ == "__main__":

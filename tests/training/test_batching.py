@@ -74,26 +74,27 @@ def test_devices_resolve_without_starting_processes(monkeypatch):
 
 
 def _compose(overrides):
+    """A composed ``train.yaml``'s ``data`` and ``trainer``, resolved (as :class:`TrainRun` holds them)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
+        cfg = OmegaConf.to_container(compose("train", overrides=[*overrides, "output_dir=unused"]), resolve=True)
+    return cfg["data"], cfg["trainer"]
 
 
 def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
-    cfg = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=8", "data.path=/x.csv"])
-    plan = apply_batch_plan(cfg)
-    assert cfg.trainer.accumulate_grad_batches == 4 and plan.global_batch_size == 64
+    data, trainer = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=8", "data.path=/x.csv"])
+    plan = apply_batch_plan(data, trainer)
+    assert trainer["accumulate_grad_batches"] == 4 and plan.global_batch_size == 64
     # validation every 1/8 of the epoch, as the reference: int(64,000 examples / 64 / 8) = 125 steps of 4 micro-batches
-    assert apply_epoch_fraction(cfg, train_examples=64_000, global_batch_size=plan.global_batch_size) == 125
-    assert cfg.data.val_every_n_steps == 125 and cfg.trainer.val_check_interval == 125 * 4
-    one = _compose(["experiment=coin_alpaca", "trainer=gpu", "data.path=/x.csv"])
-    apply_batch_plan(one)
-    assert one.trainer.accumulate_grad_batches == 32
-    bad = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=3", "data.path=/x.csv"])
+    assert apply_epoch_fraction(data, trainer, train_examples=64_000, global_batch_size=plan.global_batch_size) == 125
+    assert data["val_every_n_steps"] == 125 and trainer["val_check_interval"] == 125 * 4
+    data, trainer = _compose(["experiment=coin_alpaca", "trainer=gpu", "data.path=/x.csv"])
+    apply_batch_plan(data, trainer)
+    assert trainer["accumulate_grad_batches"] == 32
+    data, trainer = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=3", "data.path=/x.csv"])
     with pytest.raises(ConfigError, match=r"data.global_batch_size=64 .* data.batch_size=2 x trainer.devices=3 x "
                                           r"trainer.num_nodes=1 = 6"):
-        apply_batch_plan(bad)
-    assert OmegaConf.select(bad, "data.source") == "coin_csv"
-
+        apply_batch_plan(data, trainer)
+    assert data["source"] == "coin_csv"
 
 
 def test_more_gpus_than_the_machine_has_are_refused_before_anything_loads(monkeypatch):
@@ -101,17 +102,17 @@ def test_more_gpus_than_the_machine_has_are_refused_before_anything_loads(monkey
 
     monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
     monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 4))
-    cfg = _compose(["experiment=coin_alpaca", "trainer=ddp", "data.path=/x.csv"])  # ddp's default: 8 per node
+    data, trainer = _compose(["experiment=coin_alpaca", "trainer=ddp", "data.path=/x.csv"])  # ddp's default: 8 per node
     with pytest.raises(ConfigError, match=r"^trainer.devices=8 but this machine has 4 GPU\(s\)"):
-        apply_batch_plan(cfg)
-    cfg = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=4", "data.path=/x.csv"])
-    assert apply_batch_plan(cfg).accumulate_grad_batches == 8
+        apply_batch_plan(data, trainer)
+    data, trainer = _compose(["experiment=coin_alpaca", "trainer=ddp", "trainer.devices=4", "data.path=/x.csv"])
+    assert apply_batch_plan(data, trainer).accumulate_grad_batches == 8
 
 
 def test_integer_validation_interval_is_counted_across_epochs_and_fractions_per_epoch():
-    cfg = _compose(["data.val_every_n_steps=500", "data.global_batch_size=8"])
-    apply_batch_plan(cfg)
-    assert cfg.trainer.val_check_interval == 500 * 4 and cfg.trainer.check_val_every_n_epoch is None
-    cfg = _compose(["trainer.val_check_interval=0.5"])
-    apply_batch_plan(cfg)
-    assert cfg.trainer.check_val_every_n_epoch == 1
+    data, trainer = _compose(["data.val_every_n_steps=500", "data.global_batch_size=8"])
+    apply_batch_plan(data, trainer)
+    assert trainer["val_check_interval"] == 500 * 4 and trainer["check_val_every_n_epoch"] is None
+    data, trainer = _compose(["trainer.val_check_interval=0.5"])
+    apply_batch_plan(data, trainer)
+    assert trainer["check_val_every_n_epoch"] == 1

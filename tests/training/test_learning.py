@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.conf import CONFIG_DIR, train_run
 from coin_lightning.training.learning import learning_rows, learning_summary
 from coin_lightning.training.run import build, train
 
@@ -32,7 +32,7 @@ def _cfg(tmp_path, overrides):
                                           "logger=csv", "~callbacks.progress", "model.lora.dropout=0.0", *overrides])
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path)
-    return cfg
+    return train_run(cfg)
 
 
 def _val_ce(cfg, adapter=None) -> float:

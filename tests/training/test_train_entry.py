@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.conf import CONFIG_DIR, train_run
 from coin_lightning.training.run import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
 
 def test_compose_and_fast_dev_run(tmp_path):
     cfg = _cfg(tmp_path, ["+trainer.fast_dev_run=true"])
-    summary = train(cfg)
+    summary = train(train_run(cfg))
     assert summary["global_step"] == 1
     assert "train/loss" in summary["metrics"] and "train/contrastive" in summary["metrics"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
@@ -54,17 +54,17 @@ def test_compose_and_fast_dev_run(tmp_path):
 
 def test_exact_resume_equals_straight_run(tmp_path):
     common = ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_train_steps=1", "model.lora.dropout=0.0"]
-    train(_cfg(tmp_path / "straight", common))
+    train(train_run(_cfg(tmp_path / "straight", common)))
     # an interrupted run: the same config, stopped after 2 optimizer steps ...
     cfg = _cfg(tmp_path / "interrupted", common)
     with open_dict(cfg):
         cfg.callbacks["stop"] = {"_target_": "tests.training.test_train_entry.StopAt", "step": 2}
-    train(cfg)
+    train(train_run(cfg))
     ckpt = tmp_path / "interrupted" / "checkpoints" / "step000002.ckpt"
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert state and all("lora_" in k for k in state)  # adapter tensors only, never the frozen base
     # ... then resumed from its checkpoint to the end
-    summary = train(_cfg(tmp_path / "resumed", common + [f"ckpt_path={ckpt}"]))
+    summary = train(train_run(_cfg(tmp_path / "resumed", common + [f"ckpt_path={ckpt}"])))
     assert summary["global_step"] == 4
     # the resumed run trains only steps 2 and 3 (a run that ignored ckpt_path would log 0..3), and
     # each of its steps has the straight run's loss at that step (the same batch on the same weights)

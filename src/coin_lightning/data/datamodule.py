@@ -25,6 +25,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from coin_lightning.config_types import plain
 from coin_lightning.data.checks import check_data_values
 from coin_lightning.data.collate import Collator, Encoder
 from coin_lightning.data.grouping import PAIRS_PER_ITEM
@@ -32,7 +33,6 @@ from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import GroupDataset, check_order, train_sampler
 from coin_lightning.data.sources import SOURCES
 from coin_lightning.data.sources.base import absolute as _abs
-from coin_lightning.data.sources.base import plain
 from coin_lightning.data.sources.hub import load_hub_dataset
 from coin_lightning.data.template_files import load_template_bank
 from coin_lightning.data.templates import TemplateBank

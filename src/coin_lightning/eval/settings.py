@@ -1,4 +1,5 @@
-"""The ``eval`` config node (``conf/eval/default.yaml``, in ``conf/eval.yaml`` and ``conf/train.yaml``) as a typed dataclass.
+"""The ``eval`` config node (``conf/eval/default.yaml``, in ``conf/eval.yaml`` and ``conf/train.yaml``) as a typed dataclass,
+and the typed evaluation job (:class:`EvalJob`) that carries it.
 
 :class:`EvalSettings` is the schema of the group (registered in Hydra's ConfigStore by
 :mod:`coin_lightning.conf`): Hydra refuses unknown keys and values of the wrong type while composing;
@@ -12,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from coin_lightning.config_types import build, check_choice
+from coin_lightning.data.prompts import PROMPT_FORMATS
 from coin_lightning.data.sources import SOURCES, eval_tasks
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.tasks import PROMPT_LAYOUTS, dedup_aliases
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.perturb.levels import LEVELS
+from coin_lightning.model.config import ModelArgs
 
 INSTRUCTION_SOURCES = ("default", "promptbench")
 """Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions.sets``)."""
@@ -98,7 +101,7 @@ class EvalSettings:
 
     @classmethod
     def from_config(cls, node: Any) -> EvalSettings:
-        """Build from the ``eval`` node (DictConfig or mapping; :func:`coin_lightning.config_types.build`).
+        """Build from the ``eval`` node (a config node or mapping; :func:`coin_lightning.config_types.build`).
 
         Raises:
             EvalConfigError: unknown key, a value of the wrong type, unknown task, method, mode or
@@ -106,6 +109,45 @@ class EvalSettings:
             ConfigError: a bad ``eval.perturb`` value.
         """
         return build(cls, node, "eval", EvalConfigError)
+
+
+@dataclass
+class EvalJob:
+    """One evaluation job (``evaluate``, ``analyze``, or a training run's ``eval_after_train``), parsed once
+    from its config by :mod:`coin_lightning.conf` and passed down as typed values.
+
+    Raises:
+        EvalConfigError: an unknown ``prompt_format``.
+    """
+
+    settings: EvalSettings
+    """The ``eval`` node."""
+    model: ModelArgs
+    """The base model (``model``; with ``model.adapter`` when set)."""
+    output_dir: str
+    """Where the job writes its outputs (``output_dir``)."""
+    adapter: str | None = None
+    """The adapter to evaluate (``adapter``; in place of ``model.adapter``)."""
+    prompt_format: str = "alpaca"
+    """How an instruction and its input become a prompt (``prompt_format``: the training data's)."""
+    data_root: str | None = None
+    """Local GLUE directory (``data.root``); ``None`` = the hub."""
+    trainer: dict = dataclasses.field(default_factory=dict)
+    """The ``trainer`` keys evaluation reads (devices, precision, strategy), as plain values."""
+    logger: dict = dataclasses.field(default_factory=dict)
+    """The ``logger`` group (``_target_`` entries), instantiated by the job; empty for none."""
+    config: dict | None = None
+    """The resolved config, logged as the loggers' hyper-parameters (``None``: not logged)."""
+    analyze: dict = dataclasses.field(default_factory=dict)
+    """``analyze``'s keys (``projection``, ``rows``, ``instruction_index``, ``seed``); ``analyze`` only."""
+    pooling: str = "last"
+    """``loss.pooling``: the state ``analyze`` compares, as the adapter was trained."""
+    append_eos: bool = True
+    """``data.append_eos``: whether that state follows an EOS appended to the answer."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise EvalConfigError(f"prompt_format={self.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
 
 
 def task_groups() -> dict[str, tuple[str, ...]]:

@@ -183,9 +183,9 @@ def read_model_file(path: str | Path) -> dict:
     Raises:
         FileNotFoundError: no such file.
     """
-    from omegaconf import OmegaConf
+    import yaml
 
-    node = OmegaConf.to_container(OmegaConf.load(Path(path)), resolve=True)
+    node = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     node.pop("defaults", None)
     return node
 

@@ -7,7 +7,7 @@ through the model as one batch and the LM head runs only on response positions.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class CoinModule(L.LightningModule):
 
     Args:
         model: a peft ``PeftModel`` wrapping a causal LM (only adapter parameters trainable).
-        loss: the ``loss`` config (see :class:`LossArgs`).
+        loss: the loss settings (:class:`LossArgs`, or a mapping of its keys; ``None`` = defaults).
         optimizer: a partial optimizer factory ``params -> Optimizer`` (Hydra ``_partial_: true``);
             default AdamW(lr=1e-4).
         scheduler: a partial scheduler factory ``(optimizer, num_training_steps) -> LRScheduler``
@@ -70,7 +70,7 @@ class CoinModule(L.LightningModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        loss: Any = None,
+        loss: LossArgs | Mapping | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         position_ids: str = "mask",

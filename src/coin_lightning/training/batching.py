@@ -17,8 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, open_dict
-
 from coin_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ def resolve_devices(devices: Any, accelerator: str = "auto") -> int:
     Raises:
         ConfigError: an unreadable value, or ``auto``/``-1`` on an accelerator with no device here.
     """
-    if isinstance(devices, (list, tuple, ListConfig)):
+    if isinstance(devices, (list, tuple)):
         n = len(devices)
     elif isinstance(devices, bool):
         raise ConfigError(f"trainer.devices={devices!r}: give a count, a list of indices, -1 or auto")
@@ -148,9 +146,9 @@ def plan_batches(
     )
 
 
-def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
-    """Compute :func:`plan_batches` from a composed ``train.yaml`` config and write the result into
-    ``cfg.trainer`` (``accumulate_grad_batches``, ``val_check_interval``, ``limit_val_batches``).
+def apply_batch_plan(data: dict, trainer: dict) -> BatchPlan:
+    """Compute :func:`plan_batches` from a job's ``data`` and ``trainer`` (:class:`~coin_lightning.training.checks.TrainRun`)
+    and write the result into ``trainer`` (``accumulate_grad_batches``, ``val_check_interval``, ``limit_val_batches``).
 
     An integer interval from ``data.val_every_n_steps`` sets ``check_val_every_n_epoch: null``
     (Lightning then counts it across epochs and accepts an interval longer than one epoch); a
@@ -160,7 +158,6 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
         ConfigError: see :func:`resolve_devices` and :func:`plan_batches`; also more GPUs asked for
             than this machine has (when it has any: a machine without CUDA is reported elsewhere).
     """
-    data, trainer = cfg.data, cfg.trainer
     accelerator = trainer.get("accelerator", "auto")
     devices = resolve_devices(trainer.get("devices", "auto"), accelerator)
     visible = _accelerator_count(accelerator)
@@ -181,21 +178,19 @@ def apply_batch_plan(cfg: DictConfig) -> BatchPlan:
     given = trainer.get("accumulate_grad_batches", 1)
     if data.get("global_batch_size") is not None and given != plan.accumulate_grad_batches:
         log.info("trainer.accumulate_grad_batches=%d (not %s): data.global_batch_size=%d / (data.batch_size=%d x "
-                 "%d device(s) x %d node(s))", plan.accumulate_grad_batches, given, data.global_batch_size,
+                 "%d device(s) x %d node(s))", plan.accumulate_grad_batches, given, data["global_batch_size"],
                  data.get("batch_size", 1), devices, trainer.get("num_nodes", 1))
-    with open_dict(cfg):
-        trainer.accumulate_grad_batches = plan.accumulate_grad_batches
-        trainer.val_check_interval = plan.val_check_interval
-        trainer.limit_val_batches = plan.limit_val_batches
-        if isinstance(plan.val_check_interval, float):  # a fraction of an epoch: Lightning needs epochs counted
-            if trainer.get("check_val_every_n_epoch") is None:
-                trainer.check_val_every_n_epoch = 1
-        elif data.get("val_every_n_steps") is not None:  # counted in steps across epochs, never refused as
-            trainer.check_val_every_n_epoch = None     # longer than one epoch of a small dataset
+    trainer.update(accumulate_grad_batches=plan.accumulate_grad_batches, val_check_interval=plan.val_check_interval,
+                   limit_val_batches=plan.limit_val_batches)
+    if isinstance(plan.val_check_interval, float):  # a fraction of an epoch: Lightning needs epochs counted
+        if trainer.get("check_val_every_n_epoch") is None:
+            trainer["check_val_every_n_epoch"] = 1
+    elif data.get("val_every_n_steps") is not None:  # counted in steps across epochs, never refused as
+        trainer["check_val_every_n_epoch"] = None      # longer than one epoch of a small dataset
     return plan
 
 
-def apply_epoch_fraction(cfg: DictConfig, train_examples: int, global_batch_size: int) -> int | None:
+def apply_epoch_fraction(data: dict, trainer: dict, train_examples: int, global_batch_size: int) -> int | None:
     """Set ``data.val_every_n_steps`` from ``data.val_every_epoch_fraction`` and the training data's
     size, then re-apply :func:`apply_batch_plan` (idempotent) so the trainer's interval follows.
 
@@ -205,20 +200,19 @@ def apply_epoch_fraction(cfg: DictConfig, train_examples: int, global_batch_size
     ``${data.val_every_n_steps}`` (``experiment=coin_alpaca``) saves at the same steps.
 
     Args:
-        cfg: a composed ``train.yaml`` config, after :func:`apply_batch_plan`.
+        data, trainer: the job's ``data`` and ``trainer``, after :func:`apply_batch_plan`.
         train_examples: examples (pairs) in the training set, e.g. 2 x groups for ``pair_of_pairs``.
         global_batch_size: examples per optimizer step (the :class:`BatchPlan` of :func:`apply_batch_plan`).
 
     Returns:
         The interval in optimizer steps, or ``None`` when ``data.val_every_epoch_fraction`` is unset.
     """
-    fraction = cfg.data.get("val_every_epoch_fraction")
+    fraction = data.get("val_every_epoch_fraction")
     if fraction is None:
         return None
     steps = max(1, int(train_examples / global_batch_size * fraction))
-    with open_dict(cfg):
-        cfg.data.val_every_n_steps = steps
-    apply_batch_plan(cfg)
+    data["val_every_n_steps"] = steps
+    apply_batch_plan(data, trainer)
     log.info("data.val_every_n_steps=%d: %s of %d training examples at a global batch of %d", steps, fraction,
              train_examples, global_batch_size)
     return steps

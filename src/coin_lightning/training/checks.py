@@ -1,4 +1,4 @@
-"""Checks of a composed ``train.yaml`` config before any model loads, of how the job's processes get
+"""The typed training job (:class:`TrainRun`) and its checks before any model loads, of how the job's processes get
 started (Lightning launchers under Hydra: :func:`check_launch`), and of the data's size against
 the trainer's validation interval. Every problem is one line naming the key (a ``ConfigError`` or
 ``ModelLoadError``, both :class:`coin_lightning.errors.UserError`).
@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
 
-from coin_lightning.config_types import check_range, check_required
+from coin_lightning.config_types import check_range
 from coin_lightning.data.checks import check_data_config
 from coin_lightning.errors import ConfigError
+from coin_lightning.losses import LossArgs
 from coin_lightning.model.checks import check_adapter, check_checkpoint, check_model_ranges
 from coin_lightning.model.config import ModelArgs
 from coin_lightning.speedups.liger import check_liger
@@ -37,8 +39,8 @@ def _integer(key: str, value: Any) -> int:
     return value
 
 
-def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
-    """Check the ``trainer`` node's values that Lightning would only trip over later (or never).
+def check_trainer(trainer: Mapping, model: ModelArgs) -> None:
+    """Check the ``trainer`` mapping's values that Lightning would only trip over later (or never).
 
     Raises:
         ConfigError: ``max_steps`` 0 or below -1 (0 trains nothing and writes no adapter),
@@ -70,44 +72,70 @@ def check_trainer(trainer: DictConfig, model: ModelArgs) -> None:
         )
 
 
-def check_train_config(cfg: DictConfig) -> ModelArgs:
-    """Check every value of a ``train.yaml`` config that can be checked without loading a model:
-    required values (``???``), ``loss``, ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``warmup_ratio``,
+@dataclass
+class TrainRun:
+    """One training job, parsed once from a composed ``train.yaml`` by :func:`coin_lightning.conf.train_run`
+    and passed down: typed ``model`` and ``loss``, the ``_target_`` groups as resolved plain dicts."""
+
+    model: ModelArgs
+    """``model``: the base model, LoRA and speed-ups."""
+    loss: LossArgs
+    """``loss``: lambda, temperature, pooling, cap."""
+    data: dict
+    """``data``: the DataModule (``_target_``) and its arguments; the batch plan writes its validation
+    interval here (:mod:`coin_lightning.training.batching`)."""
+    trainer: dict
+    """``trainer``: the Lightning Trainer (``_target_``); the batch plan writes accumulation and validation here."""
+    optimizer: dict
+    """``optimizer``: a partial ``torch.optim`` optimizer (``_target_``, ``_partial_``)."""
+    scheduler: dict | None
+    """``scheduler``: a partial LR schedule, or ``None``."""
+    logger: dict
+    """``logger``: the Lightning loggers (``_target_`` entries)."""
+    resolve_callbacks: Callable[[dict], dict]
+    """The resolved ``callbacks`` group given the final ``data`` (a callback may interpolate
+    ``${data.val_every_n_steps}``, known once the training data is read)."""
+    seed: Any = 0
+    """``seed`` of data order, LoRA initialisation and dropout (checked to be an integer)."""
+    warmup_ratio: Any = 0.0
+    """``warmup_ratio``: the schedule's warmup as a fraction of the optimizer steps, in [0, 1)."""
+    output_dir: str = "."
+    """The job directory (``output_dir``)."""
+    ckpt_path: str | None = None
+    """``ckpt_path``: a Lightning checkpoint to resume from, ``auto``, or ``None``."""
+    config: dict = field(default_factory=dict)
+    """The whole resolved config: ``summary.json`` and the loggers' hyper-parameters record it."""
+
+
+def check_train_config(run: TrainRun) -> None:
+    """Check every value of a training job that can be checked without loading a model: ``loss``,
+    ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``warmup_ratio``,
     ``seed``, ``trainer``, the values whose range depends on the model (against its config,
     :func:`~coin_lightning.model.checks.check_model_ranges`) and ``ckpt_path`` (a readable Lightning
-    checkpoint of this LoRA setup).
-
-    Returns:
-        The checked :class:`ModelArgs`.
+    checkpoint of this LoRA setup). Required values and types were refused while parsing.
 
     Raises:
         ConfigError, ModelLoadError, DataError: one line naming the key at fault.
     """
-    from coin_lightning.losses import LossArgs
-
-    check_required(cfg)
-    loss = LossArgs.from_config(cfg.loss)
-    args = ModelArgs.from_config(cfg.model)
+    args = run.model
     check_liger(args.liger_kernels)
     if args.quantization:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
-    _integer("seed", cfg.get("seed"))
-    check_range("warmup_ratio", _number("warmup_ratio", cfg.get("warmup_ratio")), low=0, high=1, high_open=True)
-    optimizer = cfg.get("optimizer") or {}
-    if "lr" in optimizer:
-        check_range("optimizer.lr", _number("optimizer.lr", optimizer.lr), low=0, low_open=True)
-    if cfg.get("data") is not None:
-        check_data_config(cfg.data)
-    check_trainer(cfg.trainer, args)
-    check_model_ranges(args, loss.hidden_layer, (cfg.get("data") or {}).get("cutoff_len"))
+    _integer("seed", run.seed)
+    check_range("warmup_ratio", _number("warmup_ratio", run.warmup_ratio), low=0, high=1, high_open=True)
+    if "lr" in run.optimizer:
+        check_range("optimizer.lr", _number("optimizer.lr", run.optimizer["lr"]), low=0, low_open=True)
+    if run.data is not None:
+        check_data_config(run.data)
+    check_trainer(run.trainer, args)
+    check_model_ranges(args, run.loss.hidden_layer, (run.data or {}).get("cutoff_len"))
     if args.adapter:
         check_adapter(args.adapter, args, key="model.adapter")
-    if cfg.get("ckpt_path") and str(cfg.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)
-        check_checkpoint(str(cfg.ckpt_path), args)
-    return args
+    if run.ckpt_path and str(run.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)
+        check_checkpoint(str(run.ckpt_path), args)
 
 
 def check_launch(trainer: L.Trainer) -> None:

@@ -6,9 +6,11 @@ import logging
 import netrc
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlparse
+
+from coin_lightning.config_types import plain
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,10 @@ def finish_wandb() -> None:
 def instantiate_group(node: Any) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group mapping (``logger``, ``callbacks``)."""
     from hydra.utils import instantiate
-    from omegaconf import DictConfig
 
     if not node:
         return []
-    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+    return [instantiate(v) for v in node.values() if isinstance(v, Mapping) and "_target_" in v]
 
 
 def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
 
     Args:
         loggers: ``trainer.loggers``.
-        cfg: the composed config (``DictConfig``) or an already plain dict.
+        cfg: the composed config (a config node, resolved here, or an already plain dict).
 
     Returns:
         The plain dict that was logged.
@@ -99,9 +100,7 @@ def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
     Raises:
         omegaconf.errors.InterpolationResolutionError: an interpolation cannot be resolved.
     """
-    from omegaconf import OmegaConf
-
-    params = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    params = plain(cfg)
     for logger in loggers:
         logger.log_hyperparams(params)
     return params

@@ -1,4 +1,5 @@
-"""The training procedure behind ``python -m coin_lightning.train``: build everything from the config, fit, report."""
+"""The training procedure behind ``python -m coin_lightning.train``: build everything from the typed job
+(:class:`~coin_lightning.training.checks.TrainRun`), fit, report."""
 from __future__ import annotations
 
 import logging
@@ -10,18 +11,16 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
 
 from coin_lightning.errors import reported
 from coin_lightning.io import write_json
 from coin_lightning.model.checks import check_checkpoint
-from coin_lightning.model.config import ModelArgs
 from coin_lightning.model.loading import load_model, load_tokenizer
 from coin_lightning.model.lora import apply_lora
 from coin_lightning.model.module import CoinModule
 from coin_lightning.training.batching import apply_batch_plan, apply_epoch_fraction
 from coin_lightning.training.callbacks import AdapterCheckpoint
-from coin_lightning.training.checks import check_launch, check_train_config
+from coin_lightning.training.checks import TrainRun, check_launch, check_train_config
 from coin_lightning.training.learning import fit_measured, learning_rows
 from coin_lightning.training.loggers import finish_wandb, instantiate_group, log_config
 from coin_lightning.training.resume import resolve_ckpt_path
@@ -29,8 +28,8 @@ from coin_lightning.training.resume import resolve_ckpt_path
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
-    """Instantiate the LightningModule, DataModule and Trainer of a composed ``train.yaml`` config.
+def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
+    """Instantiate the LightningModule, DataModule and Trainer of a training job.
 
     Everything that can be checked without the model is checked first, in this order: the config
     values and ``ckpt_path`` (:func:`coin_lightning.training.checks.check_train_config`), the data
@@ -43,34 +42,32 @@ def build(cfg: DictConfig, checked: bool = False) -> tuple[CoinModule, L.Lightni
         ConfigError, ModelLoadError, DataError: bad configuration or data (one-line messages).
     """
     if not checked:
-        check_train_config(cfg)
-    plan = apply_batch_plan(cfg)  # global batch -> accumulation, validation in optimizer steps (training/batching.py)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, tokenizer=None, seed=cfg.seed)
+        check_train_config(run)
+    plan = apply_batch_plan(run.data, run.trainer)  # global batch -> accumulation, validation in optimizer steps
+    L.seed_everything(run.seed, workers=True)
+    datamodule = instantiate(run.data, tokenizer=None, seed=run.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
     examples = len(datamodule.train_dataset) * datamodule.pairs_per_item
-    apply_epoch_fraction(cfg, examples, plan.global_batch_size)  # the reference's eval/save steps
-    trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
-    )
+    apply_epoch_fraction(run.data, run.trainer, examples, plan.global_batch_size)  # the reference's eval/save steps
+    run.config["callbacks"] = callbacks = run.resolve_callbacks(run.data)
+    trainer = instantiate(run.trainer, callbacks=instantiate_group(callbacks), logger=instantiate_group(run.logger) or False)
     check_launch(trainer)
-    datamodule.tokenizer = load_tokenizer(cfg.model)
+    datamodule.tokenizer = load_tokenizer(run.model)
     datamodule.setup("fit")  # tokenize (setup is idempotent otherwise)
-    base, _ = load_model(cfg.model, device=trainer.strategy.root_device)  # a quantized base lands on this rank's GPU
-    model = apply_lora(base, cfg.model)
-    scheduler = cfg.get("scheduler")
+    base, _ = load_model(run.model, device=trainer.strategy.root_device)  # a quantized base lands on this rank's GPU
+    model = apply_lora(base, run.model)
     module = CoinModule(
         model,
-        loss=cfg.loss,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(scheduler) if scheduler is not None else None,
-        position_ids=ModelArgs.from_config(cfg.model).position_ids,
+        loss=run.loss,
+        optimizer=instantiate(run.optimizer),
+        scheduler=instantiate(run.scheduler) if run.scheduler is not None else None,
+        position_ids=run.model.position_ids,
     )
     return module, datamodule, trainer
 
 
-def _summary(cfg: DictConfig, trainer: L.Trainer, datamodule: Any, wall: float) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
+def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float) -> dict[str, Any]:
+    out = Path(run.output_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     paths: dict[str, str] = {"output_dir": str(out)}
     for cb in trainer.callbacks:
@@ -90,7 +87,7 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, datamodule: Any, wall: float) 
         "metrics": metrics,
         "paths": paths,
         "data": getattr(datamodule, "stats", {}),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": run.config,
     }
 
 
@@ -111,7 +108,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None,
+def train(run: TrainRun, after_fit: Callable[[L.Trainer, dict], dict | None] | None = None,
           checked: bool = False) -> dict[str, Any]:
     """Run one training job: build, fit (resuming from ``ckpt_path`` if set), write ``summary.json``.
 
@@ -132,15 +129,15 @@ def train(cfg: DictConfig, after_fit: Callable[[L.Trainer, dict], dict | None] |
     """
     t0 = time.perf_counter()
     try:
-        with reported(cfg.output_dir) as job_dir:
-            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), job_dir.path)  # a path, auto, or null (auto under SLURM)
-            if ckpt_path is not None and ckpt_path != cfg.get("ckpt_path"):  # found here: check it as a given one
-                check_checkpoint(ckpt_path, ModelArgs.from_config(cfg.model))
-            module, datamodule, trainer = build(cfg, checked)
-            log_config(trainer.loggers, cfg)
+        with reported(run.output_dir) as job_dir:
+            ckpt_path = resolve_ckpt_path(run.ckpt_path, job_dir.path)  # a path, auto, or null (auto under SLURM)
+            if ckpt_path is not None and ckpt_path != run.ckpt_path:  # found here: check it as a given one
+                check_checkpoint(ckpt_path, run.model)
+            module, datamodule, trainer = build(run, checked)
+            log_config(trainer.loggers, run.config)
             job_dir.keep()  # training starts: what fails from here on keeps its checkpoints
             learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
-            summary = _summary(cfg, trainer, datamodule, time.perf_counter() - t0)
+            summary = _summary(run, trainer, datamodule, time.perf_counter() - t0)
             summary["learning"] = learning
             if trainer.is_global_zero:
                 write_json(job_dir.path / "summary.json", summary)

@@ -98,14 +98,15 @@ def test_trainer_configs_map_to_fabric():
 def test_gpu_trainer_without_cuda_fails_in_one_line_before_the_model_loads(tmp_path, monkeypatch, trainer):
     """Refused before the rows are read too: no data.root is needed (null = the hub, offline here)."""
     import coin_lightning.eval.cli as cli
+    from coin_lightning.evaluate import run as evaluate
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(cli, "load_for_inference", no_load)
     with pytest.raises(SystemExit, match=r"^error: trainer\.accelerator=gpu: this machine has no CUDA GPU") as err:
-        cli.evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", f"trainer={trainer}", "eval.tasks=[rte]",
-                                             "eval.samples_per_task=2"]))
+        evaluate(_cfg(tmp_path / "run", ["model=tiny_llama", f"trainer={trainer}", "eval.tasks=[rte]",
+                                         "eval.samples_per_task=2"]))
     text = str(err.value)
     assert text.startswith("error: trainer.accelerator=gpu: this machine has no CUDA GPU") and "\n" not in text
 
@@ -113,7 +114,7 @@ def test_gpu_trainer_without_cuda_fails_in_one_line_before_the_model_loads(tmp_p
 def test_two_gloo_processes_give_the_single_process_results(tmp_path, shared_data):
     """``trainer=ddp_cpu`` from the command line: 2 processes share the rows, rank 0 writes; predictions
     and metrics equal the single-process run's."""
-    from coin_lightning.eval.cli import evaluate
+    from coin_lightning.evaluate import run as evaluate
 
     args = ["model=tiny_llama", "eval.tasks=[sst2]", f"data.root={shared_data / 'glue'}", "eval.samples_per_task=8",
             "eval.levels=[clean,sentence]", "eval.perturb.perturbations=[checklist]", "eval.batch_size=2"]
@@ -174,8 +175,8 @@ def test_analyze_on_two_gloo_processes_matches_one(tmp_path, shared_data):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
+    from coin_lightning.analyze import run as analyze
     from coin_lightning.conf import CONFIG_DIR
-    from coin_lightning.eval.cli import analyze
 
     args = ["model=tiny_llama", "eval.tasks=[rte]", f"data.root={shared_data / 'glue'}", "eval.samples_per_task=6",
             "analyze.rows=6", "eval.batch_size=2", "analyze.projection=pca", "eval.levels=[clean,sentence]"]

@@ -113,7 +113,7 @@ def test_evaluate_with_promptbench_prompts_and_the_reference_layout(tmp_path, sh
     """``evaluate eval.instructions=promptbench eval.prompt_layout=reference`` on the tiny LLaMA."""
     import json
 
-    from coin_lightning.eval.cli import evaluate
+    from coin_lightning.evaluate import run as evaluate
     from tests.eval.test_evaluate import _cfg
 
     metrics = evaluate(_cfg(tmp_path, [

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from coin_lightning.data.grouping import build_groups
 from coin_lightning.data.records import DataError, Group, Record
@@ -28,11 +27,6 @@ def absolute(path: str | None) -> str | None:
     except Exception:  # hydra missing or not usable: relative to the working directory
         path = str(Path(path).absolute())
     return os.path.normpath(path)
-
-
-def plain(value: Any) -> Any:
-    """``value`` as plain Python containers when it is an OmegaConf node, else as is."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def count_tasks(tasks: Iterable[str]) -> dict[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from coin_lightning.config_types import plain
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.predict import Prediction, Predictor, assemble
 
@@ -28,17 +29,8 @@ _GPU = ("gpu", "cuda")
 
 
 def trainer_fields(node: Any) -> dict:
-    """The :data:`FABRIC_KEYS` of a ``trainer`` node (DictConfig or mapping), resolved, absent keys left out."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if node is None:
-        return {}
-    out = {}
-    for key in FABRIC_KEYS:
-        if key in node and node[key] is not None:
-            value = node[key]
-            out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-    return out
+    """The :data:`FABRIC_KEYS` of a ``trainer`` mapping, as plain values, absent keys left out."""
+    return {key: plain(node[key]) for key in FABRIC_KEYS if node and node.get(key) is not None}
 
 
 def fabric_strategy(spec: Any, accelerator: str) -> Any:

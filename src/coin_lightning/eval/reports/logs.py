@@ -10,24 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
-
 from coin_lightning.eval.reports.plots import log_figures
 from coin_lightning.eval.reports.tables import PER_INSTRUCTION_COLUMNS, PER_TASK_LEVEL_COLUMNS
 from coin_lightning.training.loggers import log_config
 
 TABLES = {"per_task_level": PER_TASK_LEVEL_COLUMNS, "per_instruction": PER_INSTRUCTION_COLUMNS}
 """Metrics entries logged as tables, with their columns (as the run directory's CSV files)."""
-
-
-def resolved_config(cfg: DictConfig, trainer: dict | None = None) -> dict:
-    """The job's config as a plain dict, interpolations resolved; ``trainer`` is replaced by the given
-    fields (the ones evaluation used: its training-only keys may refer to keys evaluation lacks)."""
-    node = cfg.copy()
-    if "trainer" in node:
-        with open_dict(node):
-            node.trainer = trainer or {}
-    return OmegaConf.to_container(node, resolve=True)
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:

@@ -114,7 +114,7 @@ class PerturbConfig:
 
     @classmethod
     def from_cfg(cls, node: Any = None, where: str = "eval.perturb") -> PerturbConfig:
-        """Build from a Hydra/OmegaConf node, a plain mapping, a ``PerturbConfig`` or ``None`` (defaults).
+        """Build from a Hydra config node, a plain mapping, a ``PerturbConfig`` or ``None`` (defaults).
 
         Raises:
             ConfigError: (a ``ValueError``) unknown key, a value of the wrong type, a strength below its minimum, an

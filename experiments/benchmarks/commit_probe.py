@@ -32,9 +32,11 @@ MEASUREMENTS = ("coin", "rank", "generate")
 
 def build_module(cfg):
     """``(CoinModule, tokenizer)`` as the training entry point builds them from a composed ``train.yaml``."""
+    import coin_lightning.conf as conf
     from coin_lightning.training.run import build
 
-    module, datamodule, _trainer = build(cfg)
+    # trees that parse the config once hand build a typed job (conf.train_run); older ones the config itself
+    module, datamodule, _trainer = build(conf.train_run(cfg) if hasattr(conf, "train_run") else cfg)
     return module, datamodule.tokenizer
 
 

@@ -1,4 +1,4 @@
-"""The evaluation step: the project's evaluation entry point (:func:`coin_lightning.eval.cli.evaluate`,
+"""The evaluation step: the project's evaluation entry point (:func:`coin_lightning.evaluate.run`,
 what ``python -m coin_lightning.evaluate`` runs) on the device and on the CPU in fp32, with the
 trained adapter, on the same embedded-task rows; the parsed labels are compared row by row."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ def evaluate_on(mode: Mode, out: Path, trainer: tuple[str, ...], adapter: str | 
     """One evaluation run (clean instructions, the rows of ``mode.evaluation``) into ``out``:
     its parsed labels and wall time in seconds."""
     from coin_lightning.download import compose_config
-    from coin_lightning.eval.cli import evaluate
+    from coin_lightning.evaluate import run as evaluate
 
     overrides = [f"model={mode.model}", *trainer, f"output_dir={out}", "logger=csv", "eval.levels=[clean]",
                  *mode.evaluation]

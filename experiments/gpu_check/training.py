@@ -44,10 +44,11 @@ def run_training(mode: Mode, out: Path, trainer: tuple[str, ...] = (), extra: tu
         run_module("coin_lightning.train", *overrides, f"hydra.run.dir={out}")
         summary = json.loads((out / "summary.json").read_text())
     else:
+        from coin_lightning.conf import train_run
         from coin_lightning.download import compose_config
         from coin_lightning.training.run import train
 
-        summary = train(compose_config("train", [*overrides, f"output_dir={out}"]))
+        summary = train(train_run(compose_config("train", [*overrides, f"output_dir={out}"])))
     summary["check"] = json.loads(facts.read_text())
     loss = summary["metrics"].get("train/loss")
     writes_adapter = "~callbacks.adapter" not in overrides

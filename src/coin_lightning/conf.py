@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coin_lightning.config_types import check_required, schema_node
 from coin_lightning.errors import ConfigError, EvalConfigError, UserError
-from coin_lightning.eval.engine.distributed import trainer_fields
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.settings import EvalJob, EvalSettings
 from coin_lightning.losses import LossArgs
 from coin_lightning.model.config import ModelArgs
-from coin_lightning.training.checks import TrainRun
+
+if TYPE_CHECKING:
+    from coin_lightning.training.checks import TrainRun
 
 CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parent / "conf")
 """Absolute path of the config directory used by every entry point (``train``, ``evaluate``, ...)."""
@@ -64,6 +66,8 @@ def train_run(cfg: DictConfig) -> TrainRun:
     Raises:
         ConfigError: a required value left ``???``, a bad ``model`` or ``loss`` key (one line naming it).
     """
+    from coin_lightning.training.checks import TrainRun  # Lightning: imported once Hydra has set up logging
+
     check_required(cfg)
     loss, model = LossArgs.from_config(cfg.loss), ModelArgs.from_config(cfg.model)
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -89,6 +93,8 @@ def eval_job(cfg: DictConfig) -> EvalJob:
         EvalConfigError, ConfigError: a bad ``eval`` key, a required value left ``???``, an unknown
             ``prompt_format``, a bad ``model`` key (one line naming the key).
     """
+    from coin_lightning.eval.engine.distributed import trainer_fields  # Lightning: see train_run
+
     settings = EvalSettings.from_config(cfg.eval)
     check_required(cfg)
     node = cfg.copy()
@@ -112,6 +118,8 @@ def training_eval_job(cfg: DictConfig) -> EvalJob:
         ConfigError: ``callbacks.adapter`` removed (nothing to evaluate).
         EvalConfigError: a bad ``evaluation.eval`` key (named so).
     """
+    from coin_lightning.eval.engine.distributed import trainer_fields  # Lightning: see train_run
+
     if not (cfg.get("callbacks") or {}).get("adapter"):
         raise ConfigError("eval_after_train=true evaluates the adapter that callbacks.adapter writes: keep callbacks.adapter")
     ev = cfg.evaluation

@@ -223,7 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measured = measure(args, sides, Path(tmp))
     setups, rounds = measured["setups"], measured["rounds"]
     for name in sides:
-        sides[name].update(coin_lightning=setups[name]["coin_lightning"], loss=setups[name]["loss"])
+        tree = Path(measured["trees"][name])
+        where = Path(setups[name]["coin_lightning"]).relative_to(tree)  # no path of this machine in the results
+        sides[name].update(coin_lightning=str(where) if tree == REPO else f"<{tree.name}>/{where}", loss=setups[name]["loss"])
     outputs = {key: [setups[key.split("/")[0]]["warmup"][key.split("/")[1]]["output"]] + [r["output"] for r in runs]
                for key, runs in rounds.items()}
     inputs = measured["inputs"]

@@ -36,7 +36,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap, read_predictions  # noqa: E402
+from coin_lightning.eval.scoring.bootstrap import correctness, hierarchical_bootstrap, read_predictions  # noqa: E402
 from coin_lightning.eval.scoring.sweep import results_dir  # noqa: E402
 from coin_lightning.io import write_json  # noqa: E402
 from experiments.robustness_study.instruction_regime import TASKS  # noqa: E402
@@ -69,10 +69,16 @@ def pilot_record(job: Path) -> dict:
             **drop, "off_label_rate": _pct(m["unparseable"]), "clean": _pct(m["clean"]), "perturbed": _pct(m["perturbed"])}
 
 
-def drop_intervals(jobs: list[str], resamples: int) -> dict:
+def seed_cells(jobs: list[str]) -> list[dict]:
+    """Each job's (one per seed) correctness cells (:func:`correctness` of its predictions), read once and
+    shared by the intervals below."""
+    return [correctness(read_predictions(results_dir(j))) for j in jobs]
+
+
+def drop_intervals(cells: list[dict], resamples: int) -> dict:
     """Per level, an arm's drop from clean (points) with its 95% interval (seeds, rows and instructions
-    resampled: :func:`hierarchical_bootstrap` of the arm alone)."""
-    own = hierarchical_bootstrap([read_predictions(results_dir(j)) for j in jobs], None, resamples, 0)["robustness_effect"]
+    resampled: :func:`hierarchical_bootstrap` of the arm alone); ``cells``: :func:`seed_cells` of its jobs."""
+    own = hierarchical_bootstrap(cells, None, resamples, 0)["robustness_effect"]
     return {lv: {"mean": -_pct(e["delta"]), "ci95": [-_pct(e["high"]), -_pct(e["low"])]} for lv, e in own.items()}
 
 
@@ -81,11 +87,10 @@ HALF_WIDTH_UNITS = {"seeds": ("seeds",), "rows": ("rows",), "instructions": ("in
 """The resampled units of each half-width in ``target.by_unit``."""
 
 
-def half_widths_by_unit(arm_jobs: list[str], ref_jobs: list[str], resamples: int) -> dict:
+def half_widths_by_unit(arm: list[dict], ref: list[dict], resamples: int) -> dict:
     """The robustness effect's 95% half-width (points, seeds paired) when the bootstrap draws only some units
-    (:data:`HALF_WIDTH_UNITS`): which source of variation sets the interval's width."""
-    arm = [read_predictions(results_dir(j)) for j in arm_jobs]
-    ref = [read_predictions(results_dir(j)) for j in ref_jobs]
+    (:data:`HALF_WIDTH_UNITS`): which source of variation sets the interval's width. ``arm``, ``ref``:
+    :func:`seed_cells` of each arm's jobs, in seed order."""
     out = {}
     for name, units in HALF_WIDTH_UNITS.items():
         e = hierarchical_bootstrap(arm, ref, resamples, 0, resample=units)["robustness_effect"]["perturbed"]
@@ -125,13 +130,14 @@ def write_summary(cfg, compared: Path, results: Path) -> dict:
         lam, pooling = float(a["overrides"]["loss.lambda"]), a["overrides"]["loss.pooling"]
         names[cname] = next(n for n, v in cfg.arms.items() if float(v["lambda"]) == lam and v.pooling == pooling)
     ref = names[cmp["reference"]]
-    arms, drops = {}, {}
+    arms, drops, cells = {}, {}, {}
     for cname, a in cmp["arms"].items():
         name = names[cname]
         acc = a["accuracy"]
         unparseable = [json.loads((results / "jobs" / "sweep" / f"{name}_seed{s}" / "metrics.json").read_text(
             encoding="utf-8"))["overall"]["unparseable"] for s in a["seeds"]]
-        drops[name] = drop_intervals(a["jobs"], int(cfg.bootstrap))
+        cells[name] = seed_cells(a["jobs"])
+        drops[name] = drop_intervals(cells[name], int(cfg.bootstrap))
         arms[name] = {"lambda": float(a["overrides"]["loss.lambda"]), "pooling": a["overrides"]["loss.pooling"],
                       "append_eos": bool(a["overrides"]["data.append_eos"]), "seeds": a["seeds"],
                       "clean": _pct(acc["clean"]["mean"]), "perturbed": _pct(acc["perturbed"]["mean"]),
@@ -155,8 +161,7 @@ def write_summary(cfg, compared: Path, results: Path) -> dict:
     g = cfg.gate
     cont = arms[ref]
     half = {k: round((v["ci95"][1] - v["ci95"][0]) / 2, 3) for k, v in effect.items()}
-    jobs = {names[c]: a["jobs"] for c, a in cmp["arms"].items()}
-    by_unit = {k: half_widths_by_unit(jobs[k.split(" - ")[0]], jobs[ref], int(cfg.bootstrap)) for k in effect}
+    by_unit = {k: half_widths_by_unit(cells[k.split(" - ")[0]], cells[ref], int(cfg.bootstrap)) for k in effect}
     summary = {
         "primary_metric": "exact_match" if cfg.eval.method == "generate" else str(cfg.eval.method),
         "regime": {"description": DESCRIPTION, "tasks": list(TASKS), "setting": str(cfg.setting),

@@ -22,7 +22,7 @@ from experiments.robustness_study.instruction_regime import (
     write_regime,
 )
 from experiments.robustness_study.instruction_study import settings
-from experiments.robustness_study.instruction_summary import drop_intervals, pilot_record
+from experiments.robustness_study.instruction_summary import drop_intervals, pilot_record, seed_cells
 
 SENTENCES = [("a warm , funny film", 1), ("a dull mess", 0), ("moving and wise", 1), ("tedious from start to end", 0),
              ("a small gem", 1), ("flat and lifeless", 0)]
@@ -102,7 +102,7 @@ def test_settings_name_what_a_job_trains_so_a_changed_lambda_is_not_taken_as_don
 
 def test_drop_intervals_are_clean_minus_level_accuracy(tmp_path):
     job = _job(tmp_path / "job", {"clean": [1, 1, 1, 0], "character": [1, 0, 0, 0], "word": [1, 1, 1, 1]})
-    drops = drop_intervals([str(job)], resamples=200)
+    drops = drop_intervals(seed_cells([str(job)]), resamples=200)
     assert drops["character"]["mean"] == pytest.approx(50.0)   # 75% clean, 25% character
     assert drops["word"]["mean"] == pytest.approx(-25.0)       # better than clean: a negative drop
     assert drops["perturbed"]["mean"] == pytest.approx(12.5)

@@ -1,4 +1,4 @@
-"""The typed config groups (model, model.lora, model.tiny, loss, eval, eval.perturb): Hydra composes them
+"""The typed config groups (model, model.lora, model.tiny, loss, data, eval, eval.perturb): Hydra composes them
 against their dataclass schemas, refuses unknown keys and wrong types in one line naming the key, and
 the dataclasses built from a node check the values types cannot express."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from coin_lightning.conf import CONFIG_DIR
+from coin_lightning.data.config import DataArgs
 from coin_lightning.errors import ConfigError, UserError, one_line
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.settings import EvalSettings
@@ -42,6 +43,8 @@ def _refusal(config: str, override: str) -> str:
     ("train", "model.lora.r=four", "model.lora.r: Value 'four' of type 'str' could not be converted to Integer"),
     ("train", "model.tiny.hidden_size=wide", "model.tiny.hidden_size: Value 'wide'"),
     ("train", "loss.temprature=0.1", "loss.temprature: unknown key"),
+    ("train", "data.batchsize=4", "data.batchsize: unknown key; known: source, tasks, n_per_task,"),
+    ("train", "data.batch_size=four", "data.batch_size: Value 'four' of type 'str' could not be converted to Integer"),
     ("train", "loss.lambda=abc", "loss.lambda: Value 'abc' of type 'str' could not be converted to Float"),
     ("eval", "eval.sample_per_task=40", "eval.sample_per_task: unknown key; known: tasks, task_files, levels,"),
     ("eval", "eval.samples_per_task=all", "eval.samples_per_task: Value 'all'"),
@@ -74,6 +77,7 @@ def test_group_files_equal_their_dataclass_defaults_where_they_do_not_override()
     cfg = _compose("train", ["model=smollm2_135m"])
     assert ModelArgs.from_config(cfg.model) == ModelArgs()
     assert LossArgs.from_config(cfg.loss) == LossArgs()
+    assert DataArgs.from_config(cfg.data) == DataArgs()
     assert EvalSettings.from_config(cfg.evaluation.eval) == EvalSettings(tasks=list(cfg.evaluation.eval.tasks))
     assert PerturbConfig.from_cfg(cfg.evaluation.eval.perturb) == PerturbConfig()
 
@@ -89,6 +93,8 @@ def test_group_files_equal_their_dataclass_defaults_where_they_do_not_override()
     (ModelArgs.from_config, {"tiny": {"hidden_size": 30}}, "model.tiny: hidden_size=30 must be a multiple"),
     (ModelArgs.from_config, {"name_or_path": "???"}, "model.name_or_path is required"),
     (LossArgs.from_config, {"tau": 0.1}, "loss.tau: unknown key"),
+    (DataArgs.from_config, {"batchsize": 4}, "data.batchsize: unknown key"),
+    (DataArgs.from_config, {"batch_size": 3}, "data.batch_size=3 must be a positive multiple of 2"),
     (LossArgs.from_config, {"lambda": "abc"}, "loss.lambda: Value 'abc'"),
     (LossArgs.from_config, {"lambda": -1}, "loss.lambda must be a finite number >= 0"),
     (LossArgs.from_config, {"temperature": 0}, "loss.temperature must be a finite number > 0"),
@@ -115,7 +121,8 @@ def test_an_added_key_passes_composition_but_not_the_build():
         LossArgs.from_config(cfg.loss)
 
 
-@pytest.mark.parametrize("cls", [ModelArgs, LoraArgs, TinyArgs, LossArgs, EvalSettings, PerturbConfig])
+@pytest.mark.parametrize("cls", [ModelArgs, LoraArgs, TinyArgs, LossArgs, DataArgs, EvalSettings,
+                                 PerturbConfig])
 def test_every_field_has_a_docstring(cls):
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body

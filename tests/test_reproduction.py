@@ -141,12 +141,12 @@ def dry_run(tmp_path_factory):
 
 
 def _datamodule(data: Path):
-    from hydra.utils import instantiate
-
+    from coin_lightning.data.config import DataArgs
+    from coin_lightning.data.datamodule import CoinDataModule
     from coin_lightning.model.loading import load_tokenizer
 
     cfg = _compose(["experiment=coin_alpaca", "model=tiny_llama", f"data.path={data}", f"data.val_size={VAL_ROWS}"])
-    dm = instantiate(cfg.data, tokenizer=load_tokenizer(cfg.model), seed=cfg.seed)
+    dm = CoinDataModule(DataArgs.from_config(cfg.data), tokenizer=load_tokenizer(cfg.model), seed=cfg.seed)
     dm.setup("fit")
     return cfg, dm
 

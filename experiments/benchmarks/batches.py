@@ -101,13 +101,12 @@ def train_data(
     Raises:
         ValueError: no batches.
     """
+    from coin_lightning.data.config import DataArgs
     from coin_lightning.data.datamodule import CoinDataModule
 
     kwargs: dict[str, Any] = {"root": str(root / "glue")} if source == "glue" else {"n_per_task": 100}
-    dm = CoinDataModule(
-        source=source, tokenizer=tokenizer, seed=seed, batch_size=batch_pairs, group_by_length=True,
-        tasks=tasks, val_size=0, **kwargs,
-    )
+    args = DataArgs(source=source, batch_size=batch_pairs, group_by_length=True, tasks=tasks, val_size=0, **kwargs)
+    dm = CoinDataModule(args, tokenizer=tokenizer, seed=seed)
     dm.setup("fit")
     epoch = list(dm.train_dataloader())
     grouped = padding_stats(epoch)

@@ -31,8 +31,9 @@ def _losses(model_group: str, liger: bool, lora: dict | None) -> tuple[dict[str,
     dropout); with ``lora`` None the LoRA B matrices get seeded non-zero values, else ``lora`` is loaded."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
 
+    from coin_lightning.data.config import DataArgs
+    from coin_lightning.data.datamodule import CoinDataModule
     from coin_lightning.download import compose_config
     from coin_lightning.model.loading import load_model
     from coin_lightning.model.lora import apply_lora
@@ -50,7 +51,7 @@ def _losses(model_group: str, liger: bool, lora: dict | None) -> tuple[dict[str,
             lora = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
         else:
             model.load_state_dict(lora, strict=False)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    datamodule = CoinDataModule(DataArgs.from_config(cfg.data), tokenizer=tokenizer, seed=cfg.seed)
     datamodule.setup("fit")
     batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in next(iter(datamodule.train_dataloader())).items()}
     module = CoinModule(model, loss=cfg.loss).eval().cuda()

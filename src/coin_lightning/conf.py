@@ -3,7 +3,7 @@ schemas of the typed config groups, and the builders that parse a composed confi
 
 Importing this module registers, in Hydra's ConfigStore, the dataclass each group's YAML files start
 from (``defaults: [schema, _self_]``): ``model/schema`` (:class:`~coin_lightning.model.config.ModelArgs`),
-``loss/schema`` (:class:`~coin_lightning.losses.LossArgs`), ``eval/schema``
+``data/schema`` (:class:`~coin_lightning.data.config.DataArgs`), ``loss/schema`` (:class:`~coin_lightning.losses.LossArgs`), ``eval/schema``
 (:class:`~coin_lightning.eval.settings.EvalSettings`) and ``eval/perturb/schema``
 (:class:`~coin_lightning.eval.instructions.perturb.config.PerturbConfig`). Hydra then refuses an unknown key or a
 value of the wrong type in those groups while it composes the config, from a YAML file, an experiment
@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coin_lightning.config_types import check_required, schema_node
+from coin_lightning.data.config import DataArgs
 from coin_lightning.errors import ConfigError, EvalConfigError, UserError
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.settings import EvalJob, EvalSettings
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 CONFIG_DIR = os.environ.get("COIN_LIGHTNING_CONF") or str(Path(__file__).resolve().parent / "conf")
 """Absolute path of the config directory used by every entry point (``train``, ``evaluate``, ...)."""
 
-SCHEMAS = {"model": ModelArgs, "loss": schema_node(LossArgs), "eval": EvalSettings, "eval/perturb": PerturbConfig}
+SCHEMAS = {"model": ModelArgs, "data": DataArgs, "loss": schema_node(LossArgs), "eval": EvalSettings, "eval/perturb": PerturbConfig}
 """Config group -> the schema stored as its ``schema`` option."""
 
 
@@ -60,17 +61,22 @@ def group_options(*groups: str) -> str:
 
 
 def train_run(cfg: DictConfig) -> TrainRun:
-    """The typed job of a composed ``train.yaml``: required values, ``model`` and ``loss`` refused here in
-    one line; the rest checked by :func:`coin_lightning.training.checks.check_train_config`.
+    """The typed job of a composed ``train.yaml``: required values, ``model``, ``loss`` and ``data`` (values
+    and files) refused here in one line; the rest checked by :func:`coin_lightning.training.checks.check_train_config`.
+    The recorded config's ``data`` is the job's :class:`~coin_lightning.data.config.DataArgs` (its fields, kept
+    in step: the batch plan sets ``val_every_n_steps`` there).
 
     Raises:
         ConfigError: a required value left ``???``, a bad ``model`` or ``loss`` key (one line naming it).
+        DataError: a bad ``data`` key, value or file (one line naming it).
     """
     from coin_lightning.training.checks import TrainRun  # Lightning: imported once Hydra has set up logging
 
     check_required(cfg)
     loss, model = LossArgs.from_config(cfg.loss), ModelArgs.from_config(cfg.model)
     c = OmegaConf.to_container(cfg, resolve=True)
+    data = DataArgs.from_config(c.get("data"))
+    c["data"] = vars(data)
 
     def resolve_callbacks(data: dict) -> dict:
         node = cfg.copy()
@@ -78,7 +84,7 @@ def train_run(cfg: DictConfig) -> TrainRun:
             node.data = data
         return OmegaConf.to_container(node.callbacks, resolve=True) if node.get("callbacks") else {}
 
-    return TrainRun(model, loss, c.get("data"), c["trainer"], c.get("optimizer") or {}, c.get("scheduler"),
+    return TrainRun(model, loss, data, c["trainer"], c.get("optimizer") or {}, c.get("scheduler"),
                     c.get("logger") or {}, resolve_callbacks, seed=c.get("seed"), warmup_ratio=c.get("warmup_ratio"),
                     output_dir=str(c["output_dir"]), ckpt_path=c.get("ckpt_path"), config=c)
 

@@ -5,9 +5,9 @@ import csv
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from coin_lightning.data.__main__ import compose, main
+from coin_lightning.data.config import DataArgs
 from coin_lightning.data.datamodule import CoinDataModule
 from coin_lightning.data.records import DataError
 from tests.data.test_sources_coin_csv import HEADER, paper_rows
@@ -23,7 +23,7 @@ def padding_efficiency(loader) -> float:
 
 
 def test_embedded_default_end_to_end(tiny_tokenizer):
-    dm = CoinDataModule(tokenizer=tiny_tokenizer, seed=7, n_per_task=40, val_size=36, batch_size=4)
+    dm = CoinDataModule(DataArgs(n_per_task=40, val_size=36, batch_size=4), tokenizer=tiny_tokenizer, seed=7)
     dm.setup("fit")
     st = dm.stats
     for key in ("records_per_task", "train_records_per_task", "val_records", "train_groups", "val_groups", "skipped", "truncated", "same_target_negatives"):
@@ -34,7 +34,7 @@ def test_embedded_default_end_to_end(tiny_tokenizer):
     val = next(iter(dm.val_dataloader()))
     assert val["num_pairs"] == 4
     # same seed, same data and batches
-    again = CoinDataModule(tokenizer=tiny_tokenizer, seed=7, n_per_task=40, val_size=36, batch_size=4)
+    again = CoinDataModule(DataArgs(n_per_task=40, val_size=36, batch_size=4), tokenizer=tiny_tokenizer, seed=7)
     again.setup("fit")
     assert again.train_dataset.groups == dm.train_dataset.groups
     assert torch.equal(next(iter(again.train_dataloader()))["input_ids"], batch["input_ids"])
@@ -42,17 +42,17 @@ def test_embedded_default_end_to_end(tiny_tokenizer):
 
 def test_invalid_settings_are_rejected():
     with pytest.raises(DataError, match="batch_size=3 must be a positive multiple of 2"):
-        CoinDataModule(batch_size=3)
+        CoinDataModule(DataArgs(batch_size=3))
     with pytest.raises(DataError, match="eval_batch_size=1"):
-        CoinDataModule(batch_size=2, eval_batch_size=1)
-    CoinDataModule(group="hard_negative_column", batch_size=3)
+        CoinDataModule(DataArgs(batch_size=2, eval_batch_size=1))
+    CoinDataModule(DataArgs(group="hard_negative_column", batch_size=3))
     with pytest.raises(DataError, match="data.source='hub'"):
-        CoinDataModule(source="hub")
+        CoinDataModule(DataArgs(source="hub"))
     with pytest.raises(DataError, match="data.group="):
-        CoinDataModule(group="triples")
+        CoinDataModule(DataArgs(group="triples"))
     with pytest.raises(DataError, match="needs data.path"):
-        CoinDataModule(source="coin_csv")
-    dm = CoinDataModule(n_per_task=10, val_size=0)
+        CoinDataModule(DataArgs(source="coin_csv"))
+    dm = CoinDataModule(DataArgs(n_per_task=10, val_size=0))
     dm.setup()
     with pytest.raises(DataError, match="no tokenizer"):
         dm.train_dataloader()
@@ -67,7 +67,7 @@ def test_invalid_settings_are_rejected():
         ["data=coin_csv", "data.path={csv}", "data.val_size=4"],
     ],
 )
-def test_hydra_configs_instantiate_with_tokenizer_and_seed(overrides, tmp_path, tiny_tokenizer, request):
+def test_hydra_configs_build_with_tokenizer_and_seed(overrides, tmp_path, tiny_tokenizer, request):
     path = tmp_path / "coin.csv"
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([HEADER] + paper_rows(8))
@@ -76,7 +76,7 @@ def test_hydra_configs_instantiate_with_tokenizer_and_seed(overrides, tmp_path, 
         shared_data = request.getfixturevalue("shared_data")
         subst |= {"glue": shared_data / "glue", "flan": shared_data / "flan" / "templates.json"}
     cfg = compose([o.format(**subst) for o in overrides])
-    dm = instantiate(cfg.data, tokenizer=tiny_tokenizer, seed=cfg.seed)
+    dm = CoinDataModule(DataArgs.from_config(cfg.data), tokenizer=tiny_tokenizer, seed=cfg.seed)
     assert isinstance(dm, CoinDataModule) and dm.seed == cfg.seed
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -85,7 +85,7 @@ def test_hydra_configs_instantiate_with_tokenizer_and_seed(overrides, tmp_path, 
 
 
 def test_flan_templates_do_not_cover_embedded_tasks(flan_json):
-    dm = CoinDataModule(templates=str(flan_json), n_per_task=10)
+    dm = CoinDataModule(DataArgs(templates=str(flan_json), n_per_task=10))
     with pytest.raises(DataError, match="unknown task 'embedded_"):
         dm.setup()
 
@@ -98,8 +98,8 @@ def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path):
         (tmp_path / task).mkdir()
         (tmp_path / task / "train.jsonl").write_text("\n".join(rows + ["{broken", '{"sentence": "x", "label": 9}']) + "\n")
     with pytest.raises(DataError, match=r"cola/train\.jsonl:13: malformed JSONL row"):
-        CoinDataModule(source="glue", root=str(tmp_path), tasks=["cola", "rte"], val_size=4).setup()
-    dm = CoinDataModule(source="glue", root=str(tmp_path), tasks=["cola", "rte"], val_size=4, on_error="skip")
+        CoinDataModule(DataArgs(source="glue", root=str(tmp_path), tasks=["cola", "rte"], val_size=4)).setup()
+    dm = CoinDataModule(DataArgs(source="glue", root=str(tmp_path), tasks=["cola", "rte"], val_size=4, on_error="skip"))
     dm.setup()
     assert dm.stats["skipped"] == 4 and dm.stats["records_per_task"] == {"cola": 12, "rte": 12}
 
@@ -107,10 +107,9 @@ def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path):
 def test_padding_efficiency_on_glue_with_length_grouping(glue_root, flan_json, realistic_tokenizer):
     """Real tokens / computed tokens >= 0.9 on GLUE training data with FLAN templates, batches of 8
     pairs (4 pair-of-pairs groups) grouped by length; random batches stay far below."""
-    dm = CoinDataModule(
-        source="glue", root=str(glue_root), templates=str(flan_json), tokenizer=realistic_tokenizer,
-        max_per_task=1000, val_size=0, batch_size=8, group_by_length=True, seed=0,
-    )
+    args = DataArgs(source="glue", root=str(glue_root), templates=str(flan_json), max_per_task=1000, val_size=0,
+                    batch_size=8, group_by_length=True)
+    dm = CoinDataModule(args, tokenizer=realistic_tokenizer, seed=0)
     dm.setup()
     grouped = padding_efficiency(dm.train_dataloader())
     dm.group_by_length = False

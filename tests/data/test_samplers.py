@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from coin_lightning.data.collate import Collator, collate
+from coin_lightning.data.config import DataArgs
 from coin_lightning.data.datamodule import CoinDataModule
 from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import LengthGroupedSampler
@@ -15,7 +16,7 @@ from coin_lightning.data.samplers import LengthGroupedSampler
 
 @pytest.fixture(scope="module", params=["pair_of_pairs", "hard_negative_column"])
 def dm(request, tiny_tokenizer):
-    m = CoinDataModule(source="embedded", n_per_task=30, val_size=0, group=request.param, batch_size=4, tokenizer=tiny_tokenizer, seed=0)
+    m = CoinDataModule(DataArgs(source="embedded", n_per_task=30, val_size=0, group=request.param, batch_size=4), tokenizer=tiny_tokenizer, seed=0)
     m.setup()
     return m
 
@@ -95,7 +96,7 @@ def test_length_sampler_groups_similar_lengths_and_is_seeded():
 
 
 def test_datamodule_uses_the_length_sampler(tiny_tokenizer):
-    m = CoinDataModule(source="embedded", n_per_task=20, val_size=0, batch_size=4, group_by_length=True, tokenizer=tiny_tokenizer)
+    m = CoinDataModule(DataArgs(source="embedded", n_per_task=20, val_size=0, batch_size=4, group_by_length=True), tokenizer=tiny_tokenizer)
     m.setup()
     loader = m.train_dataloader()
     assert isinstance(loader.sampler, LengthGroupedSampler) and loader.batch_size == 2
@@ -105,7 +106,7 @@ def test_datamodule_uses_the_length_sampler(tiny_tokenizer):
 def test_sequential_order_is_the_dataset_order_every_epoch(tiny_tokenizer):
     """data.order=sequential (the reference: no shuffling) yields the dataset's groups in order, every
     epoch; shuffled changes the order between epochs."""
-    m = CoinDataModule(source="embedded", n_per_task=10, val_size=0, batch_size=2, order="sequential", tokenizer=tiny_tokenizer)
+    m = CoinDataModule(DataArgs(source="embedded", n_per_task=10, val_size=0, batch_size=2, order="sequential"), tokenizer=tiny_tokenizer)
     m.setup()
     ds = m.train_dataset
     for epoch in (0, 1):
@@ -115,7 +116,7 @@ def test_sequential_order_is_the_dataset_order_every_epoch(tiny_tokenizer):
         assert len(got) == len(ds)
         for k in (0, 1, len(ds) - 1):
             assert torch.equal(got[k], collate([ds[k]], tiny_tokenizer.pad_token_id)["input_ids"])
-    shuffled = CoinDataModule(source="embedded", n_per_task=10, val_size=0, batch_size=2, tokenizer=tiny_tokenizer)
+    shuffled = CoinDataModule(DataArgs(source="embedded", n_per_task=10, val_size=0, batch_size=2), tokenizer=tiny_tokenizer)
     shuffled.setup()
     orders = []
     for epoch in (0, 1):
@@ -127,6 +128,6 @@ def test_sequential_order_is_the_dataset_order_every_epoch(tiny_tokenizer):
 
 def test_order_is_validated_at_construction():
     with pytest.raises(DataError, match="data.order='random' is not one of shuffled, sequential"):
-        CoinDataModule(order="random")
+        CoinDataModule(DataArgs(order="random"))
     with pytest.raises(DataError, match="data.order=sequential keeps the dataset order"):
-        CoinDataModule(order="sequential", group_by_length=True)
+        CoinDataModule(DataArgs(order="sequential", group_by_length=True))

@@ -22,9 +22,10 @@ def test_validation_split_is_by_record_and_stratified(glue_records):
 
 
 def test_validation_groups_never_share_records_with_training(glue_root, tiny_tokenizer):
+    from coin_lightning.data.config import DataArgs
     from coin_lightning.data.datamodule import CoinDataModule
 
-    dm = CoinDataModule(source="glue", root=str(glue_root), max_per_task=60, val_size=40, seed=0)
+    dm = CoinDataModule(DataArgs(source="glue", root=str(glue_root), max_per_task=60, val_size=40), seed=0)
     dm.setup()
     uids = lambda ds: {e.uid for g in ds.groups for e in g.examples}  # noqa: E731
     assert uids(dm.train_dataset) and uids(dm.val_dataset)

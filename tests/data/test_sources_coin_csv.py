@@ -89,10 +89,11 @@ def test_odd_rows_task_mismatch_and_missing_columns(tmp_path):
 
 
 def test_datamodule_on_coin_csv_keeps_row_pairs(tmp_path, tiny_tokenizer):
+    from coin_lightning.data.config import DataArgs
     from coin_lightning.data.datamodule import CoinDataModule
 
     path = write_csv(tmp_path / "coin.csv", paper_rows(10))
-    dm = CoinDataModule(source="coin_csv", path=str(path), tokenizer=tiny_tokenizer, val_size=4, seed=0)
+    dm = CoinDataModule(DataArgs(source="coin_csv", path=str(path), val_size=4), tokenizer=tiny_tokenizer, seed=0)
     dm.setup()
     assert dm.stats["train_groups"] == 8 and dm.stats["val_groups"] == 2 and dm.stats["val_records"] == 4
     for g in dm.train_dataset.groups:

@@ -93,10 +93,11 @@ def test_task_filter_and_bad_rows(tmp_path, rendered, flan_json):
 
 
 def test_datamodule_trains_on_flan_rows(rendered, flan_json, tiny_tokenizer):
+    from coin_lightning.data.config import DataArgs
     from coin_lightning.data.datamodule import CoinDataModule
 
     root, _ = rendered
-    dm = CoinDataModule(source="flan", root=str(root), templates=str(flan_json), tokenizer=tiny_tokenizer, val_size=16, seed=0)
+    dm = CoinDataModule(DataArgs(source="flan", root=str(root), templates=str(flan_json), val_size=16), tokenizer=tiny_tokenizer, seed=0)
     dm.setup()
     assert dm.stats["unmatched_flan"] == {FLAN_KEY.get(t, t): 1 for t in GLUE_TASKS}
     batch = next(iter(dm.train_dataloader()))

@@ -4,9 +4,8 @@ public path (the ``data`` config check, ``CoinDataModule``, the evaluation task 
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 
-from coin_lightning.data.checks import check_data_config
+from coin_lightning.data.config import DataArgs
 from coin_lightning.data.datamodule import CoinDataModule
 from coin_lightning.data.records import DataError, Record
 from coin_lightning.data.sources import SOURCES, register
@@ -52,18 +51,18 @@ def toy_templates(tmp_path):
 
 
 def test_the_config_check_accepts_the_registered_source(toy_templates):
-    check_data_config(OmegaConf.create({"source": "toy", "templates": toy_templates}))
+    DataArgs.from_config({"source": "toy", "templates": toy_templates})
     with pytest.raises(DataError, match="data.source='tyo' is not one of embedded, glue, flan, coin_csv, toy$"):
-        check_data_config(OmegaConf.create({"source": "tyo"}))
+        DataArgs.from_config({"source": "tyo"})
     with pytest.raises(DataError, match="data.templates=/no/toy.yaml: no such file"):
-        check_data_config(OmegaConf.create({"source": "toy", "templates": "/no/toy.yaml"}))
+        DataArgs(source="toy", templates="/no/toy.yaml")
     with pytest.raises(DataError, match="'toy': already registered"):
         register(Toy)
 
 
 def test_the_datamodule_builds_coin_groups_from_it(toy_templates):
-    dm = CoinDataModule(source="toy", templates=toy_templates, group="hard_negative_column", batch_size=1,
-                        val_size=0, seed=3)
+    args = DataArgs(source="toy", templates=toy_templates, group="hard_negative_column", batch_size=1, val_size=0)
+    dm = CoinDataModule(args, seed=3)
     dm.setup()
     groups = dm.train_dataset.groups
     assert len(groups) == len(REVIEWS) and dm.stats["records_per_task"] == {"toy_sentiment": 6}

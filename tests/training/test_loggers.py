@@ -23,11 +23,13 @@ def test_csv_and_tensorboard_write_the_resolved_config(tmp_path):
         logger.save()
         hparams = yaml.safe_load((tmp_path / logger.name / "hparams.yaml").read_text())
         assert "${" not in (tmp_path / logger.name / "hparams.yaml").read_text()
-        # interpolated values arrive resolved: logger save dirs, trainer root, the relative eval batch size
+        # interpolated values arrive resolved: logger save dirs, trainer root, the relative probe size
         assert hparams["logger"]["csv"]["save_dir"] == str(tmp_path)
         assert hparams["trainer"]["default_root_dir"] == str(tmp_path)
         assert hparams["callbacks"]["adapter"]["dirpath"] == f"{tmp_path}/adapter"
-        assert hparams["data"]["eval_batch_size"] == hparams["data"]["batch_size"] == cfg.data.batch_size
+        ev = hparams["evaluation"]["eval"]
+        assert ev["probe_size"] == ev["perturb"]["adversarial"]["probe_size"] == cfg.evaluation.eval.probe_size
+        assert hparams["data"]["batch_size"] == cfg.data.batch_size
         assert hparams["seed"] == 7
         assert hparams["model"]["name_or_path"] == "tiny:llama" and hparams["model"]["lora"]["r"] == 8
         assert hparams["loss"]["lambda"] == cfg.loss["lambda"]

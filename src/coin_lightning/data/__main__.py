@@ -45,9 +45,12 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
     Returns:
         The set-up DataModule.
     """
-    from hydra.utils import instantiate
     from rich.console import Console
     from rich.table import Table
+
+    from coin_lightning.data.config import DataArgs
+    from coin_lightning.data.datamodule import CoinDataModule
+    from coin_lightning.data.prompts import build_prompt
 
     console = console or Console()
     tokenizer = None
@@ -55,7 +58,7 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
         from coin_lightning.model.loading import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
-    dm = instantiate(cfg.data, tokenizer=tokenizer, seed=int(cfg.get("seed", 0)))
+    dm = CoinDataModule(DataArgs.from_config(cfg.data), tokenizer=tokenizer, seed=int(cfg.get("seed", 0)))
     dm.setup("fit")
     st = dm.stats
 
@@ -68,8 +71,6 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
     console.print(table)
     other = {k: v for k, v in st.items() if k not in ("records_per_task", "train_records_per_task", "groups_per_task")}
     console.print(other)
-
-    from coin_lightning.data.prompts import build_prompt
 
     ds = dm.train_dataset
     for i in range(min(n, len(ds))):

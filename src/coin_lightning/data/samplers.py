@@ -112,19 +112,6 @@ class LengthGroupedSampler(DistributedSampler):
         return self.num_samples
 
 
-def check_order(order: str, group_by_length: bool = False) -> None:
-    """Validate ``data.order`` (with ``data.group_by_length``).
-
-    Raises:
-        DataError: an unknown order, or ``sequential`` with ``group_by_length``.
-    """
-    if order not in DATA_ORDERS:
-        raise DataError(f"data.order={order!r} is not one of {', '.join(DATA_ORDERS)}")
-    if order == "sequential" and group_by_length:
-        raise DataError("data.order=sequential keeps the dataset order; data.group_by_length=true reorders by length: "
-                        "choose one")
-
-
 def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",
                   group_by_length: bool = False, seed: int = 0) -> DistributedSampler:
     """The training sampler of ``CoinDataModule``, rank-aware (Lightning leaves it in place).
@@ -141,11 +128,7 @@ def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str 
         ``sequential``: a ``DistributedSampler`` with ``shuffle=False`` (rank ``r`` of ``W`` takes
         items ``r, r + W, ...`` in dataset order; one process: the dataset order itself);
         ``shuffled``: the same with ``shuffle=True``, or the length-grouped sampler.
-
-    Raises:
-        DataError: an unknown order, or ``sequential`` with ``group_by_length``.
     """
-    check_order(order, group_by_length)
     if group_by_length:
         return LengthGroupedSampler(lengths, batch_items, seed=seed, shuffle=True)
     world, rank = _world()

@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from coin_lightning.config_types import check_range
-from coin_lightning.data.checks import check_data_config
+from coin_lightning.data.config import DataArgs
 from coin_lightning.errors import ConfigError
 from coin_lightning.losses import LossArgs
 from coin_lightning.model.checks import check_adapter, check_checkpoint, check_model_ranges
@@ -75,15 +75,15 @@ def check_trainer(trainer: Mapping, model: ModelArgs) -> None:
 @dataclass
 class TrainRun:
     """One training job, parsed once from a composed ``train.yaml`` by :func:`coin_lightning.conf.train_run`
-    and passed down: typed ``model`` and ``loss``, the ``_target_`` groups as resolved plain dicts."""
+    and passed down: typed ``model``, ``loss`` and ``data``, the ``_target_`` groups as resolved plain dicts."""
 
     model: ModelArgs
     """``model``: the base model, LoRA and speed-ups."""
     loss: LossArgs
     """``loss``: lambda, temperature, pooling, cap."""
-    data: dict
-    """``data``: the DataModule (``_target_``) and its arguments; the batch plan writes its validation
-    interval here (:mod:`coin_lightning.training.batching`)."""
+    data: DataArgs
+    """``data``: the DataModule's settings, checked (values and files) when parsed; the batch plan writes its
+    validation interval here (:mod:`coin_lightning.training.batching`)."""
     trainer: dict
     """``trainer``: the Lightning Trainer (``_target_``); the batch plan writes accumulation and validation here."""
     optimizer: dict
@@ -109,13 +109,13 @@ class TrainRun:
 
 def check_train_config(run: TrainRun) -> None:
     """Check every value of a training job that can be checked without loading a model: ``loss``,
-    ``model`` (with ``model.adapter``), ``data`` (values and files), ``optimizer.lr``, ``warmup_ratio``,
+    ``model`` (with ``model.adapter``), ``optimizer.lr``, ``warmup_ratio``,
     ``seed``, ``trainer``, the values whose range depends on the model (against its config,
     :func:`~coin_lightning.model.checks.check_model_ranges`) and ``ckpt_path`` (a readable Lightning
-    checkpoint of this LoRA setup). Required values and types were refused while parsing.
+    checkpoint of this LoRA setup). Required values, types and ``data`` were refused while parsing.
 
     Raises:
-        ConfigError, ModelLoadError, DataError: one line naming the key at fault.
+        ConfigError, ModelLoadError: one line naming the key at fault.
     """
     args = run.model
     check_liger(args.liger_kernels)
@@ -128,10 +128,8 @@ def check_train_config(run: TrainRun) -> None:
     check_range("warmup_ratio", _number("warmup_ratio", run.warmup_ratio), low=0, high=1, high_open=True)
     if "lr" in run.optimizer:
         check_range("optimizer.lr", _number("optimizer.lr", run.optimizer["lr"]), low=0, low_open=True)
-    if run.data is not None:
-        check_data_config(run.data)
     check_trainer(run.trainer, args)
-    check_model_ranges(args, run.loss.hidden_layer, (run.data or {}).get("cutoff_len"))
+    check_model_ranges(args, run.loss.hidden_layer, run.data.cutoff_len)
     if args.adapter:
         check_adapter(args.adapter, args, key="model.adapter")
     if run.ckpt_path and str(run.ckpt_path) != "auto":  # auto: checked once resolved (training/run.py)

@@ -12,6 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from coin_lightning.data.datamodule import CoinDataModule
 from coin_lightning.errors import reported
 from coin_lightning.io import write_json
 from coin_lightning.model.checks import check_checkpoint
@@ -28,7 +29,7 @@ from coin_lightning.training.resume import resolve_ckpt_path
 log = logging.getLogger(__name__)
 
 
-def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
+def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, CoinDataModule, L.Trainer]:
     """Instantiate the LightningModule, DataModule and Trainer of a training job.
 
     Everything that can be checked without the model is checked first, in this order: the config
@@ -43,13 +44,14 @@ def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, L.Lightning
     """
     if not checked:
         check_train_config(run)
-    plan = apply_batch_plan(run.data, run.trainer)  # global batch -> accumulation, validation in optimizer steps
+    data = vars(run.data)  # the fields as a live dict: the batch plan sets data.val_every_n_steps
+    plan = apply_batch_plan(data, run.trainer)  # global batch -> accumulation, validation in optimizer steps
     L.seed_everything(run.seed, workers=True)
-    datamodule = instantiate(run.data, tokenizer=None, seed=run.seed)
+    datamodule = CoinDataModule(run.data, tokenizer=None, seed=run.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
     examples = len(datamodule.train_dataset) * datamodule.pairs_per_item
-    apply_epoch_fraction(run.data, run.trainer, examples, plan.global_batch_size)  # the reference's eval/save steps
-    run.config["callbacks"] = callbacks = run.resolve_callbacks(run.data)
+    apply_epoch_fraction(data, run.trainer, examples, plan.global_batch_size)  # the reference's eval/save steps
+    run.config["callbacks"] = callbacks = run.resolve_callbacks(data)
     trainer = instantiate(run.trainer, callbacks=instantiate_group(callbacks), logger=instantiate_group(run.logger) or False)
     check_launch(trainer)
     datamodule.tokenizer = load_tokenizer(run.model)

@@ -291,8 +291,8 @@ class Embedded(Source):
     eval_tasks = {name: EvalSpec(name, "embedded", t.options) for name, t in EMBEDDED_TASKS.items()}
 
     def records(self, dm: Any, stats: dict) -> list[Record]:
-        """:func:`load_embedded` with ``data.tasks``, ``n_per_task``, ``data_seed`` and ``split``."""
-        return load_embedded(dm.tasks, dm.n_per_task, dm.data_seed, dm.split)
+        """:func:`load_embedded` with ``data.tasks``, ``n_per_task``, ``data_seed`` (null: the run's seed) and ``split``."""
+        return load_embedded(dm.tasks, dm.n_per_task, dm.seed if dm.data_seed is None else dm.data_seed, dm.split)
 
     def eval_records(self, name: str, root: str | None, samples: int | None, seed: int) -> list[Record]:
         """``samples`` (300 when null) records of the task's ``test`` split, generated with ``seed``."""

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from coin_lightning.data.collate import Collator, Encoder, collate
-from coin_lightning.data.prompts import build_prompt
-from coin_lightning.data.records import DataError, Example, Group, Pair
+from coin_lightning.data.records import DataError, Example, Group, Pair, build_prompt
 
 TEMPLATE = "Passage: {sentence1}\nClaim: {sentence2}\nDoes the passage back the claim? Reply {choices}."
 CHOICES = "'entailment' or 'not_entailment'"

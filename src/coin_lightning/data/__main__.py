@@ -50,7 +50,7 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
 
     from coin_lightning.data.config import DataArgs
     from coin_lightning.data.datamodule import CoinDataModule
-    from coin_lightning.data.prompts import build_prompt
+    from coin_lightning.data.records import build_prompt
 
     console = console or Console()
     tokenizer = None

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from coin_lightning.data.prompts import build_prompt
-from coin_lightning.data.records import DataError, Example, Group
+from coin_lightning.data.records import DataError, Example, Group, build_prompt
 from coin_lightning.data.templates import DERIVED_FIELDS
 
 IGNORE_INDEX = -100
@@ -84,7 +83,7 @@ class Encoder:
 
     Args:
         tokenizer: a ``transformers`` tokenizer (fast or slow) with an EOS token.
-        prompt_format: ``alpaca`` or ``chat`` (``prompts.build_prompt``).
+        prompt_format: ``alpaca`` or ``chat`` (``records.build_prompt``).
         cutoff_len: maximum row length in tokens (paper: 256).
         min_prompt_tokens: prompt tokens kept at least when the response alone is too long.
         append_eos: end every response with the EOS token (reference: no; see the module docstring).
@@ -96,7 +95,7 @@ class Encoder:
         response_cut: rows that lost response tokens to the cut (``sequence``).
 
     Raises:
-        DataError: the tokenizer has no EOS token, ``cutoff_len`` is too small, or an unknown ``truncation``.
+        DataError: the tokenizer has no EOS token, or ``cutoff_len`` is too small.
     """
 
     def __init__(self, tokenizer, prompt_format: str = "alpaca", cutoff_len: int = 256, min_prompt_tokens: int = 8,
@@ -105,19 +104,11 @@ class Encoder:
             raise DataError("the tokenizer has no EOS token; the response must end with one")
         if cutoff_len < 2 * min_prompt_tokens:
             raise DataError(f"data.cutoff_len={cutoff_len} is too small (at least {2 * min_prompt_tokens})")
-        if truncation not in TRUNCATIONS:
-            raise DataError(f"data.truncation={truncation!r} is not one of {', '.join(TRUNCATIONS)}")
-        self.truncation = truncation
-        self.response_cut = 0
-        self.tokenizer = tokenizer
-        self.prompt_format = prompt_format
-        self.cutoff_len = int(cutoff_len)
-        self.min_prompt_tokens = int(min_prompt_tokens)
-        self.append_eos = bool(append_eos)
+        self.tokenizer, self.prompt_format, self.truncation = tokenizer, prompt_format, truncation
+        self.cutoff_len, self.min_prompt_tokens, self.append_eos = cutoff_len, min_prompt_tokens, append_eos
         # the chat template writes its own special tokens; the alpaca prompt gets the tokenizer's (e.g. BOS)
         self.add_special_tokens = prompt_format != "chat"
-        self.truncated = 0
-        self.response_over_cutoff = 0
+        self.truncated = self.response_over_cutoff = self.response_cut = 0
 
     def _tok(self, texts: list[str], special: bool) -> list[list[int]]:
         """Token ids of each text (unique texts tokenized once).

@@ -14,8 +14,7 @@ from typing import Any
 from coin_lightning.config_types import build, check_choice
 from coin_lightning.data.collate import TRUNCATIONS
 from coin_lightning.data.grouping import GROUP_MODES, NEGATIVE_MODES, PAIRS_PER_ITEM
-from coin_lightning.data.prompts import PROMPT_FORMATS
-from coin_lightning.data.records import DataError
+from coin_lightning.data.records import PROMPT_FORMATS, DataError
 from coin_lightning.data.samplers import DATA_ORDERS
 from coin_lightning.data.sources import SOURCES
 from coin_lightning.data.sources.base import absolute

@@ -152,28 +152,19 @@ class CoinDataModule(L.LightningDataModule):
         loader is torchdata's ``StatefulDataLoader``, so mid-epoch checkpoints resume exactly.
         """
         ds = self._require_encoded(self.train_dataset)
-        items = self.batch_size // self.pairs_per_item
-        common = dict(
-            collate_fn=Collator(self.tokenizer.pad_token_id),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-        sampler = train_sampler(ds, ds.lengths, items, self.order, self.group_by_length, self.seed)
+        sampler = train_sampler(ds, ds.lengths, self.batch_size // self.pairs_per_item, self.order,
+                                self.group_by_length, self.seed)
         # A stateful loader: Lightning stores its position in checkpoints, so a resume from a
         # mid-epoch checkpoint continues with the very next micro-batch (exact resume).
-        return StatefulDataLoader(ds, batch_size=items, sampler=sampler, **common)
+        return self._loader(StatefulDataLoader, ds, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation micro-batches of ``eval_batch_size / pairs_per_item`` groups, in order
         (``[]`` when ``val_size=0``, which makes Lightning skip validation)."""
         ds = self._require_encoded(self.val_dataset)
-        if len(ds) == 0:
-            return []
-        return DataLoader(
-            ds,
-            batch_size=self.eval_batch_size // self.pairs_per_item,
-            shuffle=False,
-            collate_fn=Collator(self.tokenizer.pad_token_id),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self._loader(DataLoader, ds, self.eval_batch_size, shuffle=False) if len(ds) else []
+
+    def _loader(self, loader: type, ds: GroupDataset, pairs: int, **kwargs: Any) -> DataLoader:
+        """``loader`` over ``ds`` with ``pairs / pairs_per_item`` groups per batch, collated with the pad id."""
+        return loader(ds, batch_size=pairs // self.pairs_per_item, collate_fn=Collator(self.tokenizer.pad_token_id),
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)

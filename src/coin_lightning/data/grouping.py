@@ -144,7 +144,7 @@ def build_groups(
         records: validated records (:func:`~coin_lightning.data.selection.validate_records`); every record is
             an anchor once.
         bank: the template bank.
-        group: ``pair_of_pairs`` or ``hard_negative_column``.
+        group: ``pair_of_pairs`` or ``hard_negative_column`` (checked by :class:`~coin_lightning.data.config.DataArgs`).
         seed: the same seed and inputs give the same groups (templates, partners and order); each
             task has its own random stream, so adding a task leaves the others' groups unchanged.
         pool: template pool, ``main`` or ``all``.
@@ -155,12 +155,8 @@ def build_groups(
         Groups in a seeded random order, tasks interleaved.
 
     Raises:
-        DataError: unknown mode, or a task with a single record (no hard negative possible).
+        DataError: a task with a single record (no hard negative possible).
     """
-    if group not in GROUP_MODES:
-        raise DataError(f"unknown data.group {group!r}; choose one of {', '.join(GROUP_MODES)}")
-    if negatives not in NEGATIVE_MODES:
-        raise DataError(f"unknown data.negatives {negatives!r}; choose one of {', '.join(NEGATIVE_MODES)}")
     stats = {} if stats is None else stats
     render = _Renderer(bank)
     groups: list[Group] = []
@@ -211,12 +207,7 @@ def groups_from_pairs(pairs: Sequence[tuple[Record, Record]], group: str = "pair
     ``pair_of_pairs``: one group per row pair, exactly the reference's micro-batch of 2.
     ``hard_negative_column``: two groups per row pair, each row the anchor with the other's original
     as its negative column.
-
-    Raises:
-        DataError: unknown mode.
     """
-    if group not in GROUP_MODES:
-        raise DataError(f"unknown data.group {group!r}; choose one of {', '.join(GROUP_MODES)}")
 
     def ex(r: Record, which: str) -> Example:
         return Example(r.task, r.uid, f"csv:{which}", r.meta[which], str(r.target))

@@ -183,14 +183,13 @@ class TemplateBank:
 
         Args:
             task: a record task name.
-            pool: ``main`` (the largest set or sets) or ``all`` (every set); see :data:`TEMPLATE_POOLS`.
+            pool: ``main`` (the largest set or sets) or ``all`` (every set); see :data:`TEMPLATE_POOLS`
+                (checked by :class:`~coin_lightning.data.config.DataArgs`).
 
         Returns:
             Tuples of at least two indices into :meth:`for_task`; empty if the task has no two
             templates with the same target, in which case no positive can be formed.
         """
-        if pool not in TEMPLATE_POOLS:
-            raise ValueError(f"unknown template pool {pool!r}; choose one of {', '.join(TEMPLATE_POOLS)}")
         by_target: dict[str, list[int]] = {}
         for i, t in enumerate(self.for_task(task)):
             by_target.setdefault(t.target.strip(), []).append(i)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coin_lightning.config_types import build, check_choice
-from coin_lightning.data.prompts import PROMPT_FORMATS
+from coin_lightning.data.records import PROMPT_FORMATS
 from coin_lightning.data.sources import SOURCES, eval_tasks
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.tasks import PROMPT_LAYOUTS, dedup_aliases

@@ -70,7 +70,7 @@ def test_task_from_records_labels_and_targets():
 def test_prompt_layouts():
     """training: the training wrapping; reference (CoIN's evaluation): instruction, content and
     '### Response:' without newlines."""
-    from coin_lightning.data.prompts import build_prompt
+    from coin_lightning.data.records import build_prompt
     from coin_lightning.eval.engine.tasks import eval_prompt
 
     inst, content = "Is it 'positive' or 'negative'?", "Sentence A: fine. Sentence B: ok."

@@ -68,7 +68,7 @@ class Predictor:
     Args:
         model: a ``transformers`` causal LM; put in ``eval()`` mode here.
         tokenizer: its tokenizer (a pad token is needed; EOS is used when there is none).
-        prompt_format: ``alpaca`` or ``chat`` (:func:`~coin_lightning.data.prompts.build_prompt`).
+        prompt_format: ``alpaca`` or ``chat`` (:func:`~coin_lightning.data.records.build_prompt`).
         method: ``generate`` or ``rank``.
         batch_size: rows per forward pass.
         max_new_tokens: generation length for ``generate``.

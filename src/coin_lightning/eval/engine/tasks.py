@@ -3,7 +3,7 @@
 The tasks of the data sources are their ``eval_tasks`` (:func:`coin_lightning.data.sources.eval_tasks`),
 their content the source's (PromptBench's format for GLUE: Zhu et al. 2023, ``promptbench/dataload.py``,
 ``GLUE.get_content_by_idx``); the model input is ``instruction + CONTENT_SEPARATOR + content``,
-wrapped by :func:`coin_lightning.data.prompts.build_prompt` (the format training used).
+wrapped by :func:`coin_lightning.data.records.build_prompt` (the format training used).
 
 Rows are a seeded sample that depends only on ``(seed, task's split)``, never on the model, so every
 evaluation with the same ``eval.seed`` and ``eval.samples_per_task`` scores the same rows (recorded by
@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coin_lightning.data.prompts import build_prompt
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Record, build_prompt
 from coin_lightning.data.sources import eval_tasks
 from coin_lightning.data.sources.base import joined_fields
 

@@ -107,7 +107,7 @@ def test_own_templates_cover_glue_and_embedded_tasks_with_known_fields():
             assert t.placeholders <= set(GLUE_FIELDS[task]) | derived, t.name
             assert set(GLUE_FIELDS[task]) <= t.placeholders, f"{t.name} drops a field"
             assert t.target == "{answer}"
-        assert bank.task_options(task) == LABEL_WORDS[task]
+        assert bank.options[task] == LABEL_WORDS[task]
     for task, spec in EMBEDDED_TASKS.items():
         tpls = bank.for_task(task)
         assert len(tpls) >= 10, task

@@ -15,12 +15,6 @@ import sys
 from pathlib import Path
 
 
-def _conf_dir() -> Path:
-    from coin_lightning.conf import CONFIG_DIR  # registers the config schemas the YAML files start from
-
-    return Path(CONFIG_DIR)
-
-
 def compose(overrides: list[str], config_dir: Path | None = None, config_name: str = "train"):
     """Compose ``<config_dir>/<config_name>.yaml`` with overrides (no Hydra run directory).
 
@@ -30,9 +24,10 @@ def compose(overrides: list[str], config_dir: Path | None = None, config_name: s
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from coin_lightning.conf import CONFIG_DIR  # registers the config schemas the YAML files start from
     from coin_lightning.errors import ConfigError
 
-    config_dir = Path(config_dir) if config_dir is not None else _conf_dir()
+    config_dir = Path(config_dir or CONFIG_DIR)
     if not (config_dir / f"{config_name}.yaml").is_file():
         raise ConfigError(f"{config_dir / config_name}.yaml not found; pass --config-dir")
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):

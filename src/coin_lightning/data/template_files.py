@@ -39,6 +39,20 @@ def _dedupe(task: str, entries: Iterable[tuple[str, str]], prefix: str) -> tuple
     return tuple(out)
 
 
+def _read_mapping(path: Path, parse, error: type[Exception], kind: str, what: str) -> dict:
+    """The ``{task: [templates]}`` mapping of a template file; ``DataError`` naming the file when it is
+    missing, does not parse as ``kind`` or holds no mapping (``what``)."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such template file")
+    try:
+        raw = parse(path.read_text(encoding="utf-8"))
+    except error as exc:
+        raise DataError(f"{path}: not valid {kind} ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected {what} {{task: [templates]}}")
+    return raw
+
+
 def load_flan_templates(path: str | Path) -> TemplateBank:
     """Load FLAN's ``PATTERNS`` stored as JSON: ``{task: [{"input": ..., "target": ...}, ...]}``.
 
@@ -53,16 +67,8 @@ def load_flan_templates(path: str | Path) -> TemplateBank:
         DataError: missing file, invalid JSON, or an entry without ``input``/``target`` strings.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such template file")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a JSON object {{task: [templates]}}")
     templates = {}
-    for task, entries in raw.items():
+    for task, entries in _read_mapping(path, json.loads, ValueError, "JSON", "a JSON object").items():
         pairs = []
         for i, e in enumerate(entries):
             if isinstance(e, (list, tuple)) and len(e) == 2:
@@ -82,11 +88,6 @@ OWN_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "resources" / "template
 """Where the project's own template files live (shipped as package data)."""
 
 
-def own_template_files() -> list[Path]:
-    """The project's own template YAML files, sorted by name."""
-    return sorted(OWN_TEMPLATE_DIR.glob("*.yaml"))
-
-
 def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBank:
     """Load the project's own templates (YAML) with the answer options they need.
 
@@ -96,26 +97,18 @@ def load_own_templates(paths: Iterable[str | Path] | None = None) -> TemplateBan
     words (``coin_lightning.data.sources.glue.LABEL_WORDS``), embedded tasks their own.
 
     Args:
-        paths: YAML files; default :func:`own_template_files`.
+        paths: YAML files; default the ``*.yaml`` files of :data:`OWN_TEMPLATE_DIR`, sorted by name.
 
     Raises:
         DataError: a missing or malformed file, a task defined twice, or a bad template entry.
     """
     shipped = paths is None
-    paths = [Path(p) for p in (own_template_files() if shipped else paths)]
+    paths = [Path(p) for p in (sorted(OWN_TEMPLATE_DIR.glob("*.yaml")) if shipped else paths)]
     if not paths:
         raise DataError(f"no template files in {OWN_TEMPLATE_DIR}")
     templates: dict[str, tuple[Template, ...]] = {}
     for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: no such template file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(raw, dict):
-            raise DataError(f"{path}: expected a mapping {{task: [templates]}}")
-        for task, entries in raw.items():
+        for task, entries in _read_mapping(path, yaml.safe_load, yaml.YAMLError, "YAML", "a mapping").items():
             if task in templates:
                 raise DataError(f"{path}: task {task!r} is already defined in another template file")
             if not isinstance(entries, list) or not entries:

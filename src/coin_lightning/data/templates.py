@@ -199,12 +199,6 @@ class TemplateBank:
             sets = [s for s in sets if len(s) == top]
         return sets
 
-    def task_options(self, task: str) -> tuple[str, ...] | None:
-        """Answer options by label id for a record task, or ``None`` (generation tasks)."""
-        if task in self.options:
-            return self.options[task]
-        return self.options.get(self.aliases.get(task, task))
-
     def values(self, record: Record) -> dict[str, str]:
         """Placeholder values for ``record``: its fields, mapped fields and the derived ones.
 
@@ -215,7 +209,8 @@ class TemplateBank:
         for ph, fld in self.field_maps.get(self.aliases.get(record.task, record.task), {}).items():
             if ph not in vals and fld in record.fields:
                 vals[ph] = str(record.fields[fld])
-        opts = self.task_options(record.task)
+        task = record.task  # answer options by label id: under the record's task name, else its bank key
+        opts = self.options[task] if task in self.options else self.options.get(self.aliases.get(task, task))
         if opts:
             vals.setdefault("options_", format_options(opts))
             vals.setdefault("choices", format_choices(opts))

@@ -73,16 +73,7 @@ GLUE_EVAL_TASKS: dict[str, tuple[str, str, str]] = {
 duplicate detection, NLI). ``mnli`` is an alias of ``mnli_matched`` (same rows). ``mnli_mismatched`` is
 optional: skipped with a logged note when its split is missing (the shared data pack has none)."""
 
-FLAN_TASK_KEYS: dict[str, str] = {
-    "cola": "cola",
-    "sst2": "sst2",
-    "mrpc": "glue_mrpc",
-    "qqp": "glue_qqp",
-    "mnli": "mnli",
-    "qnli": "qnli",
-    "rte": "rte",
-    "wnli": "wnli",
-}
+FLAN_TASK_KEYS: dict[str, str] = {**{task: task for task in GLUE_TASKS}, "mrpc": "glue_mrpc", "qqp": "glue_qqp"}
 """Key of each GLUE task in FLAN 2021's ``PATTERNS`` (google-research/FLAN ``flan/templates.py``)."""
 
 FLAN_FIELD_MAP: dict[str, dict[str, str]] = {
@@ -165,6 +156,18 @@ def load_glue(
     return records
 
 
+GLUE_CONTENT: dict[str, str] = {
+    "sst2": "{sentence}",
+    "cola": "{sentence}",
+    "qqp": "Question 1: {question1} Question 2: {question2}",
+    "mnli": "Premise: {premise} Hypothesis: {hypothesis}",
+    "qnli": "Question: {question} Context: {sentence}",
+    **dict.fromkeys(("rte", "mrpc", "wnli"), "Sentence 1: {sentence1} Sentence 2: {sentence2}"),
+}
+"""PromptBench's evaluation content string of each GLUE dataset (``mnli`` for all mnli splits), as a template
+of the row's text fields."""
+
+
 def format_glue_content(dataset: str, fields: dict) -> str:
     """PromptBench's evaluation content string for one GLUE row (Zhu et al. 2023,
     ``promptbench/dataload.py``, ``GLUE.get_content_by_idx``).
@@ -179,21 +182,12 @@ def format_glue_content(dataset: str, fields: dict) -> str:
     Raises:
         DataError: unknown dataset or a missing field.
     """
+    if dataset not in GLUE_CONTENT:
+        raise DataError(f"no content format for GLUE dataset {dataset!r}; known: {', '.join(GLUE_FIELDS)}")
     try:
-        if dataset in ("sst2", "cola"):
-            return fields["sentence"]
-        if dataset == "qqp":
-            return f"Question 1: {fields['question1']} Question 2: {fields['question2']}"
-        if dataset == "mnli":
-            return f"Premise: {fields['premise']} Hypothesis: {fields['hypothesis']}"
-        if dataset == "qnli":
-            return f"Question: {fields['question']} Context: {fields['sentence']}"
-        if dataset in ("rte", "mrpc", "wnli"):
-            return f"Sentence 1: {fields['sentence1']} Sentence 2: {fields['sentence2']}"
+        return GLUE_CONTENT[dataset].format_map(fields)
     except KeyError as exc:
         raise DataError(f"{dataset}: row has no field {exc}") from None
-    raise DataError(f"no content format for GLUE dataset {dataset!r}; known: {', '.join(GLUE_FIELDS)}")
-
 
 class Glue(Source):
     """``data.source=glue``: the GLUE train splits (``data.root`` or the hub); the GLUE evaluation tasks."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -196,15 +197,12 @@ class Encoder:
 
     def encode_groups(self, groups: Sequence[Group]) -> list[EncodedGroup]:
         """Tokenize whole groups (one batched tokenizer call for all their rows)."""
-        flat = [e for g in groups for e in g.examples]
-        rows = self.encode(flat)
-        out, k = [], 0
-        for g in groups:
-            n = len(g.pairs)
-            o, pa, ng = rows[k:k + n], rows[k + n:k + 2 * n], rows[k + 2 * n:k + 2 * n + len(g.negatives)]
-            k += 2 * n + len(g.negatives)
-            out.append(EncodedGroup(tuple(o), tuple(pa), tuple(ng)))
-        return out
+        rows = iter(self.encode([e for g in groups for e in g.examples]))
+
+        def take(k: int) -> tuple[EncodedRow, ...]:  # the next k rows (examples come in collation order)
+            return tuple(islice(rows, k))
+
+        return [EncodedGroup(take(len(g.pairs)), take(len(g.pairs)), take(len(g.negatives))) for g in groups]
 
 
 def collate(items: Sequence[EncodedGroup], pad_token_id: int) -> dict:

@@ -176,14 +176,13 @@ def build_groups(
         same_total += same
 
         flat = [(s, a) for s in sets for a in s]  # A uniform over all usable templates
-        made = 0
+        before = len(groups)
         if group == "pair_of_pairs":
             for i, j in partners:
                 a, b, b2 = _pick_templates(flat, rng)
                 groups.append(
                     Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)), Pair(render(rs[j], a), render(rs[j], b2))))
                 )
-                made += 1
         else:
             partner = {}
             for i, j in partners:  # each record of a different-target pair is the other's negative
@@ -192,8 +191,7 @@ def build_groups(
             for i in range(len(rs)):
                 a, b, _ = _pick_templates(flat, rng)
                 groups.append(Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)),), negatives=(render(rs[partner[i]], a),)))
-                made += 1
-        per_task[task] = made
+        per_task[task] = len(groups) - before
     random.Random(f"{seed}/groups/order").shuffle(groups)
     stats["same_target_negatives"] = stats.get("same_target_negatives", 0) + same_total
     stats.setdefault("groups_per_task", {}).update(per_task)

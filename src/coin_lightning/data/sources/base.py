@@ -19,14 +19,9 @@ from coin_lightning.data.selection import apply_mixture, split_records, validate
 
 
 def absolute(path: str | None) -> str | None:
-    """Absolute, normalised path; relative paths are taken from Hydra's original working directory."""
-    if path is None:
-        return None
-    try:
-        path = to_absolute_path(str(path))
-    except Exception:  # hydra missing or not usable: relative to the working directory
-        path = str(Path(path).absolute())
-    return os.path.normpath(path)
+    """Absolute, normalised path; relative paths are taken from Hydra's original working directory (the
+    working directory outside a Hydra run)."""
+    return None if path is None else os.path.normpath(to_absolute_path(str(path)))
 
 
 def count_tasks(tasks: Iterable[str]) -> dict[str, int]:

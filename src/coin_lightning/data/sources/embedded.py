@@ -160,13 +160,9 @@ def _draw_compare(rng: random.Random, k: int) -> dict:
     return {"a": str(a), "b": str(b)}
 
 
-def _order(a: int, b: int) -> int:
-    """0, 1 or 2: ``a`` less than, equal to or greater than ``b``."""
-    return 0 if a < b else 1 if a == b else 2
-
-
 def _solve_compare(f: dict) -> int:
-    return _order(int(f["a"]), int(f["b"]))
+    a, b = int(f["a"]), int(f["b"])
+    return 0 if a < b else 1 if a == b else 2
 
 
 # --- sign of a difference (3-way) -------------------------------------------------------------
@@ -176,7 +172,8 @@ def _draw_sign(rng: random.Random, k: int) -> dict:
 
 
 def _solve_sign(f: dict) -> int:
-    return _order(*(int(x) for x in f["expression"].split(" - ")))
+    a, b = (int(x) for x in f["expression"].split(" - "))
+    return 0 if a - b < 0 else 1 if a == b else 2
 
 
 # --- generation tasks -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from coin_lightning.eval.instructions.perturb.text import whole_word
 from coin_lightning.eval.instructions.sets import (
     TASK_ALIASES,
     InstructionError,
@@ -107,7 +108,7 @@ def normalise(prompt: str) -> str:
 
 def names_word(text: str, word: str) -> bool:
     """Whether ``word`` occurs in ``text`` as a whole token (``\\w`` boundaries), ignoring case."""
-    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) is not None
+    return whole_word(word).search(text) is not None
 
 
 def usable(text: str, words: Iterable[str]) -> bool:

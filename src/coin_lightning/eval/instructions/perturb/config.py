@@ -13,7 +13,7 @@ from typing import Any
 
 from coin_lightning.config_types import build, check_range
 from coin_lightning.errors import ConfigError
-from coin_lightning.eval.instructions.perturb.levels import check_level_map, generated, level_of, strength
+from coin_lightning.eval.instructions.perturb.levels import check_level_map, generated, level_of, lookup
 from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
 
 
@@ -130,7 +130,8 @@ class PerturbConfig:
         Raises:
             ValueError: ``perturbation`` is not registered.
         """
-        return strength(perturbation, self)
+        p = lookup(perturbation)
+        return {k: getattr(getattr(self, p.group), k) for k in p.knobs}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for run metadata and cache keys)."""

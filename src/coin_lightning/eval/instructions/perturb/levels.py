@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 LEVELS: tuple[str, ...] = ("clean", "character", "word", "sentence", "semantic")
 """Perturbation levels, from none to meaning-preserving rewrites."""
@@ -76,17 +75,6 @@ def check_level_map(level_map: dict[str, str], where: str = "eval.perturb.levels
             raise ValueError(f"{where}.{name}: unknown level {level!r}; levels are {', '.join(LEVELS)}")
         out[str(name)] = str(level)
     return out
-
-
-def strength(perturbation: str, cfg: Any) -> dict[str, Any]:
-    """Keyword arguments of ``perturbation``'s operator: its knobs read from ``cfg`` (a ``PerturbConfig``).
-
-    Raises:
-        ValueError: ``perturbation`` is not registered.
-    """
-    p = lookup(perturbation)
-    group = getattr(cfg, p.group)
-    return {k: getattr(group, k) for k in p.knobs}
 
 
 def lookup(name: str) -> Perturbation:

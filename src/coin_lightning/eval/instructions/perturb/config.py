@@ -101,10 +101,7 @@ class PerturbConfig:
     """Greedy search settings."""
 
     def __post_init__(self) -> None:
-        try:
-            self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels")}
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels", ConfigError)}
         self.perturbations = tuple(self.perturbations)
         for name in self.perturbations:
             if name not in generated():

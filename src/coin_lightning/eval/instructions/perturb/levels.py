@@ -63,16 +63,17 @@ def level_of() -> dict[str, str]:
     return {"clean": "clean", **{n: PERTURBATIONS[n].level for n in generated()}, "semantic": "semantic"}
 
 
-def check_level_map(level_map: dict[str, str], where: str = "eval.perturb.levels") -> dict[str, str]:
+def check_level_map(level_map: dict[str, str], where: str = "eval.perturb.levels",
+                    error: type[Exception] = ValueError) -> dict[str, str]:
     """Validate a perturbation -> level mapping and return it as a plain dict.
 
     Raises:
-        ValueError: a value is not one of :data:`LEVELS` (message names ``where`` and the key).
+        ValueError (or ``error``): a value is not one of :data:`LEVELS` (message names ``where`` and the key).
     """
     out = {}
     for name, level in dict(level_map).items():
         if level not in LEVELS:
-            raise ValueError(f"{where}.{name}: unknown level {level!r}; levels are {', '.join(LEVELS)}")
+            raise error(f"{where}.{name}: unknown level {level!r}; levels are {', '.join(LEVELS)}")
         out[str(name)] = str(level)
     return out
 

@@ -145,9 +145,7 @@ class ShardedPredictor:
         if self.fabric.world_size == 1:
             return mine  # type: ignore[return-value]
         local = {i: p for i, p in enumerate(mine) if p is not None}
-        merged: dict[int, Prediction] = {}
-        for part in self._gather(local):
-            merged.update(part)
+        merged = {i: p for part in self._gather(local) for i, p in part.items()}
         return [merged[i] for i in range(len(contents))]
 
     def last_hidden(self, instruction: str, contents: Sequence[str], responses: Sequence[str] | None = None,

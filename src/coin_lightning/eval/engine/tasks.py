@@ -159,8 +159,7 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
     split_key = split_key or name
     rows = sample_rows(records, samples, seed, split_key)
     if label_words is None:
-        if any(r.target is None for r in records):
-            bad = next(r for r in records if r.target is None)
+        if (bad := next((r for r in records if r.target is None), None)) is not None:
             raise DataError(f"task {name!r}: record {bad.uid!r} has no target and no label words are known")
         label_words = tuple(sorted({r.target.strip() for r in records}))
         golds = [label_words.index(r.target.strip()) for r in rows]

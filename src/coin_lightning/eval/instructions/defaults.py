@@ -126,15 +126,8 @@ def usable(text: str, words: Iterable[str]) -> bool:
 
 def first_usable(prompts: Iterable[str], words: Iterable[str], n: int) -> list[str]:
     """The first ``n`` usable normalised prompts, in order."""
-    words = tuple(words)
-    out = []
-    for p in prompts:
-        text = normalise(p) if isinstance(p, str) else ""
-        if usable(text, words) and text not in out:
-            out.append(text)
-        if len(out) == n:
-            break
-    return out
+    words, texts = tuple(words), dict.fromkeys(normalise(p) if isinstance(p, str) else "" for p in prompts)
+    return [text for text in texts if usable(text, words)][:n]
 
 
 def load_pools(root: Path | None = None) -> dict[str, dict]:

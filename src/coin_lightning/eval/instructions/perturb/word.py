@@ -194,6 +194,14 @@ def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | 
     return best
 
 
+def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list:
+    """The synsets of ``word`` (lower case) in its :func:`main_pos` that hold it as a lemma, in WordNet's
+    sense order (most frequent first); ``[]`` when it has no main POS."""
+    pos = main_pos(word, wordnet_dir)
+    synsets = load_wordnet(wordnet_dir).synsets(word, pos) if pos else []
+    return [s for s in synsets if word in (lem.name().lower() for lem in s.lemmas())]
+
+
 @functools.lru_cache(maxsize=65536)
 def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
     """Up to ``k`` single-word synonyms of ``word`` in its main POS, most frequent sense first.
@@ -206,12 +214,8 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     Returns:
         Lower-case synonyms, without ``word`` itself; empty when WordNet has none.
     """
-    wn, word = load_wordnet(wordnet_dir), word.lower()
-    pos = main_pos(word, wordnet_dir)
-    out: list[str] = []
-    for synset in wn.synsets(word, pos) if pos else ():
-        if word not in (lem.name().lower() for lem in synset.lemmas()):
-            continue
+    word, out = word.lower(), []
+    for synset in own_senses(word, wordnet_dir):
         for lemma in synset.lemmas():
             text = _usable(lemma.name(), multiword=False)
             if text and text.lower() != word and text.lower() not in out:
@@ -226,11 +230,8 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     Ranked by WordNet's corpus frequency count (descending, ties alphabetical); multi-word lemmas
     are returned with spaces. This is the candidate source of :func:`bertattack`.
     """
-    wn, word = load_wordnet(wordnet_dir), word.lower()
-    pos = main_pos(word, wordnet_dir)
-    if pos is None:
-        return ()
-    own = [s for s in wn.synsets(word, pos) if word in (lem.name().lower() for lem in s.lemmas())][:senses]
+    word = word.lower()
+    own = own_senses(word, wordnet_dir)[:senses]
     counts: dict[str, int] = {}
     for synset in own:
         for hyper in synset.hypernyms() + synset.instance_hypernyms():

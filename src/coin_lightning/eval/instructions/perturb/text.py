@@ -81,8 +81,7 @@ def replace_tokens(text: str, replacements: dict[Token, str]) -> str:
     """Return ``text`` with each token replaced by its new string; all other characters unchanged."""
     out, pos = [], 0
     for token in sorted(replacements, key=lambda t: t.start):
-        out.append(text[pos : token.start])
-        out.append(replacements[token])
+        out += [text[pos : token.start], replacements[token]]
         pos = token.end
     out.append(text[pos:])
     return "".join(out)
@@ -123,12 +122,9 @@ def edit_words(
         The edited instruction (``text`` itself when nothing could be edited).
     """
     tokens = editable_words(text, protected)
-    pool = [t for t in content_words(tokens) if eligible(t)]
-    if not pool:
-        pool = [t for t in tokens if t.text.isalpha() and eligible(t)]
-    order = rng.sample(pool, len(pool))
+    pool = [t for t in content_words(tokens) if eligible(t)] or [t for t in tokens if t.text.isalpha() and eligible(t)]
     replacements: dict[Token, str] = {}
-    for token in order:
+    for token in rng.sample(pool, len(pool)):
         if len(replacements) >= max_words:
             break
         new = edit(token.text, rng)

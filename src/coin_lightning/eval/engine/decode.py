@@ -146,12 +146,10 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
         return _prefill_packed(model, ids, mask, prefix, hidden)
     offset = len(prefix.ids) if prefix is not None else 0
     positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
-    cache = None
-    full_mask = mask
-    if prefix is not None:
-        cache = copy.deepcopy(prefix.cache)
+    cache = copy.deepcopy(prefix.cache) if prefix is not None else None
+    if cache is not None:
         cache.batch_repeat_interleave(len(suffixes))
-        full_mask = torch.cat([torch.ones((len(suffixes), offset), dtype=mask.dtype, device=device), mask], dim=1)
+    full_mask = torch.cat([mask.new_ones((len(suffixes), offset)), mask], dim=1)
     with torch.inference_mode():
         out = model(
             input_ids=ids,

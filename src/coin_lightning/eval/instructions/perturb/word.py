@@ -147,11 +147,8 @@ def _load_wordnet(wordnet_dir: str):
 
 def _usable(name: str, multiword: bool) -> str | None:
     """WordNet lemma name -> plain text, or ``None`` when it is not a usable replacement word."""
-    text = name.replace("_", " ")
-    parts = text.split(" ")
-    if not all(p.isalpha() for p in parts) or (len(parts) > 1 and not multiword):
-        return None
-    return text
+    parts = name.split("_")
+    return " ".join(parts) if all(p.isalpha() for p in parts) and (len(parts) == 1 or multiword) else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -237,8 +234,7 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
                     text = _usable(lemma.name(), multiword=True)
                     if text and text.lower() != word:
                         counts[text.lower()] = max(counts.get(text.lower(), 0), lemma_count(lemma, wordnet_dir))
-    ranked = sorted(counts, key=lambda t: (-counts[t], t))
-    return tuple(ranked[:k])
+    return tuple(sorted(counts, key=lambda t: (-counts[t], t))[:k])
 
 
 def _substitute(text, rng, protected, max_words, candidates_of) -> str:

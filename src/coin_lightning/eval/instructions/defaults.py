@@ -178,10 +178,7 @@ def promptbench_instruction_set(tasks: Iterable[str], level_map: Mapping[str, st
         log.warning("promptbench has no semantic prompts for %s: using the project's own semantic instructions there",
                     ", ".join(missing))
         own = load_instruction_file(default_instruction_path(), level_map=level_map)
-        for k in missing:
-            data["semantic"][k] = own.instructions_for(k, "semantic")
-    if not data["semantic"]:
-        del data["semantic"]
+        data["semantic"].update({k: own.instructions_for(k, "semantic") for k in missing})
     return InstructionSet.from_dict(data, f"promptbench {PINNED_VERSION} prompts", level_map=level_map)
 
 

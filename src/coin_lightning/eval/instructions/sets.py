@@ -101,7 +101,8 @@ class InstructionSet:
         Args:
             data: the parsed file content.
             source: named in error messages.
-            tasks: allowed task keys (default: the data sources' evaluation tasks, :func:`coin_lightning.data.sources.eval_tasks`).
+            tasks: allowed task keys (default: the data sources' evaluation tasks,
+                :func:`coin_lightning.data.sources.eval_tasks`).
             level_map: perturbation -> level (default: :func:`level_of`).
 
         Raises:

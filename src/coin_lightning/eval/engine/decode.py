@@ -231,10 +231,8 @@ def label_log_likelihoods(model, state: Prefilled, candidates: Sequence[Sequence
     step = max(1, max_rows // batch)
     for start in range(0, len(longer), step):
         chunk = longer[start:start + step]
-        last = start + step >= len(longer)
-        cache = state.cache if last else copy.deepcopy(state.cache)
-        rest = _continuation_log_likelihoods(model, state, cache, [candidates[j] for j in chunk], pad_id)
-        scores[:, chunk] += rest
+        cache = state.cache if start + step >= len(longer) else copy.deepcopy(state.cache)  # the last chunk consumes it
+        scores[:, chunk] += _continuation_log_likelihoods(model, state, cache, [candidates[j] for j in chunk], pad_id)
     return scores
 
 

@@ -125,13 +125,12 @@ def load_task(name: str, root: str | Path | None, samples: int | None, seed: int
     Returns:
         The task, or ``None`` for an optional task whose split is missing (logged).
 
+    ``name`` is a known task (``eval.tasks`` is checked where it enters, :class:`~coin_lightning.eval.settings.EvalSettings`).
+
     Raises:
-        DataError: unknown task, missing split of a required task, malformed rows.
+        DataError: missing split of a required task, malformed rows.
     """
-    known = eval_tasks()
-    if name not in known:
-        raise DataError(f"eval.tasks: unknown task {name!r}; known: {', '.join(known)}")
-    source, spec = known[name]
+    source, spec = eval_tasks()[name]
     try:
         records = source.eval_records(name, root, samples, seed)
     except (DataError, ValueError, FileNotFoundError) as exc:

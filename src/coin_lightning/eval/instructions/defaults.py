@@ -240,7 +240,7 @@ def default_instruction_set(
         tasks: evaluation tasks (``mnli_matched`` -> ``mnli``); default: every task of the file.
         source: ``default`` (the project's own clean and semantic instructions) or ``promptbench``
             (PromptBench's, read from the installed package: :func:`promptbench_instruction_set`;
-            ``tasks`` required).
+            ``tasks`` required); ``eval.instructions`` is checked where it enters (``EvalSettings``).
 
     Returns:
         Perturbations ``clean``, the generated ones, ``semantic``; keyed by instruction task key.
@@ -255,8 +255,6 @@ def default_instruction_set(
         if tasks is None:
             raise InstructionError("eval.instructions=promptbench needs the task list")
         base = promptbench_instruction_set(tasks, level_map=cfg.levels)
-    elif source == "default":
-        base = load_instruction_file(default_instruction_path(), level_map=cfg.levels)
     else:
-        raise InstructionError(f"eval.instructions={source!r}; choose default or promptbench")
+        base = load_instruction_file(default_instruction_path(), level_map=cfg.levels)
     return perturb_instruction_set(base, cfg, seed, tasks)

@@ -93,7 +93,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_import_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "coin_lightning.eval.instructions.promptbench" in graph["coin_lightning.eval.instructions.defaults"]
+    assert "coin_lightning.model.loading" in graph["coin_lightning.eval.instructions.perturb.word"]
     assert "coin_lightning.losses" in graph["coin_lightning.model.module"]
 
 

@@ -11,13 +11,15 @@ from rich.markdown import Markdown
 
 from coin_lightning.errors import reported
 from coin_lightning.eval.engine.distributed import (
+    PARTS_DIR,
+    Parts,
     ProcessesLost,
     ShardedPredictor,
     check_not_multirun,
     fabric_from_trainer,
+    part_key,
     prepare_model,
 )
-from coin_lightning.eval.engine.parts import PARTS_DIR, Parts, part_key
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.scoring.metrics import fingerprint
@@ -110,7 +112,7 @@ def evaluate(job: EvalJob, loggers: list | None = None, log_step: int = 0) -> di
     Validates settings, rows, instructions, the ``trainer`` and earlier parts in the output directory
     before loading the model (:func:`check`); runs on the ``trainer``'s devices
     (:mod:`coin_lightning.eval.engine.distributed`); saves each finished (task, level) under ``parts/`` and
-    resumes from them (:mod:`coin_lightning.eval.engine.parts`); rank 0 writes every output into ``job.output_dir``.
+    resumes from them (:class:`coin_lightning.eval.engine.distributed.Parts`); rank 0 writes every output into ``job.output_dir``.
 
     Args:
         job: the typed job (model, adapter, prompt format, data root, settings, trainer, loggers, output).

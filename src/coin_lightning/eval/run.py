@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coin_lightning.data.records import DataError
-from coin_lightning.eval.engine.parts import Parts
+from coin_lightning.eval.engine.distributed import Parts
 from coin_lightning.eval.engine.predict import Prediction, Predictor
 from coin_lightning.eval.engine.tasks import EvalTask, load_task
 from coin_lightning.eval.instructions.defaults import default_instruction_set
@@ -207,7 +207,7 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         predictor: a :class:`Predictor` or a
             :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor` (same interface).
         parts: resume from its finished (task, level) parts and save the others as they finish
-            (:mod:`coin_lightning.eval.engine.parts`); ``None``: neither.
+            (:class:`coin_lightning.eval.engine.distributed.Parts`); ``None``: neither.
         write: write files (``False`` on every process but rank 0); the metrics are returned either way.
         config: the resolved job config, for each logger's ``log_hyperparams`` (``None``: not logged).
         log_step: the step the scalars and figures are logged at.

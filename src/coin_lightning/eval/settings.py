@@ -17,8 +17,7 @@ from coin_lightning.data.records import PROMPT_FORMATS
 from coin_lightning.data.sources import SOURCES, eval_tasks
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.tasks import PROMPT_LAYOUTS, dedup_aliases
-from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.levels import LEVELS
+from coin_lightning.eval.instructions.perturb.config import LEVELS, PerturbConfig
 from coin_lightning.model.config import ModelArgs
 
 INSTRUCTION_SOURCES = ("default", "promptbench")

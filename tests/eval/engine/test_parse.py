@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from coin_lightning.data.sources.glue import LABEL_WORDS
-from coin_lightning.eval.engine.parse import UNPARSEABLE, normalize_answer, parse_label
+from coin_lightning.eval.engine.generation import UNPARSEABLE, normalize_answer, parse_label
 
 RTE = LABEL_WORDS["rte"]  # entailment=0, not_entailment=1
 WNLI = LABEL_WORDS["wnli"]  # not_entailment=0, entailment=1 (ids reversed)

@@ -8,12 +8,11 @@ import torch
 from coin_lightning.data.sources.glue import LABEL_WORDS
 from coin_lightning.eval.engine.decode import (
     encode_prefix,
-    left_pad,
+    pad_rows,
     prefill,
     shared_prefix_length,
 )
-from coin_lightning.eval.engine.generation import stacked_cache
-from coin_lightning.eval.engine.parse import answer_decided, parse_label
+from coin_lightning.eval.engine.generation import answer_decided, parse_label, stacked_cache
 from coin_lightning.eval.engine.predict import Predictor
 from tests.eval.eval_helpers import forced_answer_model, tiny
 
@@ -30,13 +29,13 @@ CONTENTS = [
 ]
 
 
-def test_shared_prefix_length_and_left_pad():
+def test_shared_prefix_length_and_pad_rows():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert shared_prefix_length([[1, 2], [1, 2]]) == 1  # every row keeps a token
     assert shared_prefix_length([[7, 8, 9]]) == 2
     with pytest.raises(ValueError, match="shared_prefix_length needs non-empty token sequences"):
         shared_prefix_length([[1], []])
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from coin_lightning.eval.instructions import promptbench
-from coin_lightning.eval.instructions.defaults import default_instruction_set
-from coin_lightning.eval.instructions.promptbench import normalise, promptbench_instruction_set
+from coin_lightning.eval.instructions.defaults import (
+    default_instruction_set,
+    load_pools,
+    normalise,
+    promptbench_instruction_set,
+)
 from coin_lightning.eval.instructions.sets import InstructionError, label_words
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 
@@ -46,7 +49,7 @@ def test_six_clean_and_six_semantic_per_glue_task_taken_verbatim_from_the_packag
 
 @needs_package
 def test_selection_is_the_first_usable_prompts_in_file_order():
-    pools = promptbench.load_pools()
+    pools = load_pools()
     for task in GLUE:
         for pool, sl in (("task", slice(0, 3)), ("role", slice(3, 6))):
             usable = [normalise(p) for p in pools[pool][task]

@@ -16,11 +16,13 @@ words. All functions run under ``torch.inference_mode()``; callers put the model
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from coin_lightning.losses import pool_hidden
 from coin_lightning.model.packing import PackedRows, is_enabled, pack_rows, unpack
@@ -59,16 +61,10 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     Raises:
         ValueError: no sequences, or an empty one.
     """
-    if not sequences or min(len(s) for s in sequences) == 0:
+    shortest = min((len(s) for s in sequences), default=0)
+    if shortest == 0:
         raise ValueError("shared_prefix_length needs non-empty token sequences")
-    first = sequences[0]
-    n = min(len(s) for s in sequences) - 1
-    for s in sequences[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-    return n
+    return min(len(os.path.commonprefix([list(s) for s in sequences])), shortest - 1)
 
 
 def _device(model) -> torch.device:
@@ -103,16 +99,11 @@ def encode_prefix(model, ids: Sequence[int]) -> Prefix | None:
     return Prefix(ids=list(ids), cache=out.past_key_values)
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists to ``[B, S]`` ids and a ``[B, S]`` 0/1 mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device=None, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token lists (on the ``left`` or ``right``) to ``[B, S]`` Long ids and a ``[B, S]`` 0/1 mask."""
+    ids = [torch.tensor(list(r), dtype=torch.long) for r in rows]
+    return tuple(pad_sequence(t, batch_first=True, padding_value=v, padding_side=side).to(device)
+                 for t, v in ((ids, pad_id), ([torch.ones_like(r) for r in ids], 0)))
 
 
 def packs_prompts(model) -> bool:
@@ -150,17 +141,15 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
         raise ValueError("prefill(packed=True) needs a model attending with packed rows (model.packed_sequences, "
                          "no sliding window)")
     device = _device(model)
-    ids, mask = left_pad(suffixes, pad_id, device)
+    ids, mask = pad_rows(suffixes, pad_id, device)
     if can_pack and packed is not False:
         return _prefill_packed(model, ids, mask, prefix, hidden)
     offset = len(prefix.ids) if prefix is not None else 0
     positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
-    cache = None
-    full_mask = mask
-    if prefix is not None:
-        cache = copy.deepcopy(prefix.cache)
+    cache = copy.deepcopy(prefix.cache) if prefix is not None else None
+    if cache is not None:
         cache.batch_repeat_interleave(len(suffixes))
-        full_mask = torch.cat([torch.ones((len(suffixes), offset), dtype=mask.dtype, device=device), mask], dim=1)
+    full_mask = torch.cat([mask.new_ones((len(suffixes), offset)), mask], dim=1)
     with torch.inference_mode():
         out = model(
             input_ids=ids,
@@ -242,10 +231,8 @@ def label_log_likelihoods(model, state: Prefilled, candidates: Sequence[Sequence
     step = max(1, max_rows // batch)
     for start in range(0, len(longer), step):
         chunk = longer[start:start + step]
-        last = start + step >= len(longer)
-        cache = state.cache if last else copy.deepcopy(state.cache)
-        rest = _continuation_log_likelihoods(model, state, cache, [candidates[j] for j in chunk], pad_id)
-        scores[:, chunk] += rest
+        cache = state.cache if start + step >= len(longer) else copy.deepcopy(state.cache)  # the last chunk consumes it
+        scores[:, chunk] += _continuation_log_likelihoods(model, state, cache, [candidates[j] for j in chunk], pad_id)
     return scores
 
 
@@ -254,18 +241,11 @@ def _continuation_log_likelihoods(model, state: Prefilled, cache, candidates: Se
     """Float ``[B, K]``: summed log-probabilities of tokens ``1..`` of each candidate (consumes ``cache``)."""
     device = state.last_logits.device
     batch, k = state.last_logits.shape[0], len(candidates)
-    width = max(len(c) for c in candidates) - 1
-    feed = torch.full((k, width), pad_id, dtype=torch.long, device=device)
-    target = torch.zeros((k, width), dtype=torch.long, device=device)
-    valid = torch.zeros((k, width), dtype=torch.bool, device=device)
-    for j, c in enumerate(candidates):
-        n = len(c) - 1
-        feed[j, :n] = torch.tensor(list(c[:-1]), device=device)
-        target[j, :n] = torch.tensor(list(c[1:]), device=device)
-        valid[j, :n] = True
+    feed, valid = pad_rows([c[:-1] for c in candidates], pad_id, device, "right")
+    target = pad_rows([c[1:] for c in candidates], 0, device, "right")[0]
     cache.batch_repeat_interleave(k)  # rows ordered (b0,k0), (b0,k1), ...
-    mask = torch.cat([state.attention_mask.repeat_interleave(k, dim=0), valid.long().repeat(batch, 1)], dim=1)
-    positions = state.next_position.repeat_interleave(k)[:, None] + torch.arange(width, device=device)[None]
+    mask = torch.cat([state.attention_mask.repeat_interleave(k, dim=0), valid.repeat(batch, 1)], dim=1)
+    positions = state.next_position.repeat_interleave(k)[:, None] + torch.arange(feed.shape[1], device=device)[None]
     with torch.inference_mode():
         out = model(
             input_ids=feed.repeat(batch, 1),

@@ -1,5 +1,5 @@
-"""Evaluation on any accelerator through Lightning Fabric: one CPU or GPU, several processes that
-share the rows, and bf16.
+"""Running an evaluation: on any accelerator through Lightning Fabric (one CPU or GPU, several processes
+that share the rows, bf16), and resumably (its finished parts saved, :class:`Parts`).
 
 The ``trainer`` config group of training (``conf/trainer/*.yaml``, Lightning ``Trainer`` arguments)
 also selects where evaluation runs: :func:`fabric_from_trainer` builds a ``Fabric`` from its
@@ -8,12 +8,25 @@ concern training). Fabric places the model (:func:`prepare_model`) and runs the 
 its precision (``fabric.autocast``). With several processes (``trainer=ddp``, ``ddp_cpu``) each rank
 predicts a disjoint share of every instruction's rows and the predictions are gathered on every rank
 (:class:`ShardedPredictor`), so all ranks hold the same results; only rank 0 writes files and logs.
+
+Resuming: the predictions of each (task, level) saved as soon as they are complete.
+
+An evaluation writes ``<run dir>/parts/<task>.<level>.jsonl`` (the ``predictions.jsonl`` rows of that
+task and level, written atomically) and ``parts/settings.json``: what the predictions depend on (the
+model, adapter, prompt format, method, generation length, perturbation mode and the
+:func:`~coin_lightning.eval.scoring.metrics.fingerprint` of the rows and instructions). Rerun in the same
+directory (``hydra.run.dir=<run dir>``) with the same settings, it reads the finished parts instead of
+predicting them again; with other settings it refuses, naming the first setting that differs. Batch
+sizes, the prefix cache and the ``trainer`` (devices, processes) are not part of the key: they do not
+change the predictions.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +34,7 @@ import torch
 from coin_lightning.config_types import plain
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.predict import Prediction, Predictor, assemble
+from coin_lightning.io import write_json, write_jsonl
 
 FABRIC_KEYS = ("accelerator", "devices", "num_nodes", "precision", "strategy")
 """The ``trainer`` keys evaluation reads; every other key configures training only."""
@@ -145,9 +159,7 @@ class ShardedPredictor:
         if self.fabric.world_size == 1:
             return mine  # type: ignore[return-value]
         local = {i: p for i, p in enumerate(mine) if p is not None}
-        merged: dict[int, Prediction] = {}
-        for part in self._gather(local):
-            merged.update(part)
+        merged = {i: p for part in self._gather(local) for i, p in part.items()}
         return [merged[i] for i in range(len(contents))]
 
     def last_hidden(self, instruction: str, contents: Sequence[str], responses: Sequence[str] | None = None,
@@ -174,3 +186,87 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+PARTS_DIR = "parts"
+"""Folder of the finished parts inside a run directory."""
+SETTINGS_FILE = "settings.json"
+"""The key of the parts (inside :data:`PARTS_DIR`)."""
+
+
+def part_key(settings: Any, fingerprint: dict, meta: dict) -> dict:
+    """The settings the predictions of a run depend on (JSON-able).
+
+    Args:
+        settings: the :class:`~coin_lightning.eval.settings.EvalSettings`.
+        fingerprint: :func:`~coin_lightning.eval.scoring.metrics.fingerprint` of the rows and given instructions.
+        meta: ``model``, ``adapter`` and ``prompt_format`` of the run.
+    """
+    key = {k: meta.get(k) for k in ("model", "adapter", "prompt_format")}
+    key.update(method=settings.method, max_new_tokens=settings.max_new_tokens, perturb_mode=settings.perturb_mode,
+               query_budget=settings.query_budget if settings.perturb_mode == "adversarial" else None,
+               rows=fingerprint["rows"], instructions=fingerprint["instructions"])
+    return json.loads(json.dumps(key, default=str))
+
+
+class Parts:
+    """The finished (task, level) parts of one run directory.
+
+    Args:
+        run_dir: the evaluation's output directory.
+        key: :func:`part_key` of this run.
+        write: whether this process writes parts (rank 0 only).
+    """
+
+    def __init__(self, run_dir: str | Path, key: dict, write: bool = True):
+        self.dir = Path(run_dir) / PARTS_DIR
+        self.key = key
+        self.write = write
+
+    def check(self) -> None:
+        """Refuse to resume from parts written with other settings (before any model loads).
+
+        Raises:
+            EvalConfigError: ``parts/settings.json`` is unreadable or differs from this run's key.
+        """
+        path = self.dir / SETTINGS_FILE
+        if not path.is_file():
+            return
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EvalConfigError(f"{path}: unreadable ({exc}); delete {self.dir} to evaluate from scratch") from None
+        for k in sorted(set(saved) | set(self.key)):
+            if saved.get(k) != self.key.get(k):
+                raise EvalConfigError(f"{self.dir} holds predictions made with another {k} ({saved.get(k)!r}, now "
+                                      f"{self.key.get(k)!r}): rerun with the same settings to resume, or use another "
+                                      "output directory")
+
+    def path(self, task: str, level: str) -> Path:
+        """The file of one part."""
+        return self.dir / f"{task}.{level}.jsonl"
+
+    def finished(self) -> dict[tuple[str, str], list[dict]]:
+        """``{(task, level): rows}`` of every saved part (empty when nothing was saved).
+
+        Raises:
+            EvalConfigError: a part file that cannot be read back.
+        """
+        if not (self.dir / SETTINGS_FILE).is_file():
+            return {}
+        out = {}
+        for path in sorted(self.dir.glob("*.jsonl")):
+            task, _, level = path.stem.rpartition(".")
+            try:
+                out[(task, level)] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            except (OSError, ValueError) as exc:
+                raise EvalConfigError(f"{path}: unreadable part ({exc}); delete it to predict it again") from None
+        return out
+
+    def save(self, task: str, level: str, rows: list[dict]) -> None:
+        """Write one finished part (and the key, with the first part); no-op on processes that do not write."""
+        if not self.write:
+            return
+        if not (self.dir / SETTINGS_FILE).is_file():
+            write_json(self.dir / SETTINGS_FILE, self.key)
+        write_jsonl(self.path(task, level), rows)

@@ -1,4 +1,6 @@
-"""Greedy generation through ``transformers``' ``model.generate``, continuing from prefilled batches.
+"""Greedy generation, and reading class labels from its answers.
+
+Generation runs through ``transformers``' ``model.generate``, continuing from prefilled batches.
 
 :class:`~coin_lightning.eval.engine.predict.Predictor` prefills prompts in length-sorted batches
 (:func:`coin_lightning.eval.engine.decode.prefill`: packed rows, after the cached shared prefix) up to
@@ -7,8 +9,14 @@ each prompt's last token. :func:`stacked_cache` stacks several such batches into
 with the prompts' ids and attention mask: ``generate`` runs the last prompt tokens and the greedy
 steps, with its own stopping on end-of-sequence ids and padding of finished rows. Given the task's
 label words, :class:`AnswerDecided` also stops each row once its parsed label can no longer change
-(:func:`~coin_lightning.eval.engine.parse.answer_decided`), so a model that never emits EOS does not
+(:func:`answer_decided`), so a model that never emits EOS does not
 decode all ``max_new_tokens`` steps for an answer its first word already decides.
+
+Reading a class label from the answer (:func:`parse_label`) follows PromptBench's rules: PromptBench
+(Zhu et al. 2023) and the CoIN evaluation (luka-group/CoIN, ``promptbench/inference.py``, ``_process_cls_pred``)
+lower-case the generated text, drop ``<pad>`` / ``</s>``, strip punctuation and
+white space from both ends, and take the label word the answer *starts with*; any other answer counts
+as wrong. The strip set below is theirs.
 
 Shapes: ``B`` rows, ``W`` cached positions (the widest prefilled batch: prefix, padding and row).
 """
@@ -20,7 +28,72 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from coin_lightning.eval.engine.decode import Prefilled
-from coin_lightning.eval.engine.parse import answer_decided
+
+STRIP_CHARS = ",._\"'-+=!?()&^%$#@:\\|{}[]<>/`\n\t\r\v\f\u200b "
+"""Characters removed from both ends of an answer (PromptBench's set, plus the zero-width space)."""
+
+DROPPED_TOKENS = ("<pad>", "</s>")
+"""Special-token strings deleted from the answer before stripping (PromptBench's)."""
+
+UNPARSEABLE = -1
+"""Prediction id of an answer that starts with no label word."""
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case ``text``, delete :data:`DROPPED_TOKENS` and strip :data:`STRIP_CHARS` from both ends."""
+    text = text.lower()
+    for token in DROPPED_TOKENS:
+        text = text.replace(token, "")
+    return text.strip(STRIP_CHARS)
+
+
+def parse_label(answer: str, label_words: Sequence[str]) -> int:
+    """Map a generated answer to the index of the label word it starts with.
+
+    Label words are tried longest first, so the result never depends on their order (PromptBench
+    tries them in list order; with its label sets no word is a prefix of another, so both agree).
+    ``"not_entailment"`` therefore maps to ``not_entailment`` and ``"unacceptable."`` to
+    ``unacceptable``, while ``"it is entailment"`` is unparseable.
+
+    Args:
+        answer: the decoded generation (new tokens only).
+        label_words: the task's label words by label id, e.g. ``("entailment", "not_entailment")``.
+
+    Returns:
+        The label id, or :data:`UNPARSEABLE` (``-1``).
+    """
+    text = normalize_answer(answer)
+    order = sorted(range(len(label_words)), key=lambda i: -len(label_words[i]))
+    for i in order:
+        word = label_words[i].lower()
+        if word and text.startswith(word):
+            return i
+    return UNPARSEABLE
+
+
+def answer_decided(text: str, label_words: Sequence[str]) -> bool:
+    """Whether no continuation of a generated answer can change what :func:`parse_label` reads from it.
+
+    The parse takes the longest label word the normalised answer starts with. Appending text changes
+    neither the lower-casing nor the left strip of a non-empty answer, so once the stripped answer
+    ``u`` is no prefix of any label word longer than itself, the words it can start with are settled:
+    ``parse_label(text + more) == parse_label(text)`` for every ``more``. To stay exact, an answer
+    holding ``<`` (the start of a dropped ``<pad>`` / ``</s>``) or ending in a half-decoded character
+    (U+FFFD), and label words ending in a strip character, are never called decided.
+
+    Args:
+        text: the decoded answer so far (new tokens only).
+        label_words: the task's label words.
+
+    Returns:
+        True when generation can stop without changing the parsed label.
+    """
+    lowered = text.lower()
+    words = [w.lower() for w in label_words if w]
+    if "<" in lowered or lowered.endswith("\ufffd") or any(w[-1] in STRIP_CHARS for w in words):
+        return False
+    u = lowered.lstrip(STRIP_CHARS)
+    return bool(u) and not any(len(w) > len(u) and w.startswith(u) for w in words)
 
 
 class AnswerDecided(StoppingCriteria):
@@ -48,10 +121,8 @@ class AnswerDecided(StoppingCriteria):
         """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label."""
         rows = input_ids[:, self.start:].tolist()
         done = [self.decided(r) for r in rows]
-        if not self.decided_at:
-            self.decided_at = [None] * len(rows)
         self.decided_at = [at if at is not None else (len(r) if d else None)
-                           for at, d, r in zip(self.decided_at, done, rows)]
+                           for at, d, r in zip(self.decided_at or [None] * len(rows), done, rows)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

@@ -2,7 +2,7 @@
 
 - ``generate``: greedy decoding of ``max_new_tokens`` (7, as the CoIN evaluation's ``generate_len``)
   with ``transformers``' ``model.generate``, parsed with PromptBench's rules
-  (:func:`coin_lightning.eval.engine.parse.parse_label`); a row stops early once its parsed label is
+  (:func:`coin_lightning.eval.engine.generation.parse_label`); a row stops early once its parsed label is
   settled (:class:`~coin_lightning.eval.engine.generation.AnswerDecided`), so ``answer`` may be shorter
   than ``max_new_tokens`` while ``pred`` is the same.
 - ``rank``: the label word whose tokens have the highest summed log-likelihood after the prompt wins
@@ -25,11 +25,11 @@ from coin_lightning.eval.engine.decode import (
     Prefilled,
     encode_prefix,
     label_log_likelihoods,
+    pad_rows,
     prefill,
     shared_prefix_length,
 )
-from coin_lightning.eval.engine.generation import generate_after
-from coin_lightning.eval.engine.parse import parse_label
+from coin_lightning.eval.engine.generation import generate_after, parse_label
 from coin_lightning.eval.engine.tasks import eval_prompt
 from coin_lightning.losses import pool_hidden
 
@@ -50,16 +50,9 @@ class Prediction:
 
 def stop_token_ids(model, tokenizer) -> list[int]:
     """End-of-sequence ids: the tokenizer's EOS and the model's ``generation_config.eos_token_id``."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(int(e) for e in eos)
-    return sorted(ids)
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return sorted({int(i) for i in [tokenizer.eos_token_id, *eos] if i is not None})
 
 
 class Predictor:
@@ -80,17 +73,12 @@ class Predictor:
             prefill batch generates alone.
         prompt_layout: ``training`` or ``reference`` (:func:`~coin_lightning.eval.engine.tasks.eval_prompt`).
 
-    Raises:
-        ValueError: unknown method or a non-positive batch size / generation length.
+    ``method``, ``batch_size`` and ``max_new_tokens`` are checked where they enter (:class:`~coin_lightning.eval.settings.EvalSettings`).
     """
 
     def __init__(self, model, tokenizer, prompt_format: str = "alpaca", method: str = "generate",
                  batch_size: int = 16, max_new_tokens: int = 7, prefix_cache: bool = True,
                  decode_batch_size: int | None = 64, prompt_layout: str = "training"):
-        if method not in METHODS:
-            raise ValueError(f"eval.method={method!r}; choose one of {', '.join(METHODS)}")
-        if batch_size < 1 or max_new_tokens < 1:
-            raise ValueError(f"eval.batch_size={batch_size} and eval.max_new_tokens={max_new_tokens} must be >= 1")
         self.decode_batch_size = max(batch_size, decode_batch_size or 0)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -130,11 +118,14 @@ class Predictor:
         sequences = self.encode([self.prompt(instruction, c) for c in contents])
         yield from self._prefilled(sequences, hidden, shard)
 
+    def _my_batches(self, sequences: list[list[int]], shard: tuple[int, int]) -> list[list[int]]:
+        """Row indices of this ``shard``'s batches: batches of ``batch_size`` rows, longest first."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][shard[0]::shard[1]]
+
     def _prefilled(self, sequences: list[list[int]], hidden: bool, shard: tuple[int, int]):
         """:meth:`batches` of token lists (each prefilled as it is)."""
-        rank, world = shard
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        mine = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][rank::world]
+        mine = self._my_batches(sequences, shard)
         if not mine:
             return
         prefix = None
@@ -211,22 +202,15 @@ class Predictor:
         prompts = self.encode([self.prompt(instruction, c) for c in contents])
         end = [self.tokenizer.eos_token_id] if eos else []
         sequences = [p + self.word_ids(r) + end for p, r in zip(prompts, responses)]
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         device = next(self.model.parameters()).device
-        for b, start in enumerate(range(0, len(order), self.batch_size)):
-            if b % shard[1] != shard[0]:
-                continue
-            rows = order[start:start + self.batch_size]
-            ids = torch.full((len(rows), len(sequences[rows[0]])), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for k, i in enumerate(rows):  # right padding: the default positions are the real ones
-                ids[k, :len(sequences[i])] = torch.tensor(sequences[i])
-                mask[k, :len(sequences[i])] = 1
+        for rows in self._my_batches(sequences, shard):
+            # right padding: the default positions are the real ones
+            ids, mask = pad_rows([sequences[i] for i in rows], self.pad_id, device, "right")
             with torch.inference_mode():
-                out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
                                  logits_to_keep=1)
             starts = torch.tensor([len(prompts[i]) for i in rows], device=device)
-            yield rows, pool_hidden(out.hidden_states[-1], mask.to(device), pooling, starts).float().cpu()
+            yield rows, pool_hidden(out.hidden_states[-1], mask, pooling, starts).float().cpu()
 
     def last_hidden(self, instruction: str, contents: Sequence[str], responses: Sequence[str] | None = None,
                     pooling: str = "last_prompt", eos: bool = False) -> torch.Tensor:

@@ -124,13 +124,12 @@ def load_task(name: str, root: str | Path | None, samples: int | None, seed: int
     Returns:
         The task, or ``None`` for an optional task whose split is missing (logged).
 
+    ``name`` is a known task (``eval.tasks`` is checked where it enters, :class:`~coin_lightning.eval.settings.EvalSettings`).
+
     Raises:
-        DataError: unknown task, missing split of a required task, malformed rows.
+        DataError: missing split of a required task, malformed rows.
     """
-    known = eval_tasks()
-    if name not in known:
-        raise DataError(f"eval.tasks: unknown task {name!r}; known: {', '.join(known)}")
-    source, spec = known[name]
+    source, spec = eval_tasks()[name]
     try:
         records = source.eval_records(name, root, samples, seed)
     except (DataError, ValueError, FileNotFoundError) as exc:
@@ -158,8 +157,7 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
     split_key = split_key or name
     rows = sample_rows(records, samples, seed, split_key)
     if label_words is None:
-        if any(r.target is None for r in records):
-            bad = next(r for r in records if r.target is None)
+        if (bad := next((r for r in records if r.target is None), None)) is not None:
             raise DataError(f"task {name!r}: record {bad.uid!r} has no target and no label words are known")
         label_words = tuple(sorted({r.target.strip() for r in records}))
         golds = [label_words.index(r.target.strip()) for r in rows]

@@ -103,13 +103,10 @@ def greedy_attack(
                 best = (cand, acc)
             if acc == 0:
                 break
-        if best is None:
+        if best is None or not (best[1] < current_acc or (always_edit and steps == 0)):
             break
-        if best[1] < current_acc or (always_edit and steps == 0):
-            current, current_acc = best
-            steps += 1
-        else:
-            break
+        current, current_acc = best
+        steps += 1
     return AttackResult(current, current_acc, len(memo), clean_acc, steps)
 
 
@@ -229,11 +226,9 @@ def attack_instruction_set(
                 log.info("%s %s[%d]: accuracy %.3f -> %.3f in %d queries", pert, name, i,
                          result.clean_accuracy, result.accuracy, result.queries)
             out[pert][name] = tuple(chosen)
-    for pert in base.perturbations:
-        if pert not in out:
-            kept = {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}
-            if kept:
-                out[pert] = kept
+    for pert in (p for p in base.perturbations if p not in out):
+        if kept := {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}:
+            out[pert] = kept
     name = str(cache_path) if cache_path else f"{base.source} (adversarial, seed={seed})"
     result_set = InstructionSet(out, levels, name)
     if cache_path is not None:

@@ -29,7 +29,7 @@ import yaml
 
 from coin_lightning.data.sources import eval_tasks
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.levels import LEVELS, check_level_map, level_of
+from coin_lightning.eval.instructions.perturb.config import LEVELS, check_level_map, level_of
 from coin_lightning.io import write_json, write_text
 
 TASK_ALIASES: dict[str, str] = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
@@ -46,12 +46,6 @@ def default_instruction_path() -> Path:
 
 class InstructionError(UserError, ValueError):
     """Bad instruction set or file; the message names the file and the key at fault."""
-
-
-def known_tasks() -> tuple[str, ...]:
-    """Task keys an instruction file may use by default: the data sources' evaluation tasks
-    (:func:`coin_lightning.data.sources.eval_tasks`: GLUE, its aliases and the embedded tasks)."""
-    return tuple(eval_tasks())
 
 
 def label_words(task: str) -> tuple[str, ...]:
@@ -107,15 +101,17 @@ class InstructionSet:
         Args:
             data: the parsed file content.
             source: named in error messages.
-            tasks: allowed task keys (default: :func:`known_tasks`).
+            tasks: allowed task keys (default: the data sources' evaluation tasks,
+                :func:`coin_lightning.data.sources.eval_tasks`).
             level_map: perturbation -> level (default: :func:`level_of`).
 
         Raises:
             InstructionError: not a mapping, unknown perturbation/level or task, an empty or
                 non-list instruction list, an empty or non-string instruction (names source and key).
         """
-        levels = _level_map(level_map, source)
-        allowed = set(known_tasks() if tasks is None else tasks)
+        levels = check_level_map(level_of() if level_map is None else level_map, f"{source}: eval.perturb.levels",
+                                 InstructionError)
+        allowed = set(eval_tasks() if tasks is None else tasks)
         if not isinstance(data, Mapping) or not data:
             raise InstructionError(f"{source}: expected a non-empty mapping {{perturbation: {{task: [instruction, ...]}}}}")
         out: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -199,10 +195,8 @@ class InstructionSet:
         perts = self.perturbations if perturbations is None else [p for p in perturbations if p in self.instructions]
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert in perts:
-            if tasks is None:
-                keys = list(self.instructions[pert])
-            else:
-                keys = list(dict.fromkeys(k for t in tasks if (k := self.resolve_task(t, pert)) is not None))
+            found = self.instructions[pert] if tasks is None else (self.resolve_task(t, pert) for t in tasks)
+            keys = list(dict.fromkeys(k for k in found if k is not None))
             if keys:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
@@ -219,13 +213,6 @@ class InstructionSet:
         return {p: {t: list(v) for t, v in by_task.items()} for p, by_task in self.instructions.items()}
 
 
-def _level_map(level_map: Mapping[str, str] | None, source: str) -> dict[str, str]:
-    try:
-        return check_level_map(level_of() if level_map is None else level_map)
-    except ValueError as exc:
-        raise InstructionError(f"{source}: {exc}") from None
-
-
 def load_instruction_file(
     path: str | Path, tasks: Iterable[str] | None = None, level_map: Mapping[str, str] | None = None
 ) -> InstructionSet:
@@ -233,7 +220,7 @@ def load_instruction_file(
 
     Args:
         path: the file.
-        tasks: allowed task keys (default: :func:`known_tasks`).
+        tasks: allowed task keys (default: the data sources' evaluation tasks, :func:`coin_lightning.data.sources.eval_tasks`).
         level_map: perturbation -> level (default: :func:`level_of`; ``eval.perturb.levels``).
 
     Raises:
@@ -262,8 +249,3 @@ def save_instruction_file(instruction_set: InstructionSet, path: str | Path) -> 
         return write_json(path, data)
     return write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**6))
 
-
-__all__ = [
-    "DEFAULT_INSTRUCTIONS", "Entry", "InstructionError", "InstructionSet", "LEVELS",
-    "TASK_ALIASES", "known_tasks", "label_words", "load_instruction_file", "save_instruction_file",
-]

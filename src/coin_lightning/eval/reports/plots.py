@@ -155,7 +155,7 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
             (:func:`coin_lightning.eval.scoring.comparison.compare_runs`) or ``compare --sweep``'s
             ``delta`` entries (:func:`coin_lightning.eval.scoring.sweep.compare_sweep`); fractions.
     """
-    from coin_lightning.eval.instructions.perturb.levels import LEVELS
+    from coin_lightning.eval.instructions.perturb.config import LEVELS
 
     first = next(iter(deltas.values()))
     order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)

@@ -20,19 +20,15 @@ import random
 from collections.abc import Callable, Iterable
 
 from coin_lightning.eval.instructions.perturb import character, sentence, word  # noqa: F401  (they register)
-from coin_lightning.eval.instructions.perturb.character import deepwordbug, textbugger
-from coin_lightning.eval.instructions.perturb.config import PerturbConfig
-from coin_lightning.eval.instructions.perturb.levels import (
-    LEVELS,
+from coin_lightning.eval.instructions.perturb.config import (
     PERTURBATIONS,
     Perturbation,
+    PerturbConfig,
     generated,
     level_of,
     lookup,
     register,
 )
-from coin_lightning.eval.instructions.perturb.sentence import checklist, stresstest
-from coin_lightning.eval.instructions.perturb.word import WordNetMissing, bertattack, textfooler
 
 
 def apply(name: str, text: str, rng: random.Random, protected: Iterable[str], cfg: PerturbConfig | None = None) -> str:
@@ -42,8 +38,7 @@ def apply(name: str, text: str, rng: random.Random, protected: Iterable[str], cf
         ValueError: ``name`` has no operator.
         WordNetMissing: a word-level operator without the WordNet database.
     """
-    operator = lookup(name).operator
-    return operator(text, rng, tuple(protected), **PerturbConfig.from_cfg(cfg).strength(name))
+    return lookup(name).operator(text, rng, tuple(protected), **PerturbConfig.from_cfg(cfg).strength(name))
 
 
 def neighbour_fn(
@@ -79,8 +74,5 @@ def instruction_rng(seed: int, perturbation: str, task: str, index: int) -> rand
     return random.Random(f"{seed}|{perturbation}|{task}|{index}")
 
 
-__all__ = [
-    "LEVELS", "PERTURBATIONS", "Perturbation", "PerturbConfig", "WordNetMissing", "apply", "generated", "instruction_rng",
-    "level_of", "lookup", "neighbour_fn", "register", "deepwordbug", "textbugger", "textfooler", "bertattack",
-    "checklist", "stresstest",
-]
+__all__ = ["PERTURBATIONS", "Perturbation", "PerturbConfig", "apply", "generated", "instruction_rng", "level_of", "lookup",
+           "neighbour_fn", "register"]

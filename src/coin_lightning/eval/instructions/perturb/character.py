@@ -19,7 +19,7 @@ import random
 import string
 from collections.abc import Callable, Iterable
 
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, word_space
 
 CharOp = Callable[[str, random.Random], "str | None"]
@@ -43,32 +43,27 @@ def _random_letter(rng: random.Random, like: str, avoid: str = "") -> str:
     return c.upper() if like.isupper() else c
 
 
+def _at(rng: random.Random, positions: list[int], edit: Callable[[int], str]) -> str | None:
+    """``edit(i)`` at a random one of ``positions`` (``rng.choice``), or ``None`` when there is none."""
+    return edit(rng.choice(positions)) if positions else None
+
+
 def swap_neighbours(word: str, rng: random.Random, inner: bool = False) -> str | None:
     """Swap two different neighbouring letters (DeepWordBug "swap"; TextBugger "swap" with ``inner``)."""
     pos = set(_letters(word, inner))
     pairs = [i for i in sorted(pos) if i + 1 in pos and word[i].lower() != word[i + 1].lower()]
-    if not pairs:
-        return None
-    i = rng.choice(pairs)
-    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return _at(rng, pairs, lambda i: word[:i] + word[i + 1] + word[i] + word[i + 2 :])
 
 
 def substitute_letter(word: str, rng: random.Random) -> str | None:
     """Replace one letter by a different random letter (DeepWordBug "substitution")."""
     pos = _letters(word, inner=False)
-    if not pos:
-        return None
-    i = rng.choice(pos)
-    return word[:i] + _random_letter(rng, word[i], avoid=word[i]) + word[i + 1 :]
+    return _at(rng, pos, lambda i: word[:i] + _random_letter(rng, word[i], avoid=word[i]) + word[i + 1 :])
 
 
 def delete_letter(word: str, rng: random.Random, inner: bool = False) -> str | None:
     """Delete one letter (DeepWordBug "deletion"; TextBugger "delete" with ``inner``); needs 2+ letters left."""
-    pos = _letters(word, inner)
-    if not pos or len(word) < 3:
-        return None
-    i = rng.choice(pos)
-    return word[:i] + word[i + 1 :]
+    return _at(rng, _letters(word, inner) if len(word) >= 3 else [], lambda i: word[:i] + word[i + 1 :])
 
 
 def insert_letter(word: str, rng: random.Random) -> str | None:
@@ -83,19 +78,13 @@ def insert_letter(word: str, rng: random.Random) -> str | None:
 def insert_space(word: str, rng: random.Random) -> str | None:
     """Split the word with a space between two of its letters (TextBugger "insert")."""
     cuts = [i for i in range(1, len(word)) if word[i - 1].isalpha() and word[i].isalpha()]
-    if not cuts:
-        return None
-    i = rng.choice(cuts)
-    return word[:i] + " " + word[i:]
+    return _at(rng, cuts, lambda i: word[:i] + " " + word[i:])
 
 
 def visual_substitute(word: str, rng: random.Random) -> str | None:
     """Replace one letter by a look-alike symbol from :data:`VISUAL_LOOKALIKES` (TextBugger "Sub-C")."""
     pos = [i for i in range(len(word)) if word[i].lower() in VISUAL_LOOKALIKES]
-    if not pos:
-        return None
-    i = rng.choice(pos)
-    return word[:i] + rng.choice(VISUAL_LOOKALIKES[word[i].lower()]) + word[i + 1 :]
+    return _at(rng, pos, lambda i: word[:i] + rng.choice(VISUAL_LOOKALIKES[word[i].lower()]) + word[i + 1 :])
 
 
 def delete_inner(word: str, rng: random.Random) -> str | None:

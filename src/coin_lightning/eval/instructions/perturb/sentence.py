@@ -10,12 +10,11 @@ Both append text and change nothing already there, so label words and quoted opt
 from __future__ import annotations
 
 import random
-import re
 import string
 from collections.abc import Callable, Iterable
 
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
-from coin_lightning.eval.instructions.perturb.text import cap_candidates
+from coin_lightning.eval.instructions.perturb.config import Perturbation, register
+from coin_lightning.eval.instructions.perturb.text import search_space, whole_word
 
 SUFFIX_ALPHABET = string.ascii_letters + string.digits
 """Characters of a CheckList suffix."""
@@ -34,11 +33,8 @@ used, so that ``and true is true`` never adds an answer word to a true/false tas
 
 def usable_tautologies(protected: Iterable[str] = ()) -> list[str]:
     """The :data:`TAUTOLOGIES` that contain none of the ``protected`` words (whole words, any case)."""
-    words = [w.strip().lower() for w in protected if w.strip()]
-    return [
-        t for t in TAUTOLOGIES
-        if not any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", t, re.IGNORECASE) for w in words)
-    ]
+    words = [w.strip() for w in protected if w.strip()]
+    return [t for t in TAUTOLOGIES if not any(whole_word(w).search(t) for w in words)]
 
 
 def random_suffix(rng: random.Random, length: int = 10) -> str:
@@ -92,26 +88,17 @@ def suffix_space(name: str):
 
     def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
         cap, tautologies = cfg.adversarial.candidates_per_step, usable_tautologies(protected)
-        states: dict[str, tuple[str, ...]] = {clean: ()}
 
-        def candidates(text: str) -> list[str]:
-            if text not in states:
-                raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
-            used = states[text]
+        def steps(text: str, used: tuple[str, ...]):
             if len(used) >= cfg.sentence.suffix_count:
                 return []
             if name == "checklist":
                 suffixes = [random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)]
             else:
                 suffixes = [t for t in tautologies if t not in used] or list(tautologies)
-            out = []
-            for s in suffixes:
-                new = append(text, s)
-                states.setdefault(new, used + (s,))
-                out.append(new)
-            return cap_candidates(out, rng, cap)
+            return [(append(text, s), used + (s,)) for s in suffixes]
 
-        return candidates
+        return search_space(clean, (), steps, rng, cap)
 
     return build
 

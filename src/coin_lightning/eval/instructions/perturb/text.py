@@ -41,6 +41,11 @@ class Token:
     """The word itself, ``instruction[start:end]``."""
 
 
+def whole_word(phrase: str) -> re.Pattern:
+    """``phrase`` as a whole token (not inside a longer ``\\w`` run), ignoring case."""
+    return re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.IGNORECASE)
+
+
 def protected_spans(text: str, protected: Iterable[str] = ()) -> list[tuple[int, int]]:
     """Character ranges of ``text`` that no operator may change.
 
@@ -52,11 +57,8 @@ def protected_spans(text: str, protected: Iterable[str] = ()) -> list[tuple[int,
         Sorted ``(start, end)`` offsets (end exclusive), possibly overlapping.
     """
     spans = [m.span() for m in QUOTED_RE.finditer(text)]
-    for phrase in protected:
-        phrase = phrase.strip()
-        if phrase:
-            pattern = re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.IGNORECASE)
-            spans.extend(m.span() for m in pattern.finditer(text))
+    for phrase in filter(None, (p.strip() for p in protected)):
+        spans.extend(m.span() for m in whole_word(phrase).finditer(text))
     return sorted(spans)
 
 
@@ -79,8 +81,7 @@ def replace_tokens(text: str, replacements: dict[Token, str]) -> str:
     """Return ``text`` with each token replaced by its new string; all other characters unchanged."""
     out, pos = [], 0
     for token in sorted(replacements, key=lambda t: t.start):
-        out.append(text[pos : token.start])
-        out.append(replacements[token])
+        out += [text[pos : token.start], replacements[token]]
         pos = token.end
     out.append(text[pos:])
     return "".join(out)
@@ -121,12 +122,9 @@ def edit_words(
         The edited instruction (``text`` itself when nothing could be edited).
     """
     tokens = editable_words(text, protected)
-    pool = [t for t in content_words(tokens) if eligible(t)]
-    if not pool:
-        pool = [t for t in tokens if t.text.isalpha() and eligible(t)]
-    order = rng.sample(pool, len(pool))
+    pool = [t for t in content_words(tokens) if eligible(t)] or [t for t in tokens if t.text.isalpha() and eligible(t)]
     replacements: dict[Token, str] = {}
-    for token in order:
+    for token in rng.sample(pool, len(pool)):
         if len(replacements) >= max_words:
             break
         new = edit(token.text, rng)
@@ -139,6 +137,34 @@ def cap_candidates(items: list[str], rng, cap: int) -> list[str]:
     """``items`` without repeats, or a ``rng.sample`` of ``cap`` of them when there are more."""
     unique = list(dict.fromkeys(items))
     return unique if len(unique) <= cap else rng.sample(unique, cap)
+
+
+def search_space(clean: str, start, steps: Callable, rng, cap: int) -> Callable[[str], list[str]]:
+    """The adversarial search space of an operator: ``candidates(text) -> texts one edit further`` for
+    ``clean`` and any text it returned before.
+
+    Args:
+        clean: the clean instruction.
+        start: the edit state of ``clean`` (e.g. no edited word).
+        steps: ``(text, state) -> [(text one edit further, its state), ...]`` (``[]`` at the edit limit).
+        rng: ``random.Random``; fixes which candidates are offered.
+        cap: candidates returned per step at most (a seeded sample, :func:`cap_candidates`).
+
+    Raises:
+        ValueError: (from ``candidates``) a text it did not produce.
+    """
+    states = {clean: start}
+
+    def candidates(text: str) -> list[str]:
+        if text not in states:
+            raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
+        out = []
+        for new, state in steps(text, states[text]):
+            states.setdefault(new, state)
+            out.append(new)
+        return cap_candidates(out, rng, cap)
+
+    return candidates
 
 
 def word_space(clean: str, protected: Iterable[str], variants: Callable[[str], list[str]], limit: int, rng,
@@ -155,34 +181,20 @@ def word_space(clean: str, protected: Iterable[str], variants: Callable[[str], l
         cap: candidates returned per step at most (a seeded sample).
 
     Returns:
-        ``candidates(text) -> texts one edit further`` for ``clean`` and any text it returned before
-        (``[]`` once ``limit`` words are edited).
-
-    Raises:
-        ValueError: (from ``candidates``) a text it did not produce.
+        ``candidates(text)`` of :func:`search_space` (``[]`` once ``limit`` words are edited).
     """
     tokens = editable_words(clean, protected)
     pool = content_words(tokens) or [t for t in tokens if t.text.isalpha()]
     cache: dict[Token, list[str]] = {}
-    states: dict[str, dict[Token, str]] = {clean: {}}
 
-    def candidates(text: str) -> list[str]:
-        if text not in states:
-            raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
-        edits = states[text]
+    def steps(text: str, edits: dict[Token, str]):
         if len(edits) >= limit:
-            return []
-        out = []
-        for token in pool:
-            if token in edits:
-                continue
+            return
+        for token in (t for t in pool if t not in edits):
             if token not in cache:
                 cache[token] = variants(token.text)
             for v in cache[token]:
                 new_edits = {**edits, token: v}
-                new = replace_tokens(clean, new_edits)
-                states.setdefault(new, new_edits)
-                out.append(new)
-        return cap_candidates(out, rng, cap)
+                yield replace_tokens(clean, new_edits), new_edits
 
-    return candidates
+    return search_space(clean, {}, steps, rng, cap)

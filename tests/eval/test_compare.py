@@ -11,8 +11,7 @@ import pytest
 from coin_lightning.compare import main
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, read_overrides, sweep_points
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.scoring.results import FILES, RunDirError
+from coin_lightning.eval.scoring.metrics import FILES, RunDirError, fingerprint, summarize
 from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 
 REPO = Path(__file__).resolve().parents[2]

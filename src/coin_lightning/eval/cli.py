@@ -20,8 +20,7 @@ from coin_lightning.eval.engine.distributed import (
 from coin_lightning.eval.engine.parts import PARTS_DIR, Parts, part_key
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
-from coin_lightning.eval.scoring.metrics import fingerprint
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES, fingerprint
 from coin_lightning.eval.settings import EvalConfigError, EvalJob, EvalSettings
 from coin_lightning.losses import POOLINGS
 from coin_lightning.model.checks import check_adapter

@@ -20,11 +20,9 @@ from coin_lightning.eval.engine.tasks import EvalTask, load_task
 from coin_lightning.eval.instructions.defaults import default_instruction_set
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
-from coin_lightning.eval.reports.logs import log_results
-from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
+from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_results, save_png
 from coin_lightning.eval.reports.tables import write_results
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES, fingerprint, summarize
 from coin_lightning.eval.settings import EvalConfigError, EvalSettings
 from coin_lightning.eval.task_files import load_task_files, load_task_rows, task_instruction_set
 
@@ -246,6 +244,6 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
     log_results(loggers, metrics, figures, config, log_step)
-    save_png(figures["accuracy_by_level"], run_dir / FILES["accuracy_plot"])
-    save_png(figures["clean_vs_perturbed"], run_dir / FILES["clean_vs_perturbed_plot"])
+    for name, fig in figures.items():  # FILES["accuracy_plot"], FILES["clean_vs_perturbed_plot"]
+        save_png(fig, run_dir / f"{name}.png")
     return metrics

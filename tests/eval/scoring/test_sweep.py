@@ -14,8 +14,7 @@ from coin_lightning.compare import main
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap
 from coin_lightning.eval.scoring.comparison import ComparisonError
-from coin_lightning.eval.scoring.metrics import consistency, fingerprint, summarize
-from coin_lightning.eval.scoring.results import RunDirError, read_metrics
+from coin_lightning.eval.scoring.metrics import RunDirError, consistency, fingerprint, read_metrics, summarize
 from coin_lightning.eval.scoring.sweep import compare_sweep, results_dir
 from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 

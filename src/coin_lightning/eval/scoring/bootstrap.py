@@ -36,8 +36,7 @@ import numpy as np
 
 from coin_lightning.data.records import DataError
 from coin_lightning.data.sources.base import read_jsonl
-from coin_lightning.eval.scoring.metrics import CLEAN
-from coin_lightning.eval.scoring.results import RunDirError
+from coin_lightning.eval.scoring.metrics import CLEAN, RunDirError
 
 RESAMPLE_UNITS = ("seeds", "rows", "instructions")
 """Units a bootstrap replicate may draw with replacement."""

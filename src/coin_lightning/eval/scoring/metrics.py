@@ -1,4 +1,5 @@
-"""Metrics over a table of per-example predictions: pure functions, no I/O.
+"""Metrics over a table of per-example predictions (pure functions), and an evaluation run directory's
+result files (:data:`FILES`, :func:`read_metrics`).
 
 A prediction row is a dict with at least ``task``, ``category``, ``perturbation``, ``level``,
 ``instruction_index``, ``gold`` and ``pred`` (``-1`` = unparseable). From them:
@@ -27,6 +28,9 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from coin_lightning.errors import UserError
 
 CLEAN = "clean"
 """Name of the unperturbed level (and perturbation)."""
@@ -251,3 +255,41 @@ def fingerprint(uids_by_task: dict[str, list[str]], instructions: dict[str, dict
         "instructions": digest(instructions),
         "rows_per_task": {t: len(u) for t, u in uids_by_task.items()},
     }
+
+
+FILES = {
+    "predictions": "predictions.jsonl",
+    "metrics": "metrics.json",
+    "per_instruction_csv": "metrics_per_instruction.csv",
+    "per_task_level_csv": "metrics_per_task_level.csv",
+    "markdown": "results.md",
+    "accuracy_plot": "accuracy_by_level.png",
+    "clean_vs_perturbed_plot": "clean_vs_perturbed.png",
+    "adversarial_instructions": "adversarial_instructions.yaml",
+}
+"""Output file names inside a run directory."""
+
+
+class RunDirError(UserError, ValueError):
+    """A run directory without (readable) evaluation results."""
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """Load ``metrics.json`` of a run directory.
+
+    Raises:
+        RunDirError: not a directory, no ``metrics.json``, or unreadable / incomplete JSON.
+    """
+    path = Path(run_dir) / FILES["metrics"]
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"{run_dir}: not a directory")
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {FILES['metrics']} (not an evaluation run directory, or it has not finished)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{path}: unreadable JSON ({exc})") from None
+    for key in ("fingerprint", "per_task_level", "per_level", "levels", "tasks"):
+        if key not in metrics:
+            raise RunDirError(f"{path}: missing key {key!r}")
+    return metrics

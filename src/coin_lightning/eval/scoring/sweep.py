@@ -34,8 +34,7 @@ from coin_lightning.eval.scoring.comparison import (
     read_overrides,
     varying_keys,
 )
-from coin_lightning.eval.scoring.metrics import CLEAN, consistency
-from coin_lightning.eval.scoring.results import FILES, RunDirError, read_metrics
+from coin_lightning.eval.scoring.metrics import CLEAN, FILES, RunDirError, consistency, read_metrics
 
 SEED_KEY = "seed"
 """The override that tells the seeds of one arm apart (``--seed-key``)."""

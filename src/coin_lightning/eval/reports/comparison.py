@@ -26,25 +26,35 @@ def interval_text(c: dict | None) -> str:
     return f"{signed_points(c['delta'])} [{signed_points(c['low'])}, {signed_points(c['high'])}]"
 
 
+def interval_rows(boots: Sequence[dict], part: str) -> list[list[str]]:
+    """Table rows of :func:`interval_text` cells, a column per bootstrap result (all of the same cells):
+    ``part`` is ``per_level`` (then ``perturbed``), ``per_category``, ``per_task_level`` or
+    ``robustness_effect``."""
+    def cells(b: dict) -> list[tuple[list[str], dict | None]]:
+        if part == "per_level":
+            return [([lv], c) for lv, c in b["per_level"].items()] + [(["perturbed"], b["perturbed"])]
+        if part == "per_category":
+            return [([c, lv], x) for c, by in b["per_category"].items() for lv, x in by.items()]
+        if part == "per_task_level":
+            return [([r["task"], r["level"]], r) for r in b["per_task_level"]]
+        return [([lv], x) for lv, x in (b[part] or {}).items()]
+
+    columns = [cells(b) for b in boots]
+    return [labels + [interval_text(col[i][1]) for col in columns] for i, (labels, _) in enumerate(columns[0])]
+
+
 def bootstrap_markdown(cmp: dict) -> str:
     """Markdown tables of the bootstrap intervals (per level, per category, per task); '' without them."""
     boot = cmp.get("bootstrap")
     if not boot:
         return ""
-    names, base = list(boot), cmp["names"][0]
-    first = boot[names[0]]
-    levels = list(first["per_level"])
-    head = (f"\nPaired bootstrap: Δ accuracy points vs `{base}` [{100 * first['confidence']:g}% interval], "
-            f"{first['resamples']} resamples of {' and '.join(first['resample'])} (seed {first['seed']}).\n\n")
-    lv_body = [[lv] + [interval_text(boot[n]["per_level"][lv]) for n in names] for lv in levels]
-    lv_body.append(["perturbed"] + [interval_text(boot[n]["perturbed"]) for n in names])
-    cat_body = [[c, lv] + [interval_text(boot[n]["per_category"][c][lv]) for n in names]
-                for c in first["per_category"] for lv in first["per_category"][c]]
-    task_body = [[r["task"], r["level"]] + [interval_text(boot[n]["per_task_level"][i]) for n in names]
-                 for i, r in enumerate(first["per_task_level"])]
-    return "".join([head, markdown_table(["level"] + names, lv_body),
-                    "\nBy task category.\n\n", markdown_table(["category", "level"] + names, cat_body),
-                    "\nBy task.\n\n", markdown_table(["task", "level"] + names, task_body)])
+    names, first = list(boot), next(iter(boot.values()))
+    parts = [f"\nPaired bootstrap: Δ accuracy points vs `{cmp['names'][0]}` [{100 * first['confidence']:g}% interval], "
+             f"{first['resamples']} resamples of {' and '.join(first['resample'])} (seed {first['seed']}).\n\n"]
+    for text, part, labels in (("", "per_level", ["level"]), ("\nBy task category.\n\n", "per_category", ["category", "level"]),
+                               ("\nBy task.\n\n", "per_task_level", ["task", "level"])):
+        parts += [text, markdown_table(labels + names, interval_rows(list(boot.values()), part))]
+    return "".join(parts)
 
 
 def comparison_markdown(cmp: dict) -> str:

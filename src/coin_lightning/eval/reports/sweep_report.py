@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coin_lightning.eval.reports.comparison import interval_text, sweep_markdown
+from coin_lightning.eval.reports.comparison import interval_rows, sweep_markdown
 from coin_lightning.eval.reports.plots import (
     arms_accuracy_figure,
     arms_consistency_figure,
@@ -34,13 +34,11 @@ SWEEP_FILES = {
 
 
 def _mean_std(s: dict | None) -> str:
+    """``mean ± std`` over seeds (%), then `` [low, high]`` when ``s`` has a bootstrap interval; ``"-"`` for none."""
     if s is None or s["mean"] is None:
         return "-"
-    return pct(s["mean"]) + (f" ± {pct(s['std'])}" if s["std"] is not None else "")
-
-
-def _bracket(s: dict) -> str:
-    return f" [{pct(s['low'])}, {pct(s['high'])}]" if s.get("low") is not None else ""
+    text = pct(s["mean"]) + (f" ± {pct(s['std'])}" if s["std"] is not None else "")
+    return text + (f" [{pct(s['low'])}, {pct(s['high'])}]" if s.get("low") is not None else "")
 
 
 def sweep_comparison_markdown(cmp: dict) -> str:
@@ -49,58 +47,44 @@ def sweep_comparison_markdown(cmp: dict) -> str:
     intervals, then per category and per task."""
     names, ref, arms = cmp["arm_names"], cmp["reference"], cmp["arms"]
     others = [n for n in names if n != ref]
+    keys = [f"{n} - {ref}" for n in others]
     boot = cmp["bootstrap"]
-    levels = list(arms[ref]["accuracy"])
     arm_body = [[f"`{n}`", ", ".join(str(s) for s in a["seeds"]), str(len(a["jobs"])),
                  ", ".join(Path(j).name for j in a["jobs"])] for n, a in arms.items()]
-    acc_body = [[lv] + [_mean_std(arms[n]["accuracy"][lv]) + _bracket(arms[n]["accuracy"][lv]) for n in names]
-                for lv in levels]
-    pdr_levels = list(arms[ref]["pdr"])
-    pdr_body = [[lv] + [_mean_std(arms[n]["pdr"][lv]) for n in names] for lv in pdr_levels]
-    cons_body = [[lv] + [_mean_std(arms[n]["consistency"][lv]) for n in names] for lv in arms[ref]["consistency"]]
     parts = [
         "# Sweep comparison\n\n",
         f"Sweep `{cmp['sweep_dir']}`; arms by their overrides other than `{cmp['seed_key']}`; reference arm `{ref}`.\n\n",
         markdown_table(["arm", "seeds", "jobs", "job dirs"], arm_body),
-        "\nAccuracy (%) per level: mean ± std over seeds (sample std) of the mean over tasks "
-        "[bootstrap interval of the seed mean: seeds, rows and instructions resampled].\n\n",
-        markdown_table(["level"] + names, acc_body),
-        "\nPerformance Drop Rate (%, mean ± std over seeds).\n\n", markdown_table(["level"] + names, pdr_body),
-        "\nConsistency (% of inputs with the same answer under every instruction of the level; mean ± std over seeds).\n\n",
-        markdown_table(["level"] + names, cons_body),
     ]
+    for what, text in (("accuracy", "\nAccuracy (%) per level: mean ± std over seeds (sample std) of the mean over tasks "
+                                    "[bootstrap interval of the seed mean: seeds, rows and instructions resampled].\n\n"),
+                       ("pdr", "\nPerformance Drop Rate (%, mean ± std over seeds).\n\n"),
+                       ("consistency", "\nConsistency (% of inputs with the same answer under every instruction of the "
+                                       "level; mean ± std over seeds).\n\n")):
+        parts += [text, markdown_table(["level"] + names, [[lv] + [_mean_std(arms[n][what][lv]) for n in names]
+                                                           for lv in arms[ref][what]])]
     if others:
         d = cmp["delta"]
-        keys = [f"{n} - {ref}" for n in others]
         how = (f"hierarchical bootstrap, {boot['resamples']} resamples of seeds, rows and instructions "
                f"(paired; seed {boot['seed']}), {100 * boot['confidence']:g}% percentile interval"
                if boot["resamples"] else "no bootstrap (--bootstrap 0)")
-        ind = cmp["delta_independent"]
         both = [f"{k} ({pairing})" for k in keys for pairing in ("paired", "independent seeds")]
-        lv_body = [[lv] + [interval_text(x[k]["per_level"][lv]) for k in keys for x in (d, ind)]
-                   for lv in d[keys[0]]["per_level"]]
-        lv_body.append(["perturbed"] + [interval_text(x[k]["perturbed"]) for k in keys for x in (d, ind)])
-        effect_body = [[lv] + [interval_text(x[k]["robustness_effect"][lv]) for k in keys for x in (d, ind)]
-                       for lv in (d[keys[0]]["robustness_effect"] or {})]
-        first = d[keys[0]]
-        cat_body = [[c, lv] + [interval_text(d[k]["per_category"][c][lv]) for k in keys]
-                    for c in first["per_category"] for lv in first["per_category"][c]]
+        columns = [x[k] for k in keys for x in (d, cmp["delta_independent"])]
         parts += [f"\nΔ accuracy points vs `{ref}` ({how}). Seed pairing: {cmp['pairing']['reason']}.\n\n",
-                  markdown_table(["level"] + both, lv_body)]
-        if effect_body:
+                  markdown_table(["level"] + both, interval_rows(columns, "per_level"))]
+        if effect_body := interval_rows(columns, "robustness_effect"):
             parts += ["\nRobustness effect (points): the arm's drop from clean (level minus clean) minus the "
                       f"reference's drop; above 0 = the arm loses less than `{ref}` under perturbation.\n\n",
                       markdown_table(["level"] + both, effect_body)]
-        parts += ["\nBy task category (paired).\n\n", markdown_table(["category", "level"] + keys, cat_body)]
+        parts += ["\nBy task category (paired).\n\n",
+                  markdown_table(["category", "level"] + keys, interval_rows([d[k] for k in keys], "per_category"))]
     cat_acc = [[c, lv] + [_mean_std(arms[n]["per_category"].get(c, {}).get(lv)) for n in names]
                for c, by in arms[ref]["per_category"].items() for lv in by]
     parts += ["\nAccuracy (%) per task category (mean ± std over seeds).\n\n",
               markdown_table(["category", "level"] + names, cat_acc)]
-    task_body = []
-    for i, cell in enumerate(arms[ref]["per_task_level"]):
-        row = [cell["task"], cell["level"]] + [_mean_std(arms[n]["per_task_level"][i]) for n in names]
-        row += [interval_text(cmp["delta"][f"{n} - {ref}"]["per_task_level"][i]) for n in others]
-        task_body.append(row)
+    deltas = interval_rows([cmp["delta"][k] for k in keys], "per_task_level") if others else None
+    task_body = [[cell["task"], cell["level"]] + [_mean_std(arms[n]["per_task_level"][i]) for n in names]
+                 + (deltas[i][2:] if others else []) for i, cell in enumerate(arms[ref]["per_task_level"])]
     parts += ["\nPer task: accuracy (%, mean ± std over seeds)" + (" and Δ vs the reference.\n\n" if others else ".\n\n"),
               markdown_table(["task", "level"] + names + [f"Δ {n}" for n in others], task_body)]
     return "".join(parts)

@@ -24,8 +24,7 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    writer.writerows(rows)  # None and missing values are written as ""
     return buf.getvalue()
 
 

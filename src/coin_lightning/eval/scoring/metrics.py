@@ -79,27 +79,20 @@ def per_instruction(rows: Iterable[dict]) -> list[dict]:
             g["unparseable_n"] += int(int(row["pred"]) < 0)
         except KeyError as exc:
             raise ValueError(f"prediction row misses key {exc}: {row}") from None
-    table = []
-    for g in groups.values():
+    table = list(groups.values())
+    clean, counts = defaultdict(dict), defaultdict(int)
+    for g in table:
         g["accuracy"] = g["correct"] / g["n"]
         g["unparseable"] = g.pop("unparseable_n") / g["n"]
-        table.append(g)
-    clean = defaultdict(dict)
-    for g in table:
+        counts[(g["task"], g["perturbation"])] += 1
         if g["perturbation"] == CLEAN:
             clean[g["task"]][g["instruction_index"]] = g["accuracy"]
-    counts = defaultdict(int)
-    for g in table:
-        counts[(g["task"], g["perturbation"])] += 1
     for g in table:
         g["pdr"] = None
         base = clean.get(g["task"])
-        if g["perturbation"] == CLEAN or not base:
-            continue
-        if counts[(g["task"], g["perturbation"])] == len(base) and g["instruction_index"] in base:
-            g["pdr"] = pdr(g["accuracy"], base[g["instruction_index"]])
-        else:
-            g["pdr"] = pdr(g["accuracy"], _mean(list(base.values())))
+        if g["perturbation"] != CLEAN and base:
+            paired = counts[(g["task"], g["perturbation"])] == len(base) and g["instruction_index"] in base
+            g["pdr"] = pdr(g["accuracy"], base[g["instruction_index"]] if paired else _mean(list(base.values())))
     return sorted(table, key=lambda g: (g["task"], g["level"], g["perturbation"], g["instruction_index"]))
 
 
@@ -166,10 +159,9 @@ def summarize(rows: Sequence[dict], levels: Sequence[str] | None = None) -> dict
     cells.sort(key=lambda c: (task_order.index(c["task"]), order.index(c["level"])))
     inst.sort(key=lambda g: (task_order.index(g["task"]), order.index(g["level"]), g["perturbation"], g["instruction_index"]))
     per_level = {lv: _average([c for c in cells if c["level"] == lv]) for lv in order}
-    per_category: dict[str, dict] = {}
-    for cat in dict.fromkeys(c["category"] for c in cells):
-        per_category[cat] = {lv: _average([c for c in cells if c["category"] == cat and c["level"] == lv])
-                             for lv in order if any(c["category"] == cat and c["level"] == lv for c in cells)}
+    per_category = {cat: {lv: _average(of) for lv in order
+                          if (of := [c for c in cells if c["category"] == cat and c["level"] == lv])}
+                    for cat in dict.fromkeys(c["category"] for c in cells)}
     perturbed = [c for c in cells if c["level"] != CLEAN]
     overall = {
         "clean": per_level[CLEAN]["mean"] if CLEAN in per_level else None,

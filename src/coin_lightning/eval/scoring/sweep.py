@@ -21,6 +21,7 @@ keys only (the seed alone draws the data order and the initialisation).
 """
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,12 +120,12 @@ def group_arms(jobs: Sequence[Job]) -> dict[str, list[Job]]:
     return arms
 
 
-def _spread(values: dict) -> dict:
-    """``{"mean", "std", "values": {seed: value}}`` over seeds; ``std`` is the sample std (``None``
-    with fewer than two seeds); ``None`` values (undefined PDR) are left out of mean and std."""
-    xs = [v for v in values.values() if v is not None]
+def _spread(seeds: Sequence, values: Sequence) -> dict:
+    """``{"mean", "std", "values": {seed: value}}`` over seeds (a value per seed); ``std`` is the sample std
+    (``None`` with fewer than two seeds); ``None`` values (undefined PDR) are left out of mean and std."""
+    xs = [v for v in values if v is not None]
     return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None,
-            "values": values}
+            "values": {str(s): v for s, v in zip(seeds, values)}}
 
 
 def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: float) -> dict:
@@ -133,27 +134,25 @@ def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: f
     point = [hierarchical_bootstrap([j.cells], None, 0) for j in members]   # each seed's accuracies
     seeds = [j.seed for j in members]
     own = hierarchical_bootstrap([j.cells for j in members], None, resamples, seed, confidence)
-
-    def by_seed(get) -> dict:
-        return {str(s): get(p, j) for s, p, j in zip(seeds, point, members)}
+    spread = functools.partial(_spread, seeds)
 
     levels = list(point[0]["per_level"])
-    accuracy = {lv: {**_spread(by_seed(lambda p, j, lv=lv: p["per_level"][lv]["delta"])), **_bounds(own["per_level"][lv])}
+    accuracy = {lv: {**spread([p["per_level"][lv]["delta"] for p in point]), **_bounds(own["per_level"][lv])}
                 for lv in levels}
     if own["perturbed"] is not None:
-        accuracy["perturbed"] = {**_spread(by_seed(lambda p, j: p["perturbed"]["delta"])), **_bounds(own["perturbed"])}
-    pdr = {lv: _spread(by_seed(lambda p, j, lv=lv: j.metrics["per_level"].get(lv, {}).get("pdr"))) for lv in levels if lv != CLEAN}
-    pdr["perturbed"] = _spread(by_seed(lambda p, j: j.metrics.get("overall", {}).get("pdr")))
-    cons = {lv: _spread(by_seed(lambda p, j, lv=lv: j.consistency["per_level"].get(lv))) for lv in levels}
-    cons["perturbed"] = _spread(by_seed(lambda p, j: j.consistency["perturbed"]))
+        accuracy["perturbed"] = {**spread([p["perturbed"]["delta"] for p in point]), **_bounds(own["perturbed"])}
+    pdr = {lv: spread([j.metrics["per_level"].get(lv, {}).get("pdr") for j in members]) for lv in levels if lv != CLEAN}
+    pdr["perturbed"] = spread([j.metrics.get("overall", {}).get("pdr") for j in members])
+    cons = {lv: spread([j.consistency["per_level"].get(lv) for j in members]) for lv in levels}
+    cons["perturbed"] = spread([j.consistency["perturbed"] for j in members])
     return {
-        "overrides": {k: v for k, v in members[0].overrides.items()},
+        "overrides": dict(members[0].overrides),
         "seeds": seeds, "jobs": [str(j.path) for j in members],
         "accuracy": accuracy, "pdr": pdr, "consistency": cons,
-        "per_category": {c: {lv: _spread(by_seed(lambda p, j, c=c, lv=lv: p["per_category"][c][lv]["delta"]))
-                             for lv in by} for c, by in point[0]["per_category"].items()},
+        "per_category": {c: {lv: spread([p["per_category"][c][lv]["delta"] for p in point]) for lv in by}
+                         for c, by in point[0]["per_category"].items()},
         "per_task_level": [{"task": cell["task"], "level": cell["level"],
-                            **_spread(by_seed(lambda p, j, i=i: p["per_task_level"][i]["delta"]))}
+                            **spread([p["per_task_level"][i]["delta"] for p in point])}
                            for i, cell in enumerate(point[0]["per_task_level"])],
     }
 

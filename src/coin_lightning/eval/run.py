@@ -94,16 +94,13 @@ def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> 
 
 def prediction_rows(task: EvalTask, entry: Entry, preds: Sequence[Prediction]) -> list[dict]:
     """One JSON-able row per example (the ``predictions.jsonl`` schema)."""
-    rows = []
-    for rec, gold, p in zip(task.records, task.golds, preds):
-        rows.append({
-            "task": task.name, "category": task.category, "perturbation": entry.perturbation,
-            "level": entry.level, "instruction_index": entry.index, "instruction": entry.instruction,
-            "uid": rec.uid, "gold": gold, "gold_word": task.label_words[gold], "pred": p.pred,
-            "pred_word": task.label_words[p.pred] if p.pred >= 0 else None, "answer": p.answer,
-            "correct": p.pred == gold, "scores": p.scores,
-        })
-    return rows
+    return [{
+        "task": task.name, "category": task.category, "perturbation": entry.perturbation,
+        "level": entry.level, "instruction_index": entry.index, "instruction": entry.instruction,
+        "uid": rec.uid, "gold": gold, "gold_word": task.label_words[gold], "pred": p.pred,
+        "pred_word": task.label_words[p.pred] if p.pred >= 0 else None, "answer": p.answer,
+        "correct": p.pred == gold, "scores": p.scores,
+    } for rec, gold, p in zip(task.records, task.golds, preds)]
 
 
 class CachedPredictor:
@@ -168,29 +165,26 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: Cac
     from rich.progress import Progress
 
     finished = finished or {}
-    plan = []
+    plan: list[tuple[EvalTask, str, list[Entry]]] = []  # (task, level, its entries)
     for task in tasks:
-        by_level: dict[str, list[Entry]] = {}
-        for entry in iset.entries(task.name):
-            by_level.setdefault(entry.level, []).append(entry)
-        plan.append((task, by_level))
+        entries = iset.entries(task.name)
+        plan += [(task, lv, [e for e in entries if e.level == lv]) for lv in dict.fromkeys(e.level for e in entries)]
     rows: list[dict] = []
-    todo = sum(len(e) for t, by_lv in plan for lv, e in by_lv.items() if (t.name, lv) not in finished)
+    todo = sum(len(e) for t, lv, e in plan if (t.name, lv) not in finished)
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("evaluating", total=todo)
-        for task, by_level in plan:
-            for level, entries in by_level.items():
-                if (task.name, level) in finished:
-                    rows.extend(finished[(task.name, level)])
-                    continue
-                part: list[dict] = []
-                for entry in entries:
-                    bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
-                    part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
-                    bar.advance(job)
-                if parts is not None:
-                    parts.save(task.name, level, part)
-                rows.extend(part)
+        for task, level, entries in plan:
+            if (task.name, level) in finished:
+                rows.extend(finished[(task.name, level)])
+                continue
+            part: list[dict] = []
+            for entry in entries:
+                bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
+                part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
+                bar.advance(job)
+            if parts is not None:
+                parts.save(task.name, level, part)
+            rows.extend(part)
     return rows
 
 

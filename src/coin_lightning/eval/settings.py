@@ -146,8 +146,7 @@ class EvalJob:
     """``data.append_eos``: whether that state follows an EOS appended to the answer."""
 
     def __post_init__(self) -> None:
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise EvalConfigError(f"prompt_format={self.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+        check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS, EvalConfigError)
 
 
 def task_groups() -> dict[str, tuple[str, ...]]:

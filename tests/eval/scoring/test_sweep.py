@@ -54,9 +54,9 @@ def random_rows(p: float, seed: int) -> list[dict]:
 
 
 def test_arms_means_stds_and_deltas_match_each_jobs_metrics(tmp_path, monkeypatch):
-    from coin_lightning.eval.reports import sweep_report
+    from coin_lightning.eval.reports import comparison as report
 
-    figures = capture_figures(monkeypatch, sweep_report)
+    figures = capture_figures(monkeypatch, report)
     sweep = tmp_path / "multirun"
     n = 0
     job_rows = []

@@ -2,7 +2,6 @@
 ``coin_lightning.evaluate``, or from a training run's ``evaluation`` node by ``coin_lightning.train``)."""
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from coin_lightning.model.checks import check_adapter
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
-log = logging.getLogger(__name__)
 
 def check_inputs(job: EvalJob) -> None:
     """Check, before the model loads, that ``model.adapter`` and ``adapter`` are adapters of ``model``.

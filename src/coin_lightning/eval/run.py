@@ -6,7 +6,6 @@ adversarial search) -> predictions (``generate`` / ``rank``) -> metrics -> files
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import time
 from collections.abc import Sequence
@@ -23,10 +22,8 @@ from coin_lightning.eval.instructions.sets import Entry, InstructionError, Instr
 from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_results, save_png
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.metrics import FILES, fingerprint, summarize
-from coin_lightning.eval.settings import EvalConfigError, EvalSettings
+from coin_lightning.eval.settings import EvalSettings
 from coin_lightning.eval.task_files import load_task_files, load_task_rows, task_instruction_set
-
-log = logging.getLogger(__name__)
 
 
 def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
@@ -53,11 +50,8 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
 
 
 def perturb_config(settings: EvalSettings) -> PerturbConfig:
-    """``eval.perturb`` as a ``PerturbConfig``, limited to the perturbations of ``eval.levels``."""
-    try:
-        cfg = PerturbConfig.from_cfg(settings.perturb)
-    except ValueError as exc:
-        raise EvalConfigError(str(exc)) from None
+    """``eval.perturb`` (checked when the settings were built), limited to the perturbations of ``eval.levels``."""
+    cfg = settings.perturb
     keep = tuple(p for p in cfg.perturbations if cfg.levels.get(p) in settings.levels)
     return dataclasses.replace(cfg, perturbations=keep)
 
@@ -109,14 +103,12 @@ class CachedPredictor:
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.memo: dict[tuple[str, str], list[Prediction]] = {}
-        self.calls = 0
+        self.memo: dict[tuple[str, str], list[Prediction]] = {}  # one entry per model call
 
     def __call__(self, task: EvalTask, instruction: str) -> list[Prediction]:
         """Predictions for every row of ``task`` under ``instruction`` (computed once)."""
         key = (task.split_key + f"#{len(task.records)}", instruction)
         if key not in self.memo:
-            self.calls += 1
             self.memo[key] = self.predictor.predict(instruction, task.contents, task.label_words)
         return self.memo[key]
 
@@ -147,7 +139,6 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
         return sum(p.pred == g for p, g in zip(preds, probe.golds)) / len(probe.golds)
 
     key = {**(meta or {}), "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
-    key.pop("config", None)
     cache = Path(run_dir) / FILES["adversarial_instructions"] if run_dir is not None else None
     return attack_instruction_set(base, accuracy, perturb_config(settings), query_budget=settings.query_budget,
                                   tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
@@ -227,17 +218,16 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
         "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
         "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),
-        "model_calls": predict.calls, "resumed_parts": len(finished),
+        "model_calls": len(predict.memo), "resumed_parts": len(finished),
     }
     metrics["label_words"] = {t.name: list(t.label_words) for t in tasks}
     if not write:
         return metrics
-    run_dir = Path(run_dir)
     meta = meta or {}
     title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
     log_results(loggers, metrics, figures, config, log_step)
     for name, fig in figures.items():  # FILES["accuracy_plot"], FILES["clean_vs_perturbed_plot"]
-        save_png(fig, run_dir / f"{name}.png")
+        save_png(fig, Path(run_dir) / f"{name}.png")
     return metrics

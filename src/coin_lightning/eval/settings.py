@@ -74,9 +74,8 @@ class EvalSettings:
     """The ``eval.perturb`` node (:class:`coin_lightning.eval.instructions.perturb.config.PerturbConfig`)."""
 
     def __post_init__(self) -> None:
-        from coin_lightning.eval.engine.predict import (
-            METHODS,  # the prediction engine loads transformers: not at import
-        )
+        # deferred: the prediction engine loads transformers
+        from coin_lightning.eval.engine.predict import METHODS
         from coin_lightning.eval.task_files import load_task_files
 
         own = load_task_files(self.task_files)

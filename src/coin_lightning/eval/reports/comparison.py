@@ -17,14 +17,13 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from coin_lightning.eval.reports.plots import (
-    arms_accuracy_figure,
-    arms_consistency_figure,
+    arms_figure,
     comparison_figure,
     paired_differences_figure,
     save_png,
     sweep_figure,
 )
-from coin_lightning.eval.reports.tables import markdown_table, pct
+from coin_lightning.eval.reports.tables import markdown_table, mean_std, pct
 from coin_lightning.eval.scoring.comparison import compare_runs, sweep_points
 from coin_lightning.eval.scoring.sweep import SEED_KEY, compare_sweep, is_strength_sweep
 from coin_lightning.io import write_json, write_text
@@ -82,10 +81,8 @@ def comparison_markdown(cmp: dict) -> str:
     """Markdown: accuracy per level (mean ± std, %), deltas to the first run, PDR; per task; bootstrap."""
     names, base = cmp["names"], cmp["names"][0]
     header = ["level"] + [f"{n}" for n in names] + [f"Δ {n} vs {base}" for n in names[1:]]
-    body = []
-    for lv, by in cmp["per_level"].items():
-        cells = [f"{pct(by[n]['mean'])}" + (f" ± {pct(by[n]['std'])}" if by[n]["std"] is not None else "") for n in names]
-        body.append([lv] + cells + [signed_points(by[n]["delta"]) for n in names[1:]])
+    body = [[lv] + [mean_std(by[n]) for n in names] + [signed_points(by[n]["delta"]) for n in names[1:]]
+            for lv, by in cmp["per_level"].items()]
     pdr_body = [[lv] + [pct(by[n]["pdr"]) for n in names] for lv, by in cmp["per_level"].items() if lv != "clean"]
     cat_body = [[c, lv] + [pct(by.get(n)) for n in names] for c, levels in cmp.get("per_category", {}).items()
                 for lv, by in levels.items()]
@@ -110,14 +107,6 @@ def sweep_markdown(parameter: str, points: Sequence[tuple[object, dict, Path]]) 
     return f"# Sweep over `{parameter}`\n\nAccuracy (%) per level.\n\n" + markdown_table([parameter] + levels + ["PDR", "job"], body)
 
 
-def _mean_std(s: dict | None) -> str:
-    """``mean ± std`` over seeds (%), then `` [low, high]`` when ``s`` has a bootstrap interval; ``"-"`` for none."""
-    if s is None or s["mean"] is None:
-        return "-"
-    text = pct(s["mean"]) + (f" ± {pct(s['std'])}" if s["std"] is not None else "")
-    return text + (f" [{pct(s['low'])}, {pct(s['high'])}]" if s.get("low") is not None else "")
-
-
 def sweep_comparison_markdown(cmp: dict) -> str:
     """Markdown of :func:`coin_lightning.eval.scoring.sweep.compare_sweep`: arms, accuracy per level (mean ±
     std over seeds, %), PDR, consistency, paired differences from the reference with bootstrap
@@ -138,7 +127,7 @@ def sweep_comparison_markdown(cmp: dict) -> str:
                        ("pdr", "\nPerformance Drop Rate (%, mean ± std over seeds).\n\n"),
                        ("consistency", "\nConsistency (% of inputs with the same answer under every instruction of the "
                                        "level; mean ± std over seeds).\n\n")):
-        parts += [text, markdown_table(["level"] + names, [[lv] + [_mean_std(arms[n][what][lv]) for n in names]
+        parts += [text, markdown_table(["level"] + names, [[lv] + [mean_std(arms[n][what][lv]) for n in names]
                                                            for lv in arms[ref][what]])]
     if others:
         d = cmp["delta"]
@@ -155,12 +144,12 @@ def sweep_comparison_markdown(cmp: dict) -> str:
                       markdown_table(["level"] + both, effect_body)]
         parts += ["\nBy task category (paired).\n\n",
                   markdown_table(["category", "level"] + keys, interval_rows([d[k] for k in keys], "per_category"))]
-    cat_acc = [[c, lv] + [_mean_std(arms[n]["per_category"].get(c, {}).get(lv)) for n in names]
+    cat_acc = [[c, lv] + [mean_std(arms[n]["per_category"].get(c, {}).get(lv)) for n in names]
                for c, by in arms[ref]["per_category"].items() for lv in by]
     parts += ["\nAccuracy (%) per task category (mean ± std over seeds).\n\n",
               markdown_table(["category", "level"] + names, cat_acc)]
     deltas = interval_rows([cmp["delta"][k] for k in keys], "per_task_level") if others else None
-    task_body = [[cell["task"], cell["level"]] + [_mean_std(arms[n]["per_task_level"][i]) for n in names]
+    task_body = [[cell["task"], cell["level"]] + [mean_std(arms[n]["per_task_level"][i]) for n in names]
                  + (deltas[i][2:] if others else []) for i, cell in enumerate(arms[ref]["per_task_level"])]
     parts += ["\nPer task: accuracy (%, mean ± std over seeds)" + (" and Δ vs the reference.\n\n" if others else ".\n\n"),
               markdown_table(["task", "level"] + names + [f"Δ {n}" for n in others], task_body)]
@@ -213,7 +202,7 @@ def write_sweep(sweep_dir: str | Path, out: str | Path, param: str | None = None
         return write_report(out, "sweep", sweep_markdown(parameter, points), data,
                             {"sweep": sweep_figure(parameter, [(v, m) for v, m, _ in points])})
     cmp = compare_sweep(sweep_dir, reference, bootstrap, seed, seed_key)
-    figures = {"accuracy_by_level": arms_accuracy_figure(cmp), "consistency": arms_consistency_figure(cmp)}
+    figures = {"accuracy_by_level": arms_figure(cmp, "accuracy"), "consistency": arms_figure(cmp, "consistency")}
     if cmp.get("delta"):
         figures["differences"] = paired_differences_figure(cmp["delta"])
     return write_report(out, "comparison", sweep_comparison_markdown(cmp), cmp, figures)

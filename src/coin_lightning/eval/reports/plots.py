@@ -38,24 +38,19 @@ def _bar_figure(groups: Sequence[str], series: dict[str, list[float | None]], er
     """Grouped bars: one group per entry of ``groups``, one bar per series (fractions drawn in %, ``None`` as
     0), ``width`` inches per group (at least 6 in all). ``errors``: per series, a value per bar
     (symmetric) or ``(below, above)`` per bar."""
-    fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4), layout="tight")
     n = max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
-        es = errors[name] if errors is not None else None
-        if es is not None and any(isinstance(e, tuple) for e in es):
-            es = [_percent([e[j] if isinstance(e, tuple) else None for e in es]) for j in (0, 1)]
-        elif es is not None:
-            es = _percent(es)
+        es = None
+        if errors is not None:  # (below, above) per bar
+            pairs = [e if isinstance(e, tuple) else (e, e) for e in errors[name]]
+            es = [_percent([pair[j] for pair in pairs]) for j in (0, 1)]
         ax.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in range(len(groups))], _percent(values), 0.8 / n, yerr=es,
                label=name, capsize=2)
     ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
-    ax.set_ylim(0, 118)  # head room for the legend above 100 %
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_ylabel(ylabel)
+    ax.set(ylim=(0, 118), yticks=range(0, 101, 20), ylabel=ylabel, title=title)  # ylim: room for the legend above 100 %
     ax.legend(fontsize="small", ncol=min(n, 5), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
@@ -97,41 +92,34 @@ def sweep_figure(parameter: str, points: Sequence[tuple[float, dict]], title: st
     """
     points = sorted(points, key=lambda p: p[0])
     xs = [p[0] for p in points]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="tight")
     levels = list(dict.fromkeys(lv for _, m in points for lv in m["levels"]))
     for lv in levels:
         ys = [100 * m["per_level"][lv]["mean"] if lv in m["per_level"] else float("nan") for _, m in points]
         ax.plot(xs, ys, marker="o", label=lv, linestyle="--" if lv == "clean" else "-")
-    ax.set_xlabel(parameter)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or f"Accuracy vs {parameter}")
+    ax.set(xlabel=parameter, ylabel="accuracy (%)", title=title or f"Accuracy vs {parameter}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return fig
 
 
-def arms_accuracy_figure(cmp: dict, title: str = "Accuracy by level per arm") -> Figure:
+def arms_figure(cmp: dict, what: str = "accuracy") -> Figure:
     """Grouped bars of a sweep comparison (:func:`coin_lightning.eval.scoring.sweep.compare_sweep`): one group
-    per level (plus ``perturbed``), one bar per arm at its mean over seeds, with the bootstrap interval
-    of that mean (seeds, rows and instructions resampled) or, without a bootstrap, +-1 std over seeds."""
-    levels = list(next(iter(cmp["arms"].values()))["accuracy"])
-    series, errors = {}, {}
-    for name, arm in cmp["arms"].items():
-        acc = [arm["accuracy"][lv] for lv in levels]
-        series[name] = [a["mean"] for a in acc]
-        errors[name] = [(a["mean"] - a["low"], a["high"] - a["mean"]) if a.get("low") is not None
-                        else (a["std"] or 0.0, a["std"] or 0.0) for a in acc]
-    return _bar_figure(levels, series, errors, title, 1.2)
+    per level (plus ``perturbed``), one bar per arm at its mean over seeds of ``what``:
 
-
-def arms_consistency_figure(cmp: dict, title: str = "Consistency by level per arm") -> Figure:
-    """Grouped bars: the share of inputs answered alike under every instruction of a level, one bar
-    per arm (mean over seeds, +-1 std over seeds)."""
-    levels = list(next(iter(cmp["arms"].values()))["consistency"])
-    series = {n: [a["consistency"][lv]["mean"] for lv in levels] for n, a in cmp["arms"].items()}
-    errors = {n: [a["consistency"][lv]["std"] for lv in levels] for n, a in cmp["arms"].items()}
-    return _bar_figure(levels, series, errors, title, 1.2, ylabel="consistency (% of inputs)")
+    - ``accuracy``: with the bootstrap interval of that mean (seeds, rows and instructions resampled) or,
+      without a bootstrap, +-1 std over seeds;
+    - ``consistency``: the share of inputs answered alike under every instruction of a level, +-1 std
+      over seeds.
+    """
+    title, ylabel = {"accuracy": ("Accuracy by level per arm", "accuracy (%)"),
+                     "consistency": ("Consistency by level per arm", "consistency (% of inputs)")}[what]
+    levels = list(next(iter(cmp["arms"].values()))[what])
+    cells = {name: [arm[what][lv] for lv in levels] for name, arm in cmp["arms"].items()}
+    errors = {name: [(c["mean"] - c["low"], c["high"] - c["mean"]) if c.get("low") is not None
+                     else (c["std"] or 0.0, c["std"] or 0.0) for c in cs] for name, cs in cells.items()}
+    means = {name: [c["mean"] for c in cs] for name, cs in cells.items()}
+    return _bar_figure(levels, means, errors, title, 1.2, ylabel)
 
 
 def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired difference in accuracy by level") -> Figure:
@@ -150,7 +138,7 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
     first = next(iter(deltas.values()))
     order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)
     levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), "perturbed"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4), layout="tight")
     n = len(deltas)
     for k, (name, d) in enumerate(deltas.items()):
         cells = [d["per_level"].get(lv) if lv != "perturbed" else d["perturbed"] for lv in levels]
@@ -161,13 +149,11 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
         ax.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=4, label=name)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.axvline(len(levels) - 1.5, color="grey", linewidth=0.5, linestyle=":")  # the levels | their mean
-    ax.set_xticks(range(len(levels)), levels)
     confidence = first.get("confidence")
-    ax.set_ylabel("Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
-    ax.set_title(title)
+    ax.set(xticks=range(len(levels)), xticklabels=levels, title=title,
+           ylabel="Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
     ax.legend(fontsize="small", loc="best")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -182,8 +168,6 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def log_figures(logger, figures: dict[str, Figure], step: int = 0) -> None:
     """Send figures to a Lightning logger: ``TensorBoardLogger`` (``add_figure``), ``WandbLogger``
     (``log_image``); any other logger with a ``log_dir`` gets ``<log_dir>/figures/<name>.png``."""
-    if logger is None:
-        return
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     for name, fig in figures.items():

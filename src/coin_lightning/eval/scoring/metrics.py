@@ -49,9 +49,7 @@ def _pstd(xs: Sequence[float]) -> float | None:
 
 def pdr(acc_perturbed: float, acc_clean: float) -> float | None:
     """PromptBench's Performance Drop Rate ``1 - acc_perturbed / acc_clean``; ``None`` if ``acc_clean`` is 0."""
-    if acc_clean == 0:
-        return None
-    return 1.0 - acc_perturbed / acc_clean
+    return None if acc_clean == 0 else 1.0 - acc_perturbed / acc_clean
 
 
 def per_instruction(rows: Iterable[dict]) -> list[dict]:
@@ -153,8 +151,7 @@ def summarize(rows: Sequence[dict], levels: Sequence[str] | None = None) -> dict
     cells = per_task_level(inst)
     seen = list(dict.fromkeys(r["level"] for r in rows))
     order = [lv for lv in (levels or []) if lv in seen] + [lv for lv in seen if lv not in (levels or [])]
-    if CLEAN in order:
-        order = [CLEAN] + [lv for lv in order if lv != CLEAN]
+    order.sort(key=lambda lv: lv != CLEAN)  # clean first (a stable sort keeps the rest in order)
     task_order = list(dict.fromkeys(r["task"] for r in rows))
     cells.sort(key=lambda c: (task_order.index(c["task"]), order.index(c["level"])))
     inst.sort(key=lambda g: (task_order.index(g["task"]), order.index(g["level"]), g["perturbation"], g["instruction_index"]))
@@ -216,9 +213,7 @@ def consistency(rows: Iterable[dict]) -> dict:
               "consistency": sum(len(a) == 1 for a in by_uid.values()) / len(by_uid),
               "n_rows": len(by_uid), "n_instructions": len(instructions[(t, lv)])}
              for (t, lv), by_uid in answers.items()]
-    levels = list(dict.fromkeys(c["level"] for c in cells))
-    if CLEAN in levels:
-        levels = [CLEAN] + [lv for lv in levels if lv != CLEAN]
+    levels = sorted(dict.fromkeys(c["level"] for c in cells), key=lambda lv: lv != CLEAN)  # clean first
     return {
         "per_task_level": cells,
         "per_level": {lv: _mean([c["consistency"] for c in cells if c["level"] == lv]) for lv in levels},

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from coin_lightning.eval.scoring.bootstrap import correctness, hierarchical_bootstrap, read_predictions
+from coin_lightning.eval.scoring.bootstrap import RESAMPLE_UNITS, correctness, hierarchical_bootstrap, read_predictions
 from coin_lightning.eval.scoring.comparison import (
     ComparisonError,
     check_comparable,
@@ -172,13 +172,11 @@ def seed_pairing(arm_overrides: Sequence[dict]) -> dict:
     """
     varying = varying_keys(list(arm_overrides))
     other = [k for k in varying if not k.startswith(PAIRING_SAFE_PREFIXES)]
-    if other:
-        return {"holds": False, "varying": varying,
-                "reason": f"the arms also differ in {', '.join(other)}, which may change the data order or the "
-                          "initialisation drawn from a seed: read the independent-seed intervals"}
-    return {"holds": True, "varying": varying,
-            "reason": "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
-                      "same data order and LoRA initialisation, so seeds are paired"}
+    reason = (f"the arms also differ in {', '.join(other)}, which may change the data order or the "
+              "initialisation drawn from a seed: read the independent-seed intervals" if other else
+              "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
+              "same data order and LoRA initialisation, so seeds are paired")
+    return {"holds": not other, "varying": varying, "reason": reason}
 
 
 def _bounds(c: dict | None) -> dict:
@@ -224,15 +222,14 @@ def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap
             raise ComparisonError(f"arm {name} has seeds [{', '.join(seeds)}] but the reference arm {ref} has "
                                   f"[{', '.join(ref_seeds)}]: a paired comparison needs the same seeds")
     first = jobs[0].metrics
-    units = ("seeds", "rows", "instructions")
     return {
         "sweep_dir": str(sweep_dir), "seed_key": seed_key, "reference": ref, "arm_names": names,
         "levels": first["levels"], "tasks": first["tasks"], "fingerprint": first["fingerprint"],
-        "bootstrap": {"resamples": bootstrap, "confidence": confidence, "seed": seed, "resample": list(units)},
+        "bootstrap": {"resamples": bootstrap, "confidence": confidence, "seed": seed, "resample": list(RESAMPLE_UNITS)},
         "pairing": seed_pairing([arms[n][0].overrides for n in names]),
         "arms": {n: arm_summary(arms[n], bootstrap, seed, confidence) for n in names},
         **{key: {f"{n} - {ref}": hierarchical_bootstrap([j.cells for j in arms[n]], [j.cells for j in arms[ref]],
-                                                        bootstrap, seed, confidence, units, pair_seeds=paired)
+                                                        bootstrap, seed, confidence, pair_seeds=paired)
                  for n in names if n != ref}
            for key, paired in (("delta", True), ("delta_independent", False))},
     }

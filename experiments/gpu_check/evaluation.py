@@ -15,7 +15,7 @@ CPU = ("trainer=cpu",)
 
 def parsed_labels(run_dir: Path) -> dict[tuple, int]:
     """``{(task, perturbation, instruction index, uid): parsed label id}`` of a run's ``predictions.jsonl``."""
-    from coin_lightning.eval.scoring.results import FILES
+    from coin_lightning.eval.scoring.metrics import FILES
 
     rows = [json.loads(line) for line in (run_dir / FILES["predictions"]).read_text().splitlines() if line.strip()]
     return {(r["task"], r["perturbation"], r["instruction_index"], r["uid"]): r["pred"] for r in rows}

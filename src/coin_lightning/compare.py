@@ -30,11 +30,8 @@ from rich.markdown import Markdown
 
 from coin_lightning.commands import examples, quiet_third_party
 from coin_lightning.errors import reported, take_verbose_flag
-from coin_lightning.eval.reports.comparison import comparison_markdown
-from coin_lightning.eval.reports.plots import comparison_figure, paired_differences_figure, save_png
-from coin_lightning.eval.reports.sweep_report import write_sweep
-from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, load_runs
-from coin_lightning.io import write_json, write_text
+from coin_lightning.eval.reports.comparison import write_comparison, write_sweep
+from coin_lightning.eval.scoring.comparison import ComparisonError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,14 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ComparisonError("give either run directories or --sweep, not both")
             text = write_sweep(args.sweep, out, args.param, args.reference, args.bootstrap, args.seed, args.seed_key)
         else:
-            cmp = compare_runs(args.runs, args.names, bootstrap=args.bootstrap, seed=args.seed)
-            text = comparison_markdown(cmp)
-            write_text(out / "comparison.md", text)
-            write_json(out / "comparison.json", cmp)
-            save_png(comparison_figure(cmp["names"], load_runs(args.runs)), out / "comparison.png")
-            if cmp.get("bootstrap"):  # the headline: paired differences per level with their intervals
-                save_png(paired_differences_figure({f"{n} - {cmp['names'][0]}": d for n, d in cmp["bootstrap"].items()}),
-                         out / "differences.png")
+            text = write_comparison(args.runs, out, args.names, args.bootstrap, args.seed)
     console.print(Markdown(text))
     console.print(f"[bold]Outputs:[/bold] {out}")
     return 0

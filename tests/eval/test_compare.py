@@ -11,8 +11,7 @@ import pytest
 from coin_lightning.compare import main
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.comparison import ComparisonError, compare_runs, read_overrides, sweep_points
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.scoring.results import FILES, RunDirError
+from coin_lightning.eval.scoring.metrics import FILES, RunDirError, fingerprint, summarize
 from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +43,9 @@ def test_side_by_side_with_deltas(tmp_path):
 
 
 def test_cli_writes_table_plot_and_json(tmp_path, capsys, monkeypatch):
-    import coin_lightning.compare as compare_module
+    from coin_lightning.eval.reports import comparison as report
 
-    figures = capture_figures(monkeypatch, compare_module)
+    figures = capture_figures(monkeypatch, report)
     base = make_run(tmp_path / "base", {"clean": 4, "deepwordbug": 2})
     other = make_run(tmp_path / "other", {"clean": 3, "deepwordbug": 1})
     out = tmp_path / "cmp"
@@ -108,9 +107,9 @@ def _job(sweep: Path, n: int, value, correct: int, instructions=None) -> Path:
 
 
 def test_sweep_reads_overrides_and_plots(tmp_path, monkeypatch):
-    from coin_lightning.eval.reports import sweep_report
+    from coin_lightning.eval.reports import comparison as report
 
-    figures = capture_figures(monkeypatch, sweep_report)
+    figures = capture_figures(monkeypatch, report)
     sweep = tmp_path / "multirun"
     for n, (value, correct) in enumerate([(4, 1), (1, 3), (2, 2)]):
         _job(sweep, n, value, correct)

@@ -15,8 +15,7 @@ from omegaconf import open_dict
 from coin_lightning.conf import CONFIG_DIR
 from coin_lightning.data.sources.embedded import load_embedded
 from coin_lightning.eval.run import load_tasks
-from coin_lightning.eval.scoring.metrics import fingerprint
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES, fingerprint
 from coin_lightning.eval.settings import EvalSettings
 from coin_lightning.evaluate import run as evaluate
 from tests.eval.eval_helpers import bars, write_instruction_file, xtick_labels

@@ -13,7 +13,7 @@ import yaml
 from coin_lightning.data.records import DataError
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.run import build_instruction_set, load_tasks
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES
 from coin_lightning.eval.settings import EvalSettings
 from coin_lightning.evaluate import run as evaluate
 from tests.eval.test_evaluate import _cfg, check_outputs

@@ -2,7 +2,6 @@
 ``coin_lightning.evaluate``, or from a training run's ``evaluation`` node by ``coin_lightning.train``)."""
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -22,15 +21,13 @@ from coin_lightning.eval.engine.distributed import (
 )
 from coin_lightning.eval.engine.predict import Predictor
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
-from coin_lightning.eval.scoring.metrics import fingerprint
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES, fingerprint
 from coin_lightning.eval.settings import EvalConfigError, EvalJob, EvalSettings
 from coin_lightning.losses import POOLINGS
 from coin_lightning.model.checks import check_adapter
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
-log = logging.getLogger(__name__)
 
 def check_inputs(job: EvalJob) -> None:
     """Check, before the model loads, that ``model.adapter`` and ``adapter`` are adapters of ``model``.
@@ -68,13 +65,6 @@ def check_analyze(node: dict, settings: EvalSettings, pooling: str = "last") -> 
         raise EvalConfigError(f"loss.pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
 
 
-def _fabric(job: EvalJob):
-    """The ``trainer``'s Fabric, checked (no processes started yet)."""
-    fabric = fabric_from_trainer(job.trainer)
-    check_not_multirun(fabric)
-    return fabric
-
-
 def _start(job: EvalJob, fabric, **predictor_kw):
     """Launch Fabric's processes, then load the model onto its device: ``(sharded predictor, seconds)``."""
     fabric.launch()
@@ -100,7 +90,8 @@ def check(job: EvalJob) -> tuple:
     """
     settings = job.settings
     check_inputs(job)
-    fabric = _fabric(job)
+    fabric = fabric_from_trainer(job.trainer)
+    check_not_multirun(fabric)
     tasks = load_tasks(settings, job.data_root)
     iset = build_instruction_set(settings, [t.name for t in tasks])
     return settings, fabric, tasks, iset
@@ -142,12 +133,8 @@ def evaluate(job: EvalJob, loggers: list | None = None, log_step: int = 0) -> di
                                        max_new_tokens=settings.max_new_tokens,
                                        decode_batch_size=settings.decode_batch_size)
             parts.write = rank0 = fabric.is_global_zero
-            config = None
-            if loggers is None:
-                loggers = instantiate_group(job.logger) if rank0 else []
-                config = job.config
-            elif not rank0:
-                loggers = []
+            config = job.config if loggers is None else None  # a training run's loggers hold its config already
+            loggers = (instantiate_group(job.logger) if loggers is None else loggers) if rank0 else []
             job_dir.keep()  # predictions start: finished parts stay for a resume
             meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
             metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
@@ -195,15 +182,11 @@ def _analyze(job: EvalJob, out: Path, job_dir) -> dict:
     from coin_lightning.eval.reports.tables import markdown_table
     from coin_lightning.io import write_json, write_text
 
-    settings = job.settings
-    if settings.perturb_mode != "generated":
+    if job.settings.perturb_mode != "generated":
         raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
-    check_inputs(job)
     a = job.analyze
-    check_analyze(a, settings, job.pooling)
-    fabric = _fabric(job)
-    tasks = load_tasks(settings, job.data_root)
-    iset = build_instruction_set(settings, [t.name for t in tasks])
+    check_analyze(a, job.settings, job.pooling)
+    _, fabric, tasks, iset = check(job)
     predictor, _ = _start(job, fabric)
     job_dir.keep()
     states = collect_states(predictor, tasks, iset, int(a["rows"]), a.get("instruction_index"), job.pooling, job.append_eos)

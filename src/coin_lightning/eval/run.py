@@ -6,7 +6,6 @@ adversarial search) -> predictions (``generate`` / ``rank``) -> metrics -> files
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import time
 from collections.abc import Sequence
@@ -20,15 +19,11 @@ from coin_lightning.eval.engine.tasks import EvalTask, load_task
 from coin_lightning.eval.instructions.defaults import default_instruction_set
 from coin_lightning.eval.instructions.perturb.config import PerturbConfig
 from coin_lightning.eval.instructions.sets import Entry, InstructionError, InstructionSet, load_instruction_file
-from coin_lightning.eval.reports.logs import log_results
-from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, save_png
+from coin_lightning.eval.reports.plots import accuracy_by_level_figure, clean_vs_perturbed_figure, log_results, save_png
 from coin_lightning.eval.reports.tables import write_results
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.scoring.results import FILES
-from coin_lightning.eval.settings import EvalConfigError, EvalSettings
+from coin_lightning.eval.scoring.metrics import FILES, fingerprint, summarize
+from coin_lightning.eval.settings import EvalSettings
 from coin_lightning.eval.task_files import load_task_files, load_task_rows, task_instruction_set
-
-log = logging.getLogger(__name__)
 
 
 def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
@@ -55,11 +50,8 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
 
 
 def perturb_config(settings: EvalSettings) -> PerturbConfig:
-    """``eval.perturb`` as a ``PerturbConfig``, limited to the perturbations of ``eval.levels``."""
-    try:
-        cfg = PerturbConfig.from_cfg(settings.perturb)
-    except ValueError as exc:
-        raise EvalConfigError(str(exc)) from None
+    """``eval.perturb`` (checked when the settings were built), limited to the perturbations of ``eval.levels``."""
+    cfg = settings.perturb
     keep = tuple(p for p in cfg.perturbations if cfg.levels.get(p) in settings.levels)
     return dataclasses.replace(cfg, perturbations=keep)
 
@@ -96,16 +88,13 @@ def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> 
 
 def prediction_rows(task: EvalTask, entry: Entry, preds: Sequence[Prediction]) -> list[dict]:
     """One JSON-able row per example (the ``predictions.jsonl`` schema)."""
-    rows = []
-    for rec, gold, p in zip(task.records, task.golds, preds):
-        rows.append({
-            "task": task.name, "category": task.category, "perturbation": entry.perturbation,
-            "level": entry.level, "instruction_index": entry.index, "instruction": entry.instruction,
-            "uid": rec.uid, "gold": gold, "gold_word": task.label_words[gold], "pred": p.pred,
-            "pred_word": task.label_words[p.pred] if p.pred >= 0 else None, "answer": p.answer,
-            "correct": p.pred == gold, "scores": p.scores,
-        })
-    return rows
+    return [{
+        "task": task.name, "category": task.category, "perturbation": entry.perturbation,
+        "level": entry.level, "instruction_index": entry.index, "instruction": entry.instruction,
+        "uid": rec.uid, "gold": gold, "gold_word": task.label_words[gold], "pred": p.pred,
+        "pred_word": task.label_words[p.pred] if p.pred >= 0 else None, "answer": p.answer,
+        "correct": p.pred == gold, "scores": p.scores,
+    } for rec, gold, p in zip(task.records, task.golds, preds)]
 
 
 class CachedPredictor:
@@ -114,14 +103,12 @@ class CachedPredictor:
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.memo: dict[tuple[str, str], list[Prediction]] = {}
-        self.calls = 0
+        self.memo: dict[tuple[str, str], list[Prediction]] = {}  # one entry per model call
 
     def __call__(self, task: EvalTask, instruction: str) -> list[Prediction]:
         """Predictions for every row of ``task`` under ``instruction`` (computed once)."""
         key = (task.split_key + f"#{len(task.records)}", instruction)
         if key not in self.memo:
-            self.calls += 1
             self.memo[key] = self.predictor.predict(instruction, task.contents, task.label_words)
         return self.memo[key]
 
@@ -152,7 +139,6 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
         return sum(p.pred == g for p, g in zip(preds, probe.golds)) / len(probe.golds)
 
     key = {**(meta or {}), "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
-    key.pop("config", None)
     cache = Path(run_dir) / FILES["adversarial_instructions"] if run_dir is not None else None
     return attack_instruction_set(base, accuracy, perturb_config(settings), query_budget=settings.query_budget,
                                   tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
@@ -170,29 +156,26 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: Cac
     from rich.progress import Progress
 
     finished = finished or {}
-    plan = []
+    plan: list[tuple[EvalTask, str, list[Entry]]] = []  # (task, level, its entries)
     for task in tasks:
-        by_level: dict[str, list[Entry]] = {}
-        for entry in iset.entries(task.name):
-            by_level.setdefault(entry.level, []).append(entry)
-        plan.append((task, by_level))
+        entries = iset.entries(task.name)
+        plan += [(task, lv, [e for e in entries if e.level == lv]) for lv in dict.fromkeys(e.level for e in entries)]
     rows: list[dict] = []
-    todo = sum(len(e) for t, by_lv in plan for lv, e in by_lv.items() if (t.name, lv) not in finished)
+    todo = sum(len(e) for t, lv, e in plan if (t.name, lv) not in finished)
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("evaluating", total=todo)
-        for task, by_level in plan:
-            for level, entries in by_level.items():
-                if (task.name, level) in finished:
-                    rows.extend(finished[(task.name, level)])
-                    continue
-                part: list[dict] = []
-                for entry in entries:
-                    bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
-                    part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
-                    bar.advance(job)
-                if parts is not None:
-                    parts.save(task.name, level, part)
-                rows.extend(part)
+        for task, level, entries in plan:
+            if (task.name, level) in finished:
+                rows.extend(finished[(task.name, level)])
+                continue
+            part: list[dict] = []
+            for entry in entries:
+                bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
+                part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
+                bar.advance(job)
+            if parts is not None:
+                parts.save(task.name, level, part)
+            rows.extend(part)
     return rows
 
 
@@ -235,17 +218,16 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
         "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
         "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),
-        "model_calls": predict.calls, "resumed_parts": len(finished),
+        "model_calls": len(predict.memo), "resumed_parts": len(finished),
     }
     metrics["label_words"] = {t.name: list(t.label_words) for t in tasks}
     if not write:
         return metrics
-    run_dir = Path(run_dir)
     meta = meta or {}
     title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
     log_results(loggers, metrics, figures, config, log_step)
-    save_png(figures["accuracy_by_level"], run_dir / FILES["accuracy_plot"])
-    save_png(figures["clean_vs_perturbed"], run_dir / FILES["clean_vs_perturbed_plot"])
+    for name, fig in figures.items():  # FILES["accuracy_plot"], FILES["clean_vs_perturbed_plot"]
+        save_png(fig, Path(run_dir) / f"{name}.png")
     return metrics

@@ -73,9 +73,8 @@ class EvalSettings:
     """The ``eval.perturb`` node (:class:`coin_lightning.eval.instructions.perturb.config.PerturbConfig`)."""
 
     def __post_init__(self) -> None:
-        from coin_lightning.eval.engine.predict import (
-            METHODS,  # the prediction engine loads transformers: not at import
-        )
+        # deferred: the prediction engine loads transformers
+        from coin_lightning.eval.engine.predict import METHODS
         from coin_lightning.eval.task_files import load_task_files
 
         own = load_task_files(self.task_files)
@@ -145,8 +144,7 @@ class EvalJob:
     """``data.append_eos``: whether that state follows an EOS appended to the answer."""
 
     def __post_init__(self) -> None:
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise EvalConfigError(f"prompt_format={self.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+        check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS, EvalConfigError)
 
 
 def task_groups() -> dict[str, tuple[str, ...]]:

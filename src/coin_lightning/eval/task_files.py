@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -41,10 +41,6 @@ from coin_lightning.eval.instructions.sets import InstructionSet
 
 HUB_PREFIX = "hub:"
 """``data: hub:<owner>/<dataset>`` reads a hub dataset (``datasets.load_dataset``)."""
-
-KEYS = {"name", "data", "split", "hub_config", "input_fields", "label_field", "label_words", "category",
-        "instructions", "semantic"}
-"""The keys a task file may have."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,10 @@ class TaskFile:
     category: str
     instructions: tuple[str, ...]
     semantic: tuple[str, ...]
+
+
+KEYS = {f.name for f in fields(TaskFile)} - {"path"}
+"""The keys a task file may have."""
 
 
 def _strings(path: Path, key: str, value, required: bool = True) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from coin_lightning.eval.engine.distributed import (
     trainer_fields,
 )
 from coin_lightning.eval.engine.predict import Predictor
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES
 from coin_lightning.eval.settings import EvalConfigError
 from tests.eval.engine.test_predict import CONTENTS, INSTRUCTION
 from tests.eval.eval_helpers import tiny

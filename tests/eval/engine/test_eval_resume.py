@@ -17,7 +17,7 @@ import yaml
 
 from coin_lightning.eval.engine.distributed import sigterm_as_interrupt
 from coin_lightning.eval.engine.predict import Predictor
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES
 from coin_lightning.evaluate import run as evaluate
 from tests.eval.eval_helpers import write_instruction_file
 from tests.eval.test_evaluate import PUBLISHED, _cfg

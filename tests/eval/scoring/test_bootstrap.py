@@ -11,8 +11,7 @@ from coin_lightning.compare import main
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.bootstrap import correctness, paired_bootstrap, read_predictions
 from coin_lightning.eval.scoring.comparison import compare_runs
-from coin_lightning.eval.scoring.metrics import fingerprint, summarize
-from coin_lightning.eval.scoring.results import RunDirError
+from coin_lightning.eval.scoring.metrics import RunDirError, fingerprint, summarize
 
 LEVELS = {"clean": "clean", "deepwordbug": "character", "checklist": "sentence"}
 CATEGORY = {"rte": "nli", "sst2": "sentiment"}

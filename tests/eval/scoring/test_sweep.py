@@ -14,8 +14,7 @@ from coin_lightning.compare import main
 from coin_lightning.eval.reports.tables import write_results
 from coin_lightning.eval.scoring.bootstrap import hierarchical_bootstrap
 from coin_lightning.eval.scoring.comparison import ComparisonError
-from coin_lightning.eval.scoring.metrics import consistency, fingerprint, summarize
-from coin_lightning.eval.scoring.results import RunDirError, read_metrics
+from coin_lightning.eval.scoring.metrics import RunDirError, consistency, fingerprint, read_metrics, summarize
 from coin_lightning.eval.scoring.sweep import compare_sweep, results_dir
 from tests.eval.eval_helpers import bars, capture_figures, xtick_labels
 
@@ -55,9 +54,9 @@ def random_rows(p: float, seed: int) -> list[dict]:
 
 
 def test_arms_means_stds_and_deltas_match_each_jobs_metrics(tmp_path, monkeypatch):
-    from coin_lightning.eval.reports import sweep_report
+    from coin_lightning.eval.reports import comparison as report
 
-    figures = capture_figures(monkeypatch, sweep_report)
+    figures = capture_figures(monkeypatch, report)
     sweep = tmp_path / "multirun"
     n = 0
     job_rows = []

@@ -1,14 +1,19 @@
-"""Figures of evaluation results (matplotlib, Agg backend) and their hand-off to a Lightning logger.
+"""Figures of evaluation results (matplotlib, Agg backend) and sending an evaluation to the configured
+Lightning loggers (``conf/logger``: CSV, TensorBoard, W&B).
 
 Each ``*_figure`` function takes metrics dicts (:func:`coin_lightning.eval.scoring.metrics.summarize`) and
 returns a ``matplotlib.figure.Figure``; :func:`save_png` writes one atomically and
 :func:`log_figures` sends them to a TensorBoard / W&B logger (other loggers, e.g. CSV, get the PNGs
-in their log directory).
+in their log directory). :func:`log_results` gives every logger the resolved config
+(``log_hyperparams``), the scalar metrics (:func:`flat_metrics`) and the figures; a ``WandbLogger``
+also gets the result tables as W&B Tables (``log_table``). CSV and TensorBoard keep the scalars; the
+full tables are the run directory's CSV files.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,86 +21,66 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from coin_lightning.eval.reports.tables import PER_INSTRUCTION_COLUMNS, PER_TASK_LEVEL_COLUMNS  # noqa: E402
 from coin_lightning.io import atomic_path  # noqa: E402
+from coin_lightning.training.loggers import log_config  # noqa: E402
+
+TABLES = {"per_task_level": PER_TASK_LEVEL_COLUMNS, "per_instruction": PER_INSTRUCTION_COLUMNS}
+"""Metrics entries logged as tables, with their columns (as the run directory's CSV files)."""
 
 
-def _grouped_bars(ax, groups: Sequence[str], series: dict[str, list[float | None]],
-                  errors: dict[str, list[float | None]] | None = None) -> None:
+def _percent(values: Sequence[float | None]) -> list[float]:
+    return [100 * v if v is not None else 0.0 for v in values]
+
+
+def _bar_figure(groups: Sequence[str], series: dict[str, list[float | None]], errors: dict | None, title: str,
+                width: float, ylabel: str = "accuracy (%)") -> Figure:
+    """Grouped bars: one group per entry of ``groups``, one bar per series (fractions drawn in %, ``None`` as
+    0), ``width`` inches per group (at least 6 in all). ``errors``: per series, a value per bar
+    (symmetric) or ``(below, above)`` per bar."""
+    fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4), layout="tight")
     n = max(len(series), 1)
-    width = 0.8 / n
     for k, (name, values) in enumerate(series.items()):
-        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
-        ys = [100 * v if v is not None else 0.0 for v in values]
-        err = None
-        if errors is not None:  # symmetric (a value per bar) or asymmetric ((below, above) per bar)
-            es = errors[name]
-            if any(isinstance(e, tuple) for e in es):
-                err = [[100 * e[k] if isinstance(e, tuple) else 0.0 for e in es] for k in (0, 1)]
-            else:
-                err = [100 * e if e is not None else 0.0 for e in es]
-        ax.bar(xs, ys, width, yerr=err, label=name, capsize=2)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=30, ha="right")
-    ax.set_ylim(0, 118)  # head room for the legend above 100 %
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_ylabel("accuracy (%)")
+        es = None
+        if errors is not None:  # (below, above) per bar
+            pairs = [e if isinstance(e, tuple) else (e, e) for e in errors[name]]
+            es = [_percent([pair[j] for pair in pairs]) for j in (0, 1)]
+        ax.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in range(len(groups))], _percent(values), 0.8 / n, yerr=es,
+               label=name, capsize=2)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.set(ylim=(0, 118), yticks=range(0, 101, 20), ylabel=ylabel, title=title)  # ylim: room for the legend above 100 %
     ax.legend(fontsize="small", ncol=min(n, 5), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
-
-
-def _bar_figure(groups: Sequence[str], series: dict, errors: dict | None, title: str, width: float,
-                ylabel: str | None = None) -> Figure:
-    """A figure of :func:`_grouped_bars`, ``width`` inches per group (at least 6 in all)."""
-    fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4))
-    _grouped_bars(ax, groups, series, errors)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
 def accuracy_by_level_figure(metrics: dict, title: str = "Accuracy by perturbation level") -> Figure:
     """Grouped bars: one group per task (plus the average), one bar per level, std across instructions."""
     cell = {(c["task"], c["level"]): c for c in metrics["per_task_level"]}
-    groups = list(metrics["tasks"]) + ["average"]
-    series, errors = {}, {}
-    for lv in metrics["levels"]:
-        series[lv] = [cell[(t, lv)]["mean"] if (t, lv) in cell else None for t in metrics["tasks"]]
-        series[lv].append(metrics["per_level"][lv]["mean"])
-        errors[lv] = [cell[(t, lv)]["std"] if (t, lv) in cell else None for t in metrics["tasks"]]
-        errors[lv].append(metrics["per_level"][lv]["std"])
-    return _bar_figure(groups, series, errors, title, 1.1)
+
+    def column(lv: str, key: str) -> list:
+        return [cell.get((t, lv), {}).get(key) for t in metrics["tasks"]] + [metrics["per_level"][lv][key]]
+
+    levels = metrics["levels"]
+    return _bar_figure(list(metrics["tasks"]) + ["average"], {lv: column(lv, "mean") for lv in levels},
+                       {lv: column(lv, "std") for lv in levels}, title, 1.1)
 
 
 def clean_vs_perturbed_figure(metrics: dict, title: str = "Clean vs perturbed instructions") -> Figure:
     """Two bars per task: clean accuracy and the mean over perturbed levels."""
     tasks = list(metrics["tasks"])
-    clean, perturbed = [], []
-    for t in tasks:
-        cells = [c for c in metrics["per_task_level"] if c["task"] == t]
-        c0 = [c["mean"] for c in cells if c["level"] == "clean"]
-        cp = [c["mean"] for c in cells if c["level"] != "clean"]
-        clean.append(c0[0] if c0 else None)
-        perturbed.append(sum(cp) / len(cp) if cp else None)
-    fig, ax = plt.subplots(figsize=(max(6, 1.0 * len(tasks)), 4))
-    _grouped_bars(ax, tasks, {"clean": clean, "perturbed (mean of levels)": perturbed})
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    clean = {c["task"]: c["mean"] for c in metrics["per_task_level"] if c["level"] == "clean"}
+    perturbed = [[c["mean"] for c in metrics["per_task_level"] if c["task"] == t and c["level"] != "clean"] for t in tasks]
+    series = {"clean": [clean.get(t) for t in tasks],
+              "perturbed (mean of levels)": [sum(cp) / len(cp) if cp else None for cp in perturbed]}
+    return _bar_figure(tasks, series, None, title, 1.0)
 
 
-def comparison_figure(names: Sequence[str], metrics: Sequence[dict], title: str = "Accuracy by level") -> Figure:
-    """Grouped bars: one group per level (plus ``overall`` perturbed), one bar per run."""
-    levels = list(metrics[0]["levels"])
-    series = {}
-    for name, m in zip(names, metrics):
-        series[name] = [m["per_level"].get(lv, {}).get("mean") for lv in levels] + [m["overall"]["perturbed"]]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * (len(levels) + 1)), 4))
-    _grouped_bars(ax, levels + ["perturbed"], series)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+def comparison_figure(cmp: dict, title: str = "Accuracy by level") -> Figure:
+    """Grouped bars of :func:`coin_lightning.eval.scoring.comparison.compare_runs`: one group per level (plus
+    ``perturbed``), one bar per run."""
+    series = {n: [by[n]["mean"] for by in cmp["per_level"].values()] for n in cmp["names"]}
+    return _bar_figure(list(cmp["per_level"]), series, None, title, 1.2)
 
 
 def sweep_figure(parameter: str, points: Sequence[tuple[float, dict]], title: str | None = None) -> Figure:
@@ -107,41 +92,34 @@ def sweep_figure(parameter: str, points: Sequence[tuple[float, dict]], title: st
     """
     points = sorted(points, key=lambda p: p[0])
     xs = [p[0] for p in points]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="tight")
     levels = list(dict.fromkeys(lv for _, m in points for lv in m["levels"]))
     for lv in levels:
         ys = [100 * m["per_level"][lv]["mean"] if lv in m["per_level"] else float("nan") for _, m in points]
         ax.plot(xs, ys, marker="o", label=lv, linestyle="--" if lv == "clean" else "-")
-    ax.set_xlabel(parameter)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or f"Accuracy vs {parameter}")
+    ax.set(xlabel=parameter, ylabel="accuracy (%)", title=title or f"Accuracy vs {parameter}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return fig
 
 
-def arms_accuracy_figure(cmp: dict, title: str = "Accuracy by level per arm") -> Figure:
+def arms_figure(cmp: dict, what: str = "accuracy") -> Figure:
     """Grouped bars of a sweep comparison (:func:`coin_lightning.eval.scoring.sweep.compare_sweep`): one group
-    per level (plus ``perturbed``), one bar per arm at its mean over seeds, with the bootstrap interval
-    of that mean (seeds, rows and instructions resampled) or, without a bootstrap, +-1 std over seeds."""
-    levels = list(next(iter(cmp["arms"].values()))["accuracy"])
-    series, errors = {}, {}
-    for name, arm in cmp["arms"].items():
-        acc = [arm["accuracy"][lv] for lv in levels]
-        series[name] = [a["mean"] for a in acc]
-        errors[name] = [(a["mean"] - a["low"], a["high"] - a["mean"]) if a.get("low") is not None
-                        else (a["std"] or 0.0, a["std"] or 0.0) for a in acc]
-    return _bar_figure(levels, series, errors, title, 1.2)
+    per level (plus ``perturbed``), one bar per arm at its mean over seeds of ``what``:
 
-
-def arms_consistency_figure(cmp: dict, title: str = "Consistency by level per arm") -> Figure:
-    """Grouped bars: the share of inputs answered alike under every instruction of a level, one bar
-    per arm (mean over seeds, +-1 std over seeds)."""
-    levels = list(next(iter(cmp["arms"].values()))["consistency"])
-    series = {n: [a["consistency"][lv]["mean"] for lv in levels] for n, a in cmp["arms"].items()}
-    errors = {n: [a["consistency"][lv]["std"] for lv in levels] for n, a in cmp["arms"].items()}
-    return _bar_figure(levels, series, errors, title, 1.2, ylabel="consistency (% of inputs)")
+    - ``accuracy``: with the bootstrap interval of that mean (seeds, rows and instructions resampled) or,
+      without a bootstrap, +-1 std over seeds;
+    - ``consistency``: the share of inputs answered alike under every instruction of a level, +-1 std
+      over seeds.
+    """
+    title, ylabel = {"accuracy": ("Accuracy by level per arm", "accuracy (%)"),
+                     "consistency": ("Consistency by level per arm", "consistency (% of inputs)")}[what]
+    levels = list(next(iter(cmp["arms"].values()))[what])
+    cells = {name: [arm[what][lv] for lv in levels] for name, arm in cmp["arms"].items()}
+    errors = {name: [(c["mean"] - c["low"], c["high"] - c["mean"]) if c.get("low") is not None
+                     else (c["std"] or 0.0, c["std"] or 0.0) for c in cs] for name, cs in cells.items()}
+    means = {name: [c["mean"] for c in cs] for name, cs in cells.items()}
+    return _bar_figure(levels, means, errors, title, 1.2, ylabel)
 
 
 def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired difference in accuracy by level") -> Figure:
@@ -160,7 +138,7 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
     first = next(iter(deltas.values()))
     order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)
     levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), "perturbed"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4), layout="tight")
     n = len(deltas)
     for k, (name, d) in enumerate(deltas.items()):
         cells = [d["per_level"].get(lv) if lv != "perturbed" else d["perturbed"] for lv in levels]
@@ -171,14 +149,11 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
         ax.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=4, label=name)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.axvline(len(levels) - 1.5, color="grey", linewidth=0.5, linestyle=":")  # the levels | their mean
-    ax.set_xticks(range(len(levels)))
-    ax.set_xticklabels(levels)
     confidence = first.get("confidence")
-    ax.set_ylabel("Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
-    ax.set_title(title)
+    ax.set(xticks=range(len(levels)), xticklabels=levels, title=title,
+           ylabel="Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
     ax.legend(fontsize="small", loc="best")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -193,8 +168,6 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def log_figures(logger, figures: dict[str, Figure], step: int = 0) -> None:
     """Send figures to a Lightning logger: ``TensorBoardLogger`` (``add_figure``), ``WandbLogger``
     (``log_image``); any other logger with a ``log_dir`` gets ``<log_dir>/figures/<name>.png``."""
-    if logger is None:
-        return
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     for name, fig in figures.items():
@@ -205,3 +178,33 @@ def log_figures(logger, figures: dict[str, Figure], step: int = 0) -> None:
         elif getattr(logger, "log_dir", None):
             with atomic_path(Path(logger.log_dir) / "figures" / f"{name}.png") as tmp:
                 fig.savefig(tmp, format="png", dpi=100)
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """Scalars for a logger: ``eval/<task>/<level>/acc_mean`` ..., ``eval/<level>/acc_mean``, ``eval/overall/*``."""
+    out: dict[str, float] = {}
+    cells = [(f"{c['task']}/{c['level']}", c) for c in metrics["per_task_level"]] + list(metrics["per_level"].items())
+    for name, c in cells:
+        for k in ("mean", "std", "pdr"):
+            if c[k] is not None:
+                out[f"eval/{name}/pdr" if k == "pdr" else f"eval/{name}/acc_{k}"] = c[k]
+    for k, v in metrics["overall"].items():
+        if isinstance(v, (int, float)):
+            out[f"eval/overall/{k}"] = float(v)
+    return out
+
+
+def log_results(loggers: Sequence[Any], metrics: dict, figures: dict, config: dict | None = None, step: int = 0) -> None:
+    """Send config (unless ``None``), scalars, tables and figures (at ``step``) to every logger, then ``save()`` each."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if config is not None:
+        log_config(loggers, config)
+    for lg in loggers:
+        lg.log_metrics(flat_metrics(metrics), step=step)
+        if isinstance(lg, WandbLogger):
+            for name, columns in TABLES.items():
+                data = [[row.get(c) for c in columns] for row in metrics[name]]
+                lg.log_table(key=f"eval/{name}", columns=list(columns), data=data, step=step)
+        log_figures(lg, figures, step)
+        lg.save()

@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from coin_lightning.eval.scoring.results import FILES
+from coin_lightning.eval.scoring.metrics import FILES
 from coin_lightning.io import write_json, write_jsonl, write_text
 
 
@@ -19,13 +19,21 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}"
 
 
+def mean_std(s: dict | None) -> str:
+    """``mean ± std`` (%), then `` [low, high]`` when ``s`` has a bootstrap interval; ``"-"`` for ``None``
+    (or no mean)."""
+    if s is None or s["mean"] is None:
+        return "-"
+    text = pct(s["mean"]) + (f" ± {pct(s['std'])}" if s["std"] is not None else "")
+    return text + (f" [{pct(s['low'])}, {pct(s['high'])}]" if s.get("low") is not None else "")
+
+
 def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     """CSV text with a header row; missing values are empty."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    writer.writerows(rows)  # None and missing values are written as ""
     return buf.getvalue()
 
 
@@ -43,8 +51,10 @@ def results_markdown(metrics: dict, title: str = "Evaluation") -> str:
     levels, tasks = metrics["levels"], metrics["tasks"]
     cell = {(c["task"], c["level"]): c for c in metrics["per_task_level"]}
 
-    def mean_std(c):
-        return "-" if c is None else f"{pct(c['mean'])} ± {pct(c['std'])}"
+    def by_task(fmt, lvs: Sequence[str]) -> str:  # a row per task, then the average over tasks
+        body = [[t] + [fmt(cell.get((t, lv))) for lv in lvs] for t in tasks]
+        body.append(["**average**"] + [fmt(metrics["per_level"].get(lv)) for lv in lvs])
+        return markdown_table(["task"] + list(lvs), body)
 
     parts = [f"# {title}\n\n"]
     run = metrics.get("run")
@@ -52,20 +62,16 @@ def results_markdown(metrics: dict, title: str = "Evaluation") -> str:
         parts.append(f"Method `{run.get('method')}`, prompt format `{run.get('prompt_format')}`, "
                      f"{run.get('samples_per_task')} rows per task (seed {run.get('seed')}), "
                      f"instructions: {run.get('instructions')}.\n\n")
-    body = [[t] + [mean_std(cell.get((t, lv))) for lv in levels] for t in tasks]
-    body.append(["**average**"] + [mean_std(metrics["per_level"].get(lv)) for lv in levels])
     parts += ["Accuracy (%) by task and perturbation level: mean ± std across instructions.\n\n",
-              markdown_table(["task"] + list(levels), body)]
+              by_task(mean_std, levels)]
     cats = metrics["per_category"]
     parts += ["\nBy task category (mean over its tasks, %).\n\n",
               markdown_table(["category"] + list(levels),
                              [[c] + [pct(cats[c][lv]["mean"]) if lv in cats[c] else "-" for lv in levels] for c in cats])]
     perturbed = [lv for lv in levels if lv != "clean"]
     if perturbed:
-        pbody = [[t] + [pct(cell[(t, lv)]["pdr"]) if (t, lv) in cell else "-" for lv in perturbed] for t in tasks]
-        pbody.append(["**average**"] + [pct(metrics["per_level"][lv]["pdr"]) for lv in perturbed])
         parts += ["\nPerformance Drop Rate (%, PromptBench: 1 - acc_perturbed / acc_clean).\n\n",
-                  markdown_table(["task"] + perturbed, pbody)]
+                  by_task(lambda c: pct(c["pdr"]) if c else "-", perturbed)]
     o = metrics["overall"]
     parts += ["\nOverall: clean {} %, perturbed {} %, PDR {} %, unparseable answers {} % of {} predictions.\n".format(
         pct(o["clean"]), pct(o["perturbed"]), pct(o["pdr"]), pct(o["unparseable"]), o["n_examples"])]

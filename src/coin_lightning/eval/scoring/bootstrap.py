@@ -36,8 +36,7 @@ import numpy as np
 
 from coin_lightning.data.records import DataError
 from coin_lightning.data.sources.base import read_jsonl
-from coin_lightning.eval.scoring.metrics import CLEAN
-from coin_lightning.eval.scoring.results import RunDirError
+from coin_lightning.eval.scoring.metrics import CLEAN, RunDirError
 
 RESAMPLE_UNITS = ("seeds", "rows", "instructions")
 """Units a bootstrap replicate may draw with replacement."""
@@ -197,8 +196,7 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
     b = [r if isinstance(r, dict) else correctness(r) for r in refs] if refs is not None else None
     first = a[0]
     _check_same(a[1:], first, "the seeds")
-    if b is not None:
-        _check_same(b, first, "the runs")
+    _check_same(b or [], first, "the runs")
     paired = b is None or pair_seeds
     if paired:  # one stack of per-seed differences
         sides = [(1.0, {key: np.stack([x[key]["correct"] - (y[key]["correct"] if b is not None else 0.0)
@@ -248,8 +246,8 @@ def hierarchical_bootstrap(runs: Sequence[Sequence[dict]], refs: Sequence[Sequen
         "per_level": {lv: interval([k for k in first if k[1] == lv]) for lv in levels},
         "perturbed": interval(perturbed),
         "robustness_effect": effect,
-        "per_category": {c: {lv: interval([k for k in first if k[1] == lv and first[k]["category"] == c])
-                             for lv in levels if any(k[1] == lv and first[k]["category"] == c for k in first)}
+        "per_category": {c: {lv: x for lv in levels  # interval() is None for a level the category lacks
+                             if (x := interval([k for k in first if k[1] == lv and first[k]["category"] == c]))}
                          for c in categories},
         "per_task_level": [{"task": k[0], "level": k[1], **interval([k])}
                            for k in sorted(first, key=lambda k: (k[0], levels.index(k[1])))],

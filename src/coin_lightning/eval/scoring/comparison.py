@@ -14,7 +14,7 @@ import yaml
 
 from coin_lightning.errors import UserError
 from coin_lightning.eval.scoring.bootstrap import paired_bootstrap, read_predictions
-from coin_lightning.eval.scoring.results import RunDirError, read_metrics
+from coin_lightning.eval.scoring.metrics import RunDirError, read_metrics
 
 
 class ComparisonError(UserError, ValueError):
@@ -45,11 +45,8 @@ def check_comparable(run_dirs: Sequence[str | Path], metrics: Sequence[dict], ke
                 raise ComparisonError(f"{d} {what} than {run_dirs[0]}; refusing to compare")
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> list[dict]:
-    """Read ``metrics.json`` of every run directory (raises ``RunDirError`` naming the bad one)."""
-    if not run_dirs:
-        raise RunDirError("no run directories given")
-    return [read_metrics(d) for d in run_dirs]
+def _delta(v: float | None, base: float | None) -> float | None:
+    return None if v is None or base is None else v - base
 
 
 def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None, bootstrap: int = 0,
@@ -78,7 +75,7 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
         raise ComparisonError("compare needs at least two run directories")
     if bootstrap < 0:
         raise ComparisonError(f"--bootstrap {bootstrap}: the number of replicates must be >= 0")
-    metrics = load_runs(run_dirs)
+    metrics = [read_metrics(d) for d in run_dirs]
     check_comparable(run_dirs, metrics)
     names = list(names) if names else [run_name(d, m) for d, m in zip(run_dirs, metrics)]
     if len(names) != len(run_dirs):
@@ -88,23 +85,17 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     levels, tasks = metrics[0]["levels"], metrics[0]["tasks"]
     per_level = {}
     for lv in levels + ["perturbed"]:
-        per_level[lv] = {}
-        for n, m in zip(names, metrics):
-            v = m["overall"]["perturbed"] if lv == "perturbed" else m["per_level"][lv]["mean"]
-            per_level[lv][n] = {"mean": v, "std": None if lv == "perturbed" else m["per_level"][lv]["std"],
-                                "pdr": m["overall"]["pdr"] if lv == "perturbed" else m["per_level"][lv]["pdr"]}
-        base = per_level[lv][names[0]]["mean"]
-        for n in names:
-            v = per_level[lv][n]["mean"]
-            per_level[lv][n]["delta"] = None if v is None or base is None else v - base
+        vals = [{"mean": m["overall"]["perturbed"], "std": None, "pdr": m["overall"]["pdr"]} if lv == "perturbed"
+                else {k: m["per_level"][lv][k] for k in ("mean", "std", "pdr")} for m in metrics]
+        per_level[lv] = {n: {**v, "delta": _delta(v["mean"], vals[0]["mean"])} for n, v in zip(names, vals)}
+    means = [{(c["task"], c["level"]): c["mean"] for c in m["per_task_level"]} for m in metrics]
     cells = []
     for t in tasks:
         for lv in levels:
+            vals = [by.get((t, lv)) for by in means]
             row = {"task": t, "level": lv}
-            vals = [next((c["mean"] for c in m["per_task_level"] if c["task"] == t and c["level"] == lv), None) for m in metrics]
             for n, v in zip(names, vals):
-                row[n] = v
-                row[f"{n} delta"] = None if v is None or vals[0] is None else v - vals[0]
+                row.update({n: v, f"{n} delta": _delta(v, vals[0])})
             cells.append(row)
     per_category = {c: {lv: {n: m["per_category"][c][lv]["mean"] for n, m in zip(names, metrics)
                              if lv in m["per_category"].get(c, {})} for lv in by}

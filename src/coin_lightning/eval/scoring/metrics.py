@@ -1,4 +1,5 @@
-"""Metrics over a table of per-example predictions: pure functions, no I/O.
+"""Metrics over a table of per-example predictions (pure functions), and an evaluation run directory's
+result files (:data:`FILES`, :func:`read_metrics`).
 
 A prediction row is a dict with at least ``task``, ``category``, ``perturbation``, ``level``,
 ``instruction_index``, ``gold`` and ``pred`` (``-1`` = unparseable). From them:
@@ -27,6 +28,9 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from coin_lightning.errors import UserError
 
 CLEAN = "clean"
 """Name of the unperturbed level (and perturbation)."""
@@ -45,9 +49,7 @@ def _pstd(xs: Sequence[float]) -> float | None:
 
 def pdr(acc_perturbed: float, acc_clean: float) -> float | None:
     """PromptBench's Performance Drop Rate ``1 - acc_perturbed / acc_clean``; ``None`` if ``acc_clean`` is 0."""
-    if acc_clean == 0:
-        return None
-    return 1.0 - acc_perturbed / acc_clean
+    return None if acc_clean == 0 else 1.0 - acc_perturbed / acc_clean
 
 
 def per_instruction(rows: Iterable[dict]) -> list[dict]:
@@ -75,27 +77,20 @@ def per_instruction(rows: Iterable[dict]) -> list[dict]:
             g["unparseable_n"] += int(int(row["pred"]) < 0)
         except KeyError as exc:
             raise ValueError(f"prediction row misses key {exc}: {row}") from None
-    table = []
-    for g in groups.values():
+    table = list(groups.values())
+    clean, counts = defaultdict(dict), defaultdict(int)
+    for g in table:
         g["accuracy"] = g["correct"] / g["n"]
         g["unparseable"] = g.pop("unparseable_n") / g["n"]
-        table.append(g)
-    clean = defaultdict(dict)
-    for g in table:
+        counts[(g["task"], g["perturbation"])] += 1
         if g["perturbation"] == CLEAN:
             clean[g["task"]][g["instruction_index"]] = g["accuracy"]
-    counts = defaultdict(int)
-    for g in table:
-        counts[(g["task"], g["perturbation"])] += 1
     for g in table:
         g["pdr"] = None
         base = clean.get(g["task"])
-        if g["perturbation"] == CLEAN or not base:
-            continue
-        if counts[(g["task"], g["perturbation"])] == len(base) and g["instruction_index"] in base:
-            g["pdr"] = pdr(g["accuracy"], base[g["instruction_index"]])
-        else:
-            g["pdr"] = pdr(g["accuracy"], _mean(list(base.values())))
+        if g["perturbation"] != CLEAN and base:
+            paired = counts[(g["task"], g["perturbation"])] == len(base) and g["instruction_index"] in base
+            g["pdr"] = pdr(g["accuracy"], base[g["instruction_index"]] if paired else _mean(list(base.values())))
     return sorted(table, key=lambda g: (g["task"], g["level"], g["perturbation"], g["instruction_index"]))
 
 
@@ -156,16 +151,14 @@ def summarize(rows: Sequence[dict], levels: Sequence[str] | None = None) -> dict
     cells = per_task_level(inst)
     seen = list(dict.fromkeys(r["level"] for r in rows))
     order = [lv for lv in (levels or []) if lv in seen] + [lv for lv in seen if lv not in (levels or [])]
-    if CLEAN in order:
-        order = [CLEAN] + [lv for lv in order if lv != CLEAN]
+    order.sort(key=lambda lv: lv != CLEAN)  # clean first (a stable sort keeps the rest in order)
     task_order = list(dict.fromkeys(r["task"] for r in rows))
     cells.sort(key=lambda c: (task_order.index(c["task"]), order.index(c["level"])))
     inst.sort(key=lambda g: (task_order.index(g["task"]), order.index(g["level"]), g["perturbation"], g["instruction_index"]))
     per_level = {lv: _average([c for c in cells if c["level"] == lv]) for lv in order}
-    per_category: dict[str, dict] = {}
-    for cat in dict.fromkeys(c["category"] for c in cells):
-        per_category[cat] = {lv: _average([c for c in cells if c["category"] == cat and c["level"] == lv])
-                             for lv in order if any(c["category"] == cat and c["level"] == lv for c in cells)}
+    per_category = {cat: {lv: _average(of) for lv in order
+                          if (of := [c for c in cells if c["category"] == cat and c["level"] == lv])}
+                    for cat in dict.fromkeys(c["category"] for c in cells)}
     perturbed = [c for c in cells if c["level"] != CLEAN]
     overall = {
         "clean": per_level[CLEAN]["mean"] if CLEAN in per_level else None,
@@ -220,9 +213,7 @@ def consistency(rows: Iterable[dict]) -> dict:
               "consistency": sum(len(a) == 1 for a in by_uid.values()) / len(by_uid),
               "n_rows": len(by_uid), "n_instructions": len(instructions[(t, lv)])}
              for (t, lv), by_uid in answers.items()]
-    levels = list(dict.fromkeys(c["level"] for c in cells))
-    if CLEAN in levels:
-        levels = [CLEAN] + [lv for lv in levels if lv != CLEAN]
+    levels = sorted(dict.fromkeys(c["level"] for c in cells), key=lambda lv: lv != CLEAN)  # clean first
     return {
         "per_task_level": cells,
         "per_level": {lv: _mean([c["consistency"] for c in cells if c["level"] == lv]) for lv in levels},
@@ -251,3 +242,41 @@ def fingerprint(uids_by_task: dict[str, list[str]], instructions: dict[str, dict
         "instructions": digest(instructions),
         "rows_per_task": {t: len(u) for t, u in uids_by_task.items()},
     }
+
+
+FILES = {
+    "predictions": "predictions.jsonl",
+    "metrics": "metrics.json",
+    "per_instruction_csv": "metrics_per_instruction.csv",
+    "per_task_level_csv": "metrics_per_task_level.csv",
+    "markdown": "results.md",
+    "accuracy_plot": "accuracy_by_level.png",
+    "clean_vs_perturbed_plot": "clean_vs_perturbed.png",
+    "adversarial_instructions": "adversarial_instructions.yaml",
+}
+"""Output file names inside a run directory."""
+
+
+class RunDirError(UserError, ValueError):
+    """A run directory without (readable) evaluation results."""
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """Load ``metrics.json`` of a run directory.
+
+    Raises:
+        RunDirError: not a directory, no ``metrics.json``, or unreadable / incomplete JSON.
+    """
+    path = Path(run_dir) / FILES["metrics"]
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"{run_dir}: not a directory")
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {FILES['metrics']} (not an evaluation run directory, or it has not finished)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{path}: unreadable JSON ({exc})") from None
+    for key in ("fingerprint", "per_task_level", "per_level", "levels", "tasks"):
+        if key not in metrics:
+            raise RunDirError(f"{path}: missing key {key!r}")
+    return metrics

@@ -21,12 +21,13 @@ keys only (the seed alone draws the data order and the initialisation).
 """
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from coin_lightning.eval.scoring.bootstrap import correctness, hierarchical_bootstrap, read_predictions
+from coin_lightning.eval.scoring.bootstrap import RESAMPLE_UNITS, correctness, hierarchical_bootstrap, read_predictions
 from coin_lightning.eval.scoring.comparison import (
     ComparisonError,
     check_comparable,
@@ -34,8 +35,7 @@ from coin_lightning.eval.scoring.comparison import (
     read_overrides,
     varying_keys,
 )
-from coin_lightning.eval.scoring.metrics import CLEAN, consistency
-from coin_lightning.eval.scoring.results import FILES, RunDirError, read_metrics
+from coin_lightning.eval.scoring.metrics import CLEAN, FILES, RunDirError, consistency, read_metrics
 
 SEED_KEY = "seed"
 """The override that tells the seeds of one arm apart (``--seed-key``)."""
@@ -120,12 +120,12 @@ def group_arms(jobs: Sequence[Job]) -> dict[str, list[Job]]:
     return arms
 
 
-def _spread(values: dict) -> dict:
-    """``{"mean", "std", "values": {seed: value}}`` over seeds; ``std`` is the sample std (``None``
-    with fewer than two seeds); ``None`` values (undefined PDR) are left out of mean and std."""
-    xs = [v for v in values.values() if v is not None]
+def _spread(seeds: Sequence, values: Sequence) -> dict:
+    """``{"mean", "std", "values": {seed: value}}`` over seeds (a value per seed); ``std`` is the sample std
+    (``None`` with fewer than two seeds); ``None`` values (undefined PDR) are left out of mean and std."""
+    xs = [v for v in values if v is not None]
     return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None,
-            "values": values}
+            "values": {str(s): v for s, v in zip(seeds, values)}}
 
 
 def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: float) -> dict:
@@ -134,27 +134,25 @@ def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: f
     point = [hierarchical_bootstrap([j.cells], None, 0) for j in members]   # each seed's accuracies
     seeds = [j.seed for j in members]
     own = hierarchical_bootstrap([j.cells for j in members], None, resamples, seed, confidence)
-
-    def by_seed(get) -> dict:
-        return {str(s): get(p, j) for s, p, j in zip(seeds, point, members)}
+    spread = functools.partial(_spread, seeds)
 
     levels = list(point[0]["per_level"])
-    accuracy = {lv: {**_spread(by_seed(lambda p, j, lv=lv: p["per_level"][lv]["delta"])), **_bounds(own["per_level"][lv])}
+    accuracy = {lv: {**spread([p["per_level"][lv]["delta"] for p in point]), **_bounds(own["per_level"][lv])}
                 for lv in levels}
     if own["perturbed"] is not None:
-        accuracy["perturbed"] = {**_spread(by_seed(lambda p, j: p["perturbed"]["delta"])), **_bounds(own["perturbed"])}
-    pdr = {lv: _spread(by_seed(lambda p, j, lv=lv: j.metrics["per_level"].get(lv, {}).get("pdr"))) for lv in levels if lv != CLEAN}
-    pdr["perturbed"] = _spread(by_seed(lambda p, j: j.metrics.get("overall", {}).get("pdr")))
-    cons = {lv: _spread(by_seed(lambda p, j, lv=lv: j.consistency["per_level"].get(lv))) for lv in levels}
-    cons["perturbed"] = _spread(by_seed(lambda p, j: j.consistency["perturbed"]))
+        accuracy["perturbed"] = {**spread([p["perturbed"]["delta"] for p in point]), **_bounds(own["perturbed"])}
+    pdr = {lv: spread([j.metrics["per_level"].get(lv, {}).get("pdr") for j in members]) for lv in levels if lv != CLEAN}
+    pdr["perturbed"] = spread([j.metrics.get("overall", {}).get("pdr") for j in members])
+    cons = {lv: spread([j.consistency["per_level"].get(lv) for j in members]) for lv in levels}
+    cons["perturbed"] = spread([j.consistency["perturbed"] for j in members])
     return {
-        "overrides": {k: v for k, v in members[0].overrides.items()},
+        "overrides": dict(members[0].overrides),
         "seeds": seeds, "jobs": [str(j.path) for j in members],
         "accuracy": accuracy, "pdr": pdr, "consistency": cons,
-        "per_category": {c: {lv: _spread(by_seed(lambda p, j, c=c, lv=lv: p["per_category"][c][lv]["delta"]))
-                             for lv in by} for c, by in point[0]["per_category"].items()},
+        "per_category": {c: {lv: spread([p["per_category"][c][lv]["delta"] for p in point]) for lv in by}
+                         for c, by in point[0]["per_category"].items()},
         "per_task_level": [{"task": cell["task"], "level": cell["level"],
-                            **_spread(by_seed(lambda p, j, i=i: p["per_task_level"][i]["delta"]))}
+                            **spread([p["per_task_level"][i]["delta"] for p in point])}
                            for i, cell in enumerate(point[0]["per_task_level"])],
     }
 
@@ -174,13 +172,11 @@ def seed_pairing(arm_overrides: Sequence[dict]) -> dict:
     """
     varying = varying_keys(list(arm_overrides))
     other = [k for k in varying if not k.startswith(PAIRING_SAFE_PREFIXES)]
-    if other:
-        return {"holds": False, "varying": varying,
-                "reason": f"the arms also differ in {', '.join(other)}, which may change the data order or the "
-                          "initialisation drawn from a seed: read the independent-seed intervals"}
-    return {"holds": True, "varying": varying,
-            "reason": "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
-                      "same data order and LoRA initialisation, so seeds are paired"}
+    reason = (f"the arms also differ in {', '.join(other)}, which may change the data order or the "
+              "initialisation drawn from a seed: read the independent-seed intervals" if other else
+              "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
+              "same data order and LoRA initialisation, so seeds are paired")
+    return {"holds": not other, "varying": varying, "reason": reason}
 
 
 def _bounds(c: dict | None) -> dict:
@@ -226,15 +222,14 @@ def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap
             raise ComparisonError(f"arm {name} has seeds [{', '.join(seeds)}] but the reference arm {ref} has "
                                   f"[{', '.join(ref_seeds)}]: a paired comparison needs the same seeds")
     first = jobs[0].metrics
-    units = ("seeds", "rows", "instructions")
     return {
         "sweep_dir": str(sweep_dir), "seed_key": seed_key, "reference": ref, "arm_names": names,
         "levels": first["levels"], "tasks": first["tasks"], "fingerprint": first["fingerprint"],
-        "bootstrap": {"resamples": bootstrap, "confidence": confidence, "seed": seed, "resample": list(units)},
+        "bootstrap": {"resamples": bootstrap, "confidence": confidence, "seed": seed, "resample": list(RESAMPLE_UNITS)},
         "pairing": seed_pairing([arms[n][0].overrides for n in names]),
         "arms": {n: arm_summary(arms[n], bootstrap, seed, confidence) for n in names},
         **{key: {f"{n} - {ref}": hierarchical_bootstrap([j.cells for j in arms[n]], [j.cells for j in arms[ref]],
-                                                        bootstrap, seed, confidence, units, pair_seeds=paired)
+                                                        bootstrap, seed, confidence, pair_seeds=paired)
                  for n in names if n != ref}
            for key, paired in (("delta", True), ("delta_independent", False))},
     }

@@ -7,7 +7,7 @@ from coin_lightning import speedups
 from coin_lightning.model import packing
 from coin_lightning.model.checks import base_model_id
 from coin_lightning.model.config import EMBEDDED, TINY, resolve_attn_implementation
-from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter, load_model
+from coin_lightning.model.loading import ModelArgs, ModelLoadError, first_line, load_adapter, load_model
 
 
 def apply_lora(model, cfg: Any):
@@ -76,8 +76,7 @@ def _wrap(model, args: ModelArgs):
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:  # e.g. target modules the model does not have
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"model.lora: {first}") from None
+        raise ModelLoadError(f"model.lora: {first_line(exc)}") from None
     # the saved adapter names a base model that loads elsewhere (not a local cache path) and its revision
     peft_model.peft_config["default"].base_model_name_or_path = base_model_id(args)
     peft_model.peft_config["default"].revision = args.revision if args.name_or_path not in (EMBEDDED, TINY) else None

@@ -7,6 +7,7 @@ through the model as one batch and the LM head runs only on response positions.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,8 +44,6 @@ class StepOutput:
     """Mean cosine similarity of (original, paraphrase) pairs."""
     neg_sim: torch.Tensor | None
     """Mean cosine similarity of non-matching pairs (hard negatives included)."""
-    tokens: int
-    """Real (non-padding) tokens in the batch."""
 
 
 class CoinModule(L.LightningModule):
@@ -115,9 +114,8 @@ class CoinModule(L.LightningModule):
             norm_o, norm_p = (glob / self._world_size()).clamp_min(1e-6).unbind()
         ce_o, ce_p = response_cross_entropies(hidden, labels, head, [slice(0, P), slice(P, 2 * P)], [norm_o, norm_p])
         ce = ce_o + ce_p
-        tokens = int(mask.sum())
         if not use_cl:
-            return StepOutput(ce, ce, None, None, None, None, tokens)
+            return StepOutput(ce, ce, None, None, None, None)
 
         pooled = self._pool_output(out, batch)
         anchors, positives = pooled[:P], pooled[P : 2 * P]
@@ -134,7 +132,7 @@ class CoinModule(L.LightningModule):
                 torch.distributed.all_reduce(gen_value)
                 gen_value = gen_value / self._world_size()
             weighted = cap_to_generation(weighted, gen_value)
-        return StepOutput(ce + weighted, ce, weighted, nce.loss, nce.pos_sim, nce.neg_sim, tokens)
+        return StepOutput(ce + weighted, ce, weighted, nce.loss, nce.pos_sim, nce.neg_sim)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
         """Run the decoder (no LM head) with position ids derived from the mask.
@@ -203,15 +201,9 @@ class CoinModule(L.LightningModule):
     # ----------------------------------------------------------------------------- Lightning hooks
     def _log_step(self, stage: str, out: StepOutput, batch_size: int) -> None:
         on_step = stage == "train"
-        metrics = {"loss": out.loss, "ce": out.ce}
-        if out.contrastive is not None:
-            metrics |= {
-                "contrastive": out.contrastive,
-                "info_nce": out.info_nce,
-                "pos_sim": out.pos_sim,
-                "neg_sim": out.neg_sim,
-            }
-        for name, value in metrics.items():
+        for name, value in vars(out).items():  # loss, ce and, with lambda > 0, the contrastive statistics
+            if value is None:
+                continue
             self.log(
                 f"{stage}/{name}",
                 value.detach(),
@@ -255,14 +247,7 @@ class CoinModule(L.LightningModule):
         Under FSDP ``named_parameters`` contains wrapper prefixes (``_fsdp_wrapped_module.``,
         ``_checkpoint_wrapped_module.``) that FSDP's state dicts do not; they are removed here.
         """
-        wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-        names = set()
-        for n, p in self.named_parameters():
-            if p.requires_grad:
-                for w in wrappers:
-                    n = n.replace(w, "")
-                names.add(n)
-        return names
+        return {re.sub(r"_(fsdp|checkpoint)_wrapped_module\.", "", n) for n, p in self.named_parameters() if p.requires_grad}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping, except norm clipping under FSDP: ``FSDP.clip_grad_norm_`` on the sharded root.

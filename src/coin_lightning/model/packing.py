@@ -143,6 +143,3 @@ def is_enabled(model: Any) -> bool:
     takes packed rows after a cached prefix (:func:`coin_lightning.speedups.attention.packed_prefix_attention`)."""
     return packing_mode(model) == KERNEL
 
-
-__all__ = ["KERNEL", "MODE_ATTRIBUTE", "TRANSFORMERS", "TRANSFORMERS_PACKED", "PackedRows", "choose_packing_mode",
-           "is_enabled", "pack_rows", "packing_mode", "set_packing_mode", "unpack"]

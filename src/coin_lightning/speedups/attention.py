@@ -105,5 +105,3 @@ def enable(model) -> None:
     register()
     model.set_attn_implementation(PACKED_SDPA)
 
-
-__all__ = ["PACKED_SDPA", "eager_cpu", "enable", "packed_rows_sdpa", "packed_sdpa_attention", "register"]

@@ -126,5 +126,3 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
             replaced += 1
     return replaced
 
-
-__all__ = ["LoraDropout", "drop_positions", "lora_dropout_slots", "use_fast_lora_dropout"]

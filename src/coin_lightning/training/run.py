@@ -66,10 +66,9 @@ def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, L.Lightning
     return module, datamodule, trainer
 
 
-def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float) -> dict[str, Any]:
-    out = Path(run.output_dir)
+def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float, learning: dict | None) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    paths: dict[str, str] = {"output_dir": str(out)}
+    paths: dict[str, str] = {"output_dir": str(Path(run.output_dir))}
     for cb in trainer.callbacks:
         if isinstance(cb, AdapterCheckpoint) and cb.written:
             paths["adapter"] = str(cb.written[-1])
@@ -88,6 +87,7 @@ def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float) ->
         "paths": paths,
         "data": getattr(datamodule, "stats", {}),
         "config": run.config,
+        "learning": learning,
     }
 
 
@@ -137,8 +137,7 @@ def train(run: TrainRun, after_fit: Callable[[L.Trainer, dict], dict | None] | N
             log_config(trainer.loggers, run.config)
             job_dir.keep()  # training starts: what fails from here on keeps its checkpoints
             learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
-            summary = _summary(run, trainer, datamodule, time.perf_counter() - t0)
-            summary["learning"] = learning
+            summary = _summary(run, trainer, datamodule, time.perf_counter() - t0, learning)
             if trainer.is_global_zero:
                 write_json(job_dir.path / "summary.json", summary)
                 _print_summary(summary)

@@ -273,8 +273,5 @@ def response_cross_entropies(
         ys.append(y[keep])
         counts.append(keep.sum())
     losses = F.cross_entropy(lm_head(torch.cat(hs)).float(), torch.cat(ys), reduction="none")  # [M]
-    out = []
-    for part, count, normalizer in zip(losses.split([len(y) for y in ys]), counts, normalizers):
-        denom = normalizer if normalizer is not None else count.clamp_min(1)
-        out.append(part.sum() / denom)
-    return out
+    return [part.sum() / (normalizer if normalizer is not None else count.clamp_min(1))
+            for part, count, normalizer in zip(losses.split([len(y) for y in ys]), counts, normalizers)]

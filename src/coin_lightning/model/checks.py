@@ -31,8 +31,7 @@ def model_config(args: ModelArgs) -> dict | None:
     the network: the tiny LLaMA's sizes, the embedded model's cache, a local directory, or a hub id
     already in the Hugging Face cache; ``None`` otherwise."""
     if args.name_or_path == TINY:
-        tiny = args.tiny
-        return {"hidden_size": tiny.hidden_size, "num_hidden_layers": tiny.num_hidden_layers,
+        return {"hidden_size": args.tiny.hidden_size, "num_hidden_layers": args.tiny.num_hidden_layers,
                 "max_position_embeddings": 2048}  # build_tiny_llama's; its vocabulary is the tokenizer's
     folder = _embedded_cache(args.cache_dir) if args.name_or_path == EMBEDDED else Path(args.name_or_path).expanduser()
     try:

@@ -9,6 +9,7 @@ naming the key, before any model loads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coin_lightning.config_types import build, check_choice, check_range
@@ -171,4 +172,20 @@ def resolve_attn_implementation(value: str) -> str:
     import torch
 
     return "flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The model config of one ``conf/model/<name>.yaml`` file as a plain dict, outside Hydra.
+
+    Hydra composes these files onto the :class:`ModelArgs` schema through their ``defaults`` list; read
+    directly, that list is dropped, so the result can go to :meth:`ModelArgs.from_config`.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    import yaml
+
+    node = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    node.pop("defaults", None)
+    return node
 

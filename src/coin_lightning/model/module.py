@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from transformers.modeling_outputs import BaseModelOutput
 
 from coin_lightning.errors import ConfigError
@@ -98,12 +99,10 @@ class CoinModule(L.LightningModule):
         R = ids.shape[0]
         if R not in (2 * P, 3 * P):
             raise ValueError(f"batch has {R} rows for num_pairs={P}; expected 2P or 3P (docs/CONTRACTS.md)")
-        base = self._base()
         use_cl = args.lambda_ > 0
-        want_layer = use_cl and args.hidden_layer != -1
-        out = self.encode(ids, mask, output_hidden_states=want_layer)
+        out = self.encode(ids, mask, output_hidden_states=use_cl and args.hidden_layer != -1)
         hidden = out.last_hidden_state  # [R, T, H]
-        head = base.get_output_embeddings()
+        head = self._base().get_output_embeddings()
 
         gathered = args.gather_across_ranks and self._world_size() > 1
         norm_o = norm_p = None
@@ -199,7 +198,9 @@ class CoinModule(L.LightningModule):
         return self.compute(batch).loss
 
     # ----------------------------------------------------------------------------- Lightning hooks
-    def _log_step(self, stage: str, out: StepOutput, batch_size: int) -> None:
+    def _step(self, stage: str, batch: dict[str, Any]) -> torch.Tensor:
+        """:meth:`compute` on ``batch``, its losses logged under ``<stage>/``; returns the total loss."""
+        out = self.compute(batch)
         on_step = stage == "train"
         for name, value in vars(out).items():  # loss, ce and, with lambda > 0, the contrastive statistics
             if value is None:
@@ -210,18 +211,16 @@ class CoinModule(L.LightningModule):
                 on_step=on_step,
                 on_epoch=not on_step,
                 prog_bar=name == "loss",
-                batch_size=batch_size,
+                batch_size=int(batch["num_pairs"]),
                 sync_dist=not on_step,
             )
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
-        out = self.compute(batch)
-        self._log_step("train", out, int(batch["num_pairs"]))
         return out.loss
 
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._step("train", batch)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
-        out = self.compute(batch)
-        self._log_step("val", out, int(batch["num_pairs"]))
+        self._step("val", batch)
 
     def configure_optimizers(self):
         """The optimizer over the trainable (LoRA) parameters and, with a ``scheduler``, its schedule
@@ -255,8 +254,6 @@ class CoinModule(L.LightningModule):
         Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm="norm"``; the global norm of
         sharded gradients needs FSDP's own method (it all-reduces the shards' squared norms).
         """
-        from lightning.pytorch.strategies import FSDPStrategy
-
         fsdp = isinstance(self.trainer.strategy, FSDPStrategy)
         if fsdp and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)

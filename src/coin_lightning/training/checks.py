@@ -5,7 +5,6 @@ the trainer's validation interval. Every problem is one line naming the key (a `
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ from coin_lightning.model.config import ModelArgs
 from coin_lightning.model.loading import check_gpu_needs
 from coin_lightning.training.callbacks import AdapterCheckpoint
 from coin_lightning.training.interrupt import InterruptCheckpoint
-
-log = logging.getLogger(__name__)
 
 
 def _number(key: str, value: Any) -> float:

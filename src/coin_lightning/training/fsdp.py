@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import lightning as L
 import torch
@@ -156,9 +155,8 @@ class LoraFSDPStrategy(FSDPStrategy):
             Lightning's own check of ``FSDPStrategy`` says; that check skips subclasses).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._root: torch.nn.Module | None = None
+    _root: torch.nn.Module | None = None
+    """The FSDP root built around the LightningModule by the first stage (set in :meth:`setup`)."""
 
     @property
     def accelerator(self):  # noqa: D102 - Strategy.accelerator

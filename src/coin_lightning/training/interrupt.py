@@ -145,8 +145,7 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
         self._agree(trainer, pl_module)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
-        self._agree(trainer, pl_module)
+    on_validation_batch_end = on_train_batch_end
 
     def _restore(self) -> None:
         if threading.current_thread() is threading.main_thread():

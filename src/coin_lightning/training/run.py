@@ -2,7 +2,6 @@
 (:class:`~coin_lightning.training.checks.TrainRun`), fit, report."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +23,6 @@ from coin_lightning.training.checks import TrainRun, check_launch, check_train_c
 from coin_lightning.training.learning import fit_measured, learning_rows
 from coin_lightning.training.loggers import finish_wandb, instantiate_group, log_config
 from coin_lightning.training.resume import resolve_ckpt_path
-
-log = logging.getLogger(__name__)
 
 
 def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, L.LightningDataModule, L.Trainer]:
@@ -98,12 +95,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"coin-lightning: {summary['global_step']} steps in {summary['wall_time_s']} s")
     table.add_column("what")
     table.add_column("value", overflow="fold")
-    for k, v in summary["metrics"].items():
-        if k.startswith(("train/", "val/")):
-            table.add_row(k, f"{v:.4g}")
-    for k, v in learning_rows(summary.get("learning")):  # validation before -> after training
-        table.add_row(k, v)
-    for k, v in summary["paths"].items():
+    metrics = [(k, f"{v:.4g}") for k, v in summary["metrics"].items() if k.startswith(("train/", "val/"))]
+    # the final metrics, the validation metrics before -> after training, the written paths
+    for k, v in metrics + learning_rows(summary.get("learning")) + list(summary["paths"].items()):
         table.add_row(k, v)
     Console().print(table)
 

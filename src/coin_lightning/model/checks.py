@@ -92,11 +92,7 @@ def base_model_id(args: ModelArgs) -> str | None:
     path of ``model.name_or_path``; for the embedded model the hub model it is a 4-bit copy of
     (:data:`~coin_lightning.model.config.EMBEDDED_HUB_ID`), so that the adapter loads on another
     machine (``AutoPeftModelForCausalLM``); ``None`` for the tiny LLaMA (random weights)."""
-    if args.name_or_path == TINY:
-        return None
-    if args.name_or_path == EMBEDDED:
-        return EMBEDDED_HUB_ID
-    return args.name_or_path
+    return {TINY: None, EMBEDDED: EMBEDDED_HUB_ID}.get(args.name_or_path, args.name_or_path)
 
 
 def _same_model(a: str, b: str, args: ModelArgs) -> bool:

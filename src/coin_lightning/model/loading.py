@@ -212,7 +212,7 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
         ConfigError: a bad ``model`` value (:class:`~coin_lightning.model.config.ModelArgs`), or
             what :func:`check_gpu_needs` refuses.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     args = ModelArgs.from_config(cfg)
     check_gpu_needs(args)
@@ -228,8 +228,6 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
         kwargs: dict[str, Any] = {"dtype": getattr(torch, args.dtype), "attn_implementation": attn,
                                   **hub_kwargs(args.revision, args.cache_dir)}
         if args.quantization:
-            from transformers import BitsAndBytesConfig
-
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_8bit=args.quantization == "8bit", load_in_4bit=args.quantization == "4bit"
             )

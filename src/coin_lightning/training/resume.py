@@ -34,8 +34,7 @@ def checkpoint_step(path: Path) -> int | None:
     Loads with ``mmap=True`` (tensors stay on disk), so a large checkpoint costs little to inspect.
     """
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return int(state["global_step"])
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
     except Exception as exc:  # truncated, foreign or not a Lightning checkpoint: not a resume candidate
         log.warning("resume: skipping %s (%s)", path, first_line(exc))
         return None

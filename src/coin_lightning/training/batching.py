@@ -48,11 +48,9 @@ def resolve_devices(devices: Any, accelerator: str = "auto") -> int:
     """
     if isinstance(devices, (list, tuple)):
         n = len(devices)
-    elif isinstance(devices, bool):
-        raise ConfigError(f"trainer.devices={devices!r}: give a count, a list of indices, -1 or auto")
-    elif isinstance(devices, int):
+    elif isinstance(devices, int) and not isinstance(devices, bool):
         n = devices
-    else:
+    else:  # a string, or True/False (refused below)
         text = str(devices).strip()
         if text == "auto" or text == "-1":
             n = -1

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from coin_lightning.config_types import build, check_choice
+from coin_lightning.config_types import build, check_choice, check_range
 from coin_lightning.errors import ConfigError
 
 Pooling = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -113,8 +113,7 @@ def pool_hidden(
     Raises:
         ValueError: unknown method, or ``last_prompt`` without ``response_start``.
     """
-    if method not in POOLINGS:
-        raise ValueError(f"loss.pooling={method!r} is unknown; choose one of {', '.join(POOLINGS)}")
+    check_choice("loss.pooling", method, tuple(POOLINGS))
     return POOLINGS[method](hidden, attention_mask, response_start)
 
 
@@ -174,8 +173,7 @@ def info_nce(
     Raises:
         ValueError: ``temperature <= 0`` or mismatched shapes.
     """
-    if temperature <= 0:
-        raise ValueError(f"loss.temperature must be > 0, got {temperature}")
+    check_range("loss.temperature", temperature, low=0, low_open=True)
     if anchors.shape != positives.shape or (negatives is not None and negatives.shape != anchors.shape):
         raise ValueError(f"shape mismatch: anchors {tuple(anchors.shape)}, positives {tuple(positives.shape)}")
     a = F.normalize(anchors.float(), dim=-1)
@@ -275,8 +273,5 @@ def response_cross_entropies(
         ys.append(y[keep])
         counts.append(keep.sum())
     losses = F.cross_entropy(lm_head(torch.cat(hs)).float(), torch.cat(ys), reduction="none")  # [M]
-    out = []
-    for part, count, normalizer in zip(losses.split([len(y) for y in ys]), counts, normalizers):
-        denom = normalizer if normalizer is not None else count.clamp_min(1)
-        out.append(part.sum() / denom)
-    return out
+    return [part.sum() / (normalizer if normalizer is not None else count.clamp_min(1))
+            for part, count, normalizer in zip(losses.split([len(y) for y in ys]), counts, normalizers)]

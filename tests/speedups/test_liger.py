@@ -8,7 +8,7 @@ import torch
 
 from coin_lightning.errors import ConfigError
 from coin_lightning.model.loading import load_model
-from coin_lightning.speedups.liger import PACKAGE, check_liger
+from coin_lightning.speedups import PACKAGE, check_liger
 from tests.conftest import TINY_CFG
 
 

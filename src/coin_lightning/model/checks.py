@@ -15,7 +15,7 @@ from pathlib import Path
 
 from coin_lightning.errors import ConfigError
 from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, TINY, ModelArgs
-from coin_lightning.model.loading import ModelLoadError, _embedded_cache, hub_kwargs
+from coin_lightning.model.loading import ModelLoadError, _embedded_cache, first_line, hub_kwargs
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LORA_KEY = re.compile(r"\.(\w+)\.lora_A(?:\.\w+)?\.weight$")
@@ -31,8 +31,7 @@ def model_config(args: ModelArgs) -> dict | None:
     the network: the tiny LLaMA's sizes, the embedded model's cache, a local directory, or a hub id
     already in the Hugging Face cache; ``None`` otherwise."""
     if args.name_or_path == TINY:
-        tiny = args.tiny
-        return {"hidden_size": tiny.hidden_size, "num_hidden_layers": tiny.num_hidden_layers,
+        return {"hidden_size": args.tiny.hidden_size, "num_hidden_layers": args.tiny.num_hidden_layers,
                 "max_position_embeddings": 2048}  # build_tiny_llama's; its vocabulary is the tokenizer's
     folder = _embedded_cache(args.cache_dir) if args.name_or_path == EMBEDDED else Path(args.name_or_path).expanduser()
     try:
@@ -52,11 +51,15 @@ def model_config(args: ModelArgs) -> dict | None:
 
 def _hidden_size(args: ModelArgs) -> int | None:
     """The base model's hidden size when it is known without loading weights (tiny, cached, local)."""
-    config = model_config(args)
-    try:
-        return int(config["hidden_size"]) if config else None
-    except (KeyError, TypeError, ValueError):
-        return None
+    hidden = (model_config(args) or {}).get("hidden_size")
+    return hidden if isinstance(hidden, int) else None
+
+
+def _check_width(key: str, path: str, widths: set[int], hidden: int | None, args: ModelArgs, note: str = "") -> None:
+    """Refuse LoRA tensors whose input width (``widths``, from :func:`_lora_shapes`) is not the model's ``hidden``."""
+    if hidden is not None and widths and widths != {hidden}:
+        raise ModelLoadError(f"{key}={path} was trained on a model of width {sorted(widths)[0]}, model.name_or_path="
+                             f"{args.name_or_path!r} has width {hidden}{note}")
 
 
 def check_model_ranges(args: ModelArgs, hidden_layer: int, cutoff_len: int | None) -> None:
@@ -64,7 +67,8 @@ def check_model_ranges(args: ModelArgs, hidden_layer: int, cutoff_len: int | Non
     load (skipped when :func:`model_config` cannot read the config without the network).
 
     Args:
-        args: the ``model`` config (``model.pad_token_id`` is checked against ``vocab_size``).
+        args: the ``model`` config (``model.pad_token_id`` is checked against the tokenizer's vocabulary when
+            it loads, :func:`~coin_lightning.model.loading.load_tokenizer`).
         hidden_layer: ``loss.hidden_layer``, an index into the ``num_hidden_layers + 1`` hidden states.
         cutoff_len: ``data.cutoff_len`` in tokens, at most ``max_position_embeddings`` (or None).
 
@@ -74,16 +78,13 @@ def check_model_ranges(args: ModelArgs, hidden_layer: int, cutoff_len: int | Non
     config = model_config(args)
     if not config:
         return
-    layers, positions, vocab = (config.get(k) for k in ("num_hidden_layers", "max_position_embeddings", "vocab_size"))
+    layers, positions = config.get("num_hidden_layers"), config.get("max_position_embeddings")
     if isinstance(layers, int) and not -(layers + 1) <= hidden_layer <= layers:
         raise ConfigError(f"loss.hidden_layer={hidden_layer} but {args.name_or_path} has {layers} layers "
                           f"({layers + 1} hidden states: 0..{layers}, or -{layers + 1}..-1)")
     if isinstance(positions, int) and cutoff_len is not None and cutoff_len > positions:
         raise ConfigError(f"data.cutoff_len={cutoff_len} exceeds the {positions} positions of {args.name_or_path} "
                           "(max_position_embeddings)")
-    if isinstance(vocab, int) and args.pad_token_id is not None and args.pad_token_id >= vocab:
-        raise ConfigError(f"model.pad_token_id={args.pad_token_id} is outside the vocabulary of {args.name_or_path} "
-                          f"({vocab} tokens)")
 
 
 def base_model_id(args: ModelArgs) -> str | None:
@@ -91,11 +92,7 @@ def base_model_id(args: ModelArgs) -> str | None:
     path of ``model.name_or_path``; for the embedded model the hub model it is a 4-bit copy of
     (:data:`~coin_lightning.model.config.EMBEDDED_HUB_ID`), so that the adapter loads on another
     machine (``AutoPeftModelForCausalLM``); ``None`` for the tiny LLaMA (random weights)."""
-    if args.name_or_path == TINY:
-        return None
-    if args.name_or_path == EMBEDDED:
-        return EMBEDDED_HUB_ID
-    return args.name_or_path
+    return {TINY: None, EMBEDDED: EMBEDDED_HUB_ID}.get(args.name_or_path, args.name_or_path)
 
 
 def _same_model(a: str, b: str, args: ModelArgs) -> bool:
@@ -156,12 +153,7 @@ def check_adapter(path: str, args: ModelArgs, key: str = "adapter") -> None:
             shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: unreadable adapter weights ({exc})") from None
-    _, widths, _ = _lora_shapes(shapes)
-    if widths and widths != {hidden}:
-        raise ModelLoadError(
-            f"{key}={path} was trained on a model of width {sorted(widths)[0]}, model.name_or_path="
-            f"{args.name_or_path!r} has width {hidden} (another base model)"
-        )
+    _check_width(key, path, _lora_shapes(shapes)[1], hidden, args, " (another base model)")
 
 
 def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict:
@@ -197,8 +189,7 @@ def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict
             "torch.load(weights_only=True), as used to resume, refuses)"
         ) from None
     except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{key}={path}: not a loadable checkpoint ({first[:200]})") from None
+        raise ModelLoadError(f"{key}={path}: not a loadable checkpoint ({first_line(exc)[:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
         raise ModelLoadError(f"{key}={path}: not a Lightning checkpoint (no state_dict / pytorch-lightning_version)")
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
@@ -211,10 +202,5 @@ def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict
         raise ModelLoadError(
             f"{key}={path} adapts {sorted(modules)}, but model.lora.target_modules={list(args.lora.target_modules)}"
         )
-    hidden = _hidden_size(args)
-    if hidden is not None and widths and widths != {hidden}:
-        raise ModelLoadError(
-            f"{key}={path} was trained on a model of width {sorted(widths)[0]}, model.name_or_path="
-            f"{args.name_or_path!r} has width {hidden}"
-        )
+    _check_width(key, path, widths, _hidden_size(args), args)
     return ckpt

@@ -134,7 +134,7 @@ class ModelArgs:
     prompts too. ``false`` keeps peft's and transformers' own modules."""
     liger_kernels: bool = False
     """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE) for the decoder, applied before the
-    model is built (:mod:`coin_lightning.speedups.liger`); needs a CUDA GPU and ``pip install
+    model is built (:func:`coin_lightning.speedups.apply_liger`); needs a CUDA GPU and ``pip install
     '.[gpu]'`` from a clone."""
     tiny: TinyArgs = field(default_factory=TinyArgs)
     """Sizes for ``tiny:llama``."""

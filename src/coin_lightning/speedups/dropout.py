@@ -13,7 +13,6 @@ calls ``torch.nn.functional.dropout`` (masks are already cheap there).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -99,16 +98,12 @@ class LoraDropout(nn.Dropout):
         return _DropPositions.apply(x, drop_positions(x.numel(), self.p), 1.0 / (1.0 - self.p))
 
 
-def lora_dropout_slots(model: nn.Module) -> Iterator[tuple[nn.ModuleDict, str, nn.Module]]:
+def lora_dropout_slots(model: nn.Module) -> list[tuple[nn.ModuleDict, str, nn.Module]]:
     """Every LoRA dropout of a peft model: ``(holder, adapter name, module)`` with ``holder[name] is module``
-    (peft keeps them in each LoRA layer's ``lora_dropout`` ``ModuleDict``). Listed before yielding, so
-    callers may replace ``holder[name]``."""
-    slots = []
-    for module in model.modules():
-        holder = getattr(module, "lora_dropout", None)
-        if isinstance(holder, nn.ModuleDict):
-            slots.extend((holder, key, drop) for key, drop in holder.items())
-    yield from slots
+    (peft keeps them in each LoRA layer's ``lora_dropout`` ``ModuleDict``). A list, so callers may replace
+    ``holder[name]`` while going through it."""
+    holders = [h for module in model.modules() if isinstance(h := getattr(module, "lora_dropout", None), nn.ModuleDict)]
+    return [(holder, key, drop) for holder in holders for key, drop in holder.items()]
 
 
 def use_fast_lora_dropout(model: nn.Module) -> int:
@@ -126,5 +121,3 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
             replaced += 1
     return replaced
 
-
-__all__ = ["LoraDropout", "drop_positions", "lora_dropout_slots", "use_fast_lora_dropout"]

@@ -193,6 +193,3 @@ def packed_prefix_attention(
                               P, scale)
     return from_grid(out, packed, group).unsqueeze(0)
 
-
-__all__ = ["ATTENTION_BLOCK", "attention_blocks", "causal_bias", "from_grid", "pad_index", "packed_attention",
-           "packed_prefix_attention", "rows_after_prefix", "softmax_backward", "to_grid"]

@@ -32,12 +32,7 @@ def _accelerator_count(accelerator: str) -> int:
             return CUDAAccelerator.auto_device_count()
         if accelerator != "auto":
             return 0
-    if accelerator in ("mps", "auto"):
-        from lightning.pytorch.accelerators import MPSAccelerator
-
-        if MPSAccelerator.is_available():
-            return 1
-    return 1  # cpu (and auto without an accelerator): Lightning's cpu "auto" is one process
+    return 1  # mps (one device), cpu and auto without CUDA (Lightning's cpu "auto" is one process)
 
 
 def resolve_devices(devices: Any, accelerator: str = "auto") -> int:
@@ -53,11 +48,9 @@ def resolve_devices(devices: Any, accelerator: str = "auto") -> int:
     """
     if isinstance(devices, (list, tuple)):
         n = len(devices)
-    elif isinstance(devices, bool):
-        raise ConfigError(f"trainer.devices={devices!r}: give a count, a list of indices, -1 or auto")
-    elif isinstance(devices, int):
+    elif isinstance(devices, int) and not isinstance(devices, bool):
         n = devices
-    else:
+    else:  # a string, or True/False (refused below)
         text = str(devices).strip()
         if text == "auto" or text == "-1":
             n = -1

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.strategies import FSDPStrategy
 
 from coin_lightning.io import atomic_path
 
@@ -62,8 +63,6 @@ class AdapterCheckpoint(L.Callback):
 def _fsdp_adapter_state(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any] | None:
     """Under FSDP: the full adapter tensors keyed as in ``PeftModel.state_dict()`` (complete on rank 0,
     empty elsewhere; all ranks must call). Otherwise ``None``: peft reads the unsharded model itself."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
     if not isinstance(trainer.strategy, FSDPStrategy):
         return None
     full = trainer.strategy.lightning_module_state_dict()  # FSDP full state dict, consolidated on rank 0

@@ -5,7 +5,6 @@ the trainer's validation interval. Every problem is one line naming the key (a `
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +19,9 @@ from coin_lightning.errors import ConfigError
 from coin_lightning.losses import LossArgs
 from coin_lightning.model.checks import check_adapter, check_checkpoint, check_model_ranges
 from coin_lightning.model.config import ModelArgs
-from coin_lightning.speedups.liger import check_liger
+from coin_lightning.model.loading import check_gpu_needs
 from coin_lightning.training.callbacks import AdapterCheckpoint
 from coin_lightning.training.interrupt import InterruptCheckpoint
-
-log = logging.getLogger(__name__)
 
 
 def _number(key: str, value: Any) -> float:
@@ -44,8 +41,9 @@ def check_trainer(trainer: Mapping, model: ModelArgs) -> None:
 
     Raises:
         ConfigError: ``max_steps`` 0 or below -1 (0 trains nothing and writes no adapter),
-            ``max_epochs`` < -1 or 0, ``accumulate_grad_batches`` < 1, ``val_check_interval`` not a
-            positive int or a fraction in (0, 1], ``gradient_clip_val`` < 0, bf16 on a CPU.
+            ``max_epochs`` < -1 or 0, ``val_check_interval`` not a positive int or a fraction in (0, 1],
+            ``gradient_clip_val`` < 0, bf16 on a CPU (``accumulate_grad_batches``: the batch plan,
+            :func:`~coin_lightning.training.batching.plan_batches`).
     """
     max_steps = _integer("trainer.max_steps", trainer.get("max_steps", -1))
     if max_steps == 0 or max_steps < -1:
@@ -55,7 +53,6 @@ def check_trainer(trainer: Mapping, model: ModelArgs) -> None:
         raise ConfigError(f"trainer.max_epochs={max_epochs} trains nothing: give a positive number, or -1")
     if max_steps == -1 and max_epochs == -1:
         raise ConfigError("trainer.max_steps=-1 and trainer.max_epochs=-1 never stop: set one of them")
-    check_range("trainer.accumulate_grad_batches", _integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1)), low=1)
     vci = trainer.get("val_check_interval")
     if vci is not None:
         if isinstance(vci, int) and not isinstance(vci, bool):
@@ -118,12 +115,7 @@ def check_train_config(run: TrainRun) -> None:
         ConfigError, ModelLoadError: one line naming the key at fault.
     """
     args = run.model
-    check_liger(args.liger_kernels)
-    if args.quantization:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
+    check_gpu_needs(args)
     _integer("seed", run.seed)
     check_range("warmup_ratio", _number("warmup_ratio", run.warmup_ratio), low=0, high=1, high_open=True)
     if "lr" in run.optimizer:

@@ -27,26 +27,27 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision
+from torch.distributed.fsdp.wrap import CustomPolicy
 
 from coin_lightning.errors import ConfigError
 
-_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
+def _is_mixed(precision: str | int | None) -> bool:
+    """Whether a Lightning precision is ``bf16-mixed`` or ``16-mixed`` (False for ``32-true``/``*-true``).
 
-def _mixed_dtype(precision: str | int | None) -> torch.dtype | None:
-    """The autocast dtype of a Lightning ``*-mixed`` precision string; None for ``32-true``/``*-true``."""
+    Raises:
+        ValueError: another ``*-mixed`` precision.
+    """
     text = str(precision)
-    if not text.endswith("-mixed"):
-        return None
-    try:
-        return _DTYPES[text.removesuffix("-mixed")]
-    except KeyError:
-        raise ValueError(f"trainer.precision={text!r}: FSDP mixed precision supports bf16-mixed and 16-mixed") from None
+    if text.endswith("-mixed") and text not in ("bf16-mixed", "16-mixed"):
+        raise ValueError(f"trainer.precision={text!r}: FSDP mixed precision supports bf16-mixed and 16-mixed")
+    return text.endswith("-mixed")
 
 
 def mixed_precision_policy(precision: str | int | None, param_dtype: str | None = None):
@@ -69,15 +70,12 @@ def mixed_precision_policy(precision: str | int | None, param_dtype: str | None 
     Raises:
         ValueError: a ``*-mixed`` precision other than bf16 or 16, or an unknown ``param_dtype``.
     """
-    from torch.distributed.fsdp import MixedPrecision
-
-    if _mixed_dtype(precision) is None:
+    if not _is_mixed(precision):
         return None
-    names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    names = ["bfloat16", "float16", "float32"]
     if param_dtype is not None and param_dtype not in names:
-        key = "trainer.strategy.mixed_precision.param_dtype"
-        raise ValueError(f"{key}={param_dtype!r}; choose null or one of {sorted(names)}")
-    dtype = names[param_dtype] if param_dtype else None
+        raise ValueError(f"trainer.strategy.mixed_precision.param_dtype={param_dtype!r}; choose null or one of {names}")
+    dtype = getattr(torch, param_dtype) if param_dtype else None
     return MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
 
 
@@ -106,8 +104,6 @@ def lora_wrap_policy(layer_classes: Sequence[str] = ("LlamaDecoderLayer",), prec
     Raises:
         ValueError: ``layer_classes`` is empty, or an unsupported ``*-mixed`` precision.
     """
-    from torch.distributed.fsdp.wrap import CustomPolicy
-
     return CustomPolicy(LoraWrapRule(layer_classes, precision))
 
 
@@ -120,15 +116,13 @@ class LoraWrapRule:
     """
 
     def __init__(self, layer_classes: Sequence[str], precision: str | int | None = None) -> None:
-        from torch.distributed.fsdp import MixedPrecision
-
         self.names = frozenset(layer_classes)
         if not self.names:
             raise ValueError("trainer.strategy.auto_wrap_policy.layer_classes is empty; name the decoder layer class")
         fp32 = torch.float32
-        mixed = _mixed_dtype(precision) is not None
         self.trainable_kwargs = (
-            {"mixed_precision": MixedPrecision(param_dtype=fp32, reduce_dtype=fp32, buffer_dtype=fp32)} if mixed else None
+            {"mixed_precision": MixedPrecision(param_dtype=fp32, reduce_dtype=fp32, buffer_dtype=fp32)}
+            if _is_mixed(precision) else None
         )
 
     def __call__(self, module: torch.nn.Module) -> bool | dict:
@@ -161,9 +155,8 @@ class LoraFSDPStrategy(FSDPStrategy):
             Lightning's own check of ``FSDPStrategy`` says; that check skips subclasses).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._root: torch.nn.Module | None = None
+    _root: torch.nn.Module | None = None
+    """The FSDP root built around the LightningModule by the first stage (set in :meth:`setup`)."""
 
     @property
     def accelerator(self):  # noqa: D102 - Strategy.accelerator
@@ -171,8 +164,6 @@ class LoraFSDPStrategy(FSDPStrategy):
 
     @accelerator.setter
     def accelerator(self, accelerator) -> None:
-        from lightning.pytorch.accelerators import CPUAccelerator
-
         if isinstance(accelerator, CPUAccelerator):
             raise ConfigError(
                 "trainer=fsdp requires a GPU accelerator (CUDA), but trainer.accelerator=cpu; "
@@ -189,8 +180,6 @@ class LoraFSDPStrategy(FSDPStrategy):
     def setup(self, trainer: L.Trainer) -> None:
         """Lightning's setup (which wraps the module unless :meth:`connect` attached its FSDP root),
         keeping the auto-wrap policy; then remember the root for later stages."""
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
         policy = self.kwargs.get("auto_wrap_policy")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(_ALREADY_WRAPPED))

@@ -145,8 +145,7 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
         self._agree(trainer, pl_module)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
-        self._agree(trainer, pl_module)
+    on_validation_batch_end = on_train_batch_end
 
     def _restore(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -219,13 +218,11 @@ def failed_rank_message(trainer: L.Trainer, exc: BaseException) -> str:
     that exited (``Connection closed by peer``, the only way gloo says so). Anything else is this
     rank's own failure.
     """
-    import torch.distributed as dist
-
     rank, ranks, step = trainer.global_rank, trainer.world_size, trainer.global_step
     lines = str(exc).strip().splitlines()
     what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
     lost_peer = isinstance(exc, RuntimeError) and "gloo" in str(exc) and "Connection closed by peer" in str(exc)
-    if isinstance(exc, dist.DistError) or lost_peer:
+    if isinstance(exc, torch.distributed.DistError) or lost_peer:
         return (f"error: rank {rank} of {ranks} stopped at step {step}: a collective with the other ranks failed "
                 f"({what}); another rank failed first")
     return (f"error: rank {rank} of {ranks} failed at step {step}: {what}; the other ranks are stopped and no "

@@ -65,22 +65,11 @@ def learning_summary(points: dict[int, dict[str, float]]) -> dict[str, Any] | No
 
 def learning_rows(learning: dict[str, Any] | None) -> list[tuple[str, str]]:
     """Table rows ``(name, "before -> after (drop d)")`` for the run summary (empty without a curve)."""
-    if not learning:
-        return []
-    rows = []
-    for name in TRACKED:
-        if name in learning:
-            m = learning[name]
-            rows.append((
-                f"{name} step {learning['before_step']} -> {learning['after_step']}",
-                f"{m['before']:.4g} -> {m['after']:.4g} (drop {m['drop']:+.4g})",
-            ))
-    return rows
-
-
-def _validates(trainer: L.Trainer, datamodule: L.LightningDataModule) -> bool:
-    """Whether the run validates at all (``limit_val_batches > 0`` and validation rows exist)."""
-    return trainer.limit_val_batches not in (0, 0.0) and bool(datamodule.val_dataloader())
+    return [
+        (f"{name} step {learning['before_step']} -> {learning['after_step']}",
+         f"{m['before']:.4g} -> {m['after']:.4g} (drop {m['drop']:+.4g})")
+        for name in TRACKED if learning and (m := learning.get(name))
+    ]
 
 
 def fit_measured(
@@ -97,7 +86,8 @@ def fit_measured(
         The before/after summary, or ``None`` without a curve callback or validation data.
     """
     curve = next((cb for cb in trainer.callbacks if isinstance(cb, ValidationCurve)), None)
-    measure = curve is not None and curve.at_start and _validates(trainer, datamodule)
+    measure = (curve is not None and curve.at_start and trainer.limit_val_batches not in (0, 0.0)
+               and bool(datamodule.val_dataloader()))  # the run validates, on rows that exist
     with exit_on_interrupt(trainer):
         if measure:
             trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)

@@ -6,6 +6,7 @@ import logging
 import netrc
 import os
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -64,11 +65,8 @@ def wandb_logger(offline: bool | None = None, probe_timeout: float = 3.0, **kwar
 
 def finish_wandb() -> None:
     """Close the active W&B run, if any (called after every job so multirun jobs get separate runs)."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: no run was started
+    if wandb is not None and wandb.run is not None:
         wandb.finish()
 
 

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from coin_lightning.errors import ConfigError
+from coin_lightning.model.loading import first_line
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,9 @@ def checkpoint_step(path: Path) -> int | None:
     Loads with ``mmap=True`` (tensors stay on disk), so a large checkpoint costs little to inspect.
     """
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return int(state["global_step"])
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
     except Exception as exc:  # truncated, foreign or not a Lightning checkpoint: not a resume candidate
-        log.warning("resume: skipping %s (%s)", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning("resume: skipping %s (%s)", path, first_line(exc))
         return None
 
 
@@ -48,15 +48,8 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     """
     out = Path(output_dir)
     candidates = sorted((out / "checkpoints").glob("*.ckpt")) + sorted(out.glob("hpc_ckpt_*.ckpt"))
-    best: tuple[int, float, Path] | None = None
-    for path in candidates:
-        step = checkpoint_step(path)
-        if step is None:
-            continue
-        key = (step, path.stat().st_mtime, path)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    return None if best is None else best[2]
+    steps = {path: step for path in candidates if (step := checkpoint_step(path)) is not None}
+    return max(steps, key=lambda path: (steps[path], path.stat().st_mtime), default=None)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, on_slurm: bool | None = None) -> str | None:
@@ -95,6 +88,4 @@ def cluster_plugins() -> list:
     ``scontrol requeue``, and the requeued job resumes from the newest checkpoint
     (:func:`resolve_ckpt_path`).
     """
-    if not SLURMEnvironment.detect():
-        return []
-    return [SLURMEnvironment(auto_requeue=False)]
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

@@ -2,7 +2,6 @@
 (:class:`~coin_lightning.training.checks.TrainRun`), fit, report."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +24,6 @@ from coin_lightning.training.checks import TrainRun, check_launch, check_train_c
 from coin_lightning.training.learning import fit_measured, learning_rows
 from coin_lightning.training.loggers import finish_wandb, instantiate_group, log_config
 from coin_lightning.training.resume import resolve_ckpt_path
-
-log = logging.getLogger(__name__)
 
 
 def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, CoinDataModule, L.Trainer]:
@@ -68,10 +65,9 @@ def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, CoinDataMod
     return module, datamodule, trainer
 
 
-def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float) -> dict[str, Any]:
-    out = Path(run.output_dir)
+def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float, learning: dict | None) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    paths: dict[str, str] = {"output_dir": str(out)}
+    paths: dict[str, str] = {"output_dir": str(Path(run.output_dir))}
     for cb in trainer.callbacks:
         if isinstance(cb, AdapterCheckpoint) and cb.written:
             paths["adapter"] = str(cb.written[-1])
@@ -90,6 +86,7 @@ def _summary(run: TrainRun, trainer: L.Trainer, datamodule: Any, wall: float) ->
         "paths": paths,
         "data": getattr(datamodule, "stats", {}),
         "config": run.config,
+        "learning": learning,
     }
 
 
@@ -100,12 +97,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"coin-lightning: {summary['global_step']} steps in {summary['wall_time_s']} s")
     table.add_column("what")
     table.add_column("value", overflow="fold")
-    for k, v in summary["metrics"].items():
-        if k.startswith(("train/", "val/")):
-            table.add_row(k, f"{v:.4g}")
-    for k, v in learning_rows(summary.get("learning")):  # validation before -> after training
-        table.add_row(k, v)
-    for k, v in summary["paths"].items():
+    metrics = [(k, f"{v:.4g}") for k, v in summary["metrics"].items() if k.startswith(("train/", "val/"))]
+    # the final metrics, the validation metrics before -> after training, the written paths
+    for k, v in metrics + learning_rows(summary.get("learning")) + list(summary["paths"].items()):
         table.add_row(k, v)
     Console().print(table)
 
@@ -139,8 +133,7 @@ def train(run: TrainRun, after_fit: Callable[[L.Trainer, dict], dict | None] | N
             log_config(trainer.loggers, run.config)
             job_dir.keep()  # training starts: what fails from here on keeps its checkpoints
             learning = fit_measured(trainer, module, datamodule, ckpt_path)  # fit + validation before/after, one-line interrupts
-            summary = _summary(run, trainer, datamodule, time.perf_counter() - t0)
-            summary["learning"] = learning
+            summary = _summary(run, trainer, datamodule, time.perf_counter() - t0, learning)
             if trainer.is_global_zero:
                 write_json(job_dir.path / "summary.json", summary)
                 _print_summary(summary)

@@ -15,10 +15,14 @@ the wrong type) are reported the same way. ``--verbose`` (removed from the comma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from coin_lightning.outputs import JobDir
 
@@ -40,9 +44,7 @@ class EvalConfigError(UserError, ValueError):
 
 def is_verbose() -> bool:
     """Whether full tracebacks were asked for (``--verbose``, or ``HYDRA_FULL_ERROR=1`` set by the user)."""
-    if VERBOSE_ENV in os.environ:
-        return os.environ[VERBOSE_ENV] == "1"
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+    return os.environ.get(VERBOSE_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
 def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
@@ -54,8 +56,7 @@ def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
     """
     argv = sys.argv if argv is None else argv
     if "--verbose" in argv:
-        while "--verbose" in argv:
-            argv.remove("--verbose")
+        argv[:] = [arg for arg in argv if arg != "--verbose"]
         os.environ[VERBOSE_ENV] = "1"
         os.environ["HYDRA_FULL_ERROR"] = "1"
     return argv
@@ -77,35 +78,51 @@ def _instantiation_message(exc: Exception) -> str | None:
     return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
-MESSAGE_HOOKS: list[Callable[[BaseException], str | None]] = []
-"""Functions that give the one-line message of a library's error (or ``None``); :func:`one_line` asks
-each before its own rules. :mod:`coin_lightning.config_types` adds the config library's."""
+def omegaconf_message(exc: Exception, prefix: str = "") -> str:
+    """One line for an OmegaConf error, named by its full key (``prefix.`` before it when given).
+
+    An unknown key (``ConfigKeyError``) lists the keys its dataclass has; a value of the wrong type
+    (``ValidationError``) gives OmegaConf's first line; a required value left unset says how to set it.
+    """
+    full = str(getattr(exc, "full_key", "") or "").replace("lambda_", "lambda")
+    key = ".".join(k for k in (prefix, full) if k) or "a config key"
+    if isinstance(exc, MissingMandatoryValue):
+        return f"{key} is required (its value is ???): set {key}=..."
+    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in (msg[0] if msg else ""):
+        schema = getattr(exc, "object_type", None)
+        known = f"; known: {', '.join(f.name.rstrip('_') for f in dataclasses.fields(schema))}" if (
+            dataclasses.is_dataclass(schema)) else ""
+        return f"{key}: unknown key{known}"
+    return f"{key}: {msg[0] if msg else type(exc).__name__}"
 
 
 def one_line(exc: BaseException) -> str | None:
     """The one-line message of an error caused by the input, or ``None`` for anything else (a bug).
 
-    Recognised: :class:`UserError`; what a :data:`MESSAGE_HOOKS` function names (the config library's
-    errors, by their key); Hydra's ``InstantiationException`` (named by the config key of the object it
-    was building) and composition errors; Lightning's ``MisconfigurationException``; a missing or
+    Recognised: :class:`UserError`; the config library's errors, by their key (also as the cause of
+    a Hydra composition error: an override of an unknown key, a bad type); Hydra's
+    ``InstantiationException`` (named by the config key of the object it was building) and other
+    composition errors; Lightning's ``MisconfigurationException``; a missing or
     unreadable file (``OSError`` with a file name).
     """
     if isinstance(exc, UserError):
         return _flat(exc)
-    for hook in MESSAGE_HOOKS:
-        if (msg := hook(exc)) is not None:
-            return msg
-    try:
-        from hydra.errors import HydraException, InstantiationException, MissingConfigException
-    except ImportError:  # pragma: no cover
-        return None
+    if isinstance(exc, OmegaConfBaseException):
+        return omegaconf_message(exc)
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or "") and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(o for o in exc.options if o != "schema")
         return f"{group}={name}: no such option in conf/{group}/; options: {options}"
     if isinstance(exc, InstantiationException):
         return _instantiation_message(exc)
-    if isinstance(exc, HydraException):  # composition (a config-library cause was named by a hook above)
+    if isinstance(exc, HydraException) and isinstance(exc.__cause__, OmegaConfBaseException):  # composition
+        append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
+        typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
+        hint = f"; a key that is not in the config file (e.g. any lightning.Trainer argument) is added with +: {append}" if (
+            append and not typed) else ""
+        return omegaconf_message(exc.__cause__) + hint
+    if isinstance(exc, HydraException):  # composition
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
         return f"trainer: {_flat(exc)}"

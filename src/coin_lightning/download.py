@@ -134,15 +134,6 @@ def fetch(item: Download) -> str:
     return ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
 
 
-def offline_instructions() -> list[str]:
-    """Lines telling how to run the job offline on compute nodes (env vars to export, caches to share)."""
-    lines = ["On the compute nodes, with the same cache directories as here (a shared filesystem):"]
-    exports = dict(OFFLINE_ENV)
-    exports.update({k: os.environ[k] for k in CACHE_ENV if os.environ.get(k)})
-    lines.append("  export " + " ".join(f"{k}={v}" for k, v in exports.items()))
-    return lines
-
-
 def run(cfg: Any, dry_run: bool = False, fetcher: Callable[[Download], str] = fetch, out=None) -> int:
     """Fetch (or with ``dry_run`` only list) every item of :func:`plan`; print what happened.
 
@@ -169,8 +160,10 @@ def run(cfg: Any, dry_run: bool = False, fetcher: Callable[[Download], str] = fe
             print(f"error: {item.describe()}: {first}", file=err)
             continue
         print(f"fetched {item.describe()} -> {where}", file=out)
-    if not dry_run and not failed:
-        print("\n".join(offline_instructions()), file=out)
+    if not dry_run and not failed:  # how to run the job offline on compute nodes (env vars to export, caches to share)
+        exports = {**OFFLINE_ENV, **{k: os.environ[k] for k in CACHE_ENV if os.environ.get(k)}}
+        print("On the compute nodes, with the same cache directories as here (a shared filesystem):", file=out)
+        print("  export " + " ".join(f"{k}={v}" for k, v in exports.items()), file=out)
     return 1 if failed else 0
 
 

@@ -86,10 +86,8 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
     cfg = record["config"] or {}
     loss, data, lora = cfg.get("loss") or {}, cfg.get("data") or {}, model.get("lora") or {}
     summary = record["summary"] or {}
-    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", "tags: [coin, contrastive-instruction-tuning, lora]"]
-    if hub_id:
-        meta.append(f"base_model: {hub_id}")
-    meta.append("---")
+    tags = "tags: [coin, contrastive-instruction-tuning, lora]"
+    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", tags, *([f"base_model: {hub_id}"] if hub_id else []), "---"]
     what = "the base model with the LoRA adapter merged into its weights" if merged else "a LoRA adapter (peft)"
     data_name = data.get("source") or "unknown"
     data_detail = data.get("path") or data.get("root") or (", ".join(data["tasks"]) if data.get("tasks") else "")
@@ -155,51 +153,33 @@ def export(cfg: DictConfig) -> Path:
 
     from coin_lightning.model.checks import check_adapter
     from coin_lightning.model.config import ModelArgs
+    from coin_lightning.model.loading import load_adapter, load_model, load_tokenizer
 
     check_adapter(str(adapter), ModelArgs.from_config(model))
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        if cfg.merge:
-            _write_merged(model, adapter, tmp)
-        else:
-            from coin_lightning.model.loading import load_tokenizer
+        if cfg.merge:  # base model + adapter, merged (merge_and_unload), saved as safetensors with the tokenizer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # "Writing model shards" for a single file
+            base, tokenizer = load_model(model)
+            merged = load_adapter(base, adapter).merge_and_unload()
+            merged.config.use_cache = True  # training turns the KV cache off; generation wants it
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        else:
             for name in ADAPTER_FILES:
                 shutil.copy2(adapter / name, tmp / name)
             load_tokenizer(model).save_pretrained(tmp)
         title = cfg.repo_id or f"{adapter.parent.name} ({'merged' if cfg.merge else 'adapter'})"
         (tmp / "README.md").write_text(model_card(record, model, bool(cfg.merge), str(title)), encoding="utf-8")
-    if cfg.push_to_hub:
-        push(out, str(cfg.repo_id), bool(cfg.private), str(cfg.commit_message))
+    if cfg.push_to_hub:  # create the repository (if needed), upload the directory as one commit (HF_TOKEN, HF_ENDPOINT)
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(str(cfg.repo_id), private=bool(cfg.private), exist_ok=True)
+        api.upload_folder(repo_id=str(cfg.repo_id), folder_path=str(out), commit_message=str(cfg.commit_message))
     return out
-
-
-def _write_merged(model_cfg: dict, adapter: Path, folder: Path) -> None:
-    """Base model + adapter, merged (``merge_and_unload``), saved as safetensors with the tokenizer."""
-    from transformers.utils import logging as hf_logging
-
-    from coin_lightning.model.loading import load_adapter, load_model
-
-    hf_logging.disable_progress_bar()  # "Writing model shards" for a single file
-    base, tokenizer = load_model(model_cfg)
-    merged = load_adapter(base, adapter).merge_and_unload()
-    merged.config.use_cache = True  # training turns the KV cache off; generation wants it
-    merged.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-
-
-def push(folder: Path, repo_id: str, private: bool, message: str) -> str:
-    """Create ``repo_id`` on the hub (if needed) and upload ``folder`` as one commit.
-
-    Returns:
-        The commit URL. ``HF_TOKEN`` and ``HF_ENDPOINT`` are read by ``huggingface_hub``.
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
-    return str(info.commit_url)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")

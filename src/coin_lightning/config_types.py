@@ -75,9 +75,7 @@ def schema_node(cls: type) -> Any:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         node_type = getattr(omegaconf, _NODES.get(str(f.type), "AnyNode"))
         content[config_key(f.name)] = node_type(default)
-    node = OmegaConf.create(content)
-    OmegaConf.set_struct(node, True)
-    return node
+    return OmegaConf.create(content, flags={"struct": True})
 
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None,

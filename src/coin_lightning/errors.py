@@ -57,25 +57,13 @@ def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
     argv = sys.argv if argv is None else argv
     if "--verbose" in argv:
         argv[:] = [arg for arg in argv if arg != "--verbose"]
-        os.environ[VERBOSE_ENV] = "1"
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+        os.environ.update({VERBOSE_ENV: "1", "HYDRA_FULL_ERROR": "1"})
     return argv
 
 
 def _flat(text: str) -> str:
     """One line: the lines of ``text`` joined by ``; ``, blank lines dropped."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def _instantiation_message(exc: Exception) -> str | None:
-    cause = exc.__cause__
-    inner = one_line(cause) if cause is not None else None
-    if inner is not None and isinstance(cause, UserError):
-        return inner
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
-    detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
-    return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
 def omegaconf_message(exc: Exception, prefix: str = "") -> str:
@@ -115,7 +103,14 @@ def one_line(exc: BaseException) -> str | None:
         options = ", ".join(o for o in exc.options if o != "schema")
         return f"{group}={name}: no such option in conf/{group}/; options: {options}"
     if isinstance(exc, InstantiationException):
-        return _instantiation_message(exc)
+        cause = exc.__cause__
+        inner = one_line(cause) if cause is not None else None
+        if inner is not None and isinstance(cause, UserError):
+            return inner
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+        detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
+        return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
     if isinstance(exc, HydraException) and isinstance(exc.__cause__, OmegaConfBaseException):  # composition
         append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
         typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
@@ -156,8 +151,7 @@ def reported(job_dir: str | os.PathLike | None = None, status: int = 1) -> Itera
     except Exception as exc:
         if job is not None:
             job.discard()
-        msg = one_line(exc)
-        if msg is None or is_verbose():
+        if (msg := one_line(exc)) is None or is_verbose():
             raise
         if status == 1:  # Python prints the message to stderr and exits with 1; callers in-process can read it
             raise SystemExit(f"error: {msg}") from None

@@ -35,9 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from coin_lightning.commands import hydra_command
 from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
 from coin_lightning.errors import ConfigError, reported
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-"""What peft's ``save_pretrained`` writes for a LoRA adapter (and ``merge=false`` copies)."""
+from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_SOURCE, TINY, ModelArgs
 
 
 def run_record(adapter: Path) -> dict[str, Any]:
@@ -57,8 +55,6 @@ def run_record(adapter: Path) -> dict[str, Any]:
 
 def base_model_lines(model: dict) -> tuple[str | None, list[str]]:
     """(the hub id for the card's ``base_model`` metadata or ``None``, markdown lines about the base model)."""
-    from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_SOURCE, TINY
-
     name, revision = model.get("name_or_path"), model.get("revision")
     if name == EMBEDDED:
         return EMBEDDED_HUB_ID, [
@@ -85,7 +81,6 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
     hub_id, base_lines = base_model_lines(model)
     cfg = record["config"] or {}
     loss, data, lora = cfg.get("loss") or {}, cfg.get("data") or {}, model.get("lora") or {}
-    summary = record["summary"] or {}
     tags = "tags: [coin, contrastive-instruction-tuning, lora]"
     meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", tags, *([f"base_model: {hub_id}"] if hub_id else []), "---"]
     what = "the base model with the LoRA adapter merged into its weights" if merged else "a LoRA adapter (peft)"
@@ -96,7 +91,7 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
         ("InfoNCE temperature", loss.get("temperature")),
         ("pooling", loss.get("pooling")),
         ("data", f"{data_name} ({data_detail})" if data_detail else data_name),
-        ("optimizer steps", summary.get("global_step")),
+        ("optimizer steps", (record["summary"] or {}).get("global_step")),
         ("seed", cfg.get("seed")),
         ("LoRA rank / alpha / target modules", f"{lora.get('r')} / {lora.get('alpha')} / {', '.join(lora.get('target_modules') or [])}"),
     ]
@@ -152,7 +147,6 @@ def export(cfg: DictConfig) -> Path:
     model["adapter"] = None  # the exported adapter takes model.adapter's place (see load_for_inference)
 
     from coin_lightning.model.checks import check_adapter
-    from coin_lightning.model.config import ModelArgs
     from coin_lightning.model.loading import load_adapter, load_model, load_tokenizer
 
     check_adapter(str(adapter), ModelArgs.from_config(model))
@@ -168,7 +162,7 @@ def export(cfg: DictConfig) -> Path:
             merged.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         else:
-            for name in ADAPTER_FILES:
+            for name in ("adapter_config.json", "adapter_model.safetensors"):  # what peft's save_pretrained writes
                 shutil.copy2(adapter / name, tmp / name)
             load_tokenizer(model).save_pretrained(tmp)
         title = cfg.repo_id or f"{adapter.parent.name} ({'merged' if cfg.merge else 'adapter'})"

@@ -35,9 +35,8 @@ class Snapshot:
     def known(self, path: Path) -> bool:
         """Whether it is known if ``path`` existed before the command: a named directory or one of its
         parents, or ``outputs/`` down to Hydra's ``outputs/<task>/runs`` level."""
-        if path == self.outputs or any(path == p or path in p.parents for p in self.named):
-            return True
-        return self.outputs in path.parents and len(path.relative_to(self.outputs).parts) <= 2
+        return path == self.outputs or any(path == p or path in p.parents for p in self.named) or (
+            self.outputs in path.parents and len(path.relative_to(self.outputs).parts) <= 2)
 
 
 _SNAPSHOT: Snapshot | None = None

@@ -42,8 +42,7 @@ def main(cfg: DictConfig) -> float | None:
     from coin_lightning.training.run import train
 
     after_fit = evaluate_after_fit(job, str(cfg.callbacks.adapter.dirpath)) if job is not None else None
-    summary = train(run, after_fit=after_fit, checked=True)
-    return summary["metrics"].get("val/loss")
+    return train(run, after_fit=after_fit, checked=True)["metrics"].get("val/loss")
 
 
 def cli() -> None:

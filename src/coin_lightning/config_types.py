@@ -13,14 +13,52 @@ import dataclasses
 from typing import Any, TypeVar
 
 import omegaconf
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from coin_lightning.errors import ConfigError, omegaconf_message
+from coin_lightning.errors import MESSAGE_HOOKS, ConfigError
 
 T = TypeVar("T")
 
 _NODES = {"float": "FloatNode", "int": "IntegerNode", "bool": "BooleanNode", "str": "StringNode"}
+
+
+def omegaconf_message(exc: Exception, prefix: str = "") -> str:
+    """One line for an OmegaConf error, named by its full key (``prefix.`` before it when given).
+
+    An unknown key (``ConfigKeyError``) lists the keys its dataclass has; a value of the wrong type
+    (``ValidationError``) gives OmegaConf's first line; a required value left unset says how to set it.
+    """
+    full = str(getattr(exc, "full_key", "") or "").replace("lambda_", "lambda")
+    key = ".".join(k for k in (prefix, full) if k) or "a config key"
+    if isinstance(exc, MissingMandatoryValue):
+        return f"{key} is required (its value is ???): set {key}=..."
+    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in (msg[0] if msg else ""):
+        schema = getattr(exc, "object_type", None)
+        known = f"; known: {', '.join(f.name.rstrip('_') for f in dataclasses.fields(schema))}" if (
+            dataclasses.is_dataclass(schema)) else ""
+        return f"{key}: unknown key{known}"
+    return f"{key}: {msg[0] if msg else type(exc).__name__}"
+
+
+def config_error_message(exc: BaseException) -> str | None:
+    """The one-line message of an OmegaConf error, or of a Hydra composition error it caused (an override
+    of an unknown key, a bad type); ``None`` for anything else. Added to :data:`coin_lightning.errors.MESSAGE_HOOKS`."""
+    if isinstance(exc, OmegaConfBaseException):
+        return omegaconf_message(exc)
+    if (isinstance(exc, HydraException) and not isinstance(exc, (InstantiationException, MissingConfigException))
+            and isinstance(exc.__cause__, OmegaConfBaseException)):
+        append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
+        typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
+        hint = f"; a key that is not in the config file (e.g. any lightning.Trainer argument) is added with +: {append}" if (
+            append and not typed) else ""
+        return omegaconf_message(exc.__cause__) + hint
+    return None
+
+
+MESSAGE_HOOKS.append(config_error_message)
 
 
 def plain(value: Any) -> Any:

@@ -15,14 +15,12 @@ the wrong type) are reported the same way. ``--verbose`` (removed from the comma
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from coin_lightning.outputs import JobDir
 
@@ -66,38 +64,24 @@ def _flat(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
-def omegaconf_message(exc: Exception, prefix: str = "") -> str:
-    """One line for an OmegaConf error, named by its full key (``prefix.`` before it when given).
-
-    An unknown key (``ConfigKeyError``) lists the keys its dataclass has; a value of the wrong type
-    (``ValidationError``) gives OmegaConf's first line; a required value left unset says how to set it.
-    """
-    full = str(getattr(exc, "full_key", "") or "").replace("lambda_", "lambda")
-    key = ".".join(k for k in (prefix, full) if k) or "a config key"
-    if isinstance(exc, MissingMandatoryValue):
-        return f"{key} is required (its value is ???): set {key}=..."
-    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()
-    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in (msg[0] if msg else ""):
-        schema = getattr(exc, "object_type", None)
-        known = f"; known: {', '.join(f.name.rstrip('_') for f in dataclasses.fields(schema))}" if (
-            dataclasses.is_dataclass(schema)) else ""
-        return f"{key}: unknown key{known}"
-    return f"{key}: {msg[0] if msg else type(exc).__name__}"
+MESSAGE_HOOKS: list[Callable[[BaseException], str | None]] = []
+"""Functions that give the one-line message of a library's error (or ``None``); :func:`one_line` asks
+each before its own rules. :mod:`coin_lightning.config_types` adds the config library's."""
 
 
 def one_line(exc: BaseException) -> str | None:
     """The one-line message of an error caused by the input, or ``None`` for anything else (a bug).
 
-    Recognised: :class:`UserError`; the config library's errors, by their key (also as the cause of
-    a Hydra composition error: an override of an unknown key, a bad type); Hydra's
-    ``InstantiationException`` (named by the config key of the object it was building) and other
-    composition errors; Lightning's ``MisconfigurationException``; a missing or
+    Recognised: :class:`UserError`; what a :data:`MESSAGE_HOOKS` function names (the config library's
+    errors, by their key); Hydra's ``InstantiationException`` (named by the config key of the object it
+    was building) and composition errors; Lightning's ``MisconfigurationException``; a missing or
     unreadable file (``OSError`` with a file name).
     """
     if isinstance(exc, UserError):
         return _flat(exc)
-    if isinstance(exc, OmegaConfBaseException):
-        return omegaconf_message(exc)
+    for hook in MESSAGE_HOOKS:
+        if (msg := hook(exc)) is not None:
+            return msg
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or "") and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(o for o in exc.options if o != "schema")
@@ -111,13 +95,7 @@ def one_line(exc: BaseException) -> str | None:
         key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
         detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
         return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
-    if isinstance(exc, HydraException) and isinstance(exc.__cause__, OmegaConfBaseException):  # composition
-        append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
-        typed = dataclasses.is_dataclass(getattr(exc.__cause__, "object_type", None))  # a schema refuses + too
-        hint = f"; a key that is not in the config file (e.g. any lightning.Trainer argument) is added with +: {append}" if (
-            append and not typed) else ""
-        return omegaconf_message(exc.__cause__) + hint
-    if isinstance(exc, HydraException):  # composition
+    if isinstance(exc, HydraException):  # composition (a config-library cause was named by a hook above)
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
         return f"trainer: {_flat(exc)}"

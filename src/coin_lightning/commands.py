@@ -35,15 +35,13 @@ NOISY_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
 """Logger name -> starts of the log messages dropped from it (advertisements)."""
 
 
-class DropMessages(logging.Filter):
-    """A logging filter that drops the records whose message starts with one of ``prefixes``."""
-
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
-        super().__init__()
-        self.prefixes = prefixes
+class DropMessages(tuple):
+    """The message prefixes to drop, as a logging filter: ``DropMessages(prefixes)`` drops the records
+    whose message starts with one of them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefixes)
+        """Whether ``record`` is kept (its message starts with none of the prefixes)."""
+        return not record.getMessage().startswith(self)
 
 
 def quiet_third_party() -> None:
@@ -69,8 +67,7 @@ def hydra_command(main: Callable[[], Any]) -> None:
 def examples(doc: str, command: str) -> str:
     """The first line and the ``Examples::`` block of an entry module's docstring, for argparse's
     ``description``, with ``python -m coin_lightning.<name>`` written as the console script ``command``."""
-    lines = doc.strip().splitlines()
     block = doc.split("Examples::", 1)[1].split("\n\n", 2)[1] if "Examples::" in doc else ""
-    first = lines[0].split(": ", 1)[-1]  # without the "``coin-x`` (or ``python -m ...``)" it starts with
+    first = doc.strip().splitlines()[0].split(": ", 1)[-1]  # without the "``coin-x`` (or ``python -m ...``)" it starts with
     text = f"{first}\n\nexamples:\n{block}" if block else first
     return re.sub(r"python -m coin_lightning\.\w+", command, text).replace("``", "")

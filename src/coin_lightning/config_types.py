@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 import omegaconf
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
@@ -47,8 +48,6 @@ def config_error_message(exc: BaseException) -> str | None:
     of an unknown key, a bad type); ``None`` for anything else. Added to :data:`coin_lightning.errors.MESSAGE_HOOKS`."""
     if isinstance(exc, OmegaConfBaseException):
         return omegaconf_message(exc)
-    from hydra.errors import HydraException, InstantiationException, MissingConfigException
-
     if (isinstance(exc, HydraException) and not isinstance(exc, (InstantiationException, MissingConfigException))
             and isinstance(exc.__cause__, OmegaConfBaseException)):
         append = next((line.split(" use ", 1)[1] for line in str(exc).splitlines() if line.startswith("To append")), None)
@@ -91,8 +90,8 @@ def build(cls: type[T], node: Any, key: str, error: type[Exception] = ConfigErro
         return node
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
-    renamed = {f.name: config_key(f.name) for f in dataclasses.fields(cls) if config_key(f.name) != f.name}
-    node = {next((f for f, k in renamed.items() if k == name), name): v for name, v in (node or {}).items()}
+    fields = {config_key(f.name): f.name for f in dataclasses.fields(cls)}
+    node = {fields.get(name, name): v for name, v in (node or {}).items()}
     missing = sorted(OmegaConf.missing_keys(OmegaConf.create(node)))  # a merge would keep the default instead
     if missing:
         raise ConfigError(f"{key}.{config_key(missing[0])} is required (its value is ???): set {key}.{config_key(missing[0])}=...")
@@ -114,9 +113,7 @@ def schema_node(cls: type) -> Any:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         node_type = getattr(omegaconf, _NODES.get(str(f.type), "AnyNode"))
         content[config_key(f.name)] = node_type(default)
-    node = OmegaConf.create(content)
-    OmegaConf.set_struct(node, True)
-    return node
+    return OmegaConf.create(content, flags={"struct": True})
 
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None,

@@ -30,6 +30,7 @@ from coin_lightning.config_types import plain
 from coin_lightning.data.sources import SOURCES, eval_tasks
 from coin_lightning.errors import reported, take_verbose_flag
 from coin_lightning.eval.settings import task_groups
+from coin_lightning.model.config import EMBEDDED, TINY
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Set on compute nodes: transformers, peft and datasets then read only the local caches."""
@@ -68,11 +69,8 @@ class Download:
 
 def _is_hub_id(value: str | None) -> bool:
     """A hub id (``org/name``) rather than a local path, the embedded model or ``tiny:llama``."""
-    from coin_lightning.model.loading import EMBEDDED, TINY
-
-    if not value or value in (EMBEDDED, TINY) or Path(value).expanduser().exists():
-        return False
-    return not value.startswith(("/", ".", "~")) and value.count("/") == 1
+    return bool(value) and value not in (EMBEDDED, TINY) and not Path(value).expanduser().exists() and (
+        not value.startswith(("/", ".", "~")) and value.count("/") == 1)
 
 
 def plan(cfg: Any) -> list[Download]:
@@ -90,13 +88,9 @@ def plan(cfg: Any) -> list[Download]:
     """
     model = cfg.get("model") or {}
     cache = model.get("cache_dir")
-    items: list[Download] = []
-    if _is_hub_id(model.get("name_or_path")):
-        items.append(Download("model", model.name_or_path, model.get("revision"), "model", cache_dir=cache))
-    if _is_hub_id(model.get("adapter")):
-        items.append(Download("adapter", model.adapter, model.get("adapter_revision"), "model", cache_dir=cache))
-    if _is_hub_id(cfg.get("adapter")):
-        items.append(Download("adapter", cfg.adapter, None, "model", cache_dir=cache))
+    repos = [("model", model.get("name_or_path"), model.get("revision")),
+             ("adapter", model.get("adapter"), model.get("adapter_revision")), ("adapter", cfg.get("adapter"), None)]
+    items = [Download(what, repo, revision, "model", cache_dir=cache) for what, repo, revision in repos if _is_hub_id(repo)]
     data = cfg.get("data") or {}
     if data.get("root") is None:
         source = SOURCES.get(data.get("source"))
@@ -105,10 +99,8 @@ def plan(cfg: Any) -> list[Download]:
         for task in (cfg.get("eval") or {}).get("tasks") or []:
             hub += [(*known[n][1].hub, None) for n in groups.get(task, (task,)) if n in known and known[n][1].hub]
         items += [Download("dataset", h, None, "dataset", config=c, data_files=f) for h, c, f in hub]
-    unique: dict[tuple, Download] = {}
-    for item in items:
-        unique.setdefault((item.repo_id, item.revision, item.config), item)
-    return list(unique.values())
+    keys = [(item.repo_id, item.revision, item.config) for item in items]
+    return [item for n, item in enumerate(items) if keys.index(keys[n]) == n]  # the first of each key
 
 
 def fetch(item: Download) -> str:
@@ -132,15 +124,6 @@ def fetch(item: Download) -> str:
     kwargs = {"revision": item.revision} if item.revision else {}
     splits = datasets.load_dataset(item.repo_id, item.config, data_files=item.data_files, **kwargs)
     return ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
-
-
-def offline_instructions() -> list[str]:
-    """Lines telling how to run the job offline on compute nodes (env vars to export, caches to share)."""
-    lines = ["On the compute nodes, with the same cache directories as here (a shared filesystem):"]
-    exports = dict(OFFLINE_ENV)
-    exports.update({k: os.environ[k] for k in CACHE_ENV if os.environ.get(k)})
-    lines.append("  export " + " ".join(f"{k}={v}" for k, v in exports.items()))
-    return lines
 
 
 def run(cfg: Any, dry_run: bool = False, fetcher: Callable[[Download], str] = fetch, out=None) -> int:
@@ -169,8 +152,10 @@ def run(cfg: Any, dry_run: bool = False, fetcher: Callable[[Download], str] = fe
             print(f"error: {item.describe()}: {first}", file=err)
             continue
         print(f"fetched {item.describe()} -> {where}", file=out)
-    if not dry_run and not failed:
-        print("\n".join(offline_instructions()), file=out)
+    if not dry_run and not failed:  # how to run the job offline on compute nodes (env vars to export, caches to share)
+        exports = {**OFFLINE_ENV, **{k: os.environ[k] for k in CACHE_ENV if os.environ.get(k)}}
+        print("On the compute nodes, with the same cache directories as here (a shared filesystem):", file=out)
+        print("  export " + " ".join(f"{k}={v}" for k, v in exports.items()), file=out)
     return 1 if failed else 0
 
 

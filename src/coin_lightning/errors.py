@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+
 from coin_lightning.outputs import JobDir
 
 VERBOSE_ENV = "COIN_LIGHTNING_VERBOSE"
@@ -40,9 +42,7 @@ class EvalConfigError(UserError, ValueError):
 
 def is_verbose() -> bool:
     """Whether full tracebacks were asked for (``--verbose``, or ``HYDRA_FULL_ERROR=1`` set by the user)."""
-    if VERBOSE_ENV in os.environ:
-        return os.environ[VERBOSE_ENV] == "1"
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+    return os.environ.get(VERBOSE_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
 def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
@@ -54,27 +54,14 @@ def take_verbose_flag(argv: list[str] | None = None) -> list[str]:
     """
     argv = sys.argv if argv is None else argv
     if "--verbose" in argv:
-        while "--verbose" in argv:
-            argv.remove("--verbose")
-        os.environ[VERBOSE_ENV] = "1"
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+        argv[:] = [arg for arg in argv if arg != "--verbose"]
+        os.environ.update({VERBOSE_ENV: "1", "HYDRA_FULL_ERROR": "1"})
     return argv
 
 
 def _flat(text: str) -> str:
     """One line: the lines of ``text`` joined by ``; ``, blank lines dropped."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def _instantiation_message(exc: Exception) -> str | None:
-    cause = exc.__cause__
-    inner = one_line(cause) if cause is not None else None
-    if inner is not None and isinstance(cause, UserError):
-        return inner
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
-    detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
-    return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
 
 
 MESSAGE_HOOKS: list[Callable[[BaseException], str | None]] = []
@@ -95,16 +82,19 @@ def one_line(exc: BaseException) -> str | None:
     for hook in MESSAGE_HOOKS:
         if (msg := hook(exc)) is not None:
             return msg
-    try:
-        from hydra.errors import HydraException, InstantiationException, MissingConfigException
-    except ImportError:  # pragma: no cover
-        return None
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or "") and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(o for o in exc.options if o != "schema")
         return f"{group}={name}: no such option in conf/{group}/; options: {options}"
     if isinstance(exc, InstantiationException):
-        return _instantiation_message(exc)
+        cause = exc.__cause__
+        inner = one_line(cause) if cause is not None else None
+        if inner is not None and isinstance(cause, UserError):
+            return inner
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+        detail = inner or (f"{type(cause).__name__}: {_flat(cause)}" if cause is not None else _flat(lines[0] if lines else exc))
+        return f"{key}: {detail}" if key and not detail.startswith(f"{key}") else detail
     if isinstance(exc, HydraException):  # composition (a config-library cause was named by a hook above)
         return _flat(exc)
     if type(exc).__name__ == "MisconfigurationException":  # lightning's (imported lazily: it is slow)
@@ -139,8 +129,7 @@ def reported(job_dir: str | os.PathLike | None = None, status: int = 1) -> Itera
     except Exception as exc:
         if job is not None:
             job.discard()
-        msg = one_line(exc)
-        if msg is None or is_verbose():
+        if (msg := one_line(exc)) is None or is_verbose():
             raise
         if status == 1:  # Python prints the message to stderr and exits with 1; callers in-process can read it
             raise SystemExit(f"error: {msg}") from None

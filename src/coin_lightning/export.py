@@ -35,9 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from coin_lightning.commands import hydra_command
 from coin_lightning.conf import CONFIG_DIR  # registers the config schemas
 from coin_lightning.errors import ConfigError, reported
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-"""What peft's ``save_pretrained`` writes for a LoRA adapter (and ``merge=false`` copies)."""
+from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_SOURCE, TINY, ModelArgs
 
 
 def run_record(adapter: Path) -> dict[str, Any]:
@@ -57,8 +55,6 @@ def run_record(adapter: Path) -> dict[str, Any]:
 
 def base_model_lines(model: dict) -> tuple[str | None, list[str]]:
     """(the hub id for the card's ``base_model`` metadata or ``None``, markdown lines about the base model)."""
-    from coin_lightning.model.config import EMBEDDED, EMBEDDED_HUB_ID, EMBEDDED_SOURCE, TINY
-
     name, revision = model.get("name_or_path"), model.get("revision")
     if name == EMBEDDED:
         return EMBEDDED_HUB_ID, [
@@ -85,11 +81,8 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
     hub_id, base_lines = base_model_lines(model)
     cfg = record["config"] or {}
     loss, data, lora = cfg.get("loss") or {}, cfg.get("data") or {}, model.get("lora") or {}
-    summary = record["summary"] or {}
-    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", "tags: [coin, contrastive-instruction-tuning, lora]"]
-    if hub_id:
-        meta.append(f"base_model: {hub_id}")
-    meta.append("---")
+    tags = "tags: [coin, contrastive-instruction-tuning, lora]"
+    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", tags, *([f"base_model: {hub_id}"] if hub_id else []), "---"]
     what = "the base model with the LoRA adapter merged into its weights" if merged else "a LoRA adapter (peft)"
     data_name = data.get("source") or "unknown"
     data_detail = data.get("path") or data.get("root") or (", ".join(data["tasks"]) if data.get("tasks") else "")
@@ -98,7 +91,7 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
         ("InfoNCE temperature", loss.get("temperature")),
         ("pooling", loss.get("pooling")),
         ("data", f"{data_name} ({data_detail})" if data_detail else data_name),
-        ("optimizer steps", summary.get("global_step")),
+        ("optimizer steps", (record["summary"] or {}).get("global_step")),
         ("seed", cfg.get("seed")),
         ("LoRA rank / alpha / target modules", f"{lora.get('r')} / {lora.get('alpha')} / {', '.join(lora.get('target_modules') or [])}"),
     ]
@@ -154,52 +147,33 @@ def export(cfg: DictConfig) -> Path:
     model["adapter"] = None  # the exported adapter takes model.adapter's place (see load_for_inference)
 
     from coin_lightning.model.checks import check_adapter
-    from coin_lightning.model.config import ModelArgs
+    from coin_lightning.model.loading import load_adapter, load_model, load_tokenizer
 
     check_adapter(str(adapter), ModelArgs.from_config(model))
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        if cfg.merge:
-            _write_merged(model, adapter, tmp)
-        else:
-            from coin_lightning.model.loading import load_tokenizer
+        if cfg.merge:  # base model + adapter, merged (merge_and_unload), saved as safetensors with the tokenizer
+            from transformers.utils import logging as hf_logging
 
-            for name in ADAPTER_FILES:
+            hf_logging.disable_progress_bar()  # "Writing model shards" for a single file
+            base, tokenizer = load_model(model)
+            merged = load_adapter(base, adapter).merge_and_unload()
+            merged.config.use_cache = True  # training turns the KV cache off; generation wants it
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        else:
+            for name in ("adapter_config.json", "adapter_model.safetensors"):  # what peft's save_pretrained writes
                 shutil.copy2(adapter / name, tmp / name)
             load_tokenizer(model).save_pretrained(tmp)
         title = cfg.repo_id or f"{adapter.parent.name} ({'merged' if cfg.merge else 'adapter'})"
         (tmp / "README.md").write_text(model_card(record, model, bool(cfg.merge), str(title)), encoding="utf-8")
-    if cfg.push_to_hub:
-        push(out, str(cfg.repo_id), bool(cfg.private), str(cfg.commit_message))
+    if cfg.push_to_hub:  # create the repository (if needed), upload the directory as one commit (HF_TOKEN, HF_ENDPOINT)
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(str(cfg.repo_id), private=bool(cfg.private), exist_ok=True)
+        api.upload_folder(repo_id=str(cfg.repo_id), folder_path=str(out), commit_message=str(cfg.commit_message))
     return out
-
-
-def _write_merged(model_cfg: dict, adapter: Path, folder: Path) -> None:
-    """Base model + adapter, merged (``merge_and_unload``), saved as safetensors with the tokenizer."""
-    from transformers.utils import logging as hf_logging
-
-    from coin_lightning.model.loading import load_adapter, load_model
-
-    hf_logging.disable_progress_bar()  # "Writing model shards" for a single file
-    base, tokenizer = load_model(model_cfg)
-    merged = load_adapter(base, adapter).merge_and_unload()
-    merged.config.use_cache = True  # training turns the KV cache off; generation wants it
-    merged.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-
-
-def push(folder: Path, repo_id: str, private: bool, message: str) -> str:
-    """Create ``repo_id`` on the hub (if needed) and upload ``folder`` as one commit.
-
-    Returns:
-        The commit URL. ``HF_TOKEN`` and ``HF_ENDPOINT`` are read by ``huggingface_hub``.
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
-    return str(info.commit_url)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")

@@ -31,13 +31,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield target
         if path.is_dir() and target.is_dir():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(target, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(target, path)
+            os.replace(path, tmp / f"{path.name}.old")  # the old directory goes with tmp below
+        os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -18,9 +18,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-HYDRA_RECORDS = (".hydra",)
-"""Entries Hydra writes into every job directory (besides ``*.log`` files)."""
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -38,9 +35,8 @@ class Snapshot:
     def known(self, path: Path) -> bool:
         """Whether it is known if ``path`` existed before the command: a named directory or one of its
         parents, or ``outputs/`` down to Hydra's ``outputs/<task>/runs`` level."""
-        if path == self.outputs or any(path == p or path in p.parents for p in self.named):
-            return True
-        return self.outputs in path.parents and len(path.relative_to(self.outputs).parts) <= 2
+        return path == self.outputs or any(path == p or path in p.parents for p in self.named) or (
+            self.outputs in path.parents and len(path.relative_to(self.outputs).parts) <= 2)
 
 
 _SNAPSHOT: Snapshot | None = None
@@ -69,7 +65,8 @@ def snapshot() -> Snapshot:
 
 
 def _is_record(entry: Path) -> bool:
-    return entry.name in HYDRA_RECORDS or (entry.is_file() and entry.suffix == ".log")
+    """Whether ``entry`` is one of Hydra's records in a job directory: ``.hydra/`` or a ``*.log`` file."""
+    return entry.name == ".hydra" or (entry.is_file() and entry.suffix == ".log")
 
 
 class JobDir:
@@ -93,12 +90,6 @@ class JobDir:
         failure keeps what it wrote (checkpoints, finished parts) for a resume."""
         self.kept = True
 
-    def _protected(self) -> bool:
-        """The directory must stay: named as existing, or the working directory or one of its parents."""
-        here = Path.cwd().resolve()
-        target = self.path.resolve()
-        return target in snapshot().entries or target == here or target in here.parents
-
     def discard(self) -> None:
         """Remove what the job wrote after it started, then the directory itself if the job created it.
 
@@ -113,15 +104,13 @@ class JobDir:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
-        if self._protected():
+        here = Path.cwd().resolve()
+        target = self.path.resolve()
+        if target in snapshot().entries or target in (here, *here.parents):  # named as existing, or the cwd (or above)
             return
         if all(_is_record(entry) for entry in self.path.iterdir()):
             shutil.rmtree(self.path, ignore_errors=True)
-            self._remove_new_parents()
-
-    def _remove_new_parents(self) -> None:
-        """Remove the empty parents this job created, up to the first that existed or is not known."""
-        for parent in self.path.resolve().parents:
-            if not snapshot().known(parent) or parent in snapshot().existed or not parent.is_dir() or any(parent.iterdir()):
-                return
-            parent.rmdir()
+            for parent in target.parents:  # the empty parents this job created, up to the first that existed or is not known
+                if not snapshot().known(parent) or parent in snapshot().existed or not parent.is_dir() or any(parent.iterdir()):
+                    return
+                parent.rmdir()

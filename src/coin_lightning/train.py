@@ -36,18 +36,13 @@ def main(cfg: DictConfig) -> float | None:
         check_train_config(run)  # before any model loads: config errors fail in seconds
         job = training_eval_job(cfg) if cfg.get("eval_after_train") else None
         if job is not None:
-            from coin_lightning.after_train import check_evaluation
+            from coin_lightning.after_train import check_evaluation, evaluate_after_fit
 
             check_evaluation(job)
     from coin_lightning.training.run import train
 
-    after_fit = None
-    if job is not None:
-        from coin_lightning.after_train import evaluate_after_fit
-
-        after_fit = evaluate_after_fit(job, str(cfg.callbacks.adapter.dirpath))
-    summary = train(run, after_fit=after_fit, checked=True)
-    return summary["metrics"].get("val/loss")
+    after_fit = evaluate_after_fit(job, str(cfg.callbacks.adapter.dirpath)) if job is not None else None
+    return train(run, after_fit=after_fit, checked=True)["metrics"].get("val/loss")
 
 
 def cli() -> None:

@@ -2,6 +2,7 @@
 ``coin_lightning.evaluate``, or from a training run's ``evaluation`` node by ``coin_lightning.train``)."""
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -20,66 +21,33 @@ from coin_lightning.eval.engine.distributed import (
     prepare_model,
 )
 from coin_lightning.eval.engine.predict import Predictor
+from coin_lightning.eval.engine.representations import PROJECTIONS, collect_states, similarity_summary
+from coin_lightning.eval.reports.tables import markdown_table
 from coin_lightning.eval.run import build_instruction_set, load_tasks, run_evaluation
 from coin_lightning.eval.scoring.metrics import FILES, fingerprint
-from coin_lightning.eval.settings import EvalConfigError, EvalJob, EvalSettings
+from coin_lightning.eval.settings import EvalConfigError, EvalJob
+from coin_lightning.io import write_json, write_text
 from coin_lightning.losses import POOLINGS
 from coin_lightning.model.checks import check_adapter
 from coin_lightning.model.lora import load_for_inference
 from coin_lightning.training.loggers import finish_wandb, instantiate_group
 
 
-def check_inputs(job: EvalJob) -> None:
-    """Check, before the model loads, that ``model.adapter`` and ``adapter`` are adapters of ``model``.
-
-    Raises:
-        ModelLoadError: one line naming the key.
-    """
-    for key, path in (("model.adapter", job.model.adapter), ("adapter", job.adapter)):
-        if path:
-            check_adapter(str(path), job.model, key=key)
-
-
-def check_analyze(node: dict, settings: EvalSettings, pooling: str = "last") -> None:
-    """Check the ``analyze`` keys before any representation is computed.
-
-    Raises:
-        EvalConfigError: unknown ``analyze.projection`` (or ``umap`` without umap-learn installed),
-            ``analyze.rows`` < 2, ``eval.levels`` without ``clean`` (the reference of every pair), or an
-            unknown ``loss.pooling``.
-    """
-    import importlib.util
-
-    from coin_lightning.eval.engine.representations import PROJECTIONS
-
-    projection, rows = node.get("projection"), node.get("rows")
-    if projection not in PROJECTIONS:
-        raise EvalConfigError(f"analyze.projection={projection!r} is not one of {', '.join(PROJECTIONS)}")
-    if projection == "umap" and importlib.util.find_spec("umap") is None:
-        raise EvalConfigError("analyze.projection=umap needs umap-learn, the analyze extra (pip install umap-learn, or '.[analyze]' from a clone), or set analyze.projection=pca")
-    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 2:
-        raise EvalConfigError(f"analyze.rows={rows!r} must be an integer >= 2")
-    if "clean" not in settings.levels:
-        raise EvalConfigError("analyze compares each perturbed instruction with its clean one: keep clean in eval.levels")
-    if pooling not in POOLINGS:
-        raise EvalConfigError(f"loss.pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
-
-
-def _start(job: EvalJob, fabric, **predictor_kw):
+def _start(job: EvalJob, fabric):
     """Launch Fabric's processes, then load the model onto its device: ``(sharded predictor, seconds)``."""
     fabric.launch()
     t0 = time.perf_counter()
     model, tokenizer = load_for_inference(job.model, job.adapter)
-    model = prepare_model(fabric, model)
-    settings = job.settings
-    predictor = Predictor(model, tokenizer, job.prompt_format, batch_size=settings.batch_size,
-                          prefix_cache=settings.prefix_cache, prompt_layout=settings.prompt_layout, **predictor_kw)
+    s = job.settings
+    predictor = Predictor(prepare_model(fabric, model), tokenizer, job.prompt_format, method=s.method,
+                          batch_size=s.batch_size, max_new_tokens=s.max_new_tokens, prefix_cache=s.prefix_cache,
+                          decode_batch_size=s.decode_batch_size, prompt_layout=s.prompt_layout)
     return ShardedPredictor(fabric, predictor), time.perf_counter() - t0
 
 
 def check(job: EvalJob) -> tuple:
-    """Validate an evaluation job without loading a model: the adapters, the ``trainer``, the rows of
-    every task and the instruction set.
+    """Validate an evaluation job without loading a model: the adapters (``model.adapter`` and ``adapter``
+    are adapters of ``model``), the ``trainer``, the rows of every task and the instruction set.
 
     Returns:
         ``(settings, fabric, tasks, instruction set)``; the Fabric is not launched.
@@ -88,13 +56,14 @@ def check(job: EvalJob) -> tuple:
         UserError: bad settings or input (one-line messages: EvalConfigError, InstructionError,
             DataError, ModelLoadError, WordNetMissing).
     """
-    settings = job.settings
-    check_inputs(job)
+    for key, path in (("model.adapter", job.model.adapter), ("adapter", job.adapter)):
+        if path:
+            check_adapter(str(path), job.model, key=key)
     fabric = fabric_from_trainer(job.trainer)
     check_not_multirun(fabric)
-    tasks = load_tasks(settings, job.data_root)
-    iset = build_instruction_set(settings, [t.name for t in tasks])
-    return settings, fabric, tasks, iset
+    tasks = load_tasks(job.settings, job.data_root)
+    iset = build_instruction_set(job.settings, [t.name for t in tasks])
+    return job.settings, fabric, tasks, iset
 
 
 def evaluate(job: EvalJob, loggers: list | None = None, log_step: int = 0) -> dict:
@@ -129,16 +98,14 @@ def evaluate(job: EvalJob, loggers: list | None = None, log_step: int = 0) -> di
                     "data_root": job.data_root}
             parts = Parts(out, part_key(settings, fingerprint({t.name: t.uids for t in tasks}, iset.to_dict()), meta))
             parts.check()
-            predictor, load_s = _start(job, fabric, method=settings.method,
-                                       max_new_tokens=settings.max_new_tokens,
-                                       decode_batch_size=settings.decode_batch_size)
+            predictor, load_s = _start(job, fabric)
             parts.write = rank0 = fabric.is_global_zero
             config = job.config if loggers is None else None  # a training run's loggers hold its config already
             loggers = (instantiate_group(job.logger) if loggers is None else loggers) if rank0 else []
             job_dir.keep()  # predictions start: finished parts stay for a resume
             meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
-            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, progress=rank0, parts=parts,
-                                     write=rank0, config=config, log_step=log_step)
+            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, parts, rank0, config,
+                                     log_step)
             if rank0:
                 Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
                 Console().print(f"[bold]Outputs:[/bold] {out}")
@@ -177,23 +144,37 @@ def analyze(job: EvalJob) -> dict:
 
 
 def _analyze(job: EvalJob, out: Path, job_dir) -> dict:
-    from coin_lightning.eval.engine.representations import collect_states, representation_figure, similarity_summary
-    from coin_lightning.eval.reports.plots import save_png
-    from coin_lightning.eval.reports.tables import markdown_table
-    from coin_lightning.io import write_json, write_text
+    """:func:`analyze` in its job directory; first checks the ``analyze`` keys.
+
+    Raises:
+        EvalConfigError: ``eval.perturb_mode`` not ``generated``, unknown ``analyze.projection`` (or ``umap``
+            without umap-learn installed), ``analyze.rows`` < 2, ``eval.levels`` without ``clean`` (the
+            reference of every pair), or an unknown ``loss.pooling``.
+    """
+    from coin_lightning.eval.reports.plots import representation_figure, save_png  # looked up when called
 
     if job.settings.perturb_mode != "generated":
         raise EvalConfigError("analyze uses generated or file instructions: set eval.perturb_mode=generated")
     a = job.analyze
-    check_analyze(a, job.settings, job.pooling)
+    projection, rows = a.get("projection"), a.get("rows")
+    if projection not in PROJECTIONS:
+        raise EvalConfigError(f"analyze.projection={projection!r} is not one of {', '.join(PROJECTIONS)}")
+    if projection == "umap" and importlib.util.find_spec("umap") is None:
+        raise EvalConfigError("analyze.projection=umap needs umap-learn, the analyze extra (pip install umap-learn, or '.[analyze]' from a clone), or set analyze.projection=pca")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 2:
+        raise EvalConfigError(f"analyze.rows={rows!r} must be an integer >= 2")
+    if "clean" not in job.settings.levels:
+        raise EvalConfigError("analyze compares each perturbed instruction with its clean one: keep clean in eval.levels")
+    if job.pooling not in POOLINGS:
+        raise EvalConfigError(f"loss.pooling={job.pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
     _, fabric, tasks, iset = check(job)
     predictor, _ = _start(job, fabric)
     job_dir.keep()
-    states = collect_states(predictor, tasks, iset, int(a["rows"]), a.get("instruction_index"), job.pooling, job.append_eos)
+    states = collect_states(predictor, tasks, iset, rows, a.get("instruction_index"), job.pooling, job.append_eos)
     summary = similarity_summary(states)
     if not fabric.is_global_zero:
         return summary
-    summary["run"] = {"model": job.model.name_or_path, "adapter": job.adapter, "rows": int(a["rows"]),
+    summary["run"] = {"model": job.model.name_or_path, "adapter": job.adapter, "rows": rows,
                       "pooling": job.pooling, "append_eos": job.append_eos,
                       "instruction_index": a.get("instruction_index"), "projection": a["projection"],
                       "tasks": [t.name for t in tasks], "instructions": iset.source}

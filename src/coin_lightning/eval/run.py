@@ -38,13 +38,10 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
         DataError: a missing required split, malformed rows, or no task left.
     """
     own = load_task_files(settings.task_files)
-    tasks = []
-    for name in settings.tasks:
-        if name in own:
-            tasks.append(load_task_rows(own[name], settings.samples_per_task, settings.seed))
-        elif (task := load_task(name, data_root, settings.samples_per_task, settings.seed)) is not None:
-            tasks.append(task)
-    if not tasks:
+    n, seed = settings.samples_per_task, settings.seed
+    tasks = [load_task_rows(own[name], n, seed) if name in own else load_task(name, data_root, n, seed)
+             for name in settings.tasks]
+    if not (tasks := [t for t in tasks if t is not None]):
         raise DataError("no evaluation task could be loaded (see the log)")
     return tasks
 
@@ -78,11 +75,9 @@ def build_instruction_set(settings: EvalSettings, task_names: Sequence[str]) -> 
     if own_tasks := [own[t] for t in task_names if t in own]:
         own_set = task_instruction_set(own_tasks, cfg)  # the task files' instructions, perturbed as the defaults are
         iset = own_set if not (settings.instructions_file or builtin) else iset.merged(own_set)
-    perts = [p for p in iset.perturbations if iset.level(p) in settings.levels]
-    iset = iset.select(perts, task_names)
-    for name in task_names:
-        if not any(iset.resolve_task(name, p) for p in iset.perturbations):
-            raise InstructionError(f"{iset.source}: no instructions for task {name!r} at levels {settings.levels}")
+    iset = iset.select([p for p in iset.perturbations if iset.level(p) in settings.levels], task_names)
+    if bare := [name for name in task_names if not any(iset.resolve_task(name, p) for p in iset.perturbations)]:
+        raise InstructionError(f"{iset.source}: no instructions for task {bare[0]!r} at levels {settings.levels}")
     return iset
 
 
@@ -123,7 +118,7 @@ def probe_task(task: EvalTask, size: int, seed: int) -> EvalTask:
 
 
 def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTask], predict: CachedPredictor,
-           run_dir: str | Path | None, meta: dict | None = None) -> InstructionSet:
+           run_dir: str | Path, meta: dict) -> InstructionSet:
     """Adversarial instructions: attack every clean instruction with each perturbation of
     ``eval.perturb.perturbations`` (greedy search, ``eval.query_budget`` probe-set queries each;
     :func:`coin_lightning.eval.instructions.adversarial.attack_instruction_set`), scoring candidates with this
@@ -138,15 +133,14 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
         preds = predict(probe, instruction)
         return sum(p.pred == g for p, g in zip(preds, probe.golds)) / len(probe.golds)
 
-    key = {**(meta or {}), "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
-    cache = Path(run_dir) / FILES["adversarial_instructions"] if run_dir is not None else None
+    key = {**meta, "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
+    cache = Path(run_dir) / FILES["adversarial_instructions"]
     return attack_instruction_set(base, accuracy, perturb_config(settings), query_budget=settings.query_budget,
                                   tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
 
 
-def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: CachedPredictor,
-                   progress: bool = True, parts: Parts | None = None,
-                   finished: dict[tuple[str, str], list[dict]] | None = None) -> list[dict]:
+def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: CachedPredictor, progress: bool,
+                   parts: Parts, finished: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """Predict every (task, instruction) of the set and return the prediction rows.
 
     Rows come task by task, level by level (in the set's order of levels). The rows of a (task,
@@ -155,7 +149,6 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: Cac
     """
     from rich.progress import Progress
 
-    finished = finished or {}
     plan: list[tuple[EvalTask, str, list[Entry]]] = []  # (task, level, its entries)
     for task in tasks:
         entries = iset.entries(task.name)
@@ -165,33 +158,31 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: Cac
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task("evaluating", total=todo)
         for task, level, entries in plan:
-            if (task.name, level) in finished:
-                rows.extend(finished[(task.name, level)])
-                continue
-            part: list[dict] = []
-            for entry in entries:
-                bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
-                part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
-                bar.advance(job)
-            if parts is not None:
+            if (part := finished.get((task.name, level))) is None:
+                part = []
+                for entry in entries:
+                    bar.update(job, description=f"{task.name} / {entry.perturbation} #{entry.index}")
+                    part.extend(prediction_rows(task, entry, predict(task, entry.instruction)))
+                    bar.advance(job)
                 parts.save(task.name, level, part)
             rows.extend(part)
     return rows
 
 
 def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: InstructionSet, predictor: Predictor,
-                   run_dir: str | Path, meta: dict | None = None, loggers: Sequence[Any] = (),
-                   progress: bool = True, parts: Parts | None = None, write: bool = True,
-                   config: dict | None = None, log_step: int = 0) -> dict:
+                   run_dir: str | Path, meta: dict, loggers: Sequence[Any], parts: Parts, write: bool,
+                   config: dict | None, log_step: int) -> dict:
     """Evaluate, then write every output into ``run_dir`` and send config, metrics, tables and figures
     to ``loggers``.
 
     Args:
         predictor: a :class:`Predictor` or a
             :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor` (same interface).
+        meta: the run's ``model``, ``adapter``, ``prompt_format``, ... (recorded in ``metrics["run"]``).
         parts: resume from its finished (task, level) parts and save the others as they finish
-            (:class:`coin_lightning.eval.engine.distributed.Parts`); ``None``: neither.
-        write: write files (``False`` on every process but rank 0); the metrics are returned either way.
+            (:class:`coin_lightning.eval.engine.distributed.Parts`).
+        write: write files and show progress (``False`` on every process but rank 0); the metrics are
+            returned either way.
         config: the resolved job config, for each logger's ``log_hyperparams`` (``None``: not logged).
         log_step: the step the scalars and figures are logged at.
 
@@ -208,13 +199,13 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
         iset = attack(settings, iset, tasks, predict, run_dir, meta)
     # Every rank reads the finished parts itself: rank 0 cannot save a new one before the others have
     # read them (each part needs their predictions), so all ranks skip the same parts.
-    finished = parts.finished() if parts is not None else {}
-    rows = evaluate_tasks(tasks, iset, predict, progress and write, parts, finished)
+    finished = parts.finished()
+    rows = evaluate_tasks(tasks, iset, predict, write, parts, finished)
     wall = time.perf_counter() - start
     metrics = summarize(rows, settings.levels)
     metrics["fingerprint"] = fingerprint({t.name: t.uids for t in tasks}, given)
     metrics["run"] = {
-        **(meta or {}), "method": settings.method, "prefix_cache": settings.prefix_cache, "prompt_layout": settings.prompt_layout,
+        **meta, "method": settings.method, "prefix_cache": settings.prefix_cache, "prompt_layout": settings.prompt_layout,
         "samples_per_task": settings.samples_per_task, "seed": settings.seed, "perturb_mode": settings.perturb_mode,
         "query_budget": settings.query_budget if settings.perturb_mode == "adversarial" else None,
         "instructions": iset.source, "eval_seconds": round(wall, 3), "n_predictions": len(rows),
@@ -223,8 +214,7 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     metrics["label_words"] = {t.name: list(t.label_words) for t in tasks}
     if not write:
         return metrics
-    meta = meta or {}
-    title = f"Evaluation of {meta.get('model', 'the model')}" + (f" + {meta['adapter']}" if meta.get("adapter") else "")
+    title = f"Evaluation of {meta['model']}" + (f" + {meta['adapter']}" if meta["adapter"] else "")
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
     log_results(loggers, metrics, figures, config, log_step)

@@ -20,6 +20,9 @@ from coin_lightning.eval.engine.tasks import PROMPT_LAYOUTS, dedup_aliases
 from coin_lightning.eval.instructions.perturb.config import LEVELS, PerturbConfig
 from coin_lightning.model.config import ModelArgs
 
+METHODS = ("generate", "rank")
+"""Values of ``eval.method`` (:class:`coin_lightning.eval.engine.predict.Predictor`)."""
+
 INSTRUCTION_SOURCES = ("default", "promptbench")
 """Values of ``eval.instructions`` (see ``coin_lightning.eval.instructions.sets``)."""
 
@@ -73,8 +76,6 @@ class EvalSettings:
     """The ``eval.perturb`` node (:class:`coin_lightning.eval.instructions.perturb.config.PerturbConfig`)."""
 
     def __post_init__(self) -> None:
-        # deferred: the prediction engine loads transformers
-        from coin_lightning.eval.engine.predict import METHODS
         from coin_lightning.eval.task_files import load_task_files
 
         own = load_task_files(self.task_files)
@@ -85,9 +86,8 @@ class EvalSettings:
             self.tasks = dedup_aliases(self.tasks)
         if not self.levels:
             raise EvalConfigError("eval.levels is empty; give at least one of " + ", ".join(LEVELS))
-        for lv in self.levels:
-            if lv not in LEVELS:
-                raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
+        if (lv := next((lv for lv in self.levels if lv not in LEVELS), None)) is not None:
+            raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
         for key, allowed in (("method", METHODS), ("instructions", INSTRUCTION_SOURCES), ("prompt_layout", PROMPT_LAYOUTS),
                              ("perturb_mode", PERTURB_MODES)):
             check_choice(f"eval.{key}", getattr(self, key), allowed, EvalConfigError)
@@ -152,15 +152,13 @@ def task_groups() -> dict[str, tuple[str, ...]]:
     return {name: tuple(source.eval_tasks) for name, source in SOURCES.items() if source.eval_tasks}
 
 
-def expand_tasks(names: Sequence[str] | str, own: Sequence[str] = ()) -> list[str]:
+def expand_tasks(names: Sequence[str], own: Sequence[str] = ()) -> list[str]:
     """Expand the shorthands of :func:`task_groups` (``glue``, ``embedded``), keep order, drop repeats;
     ``own``: the names of the tasks defined by ``eval.task_files``, also accepted.
 
     Raises:
         EvalConfigError: an unknown task name or an empty list.
     """
-    if isinstance(names, str):
-        names = [names]
     groups, known_tasks = task_groups(), eval_tasks()
     out: list[str] = []
     for name in names:

@@ -88,8 +88,7 @@ def load_task_file(path: str | Path) -> TaskFile:
         raise EvalConfigError(f"{path}: cannot parse: {exc}".splitlines()[0]) from None
     if not isinstance(spec, dict):
         raise EvalConfigError(f"{path}: expected a mapping with keys {', '.join(sorted(KEYS))}")
-    unknown = sorted(set(spec) - KEYS)
-    if unknown:
+    if unknown := sorted(set(spec) - KEYS):
         raise EvalConfigError(f"{path}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(KEYS))}")
     for key in ("data", "label_field"):
         if not isinstance(spec.get(key), str) or not spec[key].strip():
@@ -126,9 +125,8 @@ def _rows(task: TaskFile) -> Iterator[tuple[str, dict]]:
     if task.data.startswith(HUB_PREFIX):
         from coin_lightning.data.sources.hub import load_hub_dataset
 
-        hub_id = task.data[len(HUB_PREFIX):]
-        dataset = load_hub_dataset(hub_id, task.hub_config, task.split, key=f"{task.path}: data")
-        for i, row in enumerate(dataset):
+        hub_id = task.data.removeprefix(HUB_PREFIX)
+        for i, row in enumerate(load_hub_dataset(hub_id, task.hub_config, task.split, key=f"{task.path}: data")):
             yield f"{hub_id} ({task.split}) row {i}", row
         return
     source = (task.path.parent / task.data).resolve()
@@ -185,9 +183,8 @@ def load_task_rows(task: TaskFile, samples: int | None, seed: int) -> EvalTask:
                               meta={"row": where}))
     if not records:
         raise DataError(f"{task.path}: data {task.data!r} has no rows")
-    out = task_from_records(task.name, records, samples, seed, label_words=task.label_words, category=task.category)
-    out.contents = [content(r.fields, task.input_fields) for r in out.records]
-    return out
+    return task_from_records(task.name, records, samples, seed, label_words=task.label_words, category=task.category,
+                             content=lambda r: content(r.fields, task.input_fields))
 
 
 def task_instruction_set(tasks: Sequence[TaskFile], perturb_cfg: PerturbConfig) -> InstructionSet:
@@ -195,8 +192,7 @@ def task_instruction_set(tasks: Sequence[TaskFile], perturb_cfg: PerturbConfig) 
     ``perturb_cfg`` (label words protected), as :func:`coin_lightning.eval.instructions.defaults.default_instruction_set`
     makes them for the built-in tasks."""
     data = {"clean": {t.name: list(t.instructions) for t in tasks}}
-    semantic = {t.name: list(t.semantic) for t in tasks if t.semantic}
-    if semantic:
+    if semantic := {t.name: list(t.semantic) for t in tasks if t.semantic}:
         data["semantic"] = semantic
     source = ", ".join(str(t.path) for t in tasks)
     base = InstructionSet.from_dict(data, source, tasks=[t.name for t in tasks], level_map=perturb_cfg.levels)

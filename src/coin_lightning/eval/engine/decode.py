@@ -67,10 +67,6 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return min(len(os.path.commonprefix([list(s) for s in sequences])), shortest - 1)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _last_position(width: int, device) -> torch.Tensor:
     """``logits_to_keep`` for the last of ``width`` positions, as an index tensor.
 
@@ -86,7 +82,7 @@ def encode_prefix(model, ids: Sequence[int]) -> Prefix | None:
     """Encode ``ids`` once (batch 1, positions ``0..P-1``); ``None`` for an empty prefix."""
     if not ids:
         return None
-    device = _device(model)
+    device = next(model.parameters()).device
     x = torch.tensor([list(ids)], device=device)
     with torch.inference_mode():
         out = model(
@@ -140,7 +136,7 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
     if packed and not can_pack:
         raise ValueError("prefill(packed=True) needs a model attending with packed rows (model.packed_sequences, "
                          "no sliding window)")
-    device = _device(model)
+    device = next(model.parameters()).device
     ids, mask = pad_rows(suffixes, pad_id, device)
     if can_pack and packed is not False:
         return _prefill_packed(model, ids, mask, prefix, hidden)
@@ -224,11 +220,9 @@ def label_log_likelihoods(model, state: Prefilled, candidates: Sequence[Sequence
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("label_log_likelihoods needs non-empty candidate token lists")
-    batch = state.last_logits.shape[0]
-    logp0 = torch.log_softmax(state.last_logits, dim=-1)
-    scores = logp0[:, [c[0] for c in candidates]]
+    scores = torch.log_softmax(state.last_logits, dim=-1)[:, [c[0] for c in candidates]]
     longer = [j for j, c in enumerate(candidates) if len(c) > 1]
-    step = max(1, max_rows // batch)
+    step = max(1, max_rows // state.last_logits.shape[0])
     for start in range(0, len(longer), step):
         chunk = longer[start:start + step]
         cache = state.cache if start + step >= len(longer) else copy.deepcopy(state.cache)  # the last chunk consumes it

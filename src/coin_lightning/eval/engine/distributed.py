@@ -156,8 +156,6 @@ class ShardedPredictor:
         """As :meth:`Predictor.predict`: ``N`` predictions in the order of ``contents``, on every rank."""
         with self.fabric.autocast():
             mine = self.predictor.predict(instruction, contents, label_words, shard=self.shard)
-        if self.fabric.world_size == 1:
-            return mine  # type: ignore[return-value]
         local = {i: p for i, p in enumerate(mine) if p is not None}
         merged = {i: p for part in self._gather(local) for i, p in part.items()}
         return [merged[i] for i in range(len(contents))]
@@ -173,12 +171,10 @@ class ShardedPredictor:
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (sent by SLURM and ``kill``) raises ``KeyboardInterrupt`` as Ctrl-C
-    does, so both stop an evaluation the same way; the previous handler is restored afterwards."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
+    does (Python's ``signal.default_int_handler``), so both stop an evaluation the same way; the previous
+    handler is restored afterwards."""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
@@ -242,10 +238,6 @@ class Parts:
                                       f"{self.key.get(k)!r}): rerun with the same settings to resume, or use another "
                                       "output directory")
 
-    def path(self, task: str, level: str) -> Path:
-        """The file of one part."""
-        return self.dir / f"{task}.{level}.jsonl"
-
     def finished(self) -> dict[tuple[str, str], list[dict]]:
         """``{(task, level): rows}`` of every saved part (empty when nothing was saved).
 
@@ -269,4 +261,4 @@ class Parts:
             return
         if not (self.dir / SETTINGS_FILE).is_file():
             write_json(self.dir / SETTINGS_FILE, self.key)
-        write_jsonl(self.path(task, level), rows)
+        write_jsonl(self.dir / f"{task}.{level}.jsonl", rows)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from coin_lightning.eval.engine.decode import Prefilled
 
@@ -64,11 +64,7 @@ def parse_label(answer: str, label_words: Sequence[str]) -> int:
     """
     text = normalize_answer(answer)
     order = sorted(range(len(label_words)), key=lambda i: -len(label_words[i]))
-    for i in order:
-        word = label_words[i].lower()
-        if word and text.startswith(word):
-            return i
-    return UNPARSEABLE
+    return next((i for i in order if label_words[i] and text.startswith(label_words[i].lower())), UNPARSEABLE)
 
 
 def answer_decided(text: str, label_words: Sequence[str]) -> bool:
@@ -113,14 +109,11 @@ class AnswerDecided(StoppingCriteria):
         self.tokenizer, self.label_words, self.start = tokenizer, list(label_words), start
         self.decided_at: list[int | None] = []
 
-    def decided(self, new_ids: Sequence[int]) -> bool:
-        """Whether the answer of these new token ids is settled (:func:`answer_decided`)."""
-        return answer_decided(self.tokenizer.decode(list(new_ids), skip_special_tokens=True), self.label_words)
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label."""
+        """Bool ``[B]``: the rows whose new tokens ``input_ids[:, start:]`` settle their label
+        (:func:`answer_decided`)."""
         rows = input_ids[:, self.start:].tolist()
-        done = [self.decided(r) for r in rows]
+        done = [answer_decided(self.tokenizer.decode(r, skip_special_tokens=True), self.label_words) for r in rows]
         self.decided_at = [at if at is not None else (len(r) if d else None)
                            for at, d, r in zip(self.decided_at or [None] * len(rows), done, rows)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
@@ -148,8 +141,6 @@ def stacked_cache(states: Sequence[Prefilled]):
     """
     if not states:
         raise ValueError("stacked_cache needs at least one prefilled batch")
-    from transformers import DynamicCache
-
     width = max(int(s.attention_mask.shape[1]) for s in states)
 
     def stack(tensors):  # [B_i, kv, W_i, D] -> [sum B_i, kv, W, D], zeros on the left
@@ -195,9 +186,8 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
                              pad_token_id=pad_id, use_cache=True,
                              stopping_criteria=StoppingCriteriaList([decided]) if decided else None)
     stop = set(stop_ids)
-    new = []
-    for i, row in enumerate(out[:, ids.shape[1]:].tolist()):
-        cut = next((j for j, t in enumerate(row) if t in stop), len(row))
-        at = decided.decided_at[i] if decided is not None and decided.decided_at else None
-        new.append(row[: min(cut, at) if at is not None else cut])  # the padding after a decided answer is not the model's
-    return new
+    rows = out[:, ids.shape[1]:].tolist()
+    cuts = [next((j for j, t in enumerate(row) if t in stop), len(row)) for row in rows]
+    decided_at = (decided.decided_at if decided is not None else None) or [None] * len(rows)
+    # the padding after a decided answer is not the model's
+    return [row[:cut if at is None else min(cut, at)] for row, cut, at in zip(rows, cuts, decided_at)]

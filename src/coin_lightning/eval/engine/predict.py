@@ -33,8 +33,6 @@ from coin_lightning.eval.engine.generation import generate_after, parse_label
 from coin_lightning.eval.engine.tasks import eval_prompt
 from coin_lightning.losses import pool_hidden
 
-METHODS = ("generate", "rank")
-
 
 @dataclass
 class Prediction:
@@ -46,13 +44,6 @@ class Prediction:
     """Predicted label id, ``-1`` when the answer starts with no label word."""
     scores: list[float] | None = None
     """``rank``: summed log-likelihood (nats) of each label word, by label id; else ``None``."""
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """End-of-sequence ids: the tokenizer's EOS and the model's ``generation_config.eos_token_id``."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    return sorted({int(i) for i in [tokenizer.eos_token_id, *eos] if i is not None})
 
 
 class Predictor:
@@ -90,7 +81,10 @@ class Predictor:
         self.prefix_cache = prefix_cache
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
-        self.stop_ids = stop_token_ids(model, tokenizer)
+        # end-of-sequence ids: the tokenizer's EOS and the model's generation_config.eos_token_id
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.stop_ids = sorted({int(i) for i in [tokenizer.eos_token_id, *eos] if i is not None})
         self._word_ids: dict[str, list[int]] = {}
 
     def prompt(self, instruction: str, content: str) -> str:
@@ -108,23 +102,19 @@ class Predictor:
             self._word_ids[word] = list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
         return self._word_ids[word]
 
-    def batches(self, instruction: str, contents: Sequence[str], hidden: bool = False, shard: tuple[int, int] = (0, 1)):
-        """Yield ``(row indices, Prefilled)`` for the rows of one instruction, longest prompts first.
-
-        ``shard=(r, W)`` keeps the batches ``r, r + W, ...`` of that order (one process of ``W`` that
-        share the rows, :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor`); the batches and the
-        shared prefix are those of all rows, so the shards together compute what one process does.
-        """
-        sequences = self.encode([self.prompt(instruction, c) for c in contents])
-        yield from self._prefilled(sequences, hidden, shard)
-
     def _my_batches(self, sequences: list[list[int]], shard: tuple[int, int]) -> list[list[int]]:
         """Row indices of this ``shard``'s batches: batches of ``batch_size`` rows, longest first."""
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)][shard[0]::shard[1]]
 
-    def _prefilled(self, sequences: list[list[int]], hidden: bool, shard: tuple[int, int]):
-        """:meth:`batches` of token lists (each prefilled as it is)."""
+    def batches(self, sequences: list[list[int]], hidden: bool = False, shard: tuple[int, int] = (0, 1)):
+        """Yield ``(row indices, Prefilled)`` for the token lists of one instruction's rows (each prefilled as
+        it is), longest first.
+
+        ``shard=(r, W)`` keeps the batches ``r, r + W, ...`` of that order (one process of ``W`` that
+        share the rows, :class:`~coin_lightning.eval.engine.distributed.ShardedPredictor`); the batches and the
+        shared prefix are those of all rows, so the shards together compute what one process does.
+        """
         mine = self._my_batches(sequences, shard)
         if not mine:
             return
@@ -151,16 +141,16 @@ class Predictor:
         if not contents:
             return []
         results: list[Prediction | None] = [None] * len(contents)
+        sequences = self.encode([self.prompt(instruction, c) for c in contents])
         if self.method == "rank":
             candidates = [self.word_ids(w) for w in label_words]
-            for rows, state in self.batches(instruction, contents, shard=shard):
+            for rows, state in self.batches(sequences, shard=shard):
                 scores = label_log_likelihoods(self.model, state, candidates, self.pad_id)
                 for j, i in enumerate(rows):
                     best = int(torch.argmax(scores[j]))
                     results[i] = Prediction(answer=label_words[best], pred=best, scores=scores[j].tolist())
             return results  # type: ignore[return-value]
         # generate: prefill each prompt but its last token, which model.generate runs before decoding
-        sequences = self.encode([self.prompt(instruction, c) for c in contents])
         if min(len(s) for s in sequences) < 2:
             raise ValueError("Predictor.generate: a prompt of fewer than 2 tokens (check the prompt format)")
         pending: list[tuple[list[int], Prefilled]] = []
@@ -174,7 +164,7 @@ class Predictor:
                 results[i] = Prediction(answer=text, pred=parse_label(text, label_words))
             pending.clear()
 
-        for rows, state in self._prefilled([s[:-1] for s in sequences], False, shard):
+        for rows, state in self.batches([s[:-1] for s in sequences], shard=shard):
             pending.append((rows, state))
             if sum(len(r) for r, _ in pending) + self.batch_size > self.decode_batch_size:
                 decode_pending()
@@ -195,11 +185,11 @@ class Predictor:
         Raises:
             ValueError: an unknown ``pooling``.
         """
+        prompts = self.encode([self.prompt(instruction, c) for c in contents])
         if responses is None:
-            for rows, state in self.batches(instruction, contents, hidden=True, shard=shard):
+            for rows, state in self.batches(prompts, hidden=True, shard=shard):
                 yield rows, state.last_hidden.cpu()
             return
-        prompts = self.encode([self.prompt(instruction, c) for c in contents])
         end = [self.tokenizer.eos_token_id] if eos else []
         sequences = [p + self.word_ids(r) + end for p, r in zip(prompts, responses)]
         device = next(self.model.parameters()).device

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.predict import Predictor
@@ -98,10 +97,8 @@ def similarity_summary(states: Sequence[dict]) -> dict:
         if s["perturbation"] == "clean" or base is None:
             continue
         sims = paired_cosine(base, s["states"]).tolist()
-        by_level[s["level"]] += sims
-        by_pert[s["perturbation"]] += sims
-        by_task[s["task"]][s["level"]] += sims
-        everything += sims
+        for group in (by_level[s["level"]], by_pert[s["perturbation"]], by_task[s["task"]][s["level"]], everything):
+            group.extend(sims)
     if not everything:
         raise EvalConfigError("no perturbed instruction has a clean partner (same task and index)")
 
@@ -115,41 +112,3 @@ def similarity_summary(states: Sequence[dict]) -> dict:
         "per_task": {t: {k: mean(v) for k, v in d.items()} for t, d in by_task.items()},
         "n_pairs": len(everything),
     }
-
-
-def representation_figure(states: Sequence[dict], method: str = "umap", seed: int = 0) -> Figure:
-    """Scatter of the projected states, one panel per task, coloured by perturbation level.
-
-    All states are projected together, so panels share one embedding.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.concatenate([s["states"].numpy() for s in states])
-    xy = project(x, method, seed)
-    tasks = list(dict.fromkeys(s["task"] for s in states))
-    levels = list(dict.fromkeys(s["level"] for s in states))
-    colours = {lv: plt.get_cmap("tab10")(i) for i, lv in enumerate(levels)}
-    cols = min(len(tasks), 3)
-    rows = (len(tasks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
-    start = 0
-    for s in states:
-        n = len(s["states"])
-        ax = axes.flat[tasks.index(s["task"])]
-        ax.scatter(xy[start:start + n, 0], xy[start:start + n, 1], s=8, alpha=0.7, color=colours[s["level"]],
-                   label=s["level"], marker="o" if s["level"] == "clean" else "^")
-        start += n
-    for i, t in enumerate(tasks):
-        ax = axes.flat[i]
-        ax.set_title(t)
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize="x-small")
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    fig.suptitle(f"Last-token representations ({method.upper()}), clean vs perturbed instructions")
-    fig.tight_layout()
-    return fig

@@ -113,8 +113,7 @@ def sample_rows(records: Sequence[Record], n: int | None, seed: int, key: str) -
         return list(records)
     if n <= 0:
         raise DataError(f"eval.samples_per_task={n}: must be positive or null")
-    picked = sorted(random.Random(f"{seed}/{key}").sample(range(len(records)), n))
-    return [records[i] for i in picked]
+    return [records[i] for i in sorted(random.Random(f"{seed}/{key}").sample(range(len(records)), n))]
 
 
 def load_task(name: str, root: str | Path | None, samples: int | None, seed: int) -> EvalTask | None:
@@ -163,11 +162,9 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
         golds = [label_words.index(r.target.strip()) for r in rows]
     else:
         label_words = tuple(label_words)
-        golds = []
-        for r in rows:
-            if r.label is None or not 0 <= r.label < len(label_words):
-                raise DataError(f"task {name!r}: record {r.uid!r} has label {r.label!r}, not an id of {label_words}")
-            golds.append(r.label)
+        if (bad := next((r for r in rows if r.label is None or not 0 <= r.label < len(label_words)), None)) is not None:
+            raise DataError(f"task {name!r}: record {bad.uid!r} has label {bad.label!r}, not an id of {label_words}")
+        golds = [r.label for r in rows]
     return EvalTask(
         name=name,
         category=category,

@@ -1,8 +1,9 @@
 """Figures of evaluation results (matplotlib, Agg backend) and sending an evaluation to the configured
 Lightning loggers (``conf/logger``: CSV, TensorBoard, W&B).
 
-Each ``*_figure`` function takes metrics dicts (:func:`coin_lightning.eval.scoring.metrics.summarize`) and
-returns a ``matplotlib.figure.Figure``; :func:`save_png` writes one atomically and
+Each ``*_figure`` function takes metrics dicts (:func:`coin_lightning.eval.scoring.metrics.summarize`), or
+comparisons of them, or (:func:`representation_figure`) the hidden states of ``analyze``, and returns a
+``matplotlib.figure.Figure``; :func:`save_png` writes one atomically and
 :func:`log_figures` sends them to a TensorBoard / W&B logger (other loggers, e.g. CSV, get the PNGs
 in their log directory). :func:`log_results` gives every logger the resolved config
 (``log_hyperparams``), the scalar metrics (:func:`flat_metrics`) and the figures; a ``WandbLogger``
@@ -16,17 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from coin_lightning.eval.reports.tables import PER_INSTRUCTION_COLUMNS, PER_TASK_LEVEL_COLUMNS  # noqa: E402
+from coin_lightning.eval.reports.tables import TABLES  # noqa: E402
 from coin_lightning.io import atomic_path  # noqa: E402
 from coin_lightning.training.loggers import log_config  # noqa: E402
-
-TABLES = {"per_task_level": PER_TASK_LEVEL_COLUMNS, "per_instruction": PER_INSTRUCTION_COLUMNS}
-"""Metrics entries logged as tables, with their columns (as the run directory's CSV files)."""
 
 
 def _percent(values: Sequence[float | None]) -> list[float]:
@@ -36,15 +35,11 @@ def _percent(values: Sequence[float | None]) -> list[float]:
 def _bar_figure(groups: Sequence[str], series: dict[str, list[float | None]], errors: dict | None, title: str,
                 width: float, ylabel: str = "accuracy (%)") -> Figure:
     """Grouped bars: one group per entry of ``groups``, one bar per series (fractions drawn in %, ``None`` as
-    0), ``width`` inches per group (at least 6 in all). ``errors``: per series, a value per bar
-    (symmetric) or ``(below, above)`` per bar."""
+    0), ``width`` inches per group (at least 6 in all). ``errors``: per series, ``(below, above)`` per bar."""
     fig, ax = plt.subplots(figsize=(max(6, width * len(groups)), 4), layout="tight")
     n = max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
-        es = None
-        if errors is not None:  # (below, above) per bar
-            pairs = [e if isinstance(e, tuple) else (e, e) for e in errors[name]]
-            es = [_percent([pair[j] for pair in pairs]) for j in (0, 1)]
+        es = [_percent([e[j] for e in errors[name]]) for j in (0, 1)] if errors is not None else None
         ax.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in range(len(groups))], _percent(values), 0.8 / n, yerr=es,
                label=name, capsize=2)
     ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
@@ -63,7 +58,7 @@ def accuracy_by_level_figure(metrics: dict, title: str = "Accuracy by perturbati
 
     levels = metrics["levels"]
     return _bar_figure(list(metrics["tasks"]) + ["average"], {lv: column(lv, "mean") for lv in levels},
-                       {lv: column(lv, "std") for lv in levels}, title, 1.1)
+                       {lv: [(e, e) for e in column(lv, "std")] for lv in levels}, title, 1.1)
 
 
 def clean_vs_perturbed_figure(metrics: dict, title: str = "Clean vs perturbed instructions") -> Figure:
@@ -139,10 +134,9 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
     order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)
     levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), "perturbed"]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4), layout="tight")
-    n = len(deltas)
     for k, (name, d) in enumerate(deltas.items()):
         cells = [d["per_level"].get(lv) if lv != "perturbed" else d["perturbed"] for lv in levels]
-        xs = [i + (k - (n - 1) / 2) * 0.18 for i in range(len(levels))]
+        xs = [i + (k - (len(deltas) - 1) / 2) * 0.18 for i in range(len(levels))]
         ys = [100 * c["delta"] for c in cells]
         low = [100 * (c["delta"] - c["low"]) if c.get("low") is not None else 0.0 for c in cells]
         high = [100 * (c["high"] - c["delta"]) if c.get("high") is not None else 0.0 for c in cells]
@@ -154,6 +148,36 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
            ylabel="Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))
     ax.legend(fontsize="small", loc="best")
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def representation_figure(states: Sequence[dict], method: str = "umap", seed: int = 0) -> Figure:
+    """Scatter of the projected states, one panel per task, coloured by perturbation level.
+
+    All states are projected together, so panels share one embedding.
+    """
+    from coin_lightning.eval.engine.representations import project  # loads the prediction engine (transformers)
+
+    xy = project(np.concatenate([s["states"].numpy() for s in states]), method, seed)
+    tasks = list(dict.fromkeys(s["task"] for s in states))
+    levels = list(dict.fromkeys(s["level"] for s in states))
+    colours = {lv: plt.get_cmap("tab10")(i) for i, lv in enumerate(levels)}
+    cols = min(len(tasks), 3)
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for s, points in zip(states, np.split(xy, np.cumsum([len(s["states"]) for s in states])[:-1])):
+        ax = axes.flat[tasks.index(s["task"])]
+        ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.7, color=colours[s["level"]],
+                   label=s["level"], marker="o" if s["level"] == "clean" else "^")
+    for ax, t in zip(axes.flat, tasks):
+        ax.set_title(t)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize="x-small")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle(f"Last-token representations ({method.upper()}), clean vs perturbed instructions")
+    fig.tight_layout()
     return fig
 
 

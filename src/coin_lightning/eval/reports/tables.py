@@ -57,8 +57,7 @@ def results_markdown(metrics: dict, title: str = "Evaluation") -> str:
         return markdown_table(["task"] + list(lvs), body)
 
     parts = [f"# {title}\n\n"]
-    run = metrics.get("run")
-    if run:
+    if run := metrics.get("run"):
         parts.append(f"Method `{run.get('method')}`, prompt format `{run.get('prompt_format')}`, "
                      f"{run.get('samples_per_task')} rows per task (seed {run.get('seed')}), "
                      f"instructions: {run.get('instructions')}.\n\n")
@@ -78,9 +77,10 @@ def results_markdown(metrics: dict, title: str = "Evaluation") -> str:
     return "".join(parts)
 
 
-PER_INSTRUCTION_COLUMNS = ("task", "category", "level", "perturbation", "instruction_index", "n", "correct",
-                           "accuracy", "unparseable", "pdr", "instruction")
-PER_TASK_LEVEL_COLUMNS = ("task", "category", "level", "mean", "std", "n_instructions", "pdr", "unparseable")
+TABLES = {"per_task_level": ("task", "category", "level", "mean", "std", "n_instructions", "pdr", "unparseable"),
+          "per_instruction": ("task", "category", "level", "perturbation", "instruction_index", "n", "correct",
+                              "accuracy", "unparseable", "pdr", "instruction")}
+"""Metrics entries written as CSV tables (``FILES["<name>_csv"]``) and logged as tables, with their columns."""
 
 
 def write_results(run_dir: str | Path, rows: Sequence[dict], metrics: dict, title: str = "Evaluation") -> dict[str, Path]:
@@ -90,14 +90,11 @@ def write_results(run_dir: str | Path, rows: Sequence[dict], metrics: dict, titl
         ``{kind: path}`` of the written files.
     """
     run_dir = Path(run_dir)
-    return {
-        "predictions": write_jsonl(run_dir / FILES["predictions"], list(rows)),
-        "metrics": write_json(run_dir / FILES["metrics"], metrics),
-        "per_instruction_csv": write_text(run_dir / FILES["per_instruction_csv"],
-                                          to_csv(metrics["per_instruction"], PER_INSTRUCTION_COLUMNS)),
-        "per_task_level_csv": write_text(run_dir / FILES["per_task_level_csv"],
-                                         to_csv(metrics["per_task_level"], PER_TASK_LEVEL_COLUMNS)),
-        "markdown": write_text(run_dir / FILES["markdown"], results_markdown(metrics, title)),
-    }
+    out = {"predictions": write_jsonl(run_dir / FILES["predictions"], list(rows)),
+           "metrics": write_json(run_dir / FILES["metrics"], metrics)}
+    for name, columns in TABLES.items():
+        out[f"{name}_csv"] = write_text(run_dir / FILES[f"{name}_csv"], to_csv(metrics[name], columns))
+    out["markdown"] = write_text(run_dir / FILES["markdown"], results_markdown(metrics, title))
+    return out
 
 

@@ -24,8 +24,7 @@ class ComparisonError(UserError, ValueError):
 def run_name(run_dir: str | Path, metrics: dict) -> str:
     """A short label: the adapter's directory (its parent when it is named ``adapter``), else the model."""
     run = metrics.get("run", {})
-    adapter = run.get("adapter")
-    if adapter:
+    if adapter := run.get("adapter"):
         p = Path(str(adapter))
         return p.parent.name if p.name in ("adapter", "final", "") else p.name
     return str(run.get("model") or Path(run_dir).name)
@@ -89,14 +88,11 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
                 else {k: m["per_level"][lv][k] for k in ("mean", "std", "pdr")} for m in metrics]
         per_level[lv] = {n: {**v, "delta": _delta(v["mean"], vals[0]["mean"])} for n, v in zip(names, vals)}
     means = [{(c["task"], c["level"]): c["mean"] for c in m["per_task_level"]} for m in metrics]
-    cells = []
-    for t in tasks:
-        for lv in levels:
-            vals = [by.get((t, lv)) for by in means]
-            row = {"task": t, "level": lv}
-            for n, v in zip(names, vals):
-                row.update({n: v, f"{n} delta": _delta(v, vals[0])})
-            cells.append(row)
+    cells = [{"task": t, "level": lv} for t in tasks for lv in levels]
+    for row in cells:
+        vals = [by.get((row["task"], row["level"])) for by in means]
+        for n, v in zip(names, vals):
+            row.update({n: v, f"{n} delta": _delta(v, vals[0])})
     per_category = {c: {lv: {n: m["per_category"][c][lv]["mean"] for n, m in zip(names, metrics)
                              if lv in m["per_category"].get(c, {})} for lv in by}
                     for c, by in metrics[0].get("per_category", {}).items()}

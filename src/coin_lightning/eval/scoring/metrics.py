@@ -41,10 +41,8 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def _pstd(xs: Sequence[float]) -> float | None:
-    if not xs:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+    m = _mean(xs)
+    return None if m is None else math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
 
 
 def pdr(acc_perturbed: float, acc_clean: float) -> float | None:
@@ -107,22 +105,20 @@ def per_task_level(instructions: Sequence[dict]) -> list[dict]:
     out = []
     for (task, level), items in groups.items():
         accs = [g["accuracy"] for g in items]
-        pdrs = [g["pdr"] for g in items if g["pdr"] is not None]
         out.append({
             "task": task, "category": items[0]["category"], "level": level,
             "mean": _mean(accs), "std": _pstd(accs), "n_instructions": len(items),
             "unparseable": _mean([g["unparseable"] for g in items]),
-            "pdr": _mean(pdrs) if level != CLEAN else None,
+            "pdr": _mean([g["pdr"] for g in items if g["pdr"] is not None]) if level != CLEAN else None,
         })
     return sorted(out, key=lambda r: (r["task"], r["level"]))
 
 
 def _average(cells: Sequence[dict]) -> dict:
-    pdrs = [c["pdr"] for c in cells if c["pdr"] is not None]
     return {
         "mean": _mean([c["mean"] for c in cells]),
         "std": _mean([c["std"] for c in cells]),
-        "pdr": _mean(pdrs),
+        "pdr": _mean([c["pdr"] for c in cells if c["pdr"] is not None]),
         "unparseable": _mean([c["unparseable"] for c in cells]),
         "n_tasks": len({c["task"] for c in cells}),
     }

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from coin_lightning.data.records import DataError, Example, Group, build_prompt
-from coin_lightning.data.templates import DERIVED_FIELDS
+from coin_lightning.data.templates import DERIVED_FIELDS, placeholder_names
 
 IGNORE_INDEX = -100
 """Label of positions without language-model loss (``torch.nn.CrossEntropyLoss`` default)."""
@@ -176,11 +176,9 @@ class Encoder:
         return p
 
     def _shorten_fields(self, ex: Example, p: list[int], budget: int) -> list[int]:
-        from string import Formatter
-
-        names = [n for _, n, _, _ in Formatter().parse(ex.template_input) if n and n not in DERIVED_FIELDS]
         values = dict(ex.values)
-        field_ids = {n: self._tok([values[n]], False)[0] for n in dict.fromkeys(names) if n in values}
+        names = [n for n in placeholder_names(ex.template_input) if n in values and n not in DERIVED_FIELDS]
+        field_ids = {n: self._tok([values[n]], False)[0] for n in names}
         for _ in range(8):
             excess = len(p) - budget
             if excess <= 0 or not field_ids:

@@ -90,8 +90,7 @@ class LengthGroupedSampler(DistributedSampler):
         idx = list(range(n))
         if self.shuffle:
             rng.shuffle(idx)
-        if self.total_size > n:
-            idx += [idx[i % n] for i in range(self.total_size - n)] if n else []
+        idx += [idx[i % n] for i in range(self.total_size - n)] if n else []  # padded to whole steps
         idx = idx[: self.total_size]
         step = self.batch_items * self.num_replicas
         chunk = step * self.mega_batch_steps

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Record, skip_or_raise
 from coin_lightning.data.templates import TemplateBank
 
 
@@ -143,7 +143,6 @@ def validate_records(
             row), a missing placeholder, a bad label or an empty target (names file and row) unless
             skipped.
     """
-    stats = {} if stats is None else stats
     sets_cache: dict[str, list[int]] = {}
     inputs_checked: set[str] = set()
     out = []
@@ -158,10 +157,8 @@ def validate_records(
                     )
                 sets_cache[r.task] = sorted({i for s in sets for i in s})
             bank.check(r, sets_cache[r.task])
-        except DataError:
-            if on_error != "skip":
-                raise
-            stats["skipped"] = stats.get("skipped", 0) + 1
+        except DataError as exc:
+            skip_or_raise(exc, on_error, stats)
             continue
         if r.task not in inputs_checked:  # outside the try: the bank is at fault, on_error=skip does not apply
             _check_inputs_used(r, bank, sets_cache[r.task])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from coin_lightning.data.grouping import groups_from_pairs
-from coin_lightning.data.records import DataError, Group, Record
+from coin_lightning.data.records import DataError, Group, Record, skip_or_raise
 from coin_lightning.data.sources.base import Source, absolute, count_tasks
 
 VAL_ROWS = ("seeded", "last")
@@ -123,9 +123,7 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
         if error is None and a.task != b.task:
             error = f"{path}: data rows {k} and {k + 1} form a pair but name different tasks ({a.task!r}, {b.task!r})"
         if error is not None:
-            if on_error != "skip":
-                raise DataError(error)
-            stats["skipped"] = stats.get("skipped", 0) + (2 if k + 1 < len(rows) else 1)
+            skip_or_raise(DataError(error), on_error, stats, 2 if k + 1 < len(rows) else 1)
             continue
         pairs.append((a, b))
     if not pairs:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,16 +74,7 @@ class EmbeddedTask:
 
 
 def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    f = 3
-    while f * f <= n:
-        if n % f == 0:
-            return False
-        f += 2
-    return True
+    return n == 2 or (n > 2 and n % 2 == 1 and all(n % f for f in range(3, math.isqrt(n) + 1, 2)))
 
 
 # --- arithmetic truth -------------------------------------------------------------------------

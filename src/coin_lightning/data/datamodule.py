@@ -102,8 +102,7 @@ class CoinDataModule(L.LightningDataModule):
     def _build(self) -> None:
         stats: dict[str, Any] = {"source": self.source, "skipped": 0}
         train, val = SOURCES[self.source].groups(self, stats)
-        stats["train_groups"], stats["val_groups"] = len(train), len(val)
-        stats["pairs_per_item"] = self.pairs_per_item
+        stats.update(train_groups=len(train), val_groups=len(val), pairs_per_item=self.pairs_per_item)
         self.train_dataset, self.val_dataset = GroupDataset(train), GroupDataset(val)
         self.stats = stats
         if stats["skipped"]:

@@ -108,9 +108,8 @@ def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: ran
         j = nearest_different(i)
         if j is None:  # every other record has the same answer: take a neighbour, counted
             p = pos[i]
-            cands = [order[q] for q in (p - 1, p + 1) if 0 <= q < n and base[order[q]] != base[i]]
-            if not cands:
-                cands = [k for k in range(n) if base[k] != base[i]]
+            cands = ([order[q] for q in (p - 1, p + 1) if 0 <= q < n and base[order[q]] != base[i]]
+                     or [k for k in range(n) if base[k] != base[i]])
             if not cands:
                 raise DataError(f"task {rs[i].task!r} has a single record; a hard negative needs another record of the task")
             j = rng.choice(cands)

@@ -57,9 +57,7 @@ def format_options(options: Iterable[str]) -> str:
 def format_choices(options: Iterable[str]) -> str:
     """The options quoted in running text: ``'a' or 'b'``, ``'a', 'b' or 'c'`` (own templates' ``{choices}``)."""
     quoted = [f"'{o}'" for o in options]
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted)
 
 
 @dataclass(frozen=True)

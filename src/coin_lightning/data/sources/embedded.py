@@ -237,9 +237,8 @@ def load_embedded(
     split = "test" if split == "validation" else split
     if split not in SPLITS:
         raise DataError(f"unknown embedded split {split!r}; choose one of {', '.join(SPLITS)}")
-    names = list(EMBEDDED_TASKS) if tasks is None else list(tasks)
     records: list[Record] = []
-    for name in names:
+    for name in EMBEDDED_TASKS if tasks is None else tasks:
         if name not in EMBEDDED_TASKS:
             raise DataError(f"unknown embedded task {name!r}; known: {', '.join(EMBEDDED_TASKS)}")
         spec = EMBEDDED_TASKS[name]

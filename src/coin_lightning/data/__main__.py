@@ -70,15 +70,13 @@ def show(cfg, n: int = 3, tokenize: bool = False, console=None):
     ds = dm.train_dataset
     for i in range(min(n, len(ds))):
         group = ds.groups[i]
-        enc = ds.encoded[i] if ds.encoded is not None else None
+        rows = ds.encoded[i].rows if ds.encoded is not None else [None] * len(group.examples)  # collation order
         k = len(group.pairs)
         shown = []  # (label, example, encoded row), pair by pair
         for j, pair in enumerate(group.pairs):
             tag = "anchor pair" if j == 0 else "hard-negative pair"
-            shown.append((f"{tag}: original", pair.original, enc.originals[j] if enc else None))
-            shown.append((f"{tag}: paraphrase", pair.paraphrase, enc.paraphrases[j] if enc else None))
-        for j, neg in enumerate(group.negatives):
-            shown.append(("hard negative (extra column)", neg, enc.negatives[j] if enc else None))
+            shown += [(f"{tag}: original", pair.original, rows[j]), (f"{tag}: paraphrase", pair.paraphrase, rows[k + j])]
+        shown += [("hard negative (extra column)", neg, rows[2 * k + j]) for j, neg in enumerate(group.negatives)]
         console.rule(f"group {i} ({k} pair(s), {len(group.negatives)} extra negative(s))")
         for label, ex, row in shown:
             tokens = f"  tokens={len(row.ids)} (prompt {row.n_prompt})" if row is not None else ""

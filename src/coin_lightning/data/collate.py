@@ -34,9 +34,10 @@ from itertools import islice
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from coin_lightning.data.records import DataError, Example, Group, build_prompt
-from coin_lightning.data.templates import DERIVED_FIELDS
+from coin_lightning.data.templates import DERIVED_FIELDS, placeholder_names
 
 IGNORE_INDEX = -100
 """Label of positions without language-model loss (``torch.nn.CrossEntropyLoss`` default)."""
@@ -176,11 +177,9 @@ class Encoder:
         return p
 
     def _shorten_fields(self, ex: Example, p: list[int], budget: int) -> list[int]:
-        from string import Formatter
-
-        names = [n for _, n, _, _ in Formatter().parse(ex.template_input) if n and n not in DERIVED_FIELDS]
         values = dict(ex.values)
-        field_ids = {n: self._tok([values[n]], False)[0] for n in dict.fromkeys(names) if n in values}
+        names = [n for n in placeholder_names(ex.template_input) if n in values and n not in DERIVED_FIELDS]
+        field_ids = {n: self._tok([values[n]], False)[0] for n in names}
         for _ in range(8):
             excess = len(p) - budget
             if excess <= 0 or not field_ids:
@@ -226,28 +225,23 @@ def collate(items: Sequence[EncodedGroup], pad_token_id: int) -> dict:
     if negatives and len(negatives) != len(originals):
         raise DataError("a batch mixes groups with and without hard-negative rows")
     rows = originals + paraphrases + negatives
-    n_lm = len(originals) + len(paraphrases)
-    R, T = len(rows), max(len(r.ids) for r in rows)
-    input_ids = torch.full((R, T), int(pad_token_id), dtype=torch.long)
-    attention_mask = torch.zeros((R, T), dtype=torch.long)
-    labels = torch.full((R, T), IGNORE_INDEX, dtype=torch.long)
-    response_start = torch.empty(R, dtype=torch.long)
-    for i, row in enumerate(rows):
-        L = len(row.ids)
-        ids = torch.from_numpy(row.ids)
-        input_ids[i, T - L:] = ids
-        attention_mask[i, T - L:] = 1
-        start = T - L + row.n_prompt
-        response_start[i] = start
-        if i < n_lm:
-            labels[i, start:] = ids[row.n_prompt:]
+    ids = [torch.from_numpy(r.ids) for r in rows]
+    n_lm = len(originals) + len(paraphrases)  # the negatives have no language-model loss
+    labels = [torch.cat((torch.full((r.n_prompt,), IGNORE_INDEX), x[r.n_prompt:])) for r, x in zip(rows[:n_lm], ids)]
+    labels += [torch.full_like(x, IGNORE_INDEX) for x in ids[n_lm:]]
+    input_ids = _left_pad(ids, int(pad_token_id))
     return {
         "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": labels,
-        "response_start": response_start,
+        "attention_mask": _left_pad([torch.ones_like(x) for x in ids], 0),
+        "labels": _left_pad(labels, IGNORE_INDEX),
+        "response_start": input_ids.shape[1] - torch.tensor([len(x) - r.n_prompt for r, x in zip(rows, ids)]),
         "num_pairs": len(originals),
     }
+
+
+def _left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    """Long ``[R, T]``: the rows right-aligned, ``value`` on their left (``T`` the longest row)."""
+    return pad_sequence(rows, batch_first=True, padding_value=value, padding_side="left")
 
 
 class Collator:

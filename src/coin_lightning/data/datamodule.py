@@ -30,8 +30,7 @@ from coin_lightning.data.config import DataArgs
 from coin_lightning.data.records import DataError
 from coin_lightning.data.samplers import GroupDataset, train_sampler
 from coin_lightning.data.sources import SOURCES
-from coin_lightning.data.sources.base import absolute
-from coin_lightning.data.sources.hub import load_hub_dataset
+from coin_lightning.data.sources.base import absolute, load_hub_dataset
 from coin_lightning.data.template_files import load_template_bank
 from coin_lightning.data.templates import TemplateBank
 
@@ -103,8 +102,7 @@ class CoinDataModule(L.LightningDataModule):
     def _build(self) -> None:
         stats: dict[str, Any] = {"source": self.source, "skipped": 0}
         train, val = SOURCES[self.source].groups(self, stats)
-        stats["train_groups"], stats["val_groups"] = len(train), len(val)
-        stats["pairs_per_item"] = self.pairs_per_item
+        stats.update(train_groups=len(train), val_groups=len(val), pairs_per_item=self.pairs_per_item)
         self.train_dataset, self.val_dataset = GroupDataset(train), GroupDataset(val)
         self.stats = stats
         if stats["skipped"]:
@@ -119,9 +117,7 @@ class CoinDataModule(L.LightningDataModule):
                       truncation=self.truncation)
         self.train_dataset.encoded = enc.encode_groups(self.train_dataset.groups)
         self.val_dataset.encoded = enc.encode_groups(self.val_dataset.groups)
-        self.stats["truncated"] = enc.truncated
-        self.stats["response_over_cutoff"] = enc.response_over_cutoff
-        self.stats["response_cut"] = enc.response_cut
+        self.stats.update(truncated=enc.truncated, response_over_cutoff=enc.response_over_cutoff, response_cut=enc.response_cut)
         if enc.response_cut:
             log.warning("data: %d row(s) lost response tokens to data.truncation=sequence at cutoff_len=%d",
                         enc.response_cut, self.cutoff_len)

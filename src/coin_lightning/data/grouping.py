@@ -32,10 +32,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 from coin_lightning.data.records import DataError, Example, Group, Pair, Record
 from coin_lightning.data.selection import records_by_task
-from coin_lightning.data.templates import DERIVED_FIELDS, TemplateBank
+from coin_lightning.data.templates import DERIVED_FIELDS, Template, TemplateBank
 
 GROUP_MODES = ("pair_of_pairs", "hard_negative_column")
 """Values of ``data.group``."""
@@ -46,10 +47,6 @@ NEGATIVE_MODES = ("length", "random")
 LENGTH_JITTER = 0.1
 """``negatives=length``: records are ordered by ``log(1 + chars) + U(-j, j)``, so a negative is
 length-matched to within about this fraction while the seed still varies the partner."""
-
-
-def _base_uid(uid: str) -> str:
-    return uid.split("#", 1)[0]
 
 
 def _length(values: Mapping[str, str]) -> int:
@@ -64,22 +61,10 @@ def _pick_templates(flat: list[tuple[tuple[int, ...], int]], rng: random.Random)
     return a, others[rng.randrange(len(others))], others[rng.randrange(len(others))]
 
 
-class _Renderer:
-    def __init__(self, bank: TemplateBank):
-        self.bank = bank
-        self._values: dict[int, dict[str, str]] = {}
-
-    def values(self, record: Record) -> dict[str, str]:
-        key = id(record)
-        if key not in self._values:
-            self._values[key] = self.bank.values(record)
-        return self._values[key]
-
-    def __call__(self, record: Record, index: int) -> Example:
-        vals = self.values(record)
-        tpl = self.bank.for_task(record.task)[index]
-        inp, tgt = tpl.render(vals)
-        return Example(record.task, record.uid, tpl.name, inp, tgt, template_input=tpl.input, values=vals)
+def _render(templates: Sequence[Template], rs: list[Record], values: list[dict[str, str]], i: int, index: int) -> Example:
+    """Record ``rs[i]`` (placeholder values ``values[i]``) under ``templates[index]``."""
+    inp, tgt = templates[index].render(values[i])
+    return Example(rs[i].task, rs[i].uid, templates[index].name, inp, tgt, templates[index].input, values[i])
 
 
 def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: random.Random, mode: str) -> tuple[list[int], list[tuple[int, int]], int]:
@@ -91,6 +76,11 @@ def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: ran
     record as partner (that partner then occurs twice).
     """
     n = len(rs)
+    base = [r.uid.split("#", 1)[0] for r in rs]  # repeats of one record (uid "<uid>#<k>") are never partners
+
+    def differs(i: int, k: int) -> bool:
+        return answers[k] != answers[i] and base[k] != base[i]
+
     order = list(range(n))
     rng.shuffle(order)
     if mode == "length":
@@ -100,8 +90,8 @@ def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: ran
 
     def nearest_different(i: int) -> int | None:
         p = pos[i]
-        left = next((order[q] for q in range(p - 1, -1, -1) if answers[order[q]] != answers[i] and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)), None)
-        right = next((order[q] for q in range(p + 1, n) if answers[order[q]] != answers[i] and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)), None)
+        left = next((order[q] for q in range(p - 1, -1, -1) if differs(i, order[q])), None)
+        right = next((order[q] for q in range(p + 1, n) if differs(i, order[q])), None)
         if left is None or right is None:
             return left if right is None else right
         return left if rng.random() < 0.5 else right
@@ -109,7 +99,7 @@ def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: ran
     pairs: list[tuple[int, int]] = []
     pending: list[int] = []
     for i in order:
-        if pending and answers[pending[-1]] != answers[i] and _base_uid(rs[pending[-1]].uid) != _base_uid(rs[i].uid):
+        if pending and differs(i, pending[-1]):
             pairs.append((pending.pop(), i))
         else:
             pending.append(i)
@@ -118,9 +108,8 @@ def _partners(rs: list[Record], answers: list[str], lengths: list[int], rng: ran
         j = nearest_different(i)
         if j is None:  # every other record has the same answer: take a neighbour, counted
             p = pos[i]
-            cands = [order[q] for q in (p - 1, p + 1) if 0 <= q < n and _base_uid(rs[order[q]].uid) != _base_uid(rs[i].uid)]
-            if not cands:
-                cands = [k for k in range(n) if _base_uid(rs[k].uid) != _base_uid(rs[i].uid)]
+            cands = ([order[q] for q in (p - 1, p + 1) if 0 <= q < n and base[order[q]] != base[i]]
+                     or [k for k in range(n) if base[k] != base[i]])
             if not cands:
                 raise DataError(f"task {rs[i].task!r} has a single record; a hard negative needs another record of the task")
             j = rng.choice(cands)
@@ -158,7 +147,6 @@ def build_groups(
         DataError: a task with a single record (no hard negative possible).
     """
     stats = {} if stats is None else stats
-    render = _Renderer(bank)
     groups: list[Group] = []
     per_task: dict[str, int] = {}
     same_total = 0
@@ -167,9 +155,11 @@ def build_groups(
         sets = bank.paraphrase_sets(task, pool)
         if not sets:
             raise DataError(f"task {task!r} has no two templates with the same target in bank {bank.name!r}")
-        values = [render.values(r) for r in rs]
+        values = [bank.values(r) for r in rs]
+        templates = bank.for_task(task)
+        render = partial(_render, templates, rs, values)
         # the expected output of a record: its rendered target under the task's (shared) target template
-        target_tpl = bank.for_task(task)[sets[0][0]]
+        target_tpl = templates[sets[0][0]]
         answers = [target_tpl.render(v)[1] for v in values]
         lengths = [_length(v) for v in values]
         _, partners, same = _partners(rs, answers, lengths, rng, negatives)
@@ -181,7 +171,7 @@ def build_groups(
             for i, j in partners:
                 a, b, b2 = _pick_templates(flat, rng)
                 groups.append(
-                    Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)), Pair(render(rs[j], a), render(rs[j], b2))))
+                    Group(pairs=(Pair(render(i, a), render(i, b)), Pair(render(j, a), render(j, b2))))
                 )
         else:
             partner = {}
@@ -190,7 +180,7 @@ def build_groups(
                 partner.setdefault(j, i)
             for i in range(len(rs)):
                 a, b, _ = _pick_templates(flat, rng)
-                groups.append(Group(pairs=(Pair(render(rs[i], a), render(rs[i], b)),), negatives=(render(rs[partner[i]], a),)))
+                groups.append(Group(pairs=(Pair(render(i, a), render(i, b)),), negatives=(render(partner[i], a),)))
         per_task[task] = len(groups) - before
     random.Random(f"{seed}/groups/order").shuffle(groups)
     stats["same_target_negatives"] = stats.get("same_target_negatives", 0) + same_total

@@ -54,6 +54,15 @@ class DataError(UserError, ValueError):
     """Bad input data. The message names the file, row or key at fault."""
 
 
+def skip_or_raise(error: DataError, on_error: str, stats: dict | None, rows: int = 1) -> None:
+    """A bad row under ``data.on_error``: ``raise`` raises ``error``; ``skip`` adds ``rows`` to
+    ``stats["skipped"]`` (when ``stats`` is given) and returns."""
+    if on_error != "skip":
+        raise error from None
+    if stats is not None:
+        stats["skipped"] = stats.get("skipped", 0) + rows
+
+
 @dataclass(frozen=True)
 class Record:
     """One instance of one task, with its raw fields, independent of any instruction wording.

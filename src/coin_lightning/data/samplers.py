@@ -90,14 +90,11 @@ class LengthGroupedSampler(DistributedSampler):
         idx = list(range(n))
         if self.shuffle:
             rng.shuffle(idx)
-        if self.total_size > n:
-            idx += [idx[i % n] for i in range(self.total_size - n)] if n else []
+        idx += [idx[i % n] for i in range(self.total_size - n)] if n else []  # padded to whole steps
         idx = idx[: self.total_size]
         step = self.batch_items * self.num_replicas
         chunk = step * self.mega_batch_steps
-        ordered: list[int] = []
-        for c in range(0, len(idx), chunk):
-            ordered += sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])
+        ordered = [k for c in range(0, len(idx), chunk) for k in sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])]
         steps = [ordered[s:s + step] for s in range(0, len(ordered), step)]
         if self.shuffle:
             rng.shuffle(steps)

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from coin_lightning.data.records import DataError, Record
+from coin_lightning.data.records import DataError, Record, skip_or_raise
 from coin_lightning.data.templates import TemplateBank
 
 
@@ -54,16 +54,9 @@ def split_records(records: Sequence[Record], val_size: int, seed: int) -> tuple[
     rest = val_size - sum(alloc.values())
     for t in sorted(quotas, key=lambda t: (-(quotas[t] - alloc[t]), t))[:rest]:
         alloc[t] += 1
-    for t, k in alloc.items():
-        if k == 1 and len(by_task[t]) >= 4:
-            alloc[t] = 2
-    held: set[str] = set()
-    for t, rs in by_task.items():
-        rng = random.Random(f"{seed}/val/{t}")
-        held.update(rng.sample(sorted(r.uid for r in rs), alloc[t]))
-    train = [r for r in records if r.uid not in held]
-    val = [r for r in records if r.uid in held]
-    return train, val
+    alloc = {t: 2 if k == 1 and len(by_task[t]) >= 4 else k for t, k in alloc.items()}
+    held = {uid for t, rs in by_task.items() for uid in random.Random(f"{seed}/val/{t}").sample(sorted(r.uid for r in rs), alloc[t])}
+    return [r for r in records if r.uid not in held], [r for r in records if r.uid in held]
 
 
 def apply_mixture(
@@ -98,9 +91,8 @@ def apply_mixture(
             raise DataError(f"data.task_weights[{t!r}] is negative ({w})")
         want = round(len(rs) * w)
         reps, extra = divmod(want, len(rs))
-        chosen = [replace(r, uid=f"{r.uid}#{k}") if k else r for k in range(reps) for r in rs]
-        chosen += [replace(rs[i], uid=f"{rs[i].uid}#{reps}") if reps else rs[i] for i in sorted(rng.sample(range(len(rs)), extra))]
-        out.extend(chosen)
+        out += [replace(r, uid=f"{r.uid}#{k}") if k else r for k in range(reps) for r in rs]
+        out += [replace(rs[i], uid=f"{rs[i].uid}#{reps}") if reps else rs[i] for i in sorted(rng.sample(range(len(rs)), extra))]
     return out
 
 
@@ -143,7 +135,6 @@ def validate_records(
             row), a missing placeholder, a bad label or an empty target (names file and row) unless
             skipped.
     """
-    stats = {} if stats is None else stats
     sets_cache: dict[str, list[int]] = {}
     inputs_checked: set[str] = set()
     out = []
@@ -158,10 +149,8 @@ def validate_records(
                     )
                 sets_cache[r.task] = sorted({i for s in sets for i in s})
             bank.check(r, sets_cache[r.task])
-        except DataError:
-            if on_error != "skip":
-                raise
-            stats["skipped"] = stats.get("skipped", 0) + 1
+        except DataError as exc:
+            skip_or_raise(exc, on_error, stats)
             continue
         if r.task not in inputs_checked:  # outside the try: the bank is at fault, on_error=skip does not apply
             _check_inputs_used(r, bank, sets_cache[r.task])

@@ -38,7 +38,7 @@ with at least two templates."""
 _FORMATTER = string.Formatter()
 
 
-def _placeholders(text: str) -> tuple[str, ...]:
+def placeholder_names(text: str) -> tuple[str, ...]:
     """Names of the ``{field}`` placeholders of a ``str.format`` string, in order of first use."""
     names: list[str] = []
     for _, name, _, _ in _FORMATTER.parse(text):
@@ -57,9 +57,7 @@ def format_options(options: Iterable[str]) -> str:
 def format_choices(options: Iterable[str]) -> str:
     """The options quoted in running text: ``'a' or 'b'``, ``'a', 'b' or 'c'`` (own templates' ``{choices}``)."""
     quoted = [f"'{o}'" for o in options]
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted)
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class Template:
     @cached_property
     def placeholders(self) -> frozenset[str]:
         """All placeholders of input and target."""
-        return frozenset(_placeholders(self.input)) | frozenset(_placeholders(self.target))
+        return frozenset(placeholder_names(self.input)) | frozenset(placeholder_names(self.target))
 
     def render(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """Fill both sides with ``values``; returns ``(input, target)``.
@@ -99,11 +97,8 @@ class Template:
         (luka-group/CoIN ``utils/flan_preprocessing_constants.py``) does by hand. A placeholder
         present on both sides must capture the same text.
         """
-        m_in = self._regexes[0].match(rendered_input)
-        if m_in is None:
-            return None
-        m_tg = self._regexes[1].match(rendered_target)
-        if m_tg is None:
+        m_in, m_tg = self._regexes[0].match(rendered_input), self._regexes[1].match(rendered_target)
+        if m_in is None or m_tg is None:
             return None
         values = m_in.groupdict()
         for key, val in m_tg.groupdict().items():
@@ -111,6 +106,10 @@ class Template:
                 return None
             values[key] = val
         return values
+
+
+_CAPTURES = {"options_": r"OPTIONS:\n- .+?"}
+"""What a placeholder captures where it is not the lazy ``.+?``: FLAN's option list starts with its header."""
 
 
 def _template_regex(text: str) -> re.Pattern:
@@ -122,11 +121,8 @@ def _template_regex(text: str) -> re.Pattern:
             continue
         if name in seen:
             parts.append(f"(?P={name})")
-        elif name == "options_":
-            parts.append(r"(?P<options_>OPTIONS:\n- .+?)")
-            seen.add(name)
         else:
-            parts.append(f"(?P<{name}>.+?)")
+            parts.append(f"(?P<{name}>{_CAPTURES.get(name, '.+?')})")
             seen.add(name)
     parts.append("\\Z")
     return re.compile("".join(parts), re.DOTALL)

@@ -123,7 +123,7 @@ def load_task_files(paths: Iterable[str]) -> dict[str, TaskFile]:
 def _rows(task: TaskFile) -> Iterator[tuple[str, dict]]:
     """``(row reference for errors, row)`` of the task's data."""
     if task.data.startswith(HUB_PREFIX):
-        from coin_lightning.data.sources.hub import load_hub_dataset
+        from coin_lightning.data.sources.base import load_hub_dataset
 
         hub_id = task.data.removeprefix(HUB_PREFIX)
         for i, row in enumerate(load_hub_dataset(hub_id, task.hub_config, task.split, key=f"{task.path}: data")):

@@ -13,14 +13,13 @@ import ast
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from coin_lightning.data.grouping import groups_from_pairs
-from coin_lightning.data.records import DataError, Group, Record
+from coin_lightning.data.records import DataError, Group, Record, skip_or_raise
 from coin_lightning.data.sources.base import Source, absolute, count_tasks
 
 VAL_ROWS = ("seeded", "last")
@@ -70,7 +69,7 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    csv.field_size_limit(2**31 - 1)  # the largest a C long holds on every platform
     stats = {} if stats is None else stats
     rows: list[Record | str] = []  # a Record, or the error message of a bad row
     # Undecodable bytes become lone surrogates (surrogateescape), so the row holding them is named.
@@ -87,14 +86,11 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
             where = f"{path}:{line} (data row {i})"
             start = reader.line_num + 1
             bad = [c for c in ("original_instruction", "paraphrased_instruction", "targets", "task_name") if not (row.get(c) or "").strip()]
-            if None in row:
-                rows.append(f"{where}: more values than columns")
-                continue
-            if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str)):
-                rows.append(f"{where}: not UTF-8 text")
-                continue
-            if bad:
-                rows.append(f"{where}: empty {', '.join(bad)}")
+            problem = ("more values than columns" if None in row
+                       else "not UTF-8 text" if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str))
+                       else f"empty {', '.join(bad)}" if bad else None)
+            if problem:
+                rows.append(f"{where}: {problem}")
                 continue
             fields = _parse_keywords(row["keyword_data"] or "")
             if fields is None:
@@ -123,9 +119,7 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
         if error is None and a.task != b.task:
             error = f"{path}: data rows {k} and {k + 1} form a pair but name different tasks ({a.task!r}, {b.task!r})"
         if error is not None:
-            if on_error != "skip":
-                raise DataError(error)
-            stats["skipped"] = stats.get("skipped", 0) + (2 if k + 1 < len(rows) else 1)
+            skip_or_raise(DataError(error), on_error, stats, 2 if k + 1 < len(rows) else 1)
             continue
         pairs.append((a, b))
     if not pairs:
@@ -164,10 +158,8 @@ class CoinCsv(Source):
             pairs = [p for p in pairs if p[0].task in set(dm.tasks)]
         stats["records_per_task"] = count_tasks(a.task for p in pairs for a in p)
         n_val = min(dm.val_size // 2, len(pairs) - 1) if dm.val_size > 0 else 0
-        if dm.val_rows == "last":
-            held = set(range(len(pairs) - n_val, len(pairs)))
-        else:
-            held = set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(dm.seed))[:n_val].tolist())
+        held = (set(range(len(pairs) - n_val, len(pairs))) if dm.val_rows == "last"
+                else set(torch.randperm(len(pairs), generator=torch.Generator().manual_seed(dm.seed))[:n_val].tolist()))
         train_pairs = [p for i, p in enumerate(pairs) if i not in held]
         val_pairs = [p for i, p in enumerate(pairs) if i in held]
         stats["train_records_per_task"] = count_tasks(a.task for p in train_pairs for a in p)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,16 +74,7 @@ class EmbeddedTask:
 
 
 def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    f = 3
-    while f * f <= n:
-        if n % f == 0:
-            return False
-        f += 2
-    return True
+    return n == 2 or (n > 2 and n % 2 == 1 and all(n % f for f in range(3, math.isqrt(n) + 1, 2)))
 
 
 # --- arithmetic truth -------------------------------------------------------------------------
@@ -245,9 +237,8 @@ def load_embedded(
     split = "test" if split == "validation" else split
     if split not in SPLITS:
         raise DataError(f"unknown embedded split {split!r}; choose one of {', '.join(SPLITS)}")
-    names = list(EMBEDDED_TASKS) if tasks is None else list(tasks)
     records: list[Record] = []
-    for name in names:
+    for name in EMBEDDED_TASKS if tasks is None else tasks:
         if name not in EMBEDDED_TASKS:
             raise DataError(f"unknown embedded task {name!r}; known: {', '.join(EMBEDDED_TASKS)}")
         spec = EMBEDDED_TASKS[name]

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.base import Source, read_jsonl
-from coin_lightning.data.sources.hub import load_hub_dataset
+from coin_lightning.data.records import DataError, Record, skip_or_raise
+from coin_lightning.data.sources.base import Source, load_hub_dataset, read_jsonl
 from coin_lightning.data.templates import TemplateBank
 
 log = logging.getLogger(__name__)
@@ -42,19 +41,13 @@ def flan_task_key(name: str, bank: TemplateBank) -> str | None:
     base = bank.aliases.get(base, base)
     if base in bank.templates:
         return base
-    best = None
-    for key in bank.templates:
-        if base.startswith(key + "_") and (best is None or len(key) > len(best)):
-            best = key
-    return best
+    return max((key for key in bank.templates if base.startswith(key + "_")), key=len, default=None)
 
 
 def _rows(root: str | Path | None, split: str, on_error: str, hub_id: str, data_files) -> Iterator[tuple[str, int, dict]]:
     if root is None:
-        ds = load_hub_dataset(hub_id, split=split, data_files=data_files)
-        origin = f"{hub_id}:{split}"
-        for i, row in enumerate(ds, 1):
-            yield origin, i, row
+        for i, row in enumerate(load_hub_dataset(hub_id, split=split, data_files=data_files), 1):
+            yield f"{hub_id}:{split}", i, row
         return
     root = Path(root)
     if root.is_file():
@@ -123,12 +116,9 @@ def load_flan(
             key = flan_task_key(row["task"], bank)
             if key is None:
                 raise DataError(f"{origin}:{lineno}: unknown task {row['task']!r}: the template bank {bank.name} has no templates for it")
-        except DataError:
-            if on_error == "skip":
-                if stats is not None:
-                    stats["skipped"] = stats.get("skipped", 0) + 1
-                continue
-            raise
+        except DataError as exc:
+            skip_or_raise(exc, on_error, stats)
+            continue
         if keep is not None and key not in keep:
             continue
         for tpl in bank.templates[key]:
@@ -156,16 +146,10 @@ def load_flan(
         records.append(record)
     if stats is not None:
         stats["incomplete_flan"] = incomplete
-    if incomplete:
-        log.warning(
-            "FLAN rows whose template lacks fields the training templates need (dropped): %s",
-            ", ".join(f"{k}={v}" for k, v in sorted(incomplete.items())),
-        )
-    if unmatched:
-        log.warning(
-            "FLAN rows that match none of their task's templates (dropped): %s",
-            ", ".join(f"{k}={v}" for k, v in sorted(unmatched.items())),
-        )
+    for counts, what in ((incomplete, "whose template lacks fields the training templates need"),
+                         (unmatched, "that match none of their task's templates")):
+        if counts:
+            log.warning("FLAN rows %s (dropped): %s", what, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return records, unmatched
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from coin_lightning.data.records import DataError, Record
-from coin_lightning.data.sources.base import EvalSpec, Source, read_jsonl
-from coin_lightning.data.sources.hub import load_hub_dataset
+from coin_lightning.data.records import DataError, Record, skip_or_raise
+from coin_lightning.data.sources.base import EvalSpec, Source, load_hub_dataset, read_jsonl
 
 GLUE_HUB_ID = "nyu-mll/glue"
 """The hub dataset of GLUE."""
@@ -106,7 +105,7 @@ def load_glue(
         split: ``train``, ``validation``, ``validation_matched``, ``validation_mismatched`` (mnli), ...
         root: local directory with ``<task>/<split>.jsonl``; ``None`` loads ``nyu-mll/glue`` from the hub
             with ``datasets.load_dataset`` (at once a ``DataError`` naming ``data.root`` when the hub
-            is unreachable and nothing is cached: :func:`coin_lightning.data.sources.hub.load_hub_dataset`).
+            is unreachable and nothing is cached: :func:`coin_lightning.data.sources.base.load_hub_dataset`).
         on_error: ``"raise"`` or ``"skip"`` for malformed rows (missing field, bad label).
         stats: if given, ``stats["skipped"]`` is incremented for each row skipped here (rows that are
             not JSON are counted by ``read_jsonl.skipped``).
@@ -141,12 +140,9 @@ def load_glue(
             if not isinstance(label, int) or not 0 <= label < n_labels:
                 raise DataError(f"label {label!r} is not an id in 0..{n_labels - 1}")
         except (KeyError, DataError) as exc:
-            if on_error == "skip":
-                if stats is not None:
-                    stats["skipped"] = stats.get("skipped", 0) + 1
-                continue
             what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise DataError(f"{origin}:{lineno}: {what}") from None
+            skip_or_raise(DataError(f"{origin}:{lineno}: {what}"), on_error, stats)
+            continue
         idx = row.get("idx", lineno - 1)
         records.append(
             Record(task=task, fields=fields, label=label, uid=f"{task}/{split}/{idx}", meta={"source": origin, "row": lineno})

@@ -212,21 +212,16 @@ def perturb_instruction_set(
     seed = cfg.seed if seed is None else seed
     if "clean" not in base.instructions:
         raise InstructionError(f"{base.source}: no 'clean' instructions to perturb")
-    keys = base.tasks("clean") if tasks is None else [_require(base, t) for t in tasks]
-    keys = list(dict.fromkeys(keys))
+    tasks = base.tasks("clean") if tasks is None else list(tasks)
+    for task in tasks:
+        base.instructions_for(task, "clean")  # refuses a task without clean instructions
+    keys = list(dict.fromkeys(base.resolve_task(t, "clean") for t in tasks))
     clean = {k: base.instructions["clean"][k] for k in keys}
     out = {"clean": clean, **{p: {k: tuple(apply(p, text, instruction_rng(seed, p, k, i), tuple(protected(k)), cfg)
                                            for i, text in enumerate(clean[k])) for k in keys} for p in cfg.perturbations}}
     rest = base.select([p for p in base.perturbations if p not in out], keys)
     levels = {**dict(base.level_map), **dict(cfg.levels)}
     return InstructionSet({**out, **rest.instructions}, levels, f"{base.source} (perturbed, seed={seed})")
-
-
-def _require(base: InstructionSet, task: str) -> str:
-    key = base.resolve_task(task, "clean")
-    if key is None:
-        raise InstructionError(f"{base.source}: clean: no instructions for task {task!r}; has {', '.join(base.tasks('clean'))}")
-    return key
 
 
 def default_instruction_set(

@@ -144,10 +144,8 @@ class InstructionSet:
         Raises:
             InstructionError: unknown perturbation.
         """
-        if perturbation in self.level_map:
-            return self.level_map[perturbation]
-        if perturbation in LEVELS:
-            return perturbation
+        if level := self.level_map.get(perturbation, perturbation if perturbation in LEVELS else None):
+            return level
         raise InstructionError(f"{self.source}: unknown perturbation {perturbation!r}")
 
     def tasks(self, perturbation: str | None = None) -> list[str]:
@@ -183,12 +181,8 @@ class InstructionSet:
 
     def entries(self, task: str, perturbations: Iterable[str] | None = None) -> list[Entry]:
         """Every instruction of ``task`` across perturbations (those that have the task), in set order."""
-        out = []
-        for pert in self.perturbations if perturbations is None else perturbations:
-            if self.resolve_task(task, pert) is not None:
-                level = self.level(pert)
-                out.extend(Entry(pert, level, i, text) for i, text in enumerate(self.instructions_for(task, pert)))
-        return out
+        perts = [p for p in (self.perturbations if perturbations is None else perturbations) if self.resolve_task(task, p)]
+        return [Entry(p, self.level(p), i, text) for p in perts for i, text in enumerate(self.instructions_for(task, p))]
 
     def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:
         """A subset: only these perturbations and/or task keys (aliases resolved); missing ones skipped."""
@@ -200,13 +194,6 @@ class InstructionSet:
             if keys:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
-
-    def merged(self, other: InstructionSet) -> InstructionSet:
-        """This set with ``other``'s (perturbation, task) lists added, ``other`` winning on conflicts."""
-        out = {p: dict(v) for p, v in self.instructions.items()}
-        for pert, by_task in other.instructions.items():
-            out.setdefault(pert, {}).update(by_task)
-        return InstructionSet(out, {**self.level_map, **other.level_map}, f"{self.source} + {other.source}")
 
     def to_dict(self) -> dict[str, dict[str, list[str]]]:
         """The file schema as plain data."""

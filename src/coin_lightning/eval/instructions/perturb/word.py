@@ -174,13 +174,10 @@ def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | 
     never replaced by a base-form synonym.
     """
     wordnet = load_wordnet(wordnet_dir)
-    best, best_score = None, (0, 0)
-    for pos in WORDNET_POS:
-        lemmas = [lem for s in wordnet.synsets(word, pos) for lem in s.lemmas() if lem.name().lower() == word]
-        score = (sum(lemma_count(lem, wordnet_dir) for lem in lemmas), len(lemmas))
-        if lemmas and score > best_score:
-            best, best_score = pos, score
-    return best
+    lemmas = {pos: [lem for s in wordnet.synsets(word, pos) for lem in s.lemmas() if lem.name().lower() == word]
+              for pos in WORDNET_POS}
+    scores = {pos: (sum(lemma_count(lem, wordnet_dir) for lem in ls), len(ls)) for pos, ls in lemmas.items() if ls}
+    return max(scores, key=scores.get, default=None)  # the first best, in WORDNET_POS order
 
 
 def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list:

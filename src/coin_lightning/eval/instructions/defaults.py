@@ -170,8 +170,7 @@ def promptbench_instruction_set(tasks: Iterable[str], level_map: Mapping[str, st
                 raise InstructionError(f"promptbench {SOURCES[pool][0]}: {SOURCES[pool][1]}[{key!r}] has "
                                        f"{len(picked)} usable prompts naming {', '.join(words)}; {PER_POOL} needed")
             clean[key] += picked
-        languages = pools["semantic"].get(key) or {}
-        semantic[key] = [p[0] for p in (first_usable(v, words, 1) for v in languages.values()) if p]
+        semantic[key] = [p for v in (pools["semantic"].get(key) or {}).values() for p in first_usable(v, words, 1)]
     missing = [k for k in keys if not semantic[k]]
     data: dict[str, dict[str, list[str]]] = {"clean": clean, "semantic": {k: v for k, v in semantic.items() if v}}
     if missing:

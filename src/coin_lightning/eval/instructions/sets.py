@@ -181,8 +181,9 @@ class InstructionSet:
 
     def entries(self, task: str, perturbations: Iterable[str] | None = None) -> list[Entry]:
         """Every instruction of ``task`` across perturbations (those that have the task), in set order."""
-        perts = [p for p in (self.perturbations if perturbations is None else perturbations) if self.resolve_task(task, p)]
-        return [Entry(p, self.level(p), i, text) for p in perts for i, text in enumerate(self.instructions_for(task, p))]
+        perts = self.perturbations if perturbations is None else perturbations
+        return [Entry(p, self.level(p), i, text) for p in perts if self.resolve_task(task, p)
+                for i, text in enumerate(self.instructions_for(task, p))]
 
     def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:
         """A subset: only these perturbations and/or task keys (aliases resolved); missing ones skipped."""
@@ -230,9 +231,8 @@ def save_instruction_file(instruction_set: InstructionSet, path: str | Path) -> 
     Returns:
         The path written.
     """
-    path = Path(path)
     data = instruction_set.to_dict()
-    if path.suffix.lower() == ".json":
+    if Path(path).suffix.lower() == ".json":
         return write_json(path, data)
     return write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**6))
 

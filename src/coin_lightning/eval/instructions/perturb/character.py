@@ -39,8 +39,7 @@ def _letters(word: str, inner: bool) -> list[int]:
 
 def _random_letter(rng: random.Random, like: str, avoid: str = "") -> str:
     """A random ASCII letter other than ``avoid`` (case-insensitive), upper case when ``like`` is."""
-    pool = [c for c in string.ascii_lowercase if c != avoid.lower()]
-    c = rng.choice(pool)
+    c = rng.choice([c for c in string.ascii_lowercase if c != avoid.lower()])
     return c.upper() if like.isupper() else c
 
 
@@ -72,8 +71,7 @@ def insert_letter(word: str, rng: random.Random) -> str | None:
     if not word:
         return None
     i = rng.randrange(len(word) + 1)
-    like = word[min(i, len(word) - 1)]
-    return word[:i] + _random_letter(rng, like) + word[i:]
+    return word[:i] + _random_letter(rng, word[min(i, len(word) - 1)]) + word[i:]
 
 
 def insert_space(word: str, rng: random.Random) -> str | None:

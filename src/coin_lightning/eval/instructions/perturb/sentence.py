@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Callable, Iterable
-from functools import partial
+from functools import partial, reduce
 
 from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import search_space, whole_word
@@ -63,9 +63,7 @@ def checklist(
     Returns:
         ``text`` followed by the suffixes.
     """
-    for _ in range(suffix_count):
-        text = append(text, random_suffix(rng, suffix_len))
-    return text
+    return reduce(append, (random_suffix(rng, suffix_len) for _ in range(suffix_count)), text)
 
 
 def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, suffix_count: int = 1) -> str:
@@ -78,9 +76,7 @@ def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
     chosen: list[str] = []
     while len(chosen) < suffix_count:
         chosen.extend(rng.sample(pool, len(pool)))
-    for clause in chosen[:suffix_count]:
-        text = append(text, clause)
-    return text
+    return reduce(append, chosen[:suffix_count], text)
 
 
 def suffix_space(name: str, clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:

@@ -224,10 +224,7 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
 
 
 def _substitute(text, rng, protected, max_words, candidates_of) -> str:
-    def edit(word: str, r: random.Random) -> str | None:
-        cands = candidates_of(word)
-        return match_case(word, r.choice(cands)) if cands else None
-
+    edit = lambda word, r: match_case(word, r.choice(candidates_of(word)))  # noqa: E731 (only eligible words come)
     return edit_words(text, rng, protected, max_words, edit, eligible=lambda t: bool(candidates_of(t.text)))
 
 

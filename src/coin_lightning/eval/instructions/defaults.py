@@ -171,9 +171,8 @@ def promptbench_instruction_set(tasks: Iterable[str], level_map: Mapping[str, st
                                        f"{len(picked)} usable prompts naming {', '.join(words)}; {PER_POOL} needed")
             clean[key] += picked
         semantic[key] = [p for v in (pools["semantic"].get(key) or {}).values() for p in first_usable(v, words, 1)]
-    missing = [k for k in keys if not semantic[k]]
     data: dict[str, dict[str, list[str]]] = {"clean": clean, "semantic": {k: v for k, v in semantic.items() if v}}
-    if missing:
+    if missing := [k for k in keys if not semantic[k]]:
         log.warning("promptbench has no semantic prompts for %s: using the project's own semantic instructions there",
                     ", ".join(missing))
         own = load_instruction_file(default_instruction_path(), level_map=level_map)

@@ -114,14 +114,12 @@ class InstructionSet:
         allowed = set(eval_tasks() if tasks is None else tasks)
         if not isinstance(data, Mapping) or not data:
             raise InstructionError(f"{source}: expected a non-empty mapping {{perturbation: {{task: [instruction, ...]}}}}")
-        out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert, by_task in data.items():
             if not isinstance(pert, str) or (pert not in levels and pert not in LEVELS):
                 known = sorted(set(levels) | set(LEVELS))
                 raise InstructionError(f"{source}: unknown perturbation or level {pert!r}; known: {', '.join(known)}")
             if not isinstance(by_task, Mapping) or not by_task:
                 raise InstructionError(f"{source}: {pert}: expected a non-empty mapping {{task: [instruction, ...]}}")
-            out[pert] = {}
             for task, items in by_task.items():
                 if task not in allowed:
                     raise InstructionError(f"{source}: {pert}.{task}: unknown task; known: {', '.join(sorted(allowed))}")
@@ -130,8 +128,8 @@ class InstructionSet:
                 for i, text in enumerate(items):
                     if not isinstance(text, str) or not text.strip():
                         raise InstructionError(f"{source}: {pert}.{task}[{i}]: instruction is empty or not a string")
-                out[pert][task] = tuple(items)
-        return cls(out, levels, source)
+        return cls({pert: {task: tuple(items) for task, items in by_task.items()} for pert, by_task in data.items()},
+                   levels, source)
 
     @property
     def perturbations(self) -> list[str]:
@@ -159,10 +157,7 @@ class InstructionSet:
         The task's own key wins; otherwise ``mnli_matched``/``mnli_mismatched`` fall back to ``mnli``.
         """
         by_task = self.instructions.get(perturbation, {})
-        if task in by_task:
-            return task
-        alias = TASK_ALIASES.get(task)
-        return alias if alias in by_task else None
+        return next((key for key in (task, TASK_ALIASES.get(task)) if key is not None and key in by_task), None)
 
     def instructions_for(self, task: str, perturbation: str = "clean") -> list[str]:
         """The instructions for evaluation task ``task`` under ``perturbation`` (see :meth:`resolve_task`).

@@ -88,10 +88,8 @@ def suffix_space(name: str, clean: str, rng: random.Random, protected: Iterable[
     def steps(text: str, used: tuple[str, ...]):
         if len(used) >= cfg.sentence.suffix_count:
             return []
-        if name == "checklist":
-            suffixes = [random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)]
-        else:
-            suffixes = [t for t in tautologies if t not in used] or list(tautologies)
+        suffixes = ([random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)] if name == "checklist"
+                    else [t for t in tautologies if t not in used] or list(tautologies))
         return [(append(text, s), used + (s,)) for s in suffixes]
 
     return search_space(clean, (), steps, rng, cap)

@@ -57,10 +57,8 @@ def protected_spans(text: str, protected: Iterable[str] = ()) -> list[tuple[int,
     Returns:
         Sorted ``(start, end)`` offsets (end exclusive), possibly overlapping.
     """
-    spans = [m.span() for m in QUOTED_RE.finditer(text)]
-    for phrase in filter(None, (p.strip() for p in protected)):
-        spans.extend(m.span() for m in whole_word(phrase).finditer(text))
-    return sorted(spans)
+    patterns = [QUOTED_RE, *(whole_word(phrase) for phrase in filter(None, (p.strip() for p in protected)))]
+    return sorted(m.span() for pattern in patterns for m in pattern.finditer(text))
 
 
 def editable_words(text: str, protected: Iterable[str] = ()) -> list[Token]:

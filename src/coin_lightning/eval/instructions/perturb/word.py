@@ -83,9 +83,8 @@ def pypi_wordnet_dir() -> Path:
         staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for path in sorted(source.iterdir()):
-            if path.is_file():
-                (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
+        for path in filter(Path.is_file, sorted(source.iterdir())):
+            (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
         try:
             staging.rename(target)
         except OSError:  # another process finished first

@@ -186,8 +186,7 @@ class InstructionSet:
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert in perts:
             found = self.instructions[pert] if tasks is None else (self.resolve_task(t, pert) for t in tasks)
-            keys = list(dict.fromkeys(k for k in found if k is not None))
-            if keys:
+            if keys := list(dict.fromkeys(k for k in found if k is not None)):
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
 

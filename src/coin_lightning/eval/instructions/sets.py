@@ -190,6 +190,13 @@ class InstructionSet:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
 
+    def merged(self, other: InstructionSet) -> InstructionSet:
+        """This set with ``other``'s (perturbation, task) lists added, ``other`` winning on conflicts."""
+        out = {p: dict(v) for p, v in self.instructions.items()}
+        for pert, by_task in other.instructions.items():
+            out.setdefault(pert, {}).update(by_task)
+        return InstructionSet(out, {**self.level_map, **other.level_map}, f"{self.source} + {other.source}")
+
     def to_dict(self) -> dict[str, dict[str, list[str]]]:
         """The file schema as plain data."""
         return {p: {t: list(v) for t, v in by_task.items()} for p, by_task in self.instructions.items()}

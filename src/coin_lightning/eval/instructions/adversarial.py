@@ -212,20 +212,18 @@ def attack_instruction_set(
     out: dict[str, dict[str, tuple[str, ...]]] = {"clean": clean}
     records = []
     for pert in cfg.perturbations:
-        out[pert] = {}
+        out[pert] = dict.fromkeys(names, ())
         for name in names:
             words = tuple(protected(name))
-            chosen = []
             for i, text in enumerate(clean[name]):
                 result = attack_instruction(
                     text, pert, lambda s, n=name: accuracy(n, s), query_budget,
                     task=name, index=i, cfg=cfg, seed=seed, protected=words,
                 )
-                chosen.append(result.instruction)
+                out[pert][name] += (result.instruction,)
                 records.append({"perturbation": pert, "task": name, "index": i, **result._asdict()})
                 log.info("%s %s[%d]: accuracy %.3f -> %.3f in %d queries", pert, name, i,
                          result.clean_accuracy, result.accuracy, result.queries)
-            out[pert][name] = tuple(chosen)
     for pert in (p for p in base.perturbations if p not in out):
         if kept := {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}:
             out[pert] = kept

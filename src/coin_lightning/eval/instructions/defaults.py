@@ -170,11 +170,9 @@ def promptbench_instruction_set(tasks: Iterable[str], level_map: Mapping[str, st
                 raise InstructionError(f"promptbench {SOURCES[pool][0]}: {SOURCES[pool][1]}[{key!r}] has "
                                        f"{len(picked)} usable prompts naming {', '.join(words)}; {PER_POOL} needed")
             clean[key] += picked
-        languages = pools["semantic"].get(key) or {}
-        semantic[key] = [p[0] for p in (first_usable(v, words, 1) for v in languages.values()) if p]
-    missing = [k for k in keys if not semantic[k]]
+        semantic[key] = [p for v in (pools["semantic"].get(key) or {}).values() for p in first_usable(v, words, 1)]
     data: dict[str, dict[str, list[str]]] = {"clean": clean, "semantic": {k: v for k, v in semantic.items() if v}}
-    if missing:
+    if missing := [k for k in keys if not semantic[k]]:
         log.warning("promptbench has no semantic prompts for %s: using the project's own semantic instructions there",
                     ", ".join(missing))
         own = load_instruction_file(default_instruction_path(), level_map=level_map)
@@ -212,21 +210,16 @@ def perturb_instruction_set(
     seed = cfg.seed if seed is None else seed
     if "clean" not in base.instructions:
         raise InstructionError(f"{base.source}: no 'clean' instructions to perturb")
-    keys = base.tasks("clean") if tasks is None else [_require(base, t) for t in tasks]
-    keys = list(dict.fromkeys(keys))
+    tasks = base.tasks("clean") if tasks is None else list(tasks)
+    for task in tasks:
+        base.instructions_for(task, "clean")  # refuses a task without clean instructions
+    keys = list(dict.fromkeys(base.resolve_task(t, "clean") for t in tasks))
     clean = {k: base.instructions["clean"][k] for k in keys}
     out = {"clean": clean, **{p: {k: tuple(apply(p, text, instruction_rng(seed, p, k, i), tuple(protected(k)), cfg)
                                            for i, text in enumerate(clean[k])) for k in keys} for p in cfg.perturbations}}
     rest = base.select([p for p in base.perturbations if p not in out], keys)
     levels = {**dict(base.level_map), **dict(cfg.levels)}
     return InstructionSet({**out, **rest.instructions}, levels, f"{base.source} (perturbed, seed={seed})")
-
-
-def _require(base: InstructionSet, task: str) -> str:
-    key = base.resolve_task(task, "clean")
-    if key is None:
-        raise InstructionError(f"{base.source}: clean: no instructions for task {task!r}; has {', '.join(base.tasks('clean'))}")
-    return key
 
 
 def default_instruction_set(

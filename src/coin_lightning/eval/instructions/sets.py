@@ -114,14 +114,12 @@ class InstructionSet:
         allowed = set(eval_tasks() if tasks is None else tasks)
         if not isinstance(data, Mapping) or not data:
             raise InstructionError(f"{source}: expected a non-empty mapping {{perturbation: {{task: [instruction, ...]}}}}")
-        out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert, by_task in data.items():
             if not isinstance(pert, str) or (pert not in levels and pert not in LEVELS):
                 known = sorted(set(levels) | set(LEVELS))
                 raise InstructionError(f"{source}: unknown perturbation or level {pert!r}; known: {', '.join(known)}")
             if not isinstance(by_task, Mapping) or not by_task:
                 raise InstructionError(f"{source}: {pert}: expected a non-empty mapping {{task: [instruction, ...]}}")
-            out[pert] = {}
             for task, items in by_task.items():
                 if task not in allowed:
                     raise InstructionError(f"{source}: {pert}.{task}: unknown task; known: {', '.join(sorted(allowed))}")
@@ -130,8 +128,8 @@ class InstructionSet:
                 for i, text in enumerate(items):
                     if not isinstance(text, str) or not text.strip():
                         raise InstructionError(f"{source}: {pert}.{task}[{i}]: instruction is empty or not a string")
-                out[pert][task] = tuple(items)
-        return cls(out, levels, source)
+        return cls({pert: {task: tuple(items) for task, items in by_task.items()} for pert, by_task in data.items()},
+                   levels, source)
 
     @property
     def perturbations(self) -> list[str]:
@@ -144,10 +142,8 @@ class InstructionSet:
         Raises:
             InstructionError: unknown perturbation.
         """
-        if perturbation in self.level_map:
-            return self.level_map[perturbation]
-        if perturbation in LEVELS:
-            return perturbation
+        if level := self.level_map.get(perturbation, perturbation if perturbation in LEVELS else None):
+            return level
         raise InstructionError(f"{self.source}: unknown perturbation {perturbation!r}")
 
     def tasks(self, perturbation: str | None = None) -> list[str]:
@@ -161,10 +157,7 @@ class InstructionSet:
         The task's own key wins; otherwise ``mnli_matched``/``mnli_mismatched`` fall back to ``mnli``.
         """
         by_task = self.instructions.get(perturbation, {})
-        if task in by_task:
-            return task
-        alias = TASK_ALIASES.get(task)
-        return alias if alias in by_task else None
+        return next((key for key in (task, TASK_ALIASES.get(task)) if key is not None and key in by_task), None)
 
     def instructions_for(self, task: str, perturbation: str = "clean") -> list[str]:
         """The instructions for evaluation task ``task`` under ``perturbation`` (see :meth:`resolve_task`).
@@ -183,12 +176,9 @@ class InstructionSet:
 
     def entries(self, task: str, perturbations: Iterable[str] | None = None) -> list[Entry]:
         """Every instruction of ``task`` across perturbations (those that have the task), in set order."""
-        out = []
-        for pert in self.perturbations if perturbations is None else perturbations:
-            if self.resolve_task(task, pert) is not None:
-                level = self.level(pert)
-                out.extend(Entry(pert, level, i, text) for i, text in enumerate(self.instructions_for(task, pert)))
-        return out
+        perts = self.perturbations if perturbations is None else perturbations
+        return [Entry(p, self.level(p), i, text) for p in perts if self.resolve_task(task, p)
+                for i, text in enumerate(self.instructions_for(task, p))]
 
     def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:
         """A subset: only these perturbations and/or task keys (aliases resolved); missing ones skipped."""
@@ -196,8 +186,7 @@ class InstructionSet:
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert in perts:
             found = self.instructions[pert] if tasks is None else (self.resolve_task(t, pert) for t in tasks)
-            keys = list(dict.fromkeys(k for k in found if k is not None))
-            if keys:
+            if keys := list(dict.fromkeys(k for k in found if k is not None)):
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
 
@@ -243,9 +232,8 @@ def save_instruction_file(instruction_set: InstructionSet, path: str | Path) -> 
     Returns:
         The path written.
     """
-    path = Path(path)
     data = instruction_set.to_dict()
-    if path.suffix.lower() == ".json":
+    if Path(path).suffix.lower() == ".json":
         return write_json(path, data)
     return write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**6))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, word_space
@@ -38,8 +39,7 @@ def _letters(word: str, inner: bool) -> list[int]:
 
 def _random_letter(rng: random.Random, like: str, avoid: str = "") -> str:
     """A random ASCII letter other than ``avoid`` (case-insensitive), upper case when ``like`` is."""
-    pool = [c for c in string.ascii_lowercase if c != avoid.lower()]
-    c = rng.choice(pool)
+    c = rng.choice([c for c in string.ascii_lowercase if c != avoid.lower()])
     return c.upper() if like.isupper() else c
 
 
@@ -71,8 +71,7 @@ def insert_letter(word: str, rng: random.Random) -> str | None:
     if not word:
         return None
     i = rng.randrange(len(word) + 1)
-    like = word[min(i, len(word) - 1)]
-    return word[:i] + _random_letter(rng, like) + word[i:]
+    return word[:i] + _random_letter(rng, word[min(i, len(word) - 1)]) + word[i:]
 
 
 def insert_space(word: str, rng: random.Random) -> str | None:
@@ -150,29 +149,27 @@ def textbugger(
     return edit_words(text, rng, protected, max_words, lambda w, r: edit_word(w, r, TEXTBUGGER_OPS, edits_per_word))
 
 
-def character_space(ops: tuple[CharOp, ...]):
-    """The adversarial search space of an operator built from ``ops``: ``(clean, rng, protected, cfg) ->
-    candidates``, offering ``cfg.character.variants_per_word`` random edits of each word (see
+def character_space(ops: tuple[CharOp, ...], clean: str, rng: random.Random, protected: Iterable[str],
+                    cfg) -> Callable[[str], list[str]]:
+    """The adversarial search space of an operator built from ``ops`` (bound with ``functools.partial``, it is
+    the ``(clean, rng, protected, cfg) -> candidates`` of its :class:`Perturbation`), offering
+    ``cfg.character.variants_per_word`` random edits of each word (see
     :func:`coin_lightning.eval.instructions.perturb.text.word_space`)."""
+    k, edits = cfg.character.variants_per_word, cfg.character.edits_per_word
 
-    def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
-        k, edits = cfg.character.variants_per_word, cfg.character.edits_per_word
+    def variants(word: str) -> list[str]:
+        out: list[str] = []
+        for _ in range(4 * k):
+            new = edit_word(word, rng, ops, edits)
+            if new is not None and new not in out:
+                out.append(new)
+            if len(out) == k:
+                break
+        return out
 
-        def variants(word: str) -> list[str]:
-            out: list[str] = []
-            for _ in range(4 * k):
-                new = edit_word(word, rng, ops, edits)
-                if new is not None and new not in out:
-                    out.append(new)
-                if len(out) == k:
-                    break
-            return out
-
-        return word_space(clean, protected, variants, cfg.character.max_words, rng, cfg.adversarial.candidates_per_step)
-
-    return build
+    return word_space(clean, protected, variants, cfg.character.max_words, rng, cfg.adversarial.candidates_per_step)
 
 
 KNOBS = ("max_words", "edits_per_word")
-register(Perturbation("deepwordbug", "character", deepwordbug, "character", KNOBS, character_space(DEEPWORDBUG_OPS)))
-register(Perturbation("textbugger", "character", textbugger, "character", KNOBS, character_space(TEXTBUGGER_OPS)))
+register(Perturbation("deepwordbug", "character", deepwordbug, "character", KNOBS, partial(character_space, DEEPWORDBUG_OPS)))
+register(Perturbation("textbugger", "character", textbugger, "character", KNOBS, partial(character_space, TEXTBUGGER_OPS)))

@@ -81,12 +81,10 @@ def check_level_map(level_map: dict[str, str], where: str = "eval.perturb.levels
     Raises:
         ValueError (or ``error``): a value is not one of :data:`LEVELS` (message names ``where`` and the key).
     """
-    out = {}
     for name, level in dict(level_map).items():
         if level not in LEVELS:
             raise error(f"{where}.{name}: unknown level {level!r}; levels are {', '.join(LEVELS)}")
-        out[str(name)] = str(level)
-    return out
+    return {str(name): str(level) for name, level in dict(level_map).items()}
 
 
 def lookup(name: str) -> Perturbation:
@@ -182,10 +180,8 @@ class PerturbConfig:
         self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels", ConfigError)}
         self.perturbations = tuple(self.perturbations)
         for name in self.perturbations:
-            if name not in generated():
+            if name not in generated():  # then self.levels has it, from level_of()
                 raise ConfigError(f"eval.perturb.perturbations: {name!r} cannot be generated; choose from {', '.join(generated())}")
-            if name not in self.levels:
-                raise ConfigError(f"eval.perturb.perturbations: {name!r} has no level in eval.perturb.levels")
 
     @classmethod
     def from_cfg(cls, node: Any = None, where: str = "eval.perturb") -> PerturbConfig:

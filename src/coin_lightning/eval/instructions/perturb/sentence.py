@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Callable, Iterable
+from functools import partial, reduce
 
 from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import search_space, whole_word
@@ -62,9 +63,7 @@ def checklist(
     Returns:
         ``text`` followed by the suffixes.
     """
-    for _ in range(suffix_count):
-        text = append(text, random_suffix(rng, suffix_len))
-    return text
+    return reduce(append, (random_suffix(rng, suffix_len) for _ in range(suffix_count)), text)
 
 
 def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, suffix_count: int = 1) -> str:
@@ -77,31 +76,24 @@ def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
     chosen: list[str] = []
     while len(chosen) < suffix_count:
         chosen.extend(rng.sample(pool, len(pool)))
-    for clause in chosen[:suffix_count]:
-        text = append(text, clause)
-    return text
+    return reduce(append, chosen[:suffix_count], text)
 
 
-def suffix_space(name: str):
-    """The adversarial search space of ``checklist`` or ``stresstest``: ``(clean, rng, protected, cfg) ->
-    candidates`` appending one more suffix per step, up to ``cfg.sentence.suffix_count``."""
+def suffix_space(name: str, clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
+    """The adversarial search space of ``checklist`` or ``stresstest`` (bound with ``functools.partial``, the
+    ``(clean, rng, protected, cfg) -> candidates`` of its :class:`Perturbation`), appending one more suffix per
+    step, up to ``cfg.sentence.suffix_count``."""
+    cap, tautologies = cfg.adversarial.candidates_per_step, usable_tautologies(protected)
 
-    def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
-        cap, tautologies = cfg.adversarial.candidates_per_step, usable_tautologies(protected)
+    def steps(text: str, used: tuple[str, ...]):
+        if len(used) >= cfg.sentence.suffix_count:
+            return []
+        suffixes = ([random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)] if name == "checklist"
+                    else [t for t in tautologies if t not in used] or list(tautologies))
+        return [(append(text, s), used + (s,)) for s in suffixes]
 
-        def steps(text: str, used: tuple[str, ...]):
-            if len(used) >= cfg.sentence.suffix_count:
-                return []
-            if name == "checklist":
-                suffixes = [random_suffix(rng, cfg.sentence.suffix_len) for _ in range(cap)]
-            else:
-                suffixes = [t for t in tautologies if t not in used] or list(tautologies)
-            return [(append(text, s), used + (s,)) for s in suffixes]
-
-        return search_space(clean, (), steps, rng, cap)
-
-    return build
+    return search_space(clean, (), steps, rng, cap)
 
 
-register(Perturbation("checklist", "sentence", checklist, "sentence", ("suffix_count", "suffix_len"), suffix_space("checklist")))
-register(Perturbation("stresstest", "sentence", stresstest, "sentence", ("suffix_count",), suffix_space("stresstest")))
+register(Perturbation("checklist", "sentence", checklist, "sentence", ("suffix_count", "suffix_len"), partial(suffix_space, "checklist")))
+register(Perturbation("stresstest", "sentence", stresstest, "sentence", ("suffix_count",), partial(suffix_space, "stresstest")))

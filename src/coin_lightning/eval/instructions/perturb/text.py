@@ -11,6 +11,7 @@ Every perturbation operator works on the word tokens this module yields and leav
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,10 +57,8 @@ def protected_spans(text: str, protected: Iterable[str] = ()) -> list[tuple[int,
     Returns:
         Sorted ``(start, end)`` offsets (end exclusive), possibly overlapping.
     """
-    spans = [m.span() for m in QUOTED_RE.finditer(text)]
-    for phrase in filter(None, (p.strip() for p in protected)):
-        spans.extend(m.span() for m in whole_word(phrase).finditer(text))
-    return sorted(spans)
+    patterns = [QUOTED_RE, *(whole_word(phrase) for phrase in filter(None, (p.strip() for p in protected)))]
+    return sorted(m.span() for pattern in patterns for m in pattern.finditer(text))
 
 
 def editable_words(text: str, protected: Iterable[str] = ()) -> list[Token]:
@@ -75,6 +74,13 @@ def editable_words(text: str, protected: Iterable[str] = ()) -> list[Token]:
 def content_words(tokens: list[Token], min_len: int = 3) -> list[Token]:
     """Alphabetic tokens of at least ``min_len`` letters that are not :data:`STOPWORDS`."""
     return [t for t in tokens if t.text.isalpha() and len(t.text) >= min_len and t.text.lower() not in STOPWORDS]
+
+
+def word_pool(text: str, protected: Iterable[str], eligible: Callable[[Token], bool] = lambda t: True) -> list[Token]:
+    """The words an operator edits: the editable :func:`content_words` that ``eligible`` accepts, or, when there
+    is none, every editable alphabetic word it accepts."""
+    tokens = editable_words(text, protected)
+    return [t for t in content_words(tokens) if eligible(t)] or [t for t in tokens if t.text.isalpha() and eligible(t)]
 
 
 def replace_tokens(text: str, replacements: dict[Token, str]) -> str:
@@ -106,8 +112,7 @@ def edit_words(
 ) -> str:
     """Edit up to ``max_words`` distinct words of ``text``, chosen at random among content words.
 
-    The words are drawn (``rng.sample``) from the editable content words that ``eligible`` accepts,
-    falling back to any editable alphabetic word when no content word qualifies. A word whose
+    The words are drawn (``rng.sample``) from :func:`word_pool`. A word whose
     ``edit`` returns ``None`` or the word itself is skipped and another one tried.
 
     Args:
@@ -121,8 +126,7 @@ def edit_words(
     Returns:
         The edited instruction (``text`` itself when nothing could be edited).
     """
-    tokens = editable_words(text, protected)
-    pool = [t for t in content_words(tokens) if eligible(t)] or [t for t in tokens if t.text.isalpha() and eligible(t)]
+    pool = word_pool(text, protected, eligible)
     replacements: dict[Token, str] = {}
     for token in rng.sample(pool, len(pool)):
         if len(replacements) >= max_words:
@@ -131,12 +135,6 @@ def edit_words(
         if new is not None and new != token.text:
             replacements[token] = new
     return replace_tokens(text, replacements)
-
-
-def cap_candidates(items: list[str], rng, cap: int) -> list[str]:
-    """``items`` without repeats, or a ``rng.sample`` of ``cap`` of them when there are more."""
-    unique = list(dict.fromkeys(items))
-    return unique if len(unique) <= cap else rng.sample(unique, cap)
 
 
 def search_space(clean: str, start, steps: Callable, rng, cap: int) -> Callable[[str], list[str]]:
@@ -148,7 +146,7 @@ def search_space(clean: str, start, steps: Callable, rng, cap: int) -> Callable[
         start: the edit state of ``clean`` (e.g. no edited word).
         steps: ``(text, state) -> [(text one edit further, its state), ...]`` (``[]`` at the edit limit).
         rng: ``random.Random``; fixes which candidates are offered.
-        cap: candidates returned per step at most (a seeded sample, :func:`cap_candidates`).
+        cap: candidates returned per step at most (without repeats; a ``rng.sample`` of ``cap`` when there are more).
 
     Raises:
         ValueError: (from ``candidates``) a text it did not produce.
@@ -158,11 +156,11 @@ def search_space(clean: str, start, steps: Callable, rng, cap: int) -> Callable[
     def candidates(text: str) -> list[str]:
         if text not in states:
             raise ValueError(f"candidates() got an instruction it did not produce: {text!r}")
-        out = []
-        for new, state in steps(text, states[text]):
+        pairs = list(steps(text, states[text]))
+        for new, state in pairs:
             states.setdefault(new, state)
-            out.append(new)
-        return cap_candidates(out, rng, cap)
+        unique = list(dict.fromkeys(new for new, _ in pairs))
+        return unique if len(unique) <= cap else rng.sample(unique, cap)
 
     return candidates
 
@@ -183,17 +181,14 @@ def word_space(clean: str, protected: Iterable[str], variants: Callable[[str], l
     Returns:
         ``candidates(text)`` of :func:`search_space` (``[]`` once ``limit`` words are edited).
     """
-    tokens = editable_words(clean, protected)
-    pool = content_words(tokens) or [t for t in tokens if t.text.isalpha()]
-    cache: dict[Token, list[str]] = {}
+    pool = word_pool(clean, protected)
+    variants_of = functools.cache(lambda token: variants(token.text))  # once per token, when first needed
 
     def steps(text: str, edits: dict[Token, str]):
         if len(edits) >= limit:
             return
         for token in (t for t in pool if t not in edits):
-            if token not in cache:
-                cache[token] = variants(token.text)
-            for v in cache[token]:
+            for v in variants_of(token):
                 new_edits = {**edits, token: v}
                 yield replace_tokens(clean, new_edits), new_edits
 

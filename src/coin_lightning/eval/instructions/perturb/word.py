@@ -83,9 +83,8 @@ def pypi_wordnet_dir() -> Path:
         staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for path in sorted(source.iterdir()):
-            if path.is_file():
-                (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
+        for path in filter(Path.is_file, sorted(source.iterdir())):
+            (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
         try:
             staging.rename(target)
         except OSError:  # another process finished first
@@ -146,23 +145,18 @@ def _load_wordnet(wordnet_dir: str):
 
 
 def _usable(name: str, multiword: bool) -> str | None:
-    """WordNet lemma name -> plain text, or ``None`` when it is not a usable replacement word."""
+    """WordNet lemma name -> plain lower-case text, or ``None`` when it is not a usable replacement word."""
     parts = name.split("_")
-    return " ".join(parts) if all(p.isalpha() for p in parts) and (len(parts) == 1 or multiword) else None
+    return " ".join(parts).lower() if all(p.isalpha() for p in parts) and (len(parts) == 1 or multiword) else None
 
 
 @functools.lru_cache(maxsize=4)
 def _sense_counts(wordnet_dir: str) -> dict[str, int]:
     """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once; nltk's
     ``Lemma.count`` binary-searches the file on every call)."""
-    counts: dict[str, int] = {}
     path = Path(wordnet_dir) / "cntlist.rev"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[2].isdigit():
-                counts[parts[0]] = int(parts[2])
-    return counts
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    return {parts[0]: int(parts[2]) for parts in map(str.split, lines) if len(parts) == 3 and parts[2].isdigit()}
 
 
 def lemma_count(lemma, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> int:
@@ -179,13 +173,10 @@ def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | 
     never replaced by a base-form synonym.
     """
     wordnet = load_wordnet(wordnet_dir)
-    best, best_score = None, (0, 0)
-    for pos in WORDNET_POS:
-        lemmas = [lem for s in wordnet.synsets(word, pos) for lem in s.lemmas() if lem.name().lower() == word]
-        score = (sum(lemma_count(lem, wordnet_dir) for lem in lemmas), len(lemmas))
-        if lemmas and score > best_score:
-            best, best_score = pos, score
-    return best
+    lemmas = {pos: [lem for s in wordnet.synsets(word, pos) for lem in s.lemmas() if lem.name().lower() == word]
+              for pos in WORDNET_POS}
+    scores = {pos: (sum(lemma_count(lem, wordnet_dir) for lem in ls), len(ls)) for pos, ls in lemmas.items() if ls}
+    return max(scores, key=scores.get, default=None)  # the first best, in WORDNET_POS order
 
 
 def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list:
@@ -208,13 +199,9 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     Returns:
         Lower-case synonyms, without ``word`` itself; empty when WordNet has none.
     """
-    word, out = word.lower(), []
-    for synset in own_senses(word, wordnet_dir):
-        for lemma in synset.lemmas():
-            text = _usable(lemma.name(), multiword=False)
-            if text and text.lower() != word and text.lower() not in out:
-                out.append(text.lower())
-    return tuple(out[:k])
+    word = word.lower()
+    texts = (_usable(lemma.name(), multiword=False) for s in own_senses(word, wordnet_dir) for lemma in s.lemmas())
+    return tuple(t for t in dict.fromkeys(texts) if t and t != word)[:k]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -226,22 +213,17 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
     """
     word = word.lower()
     own = own_senses(word, wordnet_dir)[:senses]
+    related = (rel for s in own for hyper in s.hypernyms() + s.instance_hypernyms()
+               for rel in [hyper] + [h for h in hyper.hyponyms() if h not in own])
     counts: dict[str, int] = {}
-    for synset in own:
-        for hyper in synset.hypernyms() + synset.instance_hypernyms():
-            for rel in [hyper] + [h for h in hyper.hyponyms() if h not in own]:
-                for lemma in rel.lemmas():
-                    text = _usable(lemma.name(), multiword=True)
-                    if text and text.lower() != word:
-                        counts[text.lower()] = max(counts.get(text.lower(), 0), lemma_count(lemma, wordnet_dir))
+    for lemma in (lemma for rel in related for lemma in rel.lemmas()):
+        if (text := _usable(lemma.name(), multiword=True)) and text != word:
+            counts[text] = max(counts.get(text, 0), lemma_count(lemma, wordnet_dir))
     return tuple(sorted(counts, key=lambda t: (-counts[t], t))[:k])
 
 
 def _substitute(text, rng, protected, max_words, candidates_of) -> str:
-    def edit(word: str, r: random.Random) -> str | None:
-        cands = candidates_of(word)
-        return match_case(word, r.choice(cands)) if cands else None
-
+    edit = lambda word, r: match_case(word, r.choice(candidates_of(word)))  # noqa: E731 (only eligible words come)
     return edit_words(text, rng, protected, max_words, edit, eligible=lambda t: bool(candidates_of(t.text)))
 
 
@@ -276,18 +258,16 @@ def bertattack(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
     return _substitute(text, rng, protected, max_words, lambda w: related_candidates(w, candidates, wordnet_dir))
 
 
-def substitution_space(source: Callable[..., tuple[str, ...]]):
+def substitution_space(source: Callable[..., tuple[str, ...]], clean: str, rng: random.Random, protected: Iterable[str],
+                       cfg) -> Callable[[str], list[str]]:
     """The adversarial search space of a word operator whose candidates come from ``source``
-    (:func:`synonym_candidates` or :func:`related_candidates`): ``(clean, rng, protected, cfg) -> candidates``
-    trying every one of ``cfg.word.candidates`` replacements of each word."""
-
-    def build(clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:
-        variants = lambda word: [match_case(word, c) for c in source(word, cfg.word.candidates, cfg.word.wordnet_dir)]  # noqa: E731
-        return word_space(clean, protected, variants, cfg.word.max_words, rng, cfg.adversarial.candidates_per_step)
-
-    return build
+    (:func:`synonym_candidates` or :func:`related_candidates`; bound with ``functools.partial``, it is the
+    ``(clean, rng, protected, cfg) -> candidates`` of its :class:`Perturbation`), trying every one of
+    ``cfg.word.candidates`` replacements of each word."""
+    variants = lambda word: [match_case(word, c) for c in source(word, cfg.word.candidates, cfg.word.wordnet_dir)]  # noqa: E731
+    return word_space(clean, protected, variants, cfg.word.max_words, rng, cfg.adversarial.candidates_per_step)
 
 
 KNOBS = ("max_words", "candidates", "wordnet_dir")
-register(Perturbation("textfooler", "word", textfooler, "word", KNOBS, substitution_space(synonym_candidates)))
-register(Perturbation("bertattack", "word", bertattack, "word", KNOBS, substitution_space(related_candidates)))
+register(Perturbation("textfooler", "word", textfooler, "word", KNOBS, functools.partial(substitution_space, synonym_candidates)))
+register(Perturbation("bertattack", "word", bertattack, "word", KNOBS, functools.partial(substitution_space, related_candidates)))

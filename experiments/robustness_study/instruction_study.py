@@ -10,7 +10,8 @@ through :class:`experiments.robustness_study.jobs.Jobs`):
    and off-label rate decide whether the regime passes the gate;
 3. **sweep**: every arm x seed, seed by seed (a stopped run leaves the arms evenly trained), each
    evaluating its own adapter (``eval_after_train``); the pilot job of ``setting`` is the continual arm's
-   seed-1 job when its command is the same;
+   seed-1 job when its command is the same (compared with the paths portable, so a pilot restored from
+   records of another checkout and work directory counts), unless the job's own record restores it;
 4. **compare**: ``compare --sweep`` (paired and independent-seed intervals), then ``summary.json`` and
    ``drop_by_level.png`` in ``results/instruction_regime`` (:mod:`experiments.robustness_study.instruction_summary`).
 
@@ -33,8 +34,8 @@ from omegaconf import OmegaConf
 
 from experiments.robustness_study.instruction_regime import TASKS, write_regime
 from experiments.robustness_study.instruction_summary import write_summary
-from experiments.robustness_study.jobs import DONE, Jobs
-from experiments.robustness_study.stages import PY, REPO
+from experiments.robustness_study.jobs import DONE, REPO, Jobs
+from experiments.robustness_study.stages import PY
 
 HERE = REPO / "experiments" / "robustness_study"
 
@@ -66,7 +67,7 @@ class InstructionStudy:
         if cfg.setting not in cfg.pilots:
             raise SystemExit(f"error: instruction_study.yaml setting: {cfg.setting!r} is not one of pilots: {list(cfg.pilots)}")
         self.regime = write_regime(glue, work / "regime", int(cfg.regime.groups), int(cfg.regime.seed))
-        self.jobs = Jobs(REPO, results, commit, program="experiments.robustness_study.instruction_study")
+        self.jobs = Jobs(REPO, results, commit, program="experiments.robustness_study.instruction_study", work=work)
 
     def command(self, job: Path, extra: list, lam, pooling: str, seed: int) -> list:
         """One training job: the ``train`` overrides and ``extra``, lambda, pooling and seed, evaluating its
@@ -117,17 +118,21 @@ class InstructionStudy:
                     continue
                 job = self.work / "sweep" / f"{arm}_seed{seed}"
                 cmd = self.command(job, extra, a["lambda"], a.pooling, seed)
-                self.reuse_pilot(job, cmd)
+                if not self.jobs.restore("sweep", job.name, job, job / "eval"):  # its own record first
+                    self.reuse_pilot(job, cmd)
                 self.train("sweep", job.name, cmd, {"arm": arm, "lambda": a["lambda"], "pooling": a.pooling, "seed": seed})
         return self.work / "sweep"
 
     def reuse_pilot(self, job: Path, cmd: list) -> None:
-        """Copy the pilot job of ``setting`` when it ran exactly ``cmd`` (the continual arm, seed 1)."""
+        """Copy the pilot job of ``setting`` when it ran exactly ``cmd`` (the continual arm, seed 1; the commands
+        compared in their portable form, :meth:`Jobs.portable`, so a pilot restored from records written on
+        another checkout and work directory counts)."""
         pilot = self.work / "pilot" / str(self.cfg.setting)
         if (job / DONE).is_file() or not (pilot / DONE).is_file():
             return
         done = json.loads((pilot / DONE).read_text(encoding="utf-8"))
-        if done["command"] == " ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot)):
+        same = self.jobs.portable(" ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot)))
+        if self.jobs.portable(done["command"]) == same:
             shutil.rmtree(job, ignore_errors=True)
             shutil.copytree(pilot, job)
             (job / DONE).write_text(json.dumps({**done, "reused_from": f"pilot/{self.cfg.setting}"}), encoding="utf-8")
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = study.sweep(args.arms)
     if args.stop_after is None and not args.arms:
         out = study.compare(sweep)
-        summary = write_summary(cfg, out, results)
+        summary = write_summary(cfg, out, results, study.work)
         study.jobs.commit_paths([results / f for f in ("summary.json", "comparison.md", "comparison.json", "drop_by_level.png")],
                                 "robustness study: instruction regime, comparison and summary")
         print(f"[instruction_study] gate passed: {summary['gate']['passed']}; results in {results}", flush=True)

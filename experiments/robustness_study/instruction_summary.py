@@ -40,7 +40,7 @@ from coin_lightning.eval.scoring.bootstrap import correctness, hierarchical_boot
 from coin_lightning.eval.scoring.sweep import results_dir  # noqa: E402
 from coin_lightning.io import write_json  # noqa: E402
 from experiments.robustness_study.instruction_regime import TASKS  # noqa: E402
-from experiments.robustness_study.jobs import repo_relative  # noqa: E402
+from experiments.robustness_study.jobs import portable  # noqa: E402
 
 DESCRIPTION = ("Two yes/no tasks over the same GLUE sst2 sentences, told apart by the instruction alone: "
                "sst2_positive ('does the review praise the film?') and sst2_negative ('does it pan the film?'). "
@@ -119,11 +119,12 @@ def drop_figure(drops: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def write_summary(cfg, compared: Path, results: Path) -> dict:
-    """Copy ``comparison.{md,json}`` from ``compared`` into ``results``; write ``summary.json`` (schema in
-    the module docstring) and ``drop_by_level.png``; return the summary."""
-    for f in ("comparison.md", "comparison.json"):  # committed: paths relative to the repository
-        (results / f).write_text(repo_relative((compared / f).read_text(encoding="utf-8")), encoding="utf-8")
+def write_summary(cfg, compared: Path, results: Path, work: Path | None = None) -> dict:
+    """Copy ``comparison.{md,json}`` from ``compared`` into ``results`` (their paths :func:`portable`, the
+    work directory ``work`` as ``<work>``); write ``summary.json`` (schema in the module docstring) and
+    ``drop_by_level.png``; return the summary."""
+    for f in ("comparison.md", "comparison.json"):  # committed: no path of this machine
+        (results / f).write_text(portable((compared / f).read_text(encoding="utf-8"), work), encoding="utf-8")
     cmp = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     names = {}
     for cname, a in cmp["arms"].items():

@@ -7,6 +7,11 @@ directory without it (a stopped run) is started again. After each finished job i
 copied into ``<results>/jobs/<group>/<job>/`` and, with ``commit=True``, committed with git (only those
 paths). From a clean checkout (no job directory), :meth:`Jobs.restore` rebuilds a job directory from
 those small outputs, laid out as the job's evaluation output, so the job is skipped and never re-run.
+
+Records name no path of the machine that ran them (:func:`portable`): the interpreter is ``python``, a
+path in the work directory is ``<work>/...`` and any other path is relative to the repository root
+(the shared data: ``../shared/...``). Reuse and restore compare these forms, so they work from any
+checkout and work directory.
 """
 from __future__ import annotations
 
@@ -32,15 +37,85 @@ DONE = "done.json"
 RECORD = "job.json"
 """A finished job's record in the results (its ``done.json`` and the study's labels)."""
 
-_ABSOLUTE = re.compile(r"(?<=[=\s'\"`,\[])/[^\s',\]\"`]+")
+WORK = "<work>"
+"""How a record names the study's work directory (``--work``), wherever it was on the machine that ran it."""
+REPO = Path(__file__).resolve().parents[2]
+"""This checkout's root."""
+
+_ABSOLUTE = re.compile(r"(?<![^=\s'\"`,\[])/[^\s',\]\"`]+")  # at the start, or after = space quote , [
+_RELATIVE = re.compile(r"(?<![^=\s'\"`,\[])(?:<work>|[\w.-]+)/[^\s',\]\"`]*")
+_INTERPRETER = re.compile(r"/(?:[^/]+/)*bin/python[\d.]*")
 
 
-def repo_relative(command: str, root: Path | None = None) -> str:
-    """``command`` (or any text: a JSON or markdown record) with every absolute path written relative to the
-    repository root ``root`` (this checkout's by default), e.g. ``data.root=../shared/data/glue``, so that
-    committed files hold no path of the machine they ran on."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    return _ABSOLUTE.sub(lambda m: os.path.relpath(m.group(0), root), command)
+def _dirs(x) -> list[str]:
+    """One directory or several, as normalised absolute strings, longest first (the most specific wins)."""
+    many = [] if x is None else [x] if isinstance(x, (str, os.PathLike)) else list(x)
+    return sorted((os.path.normpath(str(d)) for d in many), key=len, reverse=True)
+
+
+def portable(text: str, work=None, repo=None) -> str:
+    """``text`` (a command, a path, or a whole JSON, YAML or markdown record) as the records hold it, naming
+    no path of the machine it ran on: an absolute path of a Python interpreter (``.../bin/python3``) becomes
+    ``python``, a path in the study's work directory ``work`` ``<work>/...`` and any other absolute path
+    relative to the repository root ``repo`` (this checkout's by default), e.g. ``data.root=../shared/data/glue``.
+
+    ``work`` and ``repo`` may each be several directories (records written on several machines): a path in
+    any of them is mapped as above, one outside every ``repo`` is written relative to the first. Applied to
+    its own output, it changes nothing.
+    """
+    given = [REPO] if repo is None else [repo] if isinstance(repo, (str, os.PathLike)) else list(repo)
+    works, repos, first = _dirs(work), _dirs(given), os.path.normpath(str(given[0]))
+
+    def one(m: re.Match) -> str:
+        path = m.group(0)
+        if _INTERPRETER.fullmatch(path):
+            return "python"
+        for w in works:
+            if path == w or path.startswith(w + "/"):
+                return WORK + path[len(w):]
+        for r in repos:
+            if path == r or path.startswith(r + "/"):
+                return os.path.relpath(path, r)
+        return os.path.relpath(path, first)
+
+    return _ABSOLUTE.sub(one, str(text))
+
+
+def portable_record(obj, work=None, repo=None):
+    """``obj`` (a JSON record: dicts, lists, strings, numbers) with :func:`portable` applied to every string."""
+    if isinstance(obj, str):
+        return portable(obj, work, repo)
+    if isinstance(obj, dict):
+        return {k: portable_record(v, work, repo) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_record(v, work, repo) for v in obj]
+    return obj
+
+
+def local(text: str, work: Path | None, repo: Path | None = None) -> str:
+    """The inverse of :func:`portable` for a restored job's overrides: ``<work>`` becomes the work directory
+    ``work`` and a path relative to the repository root ``repo`` (``../shared/data/glue``, or one whose
+    first part is in the repository) absolute, as a job run here names them (``compare --sweep`` groups the
+    jobs into arms by their overrides, restored and newly run alike)."""
+    repo = Path(repo if repo is not None else REPO)
+
+    def one(m: re.Match) -> str:
+        path = m.group(0)
+        if path.startswith(WORK):
+            return path if work is None else str(work) + path[len(WORK):]
+        if path.startswith("../") or (repo / path.split("/")[0]).exists():
+            return os.path.normpath(repo / path)
+        return path
+
+    return _RELATIVE.sub(one, text)
+
+
+def shell_line(command: str) -> str:
+    """A recorded command as a line of ``commands.sh``: ``<work>`` as ``"$WORK"`` (quoted for ``sh``)."""
+    if command.startswith("#") or WORK not in command:
+        return command
+    return " ".join('"$WORK"'.join(shlex.quote(p) if p else "" for p in arg.split(WORK)) if WORK in arg
+                    else shlex.quote(arg) for arg in shlex.split(command))
 
 
 def as_python(command: str) -> str:
@@ -74,15 +149,25 @@ class Jobs:
         results: the results directory (small outputs, ``commands.sh``, ``stages.json``).
         commit: commit each job's small outputs with git.
         program: the module whose commands these are (named in ``commands.sh``).
+        work: the study's work directory (``<work>`` in the records, :func:`portable`).
     """
 
-    def __init__(self, repo: Path, results: Path, commit: bool = False, program: str = "experiments.robustness_study.run"):
-        self.repo, self.results, self.commit, self.program = repo, results, commit, program
+    def __init__(self, repo: Path, results: Path, commit: bool = False, program: str = "experiments.robustness_study.run",
+                 work: Path | None = None):
+        self.repo, self.results, self.commit, self.program, self.work = repo, results, commit, program, work
         self.commands: list[str] = []
         self.walls: dict[str, dict] = {}
         self.code_commit = git_commit(repo)
         self.restored: set[Path] = set()
         """Job directories rebuilt from the results in this run (:meth:`restore`)."""
+
+    def portable(self, text: str) -> str:
+        """:func:`portable` for this checkout and work directory: how a record names ``text``."""
+        return portable(text, self.work, self.repo)
+
+    def portable_record(self, obj):
+        """:func:`portable_record` for this checkout and work directory."""
+        return portable_record(obj, self.work, self.repo)
 
     def recorded(self, group: str, name: str) -> Path | None:
         """``<results>/jobs/<group>/<name>`` when it holds a finished job's small outputs, else ``None``."""
@@ -92,9 +177,10 @@ class Jobs:
     def restore(self, group: str, name: str, job_dir: Path, eval_dir: Path, also: dict | None = None) -> bool:
         """Rebuild a finished job's directory from its small outputs in the results, when it has no
         ``done.json`` but ``<results>/jobs/<group>/<name>`` is complete: ``metrics.json`` and the
-        decompressed ``predictions.jsonl`` in ``eval_dir`` (inside ``job_dir``), ``.hydra/overrides.yaml``,
-        ``also`` (``{path inside job_dir: source file}``) and ``done.json`` (the recorded one: its commit,
-        command and wall time, with ``restored_from``). Adapters are not in the results and are not restored.
+        decompressed ``predictions.jsonl`` in ``eval_dir`` (inside ``job_dir``), ``.hydra/overrides.yaml``
+        (its paths as a job run here names them, :func:`local`), ``also`` (``{path inside job_dir: source
+        file}``) and ``done.json`` (the recorded one: its commit, command and wall time in their portable
+        form, with ``restored_from``). Adapters are not in the results and are not restored.
 
         Returns:
             Whether the job was restored (``False``: it has its marker, or the results do not hold it).
@@ -111,7 +197,8 @@ class Jobs:
             shutil.copyfileobj(fh, dst)
         if (src / "overrides.yaml").is_file():
             (tmp / ".hydra").mkdir(exist_ok=True)
-            shutil.copy2(src / "overrides.yaml", tmp / ".hydra" / "overrides.yaml")
+            write_text(tmp / ".hydra" / "overrides.yaml",
+                       local((src / "overrides.yaml").read_text(encoding="utf-8"), self.work, self.repo))
         for rel, path in (also or {}).items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, tmp / rel)
@@ -168,7 +255,8 @@ class Jobs:
                 raise SystemExit(f"error: {stage} failed (exit status {proc.returncode}"
                                  + (f"; no {done_file} in {', '.join(missing)}" if missing else "") + f"): {line}\n{tail}")
             for d in pending:
-                write_json(d / DONE, {"commit": self.code_commit, "command": line, "wall_s": round(wall / len(pending), 1),
+                write_json(d / DONE, {"commit": self.code_commit, "command": self.portable(line),
+                                      "wall_s": round(wall / len(pending), 1),
                                       "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
             rec["jobs_run"] += len(pending)
         rec["jobs_skipped"] += len(job_dirs) - len(pending)
@@ -182,21 +270,22 @@ class Jobs:
                 commit: bool = True) -> list[Path]:
         """Copy a finished job's small outputs (evaluation metrics, compressed predictions and, for a training
         job, its logged curves as ``train_metrics.csv.gz``) into ``<results>/jobs/<group>/<name>/`` (``job.json`` last,
-        as it marks them complete) and, with ``commit`` and the study's ``--commit``, commit them; a job
-        restored from there (in this run or an earlier one) is left as it is (returns ``[]``)."""
+        as it marks them complete; the text ones with their paths :func:`portable`) and, with ``commit`` and the
+        study's ``--commit``, commit them; a job restored from there (in this run or an earlier one) is left as it
+        is (returns ``[]``)."""
         if done.get("restored_from"):
             return []
         dest = self.results / "jobs" / group / name
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(eval_dir / "metrics.json", dest / "metrics.json")
+        write_text(dest / "metrics.json", self.portable((eval_dir / "metrics.json").read_text(encoding="utf-8")))
         paths = [dest / "metrics.json", _gzip_copy(eval_dir / "predictions.jsonl", dest / "predictions.jsonl.gz")]
         curve = job_dir / "csv" / "metrics.csv"  # a training job's logged curves (CE, InfoNCE, similarities)
         if curve.is_file():
             paths.append(_gzip_copy(curve, dest / "train_metrics.csv.gz"))
         if (job_dir / ".hydra" / "overrides.yaml").is_file():
-            shutil.copy2(job_dir / ".hydra" / "overrides.yaml", dest / "overrides.yaml")
+            write_text(dest / "overrides.yaml", self.portable((job_dir / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")))
             paths.append(dest / "overrides.yaml")
-        write_json(dest / RECORD, {**done, **(extra or {})})
+        write_json(dest / RECORD, self.portable_record({**done, **(extra or {})}))
         paths.append(dest / RECORD)
         if commit:
             self.commit_paths(paths, f"robustness study: {group}/{name} (ran on {done['commit']})")
@@ -223,8 +312,10 @@ class Jobs:
                 subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=root, check=True)
 
     def write_log(self) -> None:
-        """``commands.sh`` (every command, in stage order) and ``stages.json`` (wall time per stage)."""
+        """``commands.sh`` (every command, in stage order, :func:`portable`, with ``$WORK`` for the work
+        directory: :func:`shell_line`) and ``stages.json`` (wall time per stage)."""
+        lines = dict.fromkeys(shell_line(self.portable(as_python(c))) for c in self.commands)
         write_text(self.results / "commands.sh", f"#!/bin/sh\n# the commands of python -m {self.program}, "
-                   "in order (run from the repository root; paths relative to it)\n"
-                   + "".join(repo_relative(as_python(c)) + "\n" for c in dict.fromkeys(self.commands)))
+                   "in order (run from the repository root; paths relative to it, WORK: the run's --work)\n"
+                   ': "${WORK:?set WORK to the work directory (--work)}"\n' + "".join(c + "\n" for c in lines))
         write_json(self.results / "stages.json", self.walls)

@@ -21,7 +21,9 @@ Stages (each job one command of the package, run as a subprocess, logged to ``co
 
 Every job leaves ``done.json`` (its commit, command, wall time) and is skipped on rerun
 (:mod:`experiments.robustness_study.jobs`); its small outputs go to ``results/jobs/`` as it finishes
-(``--commit``: committed with git, with ``power.json`` and the attack's files). Work files go to
+(``--commit``: committed with git, with ``power.json`` and the attack's files), naming no path of this
+machine (``<work>/...`` for the work directory, other paths relative to the repository root:
+:func:`experiments.robustness_study.jobs.portable`). Work files go to
 ``--work`` (default ``outputs/robustness_study``). From a clean checkout (no work directory) a job
 whose small outputs are in ``results/jobs/`` is restored from there and not re-run; a sweep job gets
 there only once the attacked and secondary views have evaluated its adapter, as adapters are not
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                                work / "views" / name / job.name / "eval", study.view_done[name][job.name])
     compared = {name: study.compare(name, d) for name, d in views.items()}
     study.jobs.write_log()
-    write_summary(cfg, compared, results, power, study.arms, seeds, rows)
+    write_summary(cfg, compared, results, power, study.arms, seeds, rows, work)
     print(f"[robustness_study] done in {time.perf_counter() - t0:.0f} s; results in {results}", flush=True)
     return 0
 

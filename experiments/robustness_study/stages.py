@@ -19,10 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from coin_lightning.eval.scoring.bootstrap import read_predictions
 from coin_lightning.io import write_json
-from experiments.robustness_study.jobs import DONE, Jobs
+from experiments.robustness_study.jobs import DONE, REPO, Jobs
 from experiments.robustness_study.power import size_from_pilot
 
-REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 RETRAIN_VAL_LOSS_ATOL = 0.01
 """How far a re-trained adapter's final validation loss (nats per response token) may lie from the one its
@@ -68,7 +67,7 @@ class Study:
                 directory or file is missing (before any job runs).
         """
         self.cfg, self.work, self.results, self.retrain = cfg, work, results, retrain
-        self.jobs = Jobs(REPO, results, commit)
+        self.jobs = Jobs(REPO, results, commit, work=work)
         self.glue = (REPO / cfg.data / "glue").resolve()
         if not self.glue.is_dir():
             raise SystemExit(f"error: {self.glue} not found (study.yaml data: must hold glue/<task>/<split>.jsonl)")
@@ -125,19 +124,20 @@ class Study:
                                           f"(ran on {done['commit']})")
 
     def reuse_pilot(self, job: Path, cmd: list) -> None:
-        """Copy the pilot's job of the same arm and seed when it ran exactly ``cmd`` (same sizes), so it
-        is not trained twice."""
+        """Copy the pilot's job of the same arm and seed when it ran exactly ``cmd`` (same sizes; the commands
+        compared in their portable form, :meth:`Jobs.portable`, whatever the interpreter or checkout that ran
+        it), so it is not trained twice."""
         pilot = self.work / "pilot" / job.name
         marker = pilot / DONE
         if (job / DONE).is_file() or not marker.is_file() or not (pilot / "adapter").is_dir():
             return  # a pilot job restored from the results has no adapter to evaluate the views with
-        same = " ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot))
-        if json.loads(marker.read_text(encoding="utf-8"))["command"] == same:
+        same = self.jobs.portable(" ".join(shlex.quote(str(c)) for c in cmd).replace(str(job), str(pilot)))
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if self.jobs.portable(done["command"]) == same:
             shutil.rmtree(job, ignore_errors=True)
             shutil.copytree(pilot, job)
-            done = json.loads(marker.read_text(encoding="utf-8"))
             write_json(job / DONE, {**done, "wall_s": 0.0, "command": f"# {job.name}: the pilot's job, the same command",
-                                    "reused_from": str(pilot)})
+                                    "reused_from": self.jobs.portable(str(pilot))})
 
     def view_jobs(self, view: str, jobs: list[tuple], tasks: list[str], rows: int, extra: list[str],
                   method: str | None = None) -> Path:
@@ -286,7 +286,7 @@ class Study:
                *eval_overrides(self.cfg, "eval", tasks, a.rows_per_task, method), "eval.perturb_mode=adversarial",
                f"eval.query_budget={a.query_budget}", f"eval.probe_size={a.probe_size}", f"hydra.run.dir={job / 'eval'}"]
         done = self.jobs.run("attack", job, cmd, done_when=found)
-        if done.get("restored_from") and (rec / "attack.json").is_file():  # recorded when it ran (its --work paths)
+        if done.get("restored_from") and (rec / "attack.json").is_file():  # recorded when it ran (paths portable)
             shutil.copy2(rec / "attack.json", self.results / "attack.json")
             shutil.copy2(kept, self.results / "attacked_instructions.yaml")
             return self.results / "attacked_instructions.yaml"
@@ -299,7 +299,7 @@ class Study:
         paths = self.jobs.collect("attack", name, job, job / "eval", done, commit=False)
         rec.mkdir(parents=True, exist_ok=True)
         shutil.copy2(found, kept)
-        write_json(rec / "attack.json", record)
+        write_json(rec / "attack.json", self.jobs.portable_record(record))
         shutil.copy2(found, self.results / "attacked_instructions.yaml")
         shutil.copy2(rec / "attack.json", self.results / "attack.json")
         paths += [kept, rec / "attack.json", self.results / "attacked_instructions.yaml", self.results / "attack.json"]

@@ -33,8 +33,7 @@ from pathlib import Path
 
 from coin_lightning.eval.scoring.sweep import seed_pairing
 from coin_lightning.io import write_json
-from experiments.robustness_study.jobs import Jobs, repo_relative
-from experiments.robustness_study.stages import REPO
+from experiments.robustness_study.jobs import REPO, Jobs, portable
 
 METRIC_NAMES = {"generate": "exact_match", "rank": "rank"}
 """``eval.method`` -> the metric's name in the summary."""
@@ -51,15 +50,15 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 3)
 
 
-def copy_comparison(out: Path, dest: Path) -> None:
-    """Copy the :data:`COPIED` files of one ``compare --sweep`` output to ``dest``, the text ones with every
-    absolute path made relative to the repository (:func:`repo_relative`): committed files name no machine's path."""
+def copy_comparison(out: Path, dest: Path, work: Path | None = None) -> None:
+    """Copy the :data:`COPIED` files of one ``compare --sweep`` output to ``dest``, the text ones with their
+    paths :func:`portable` (the work directory ``work`` as ``<work>``): committed files name no machine's path."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in COPIED:
         if not (out / f).is_file():
             continue
         if f.endswith((".md", ".json")):
-            (dest / f).write_text(repo_relative((out / f).read_text(encoding="utf-8")), encoding="utf-8")
+            (dest / f).write_text(portable((out / f).read_text(encoding="utf-8"), work), encoding="utf-8")
         else:
             shutil.copy2(out / f, dest / f)
 
@@ -101,12 +100,12 @@ def arm_block(cmp: dict, arms: dict) -> dict:
 
 
 def write_summary(cfg, compared: dict[str, Path], results: Path, power: dict, arms: dict, seeds: list[int],
-                  rows: int) -> dict:
-    """Copy each comparison into ``results`` (the default set at the top, the others in ``<name>/``) and
-    write ``summary.json``; return it."""
+                  rows: int, work: Path | None = None) -> dict:
+    """Copy each comparison into ``results`` (the default set at the top, the others in ``<name>/``; the work
+    directory ``work`` named ``<work>``) and write ``summary.json``; return it."""
     blocks = {}
     for name, out in compared.items():
-        copy_comparison(out, results if name == "default" else results / name)
+        copy_comparison(out, results if name == "default" else results / name, work)
         blocks[name] = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
     secondary = str(cfg.secondary_method) if cfg.get("secondary_method") else None
     sets = {n: b for n, b in blocks.items() if n != secondary}
@@ -161,7 +160,7 @@ def recompare(results: Path, work: Path, bootstrap: int) -> dict:
     ``compare --sweep`` reports today (the pairing and the independent-seed intervals), and ``target`` the
     half-width they reach, while the rest of ``summary.json`` (sizes, attack, stages) stays as the study wrote
     it. Returns the updated summary."""
-    jobs = Jobs(REPO, results)
+    jobs = Jobs(REPO, results, work=work)
     summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
     arms = {name: a["lambda"] for name, a in summary["arms"].items()}
     groups = {"default": "sweep", **{v.name: f"views/{v.name}" for v in sorted((results / "jobs" / "views").iterdir())}}
@@ -172,7 +171,7 @@ def recompare(results: Path, work: Path, bootstrap: int) -> dict:
         jobs.run("compare", out, [sys.executable, "-m", "coin_lightning.compare", "--sweep", str(work / group),
                                   "--reference", "loss.lambda=0", "--bootstrap", str(bootstrap), "--out", str(out)],
                  done_when=out / "comparison.json")
-        copy_comparison(out, results if view == "default" else results / view)
+        copy_comparison(out, results if view == "default" else results / view, work)
         block = arm_block(json.loads((out / "comparison.json").read_text(encoding="utf-8")), arms)
         if summary.get("secondary") and view == summary["secondary"]["metric"]:
             summary["secondary"] = {"metric": view, **block}

@@ -9,16 +9,22 @@ import csv
 import gzip
 import json
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from experiments.robustness_study.instruction_study import InstructionStudy
+from experiments.robustness_study.jobs import DONE, WORK, Jobs, local, portable, shell_line
 from experiments.robustness_study.run import main
+from experiments.robustness_study.stages import Study
 
 SCHEMA_ARM = {"lambda", "pooling", "append_eos", "seeds", "clean", "perturbed", "consistency", "per_task_clean"}
 
@@ -69,9 +75,13 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         attack = json.loads((results / "attack.json").read_text())
         assert attack["settings"]["query_budget"] == 2 and attack["settings"]["target"]["seed"] == 0
         # the attacked model is in neither arm: an adapter trained on FLAN's templates (study.yaml attack.target)
-        assert attack["settings"]["adapter"] == str(work / "attack" / "target_model" / "adapter")
+        assert attack["settings"]["adapter"] == "<work>/attack/target_model/adapter"  # records name no path of this machine
         target = json.loads((results / "jobs" / "attack" / "target_model" / "job.json").read_text())
-        assert "data.templates=" + str((shared_data / "flan" / "templates.json").resolve()) in target["command"]
+        assert target["command"].startswith("python -m coin_lightning.train ")
+        assert "data.templates=" + portable(str((shared_data / "flan" / "templates.json").resolve())) in target["command"]
+        for record in (results / "jobs").rglob("*"):
+            if record.suffix in (".json", ".yaml"):
+                assert str(work) not in record.read_text() and "/.venv/" not in record.read_text(), record
         assert "loss.lambda=0 seed=0" in target["command"] and "data.templates=own" not in target["command"]
         assert attack == json.loads((results / "jobs" / "attack" / "target" / "attack.json").read_text())
         assert (results / "attacked_instructions.yaml").read_text() == \
@@ -131,7 +141,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
         shutil.copytree(work / "sweep" / "coin_seed1" / "adapter", trained)
         shutil.rmtree(work)
         _git(repo, "clean", "-fdxq", "results")
-        work = tmp_path / "clean_work"  # another --work: what is restored keeps the paths it was recorded with
+        work = tmp_path / "clean_work"  # another --work: the records name theirs <work>
         argv = ["--smoke", "--work", str(work), "--results", str(results), "--commit"]
         argv3 = argv + ["--instructions-file", str(published), "--set", "secondary_method=generate"]
         assert not (results / "summary.json").exists() and (results / "power.json").is_file()
@@ -183,7 +193,7 @@ def test_smoke_study_end_to_end_rerun_and_commits(tmp_path, shared_data):
                 logged = [r["val/loss"] for r in csv.DictReader(fh) if r["val/loss"]]
             assert record["adapter"]["val_loss_recorded"] == float(logged[-1])
             assert record["adapter"]["val_loss_retrained"] == pytest.approx(float(logged[-1]), abs=1e-4)
-            assert record["adapter"]["retrained"] == str(work / "retrained" / name)
+            assert record["adapter"]["retrained"] == f"<work>/retrained/{name}"
         assert sorted(p.name for p in (results / "jobs" / "views" / "rank").iterdir()) == ["coin_seed1", "continual_seed1"]
         secondary = json.loads((results / "summary.json").read_text())["secondary"]
         assert secondary["metric"] == "rank" and all(a["seeds"] == [1] for a in secondary["arms"].values())
@@ -222,17 +232,96 @@ def test_refuses_bad_arguments(tmp_path):
         main(["--smoke", "--set", f"data={tmp_path}", "--work", str(tmp_path), "--results", str(tmp_path / "r")])
 
 
-def test_commands_sh_paths_are_relative_to_the_repository():
-    from experiments.robustness_study.jobs import repo_relative
+def test_portable_names_no_path_of_the_machine():
+    command = ("/work/wt_x/.venv/bin/python3.11 -m coin_lightning.evaluate data.root=/work/shared/data/glue "
+               "'adapter=/work/swork/sweep/${study_job}/adapter' 'eval.task_files=[/work/swork/a.yaml,/work/swork/b.yaml]' "
+               "eval.instructions_file=/work/wt_x/experiments/x.yaml hydra.run.dir=/work/wt_x/outputs/x 'eval.tasks=[sst2]'")
+    out = portable(command, "/work/swork", "/work/wt_x")
+    assert out == ("python -m coin_lightning.evaluate data.root=../shared/data/glue 'adapter=<work>/sweep/${study_job}/adapter' "
+                   "'eval.task_files=[<work>/a.yaml,<work>/b.yaml]' eval.instructions_file=experiments/x.yaml "
+                   "hydra.run.dir=outputs/x 'eval.tasks=[sst2]'")
+    assert portable(out, "/work/swork", "/work/wt_x") == out  # idempotent
+    # a work directory inside the checkout is <work>; records of several machines at once; text is left alone
+    assert portable("/r/outputs/w/pilot/j yes/no", "/r/outputs/w", "/r") == "<work>/pilot/j yes/no"
+    assert portable('"/a/w2/x", "/b/main/src/y", "/b/shared/z"', ["/a/w1", "/a/w2"], ["/b/wt", "/b/main"]) == \
+        '"<work>/x", "src/y", "../shared/z"'
+    # back to this machine for a restored job's overrides; and a line of commands.sh runs with $WORK
+    assert local("- data.root=../shared/g\n- data.path=<work>/t.csv\n- f=[<work>/a,<work>/b]\n- s=own\n", Path("/w2"), Path("/b/r")) \
+        == "- data.root=/b/shared/g\n- data.path=/w2/t.csv\n- f=[/w2/a,/w2/b]\n- s=own\n"
+    line = shell_line(out)
+    assert line.startswith("python -m coin_lightning.evaluate data.root=../shared/data/glue adapter=\"$WORK\"'/sweep/${study_job}/adapter' ")
+    assert shlex.split(line.replace('"$WORK"', "/w")) == shlex.split(out.replace(WORK, "/w"))
 
-    command = "python -m coin_lightning.train data.root=/work/shared/data/glue 'data.tasks=[sst2]' hydra.run.dir=/work/repo/outputs/x"
-    assert repo_relative(command, Path("/work/repo")) == (
-        "python -m coin_lightning.train data.root=../shared/data/glue 'data.tasks=[sst2]' hydra.run.dir=outputs/x")
+
+def test_commands_sh_paths_are_relative_to_the_repository():
     committed = (Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results" / "commands.sh").read_text()
-    assert all(not re.search(r"[=\s']/", line) for line in committed.splitlines()[1:])  # no absolute path after the #! line
+    args = [a for line in committed.splitlines()[3:] for a in shlex.split(line, comments=True)]
+    assert args and not [a for a in args if re.search(r"(^|[=,\[])/", a)]  # no absolute path ("$WORK"/...: the work dir)
     regime = committed_path = Path(__file__).resolve().parents[2] / "experiments" / "robustness_study" / "results"
+    for path in (committed_path / "commands.sh", committed_path / "instruction_regime" / "commands.sh"):
+        lines = path.read_text().splitlines()
+        assert lines[2] == ': "${WORK:?set WORK to the work directory (--work)}"'
+        assert all(line.startswith(("python -m coin_lightning.", "# ")) and not re.search(r"\.\./s(work|tudy)", line)
+                   for line in lines[3:])
+        assert subprocess.run(["sh", "-n", str(path)]).returncode == 0
     regime = (committed_path / "instruction_regime" / "commands.sh").read_text().splitlines()
-    assert regime[2:] and all(line.startswith("python -m coin_lightning.") for line in regime[2:])
+    assert regime[3:] and all(line.startswith("python -m coin_lightning.") for line in regime[3:])
+    records = [p for p in committed_path.rglob("*") if p.suffix in (".json", ".yaml", ".md", ".sh")]
+    assert records and not [p for p in records if "/work/" in p.read_text()]  # no path of the machines that ran them
+
+
+def test_a_record_from_another_checkout_and_work_directory_is_restored_and_reused(tmp_path):
+    shared = tmp_path / "shared" / "data" / "glue"  # the data next to two checkouts, each with its own work directory
+    repo1, repo2, work1, work2 = tmp_path / "main", tmp_path / "wt_other", tmp_path / "swork", tmp_path / "work2"
+    for d in (shared, repo1, repo2):
+        d.mkdir(parents=True)
+
+    def command(python, work, job, lam=0) -> list:  # a training command as the runners build it
+        return [python, "-c", "pass", f"data.root={shared}", f"data.path={work}/regime/train.csv", f"loss.lambda={lam}",
+                "seed=1", f"hydra.run.dir={job}"]
+
+    job1 = work1 / "pilot" / "steps300"
+    (job1 / "eval").mkdir(parents=True)
+    (job1 / ".hydra").mkdir()
+    (job1 / "eval" / "metrics.json").write_text(json.dumps({"run": {"adapter": str(job1 / "adapter"), "data_root": str(shared),
+                                                                   "instructions": f"{repo1}/src/x.yaml (perturbed)"}}, indent=2))
+    (job1 / "eval" / "predictions.jsonl").write_text('{"task": "t"}\n')
+    (job1 / ".hydra" / "overrides.yaml").write_text(f"- data.root={shared}\n- data.path={work1}/regime/train.csv\n- seed=1\n")
+    jobs1 = Jobs(repo1, repo1 / "results", work=work1)
+    done = jobs1.run("pilot", job1, command(sys.executable, work1, job1))
+    jobs1.collect("pilot", "steps300", job1, job1 / "eval", done, {"setting": "steps300"})
+    rec = repo1 / "results" / "jobs" / "pilot" / "steps300"
+    for f in ("job.json", "metrics.json", "overrides.yaml"):  # written under repo1 and work1, naming neither
+        assert str(tmp_path) not in (rec / f).read_text(), f
+    assert json.loads((rec / "job.json").read_text())["command"] == (
+        "python -c pass data.root=../shared/data/glue data.path=<work>/regime/train.csv loss.lambda=0 seed=1 "
+        "hydra.run.dir=<work>/pilot/steps300")
+    assert json.loads((rec / "metrics.json").read_text())["run"] == {
+        "adapter": "<work>/pilot/steps300/adapter", "data_root": "../shared/data/glue", "instructions": "src/x.yaml (perturbed)"}
+    # another checkout, another work directory and interpreter: the pilot is restored, then reused by the sweep
+    shutil.copytree(repo1 / "results", repo2 / "results")
+    study = InstructionStudy.__new__(InstructionStudy)
+    study.cfg, study.work, study.results = OmegaConf.create({"setting": "steps300"}), work2, repo2 / "results"
+    study.jobs = Jobs(repo2, study.results, work=work2)
+    python2 = str(repo2 / ".venv" / "bin" / "python")
+    pilot = study.train("pilot", "steps300", command(python2, work2, work2 / "pilot" / "steps300"), {"setting": "steps300"})
+    assert pilot["restored_from"] and study.jobs.walls["pilot"] == {**study.jobs.walls["pilot"], "jobs_run": 0, "jobs_restored": 1}
+    assert (work2 / "pilot" / "steps300" / ".hydra" / "overrides.yaml").read_text() == (  # as a job run here names them
+        f"- data.root={shared}\n- data.path={work2}/regime/train.csv\n- seed=1\n")
+    other = work2 / "sweep" / "coin_seed1"
+    study.reuse_pilot(other, command(python2, work2, other, lam=1000))  # another lambda: not the pilot's job
+    assert not (other / DONE).exists()
+    job2 = work2 / "sweep" / "continual_seed1"
+    study.reuse_pilot(job2, command(python2, work2, job2))
+    assert json.loads((job2 / DONE).read_text())["reused_from"] == "pilot/steps300"
+    # the sst2 study reuses a pilot job (with its adapter) that a run from another checkout's interpreter left
+    sst2 = Study.__new__(Study)
+    sst2.work, sst2.jobs = work2, study.jobs
+    (work2 / "pilot" / "coin_seed1" / "adapter").mkdir(parents=True)
+    old = " ".join(shlex.quote(c) for c in command("/old/venv/bin/python", work2, work2 / "pilot" / "coin_seed1", 1000))
+    (work2 / "pilot" / "coin_seed1" / DONE).write_text(json.dumps({"commit": "c", "command": old, "wall_s": 1.0}))
+    sst2.reuse_pilot(other, command(python2, work2, other, lam=1000))
+    assert json.loads((other / DONE).read_text())["reused_from"] == "<work>/pilot/coin_seed1"
 
 
 def test_committed_summary_target_follows_its_intervals():

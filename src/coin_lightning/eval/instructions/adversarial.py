@@ -160,7 +160,6 @@ def attack_instruction_set(
     tasks: Iterable[str] | None = None,
     cache_path: str | Path | None = None,
     fingerprint: Mapping[str, Any] | None = None,
-    protected: Callable[[str], Iterable[str]] = label_words,
 ) -> InstructionSet:
     """Attack every clean instruction of ``base`` with each configured perturbation; cache the result.
 
@@ -176,7 +175,6 @@ def attack_instruction_set(
         cache_path: instruction file (``.yaml``/``.json``) to reuse or write; ``None``: no cache.
         fingerprint: what the accuracies depend on (model, adapter, probe rows, prompt format...);
             a cache is reused only when it, the settings and the clean instructions are unchanged.
-        protected: task -> words never edited (default: label words).
 
     Returns:
         ``clean``, one perturbation per attack (aligned with ``clean``), then ``base``'s others;
@@ -214,12 +212,9 @@ def attack_instruction_set(
     for pert in cfg.perturbations:
         out[pert] = dict.fromkeys(names, ())
         for name in names:
-            words = tuple(protected(name))
             for i, text in enumerate(clean[name]):
-                result = attack_instruction(
-                    text, pert, lambda s, n=name: accuracy(n, s), query_budget,
-                    task=name, index=i, cfg=cfg, seed=seed, protected=words,
-                )
+                result = attack_instruction(text, pert, lambda s, n=name: accuracy(n, s), query_budget,
+                                            task=name, index=i, cfg=cfg, seed=seed)
                 out[pert][name] += (result.instruction,)
                 records.append({"perturbation": pert, "task": name, "index": i, **result._asdict()})
                 log.info("%s %s[%d]: accuracy %.3f -> %.3f in %d queries", pert, name, i,

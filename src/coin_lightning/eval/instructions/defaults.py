@@ -78,18 +78,6 @@ CONTENT_TAIL = re.compile(r"\s*Question:\s*\{content\}\s*Answer:\s*$")
 """The tail of a PyPI prompt where PromptBench inserts the row's content."""
 
 
-def package_dir() -> Path:
-    """The installed ``promptbench`` directory, found without importing the package.
-
-    Raises:
-        InstructionError: the package is not installed (the message says how to install it).
-    """
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise InstructionError(f"eval.instructions=promptbench needs the {PACKAGE} package: {INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def read_assignment(path: Path, name: str) -> Any:
     """The literal value assigned to ``name`` at the top level of the Python file ``path``.
 
@@ -114,20 +102,25 @@ def normalise(prompt: str) -> str:
     return CONTENT_TAIL.sub("", prompt).strip()
 
 
-def usable(text: str, words: Iterable[str]) -> bool:
-    """A normalised prompt without ``{...}`` placeholders that names every label word (as a whole token, ignoring case)."""
-    return "{" not in text and "}" not in text and all(whole_word(w).search(text) for w in words)
-
-
 def first_usable(prompts: Iterable[str], words: Iterable[str], n: int) -> list[str]:
-    """The first ``n`` usable normalised prompts, in order."""
-    words, texts = tuple(words), dict.fromkeys(normalise(p) if isinstance(p, str) else "" for p in prompts)
-    return [text for text in texts if usable(text, words)][:n]
+    """The first ``n`` usable normalised prompts, in order: without ``{...}`` placeholders and naming every label
+    word (as a whole token, ignoring case)."""
+    patterns = [whole_word(w) for w in words]
+    texts = dict.fromkeys(normalise(p) if isinstance(p, str) else "" for p in prompts)
+    return [t for t in texts if "{" not in t and "}" not in t and all(p.search(t) for p in patterns)][:n]
 
 
-def load_pools(root: Path | None = None) -> dict[str, dict]:
-    """The three dictionaries (``task``, ``role``, ``semantic``) of the installed package."""
-    root = package_dir() if root is None else Path(root)
+def load_pools() -> dict[str, dict]:
+    """The three dictionaries (``task``, ``role``, ``semantic``) of the installed ``promptbench`` package, whose
+    directory is found without importing the package.
+
+    Raises:
+        InstructionError: the package is not installed (the message says how to install it).
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InstructionError(f"eval.instructions=promptbench needs the {PACKAGE} package: {INSTALL_HINT}")
+    root = Path(list(spec.submodule_search_locations)[0])
     return {pool: read_assignment(root / rel, var) for pool, (rel, var) in SOURCES.items()}
 
 

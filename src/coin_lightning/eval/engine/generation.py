@@ -168,14 +168,9 @@ def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequenc
     Returns:
         ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``)
         or after the token that decided its answer.
-
-    Raises:
-        ValueError: the prompts do not match the prefilled rows (count or lengths).
     """
     cache, mask = stacked_cache(states)
     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-    if [int(n) for n in mask.sum(dim=1)] != [len(p) for p in prompts]:
-        raise ValueError("generate_after: the prompts do not match the prefilled rows")
     ids = torch.full_like(mask, pad_id)
     ids[mask.bool()] = torch.tensor([t for p in prompts for t in p], device=mask.device)
     decided = AnswerDecided(tokenizer, label_words, ids.shape[1])

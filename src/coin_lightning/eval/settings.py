@@ -160,14 +160,9 @@ def expand_tasks(names: Sequence[str], own: Sequence[str] = ()) -> list[str]:
         EvalConfigError: an unknown task name or an empty list.
     """
     groups, known_tasks = task_groups(), eval_tasks()
-    out: list[str] = []
-    for name in names:
-        for t in groups.get(name, (name,)):
-            if t not in known_tasks and t not in own:
-                known = ", ".join([*groups, *known_tasks, *own])
-                raise EvalConfigError(f"eval.tasks: unknown task {t!r}; known: {known}")
-            if t not in out:
-                out.append(t)
+    out = list(dict.fromkeys(t for name in names for t in groups.get(name, (name,))))
+    if unknown := [t for t in out if t not in known_tasks and t not in own]:
+        raise EvalConfigError(f"eval.tasks: unknown task {unknown[0]!r}; known: {', '.join([*groups, *known_tasks, *own])}")
     if not out:
         raise EvalConfigError("eval.tasks is empty")
     return out

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from transformers import DynamicCache
 
 from coin_lightning.losses import pool_hidden
 from coin_lightning.model.packing import PackedRows, is_enabled, pack_rows, unpack
@@ -67,32 +68,12 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return min(len(os.path.commonprefix([list(s) for s in sequences])), shortest - 1)
 
 
-def _last_position(width: int, device) -> torch.Tensor:
-    """``logits_to_keep`` for the last of ``width`` positions, as an index tensor.
-
-    The integer form (``logits_to_keep=1``) hands the LM head a strided ``[B, 1, H]`` slice of the
-    hidden states, which ``F.linear`` runs as a batched matmul over the weight repeated ``B`` times
-    (on a CPU it reads the ``V x H`` matrix once per row: 100 ms for 16 rows of SmolLM2); the index
-    form gathers a contiguous ``[B, 1, H]`` copy, which runs as one matmul.
-    """
-    return torch.tensor([width - 1], device=device)
-
-
 def encode_prefix(model, ids: Sequence[int]) -> Prefix | None:
-    """Encode ``ids`` once (batch 1, positions ``0..P-1``); ``None`` for an empty prefix."""
+    """Encode ``ids`` once (batch 1, positions ``0..P-1``: an unpacked :func:`prefill` of the one row);
+    ``None`` for an empty prefix."""
     if not ids:
         return None
-    device = next(model.parameters()).device
-    x = torch.tensor([list(ids)], device=device)
-    with torch.inference_mode():
-        out = model(
-            input_ids=x,
-            attention_mask=torch.ones_like(x),
-            position_ids=torch.arange(len(ids), device=device)[None],
-            use_cache=True,
-            logits_to_keep=_last_position(len(ids), device),
-        )
-    return Prefix(ids=list(ids), cache=out.past_key_values)
+    return Prefix(ids=list(ids), cache=prefill(model, [ids], 0, packed=False).cache)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device=None, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,14 +119,14 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
                          "no sliding window)")
     device = next(model.parameters()).device
     ids, mask = pad_rows(suffixes, pad_id, device)
-    if can_pack and packed is not False:
-        return _prefill_packed(model, ids, mask, prefix, hidden)
     offset = len(prefix.ids) if prefix is not None else 0
+    full_mask = torch.cat([mask.new_ones((len(suffixes), offset)), mask], dim=1)
+    if can_pack and packed is not False:
+        return _prefill_packed(model, ids, mask, full_mask, prefix, hidden)
     positions = offset + (mask.cumsum(dim=1) - 1).clamp(min=0)
     cache = copy.deepcopy(prefix.cache) if prefix is not None else None
     if cache is not None:
         cache.batch_repeat_interleave(len(suffixes))
-    full_mask = torch.cat([mask.new_ones((len(suffixes), offset)), mask], dim=1)
     with torch.inference_mode():
         out = model(
             input_ids=ids,
@@ -154,7 +135,11 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
             past_key_values=cache,
             use_cache=True,
             output_hidden_states=hidden,
-            logits_to_keep=_last_position(ids.shape[1], device),
+            # the last position as an index tensor: ``logits_to_keep=1`` hands the LM head a strided
+            # [B, 1, H] slice, which F.linear runs as a batched matmul over the weight repeated B times (on
+            # a CPU: the V x H matrix read once per row, 100 ms for 16 rows of SmolLM2); the index gathers
+            # a contiguous copy, which runs as one matmul
+            logits_to_keep=torch.tensor([ids.shape[1] - 1], device=device),
         )
     return Prefilled(
         last_logits=out.logits[:, -1].float(),
@@ -165,12 +150,11 @@ def prefill(model, suffixes: Sequence[Sequence[int]], pad_id: int, prefix: Prefi
     )
 
 
-def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix | None, hidden: bool) -> Prefilled:
-    """:func:`prefill` on packed rows: ``ids``/``mask`` ``[B, S]`` left-padded suffixes."""
-    from transformers import DynamicCache
-
+def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor, prefix: Prefix | None,
+                    hidden: bool) -> Prefilled:
+    """:func:`prefill` on packed rows: ``ids``/``mask`` ``[B, S]`` left-padded suffixes, ``full_mask`` ``[B, P + S]``."""
     rows = pack_rows(ids, mask)
-    offset = len(prefix.ids) if prefix is not None else 0
+    offset = full_mask.shape[1] - mask.shape[1]
     lengths = mask.sum(dim=1)
     ends = lengths.cumsum(dim=0) - 1  # each row's last token in the packed sequence
     with torch.inference_mode():
@@ -188,7 +172,7 @@ def _prefill_packed(model, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix
     return Prefilled(
         last_logits=out.logits[0].float(),
         cache=DynamicCache(ddp_cache_data=layers),
-        attention_mask=torch.cat([mask.new_ones((mask.shape[0], offset)), mask], dim=1),
+        attention_mask=full_mask,
         next_position=offset + lengths,
         last_hidden=out.hidden_states[-1][0, ends].float() if hidden else None,
     )

@@ -35,6 +35,7 @@ from coin_lightning.config_types import plain
 from coin_lightning.errors import EvalConfigError
 from coin_lightning.eval.engine.predict import Prediction, Predictor, assemble
 from coin_lightning.io import write_json, write_jsonl
+from coin_lightning.model.loading import first_line
 
 FABRIC_KEYS = ("accelerator", "devices", "num_nodes", "precision", "strategy")
 """The ``trainer`` keys evaluation reads; every other key configures training only."""
@@ -88,8 +89,7 @@ def fabric_from_trainer(node: Any):
         return Fabric(accelerator=accelerator, devices=f.get("devices", 1), num_nodes=int(f.get("num_nodes", 1)),
                       precision=precision, strategy=fabric_strategy(f.get("strategy"), accelerator))
     except (ValueError, RuntimeError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EvalConfigError(f"trainer ({', '.join(f'{k}={v}' for k, v in f.items() if k != 'strategy')}): {first}") from None
+        raise EvalConfigError(f"trainer ({', '.join(f'{k}={v}' for k, v in f.items() if k != 'strategy')}): {first_line(exc)}") from None
 
 
 def check_not_multirun(fabric) -> None:
@@ -148,8 +148,7 @@ class ShardedPredictor:
         try:
             torch.distributed.all_gather_object(out, local)
         except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: DistBackendError
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ProcessesLost(f"rank {self.fabric.global_rank} lost another process of the evaluation ({first[:160]})") from None
+            raise ProcessesLost(f"rank {self.fabric.global_rank} lost another process of the evaluation ({first_line(exc)[:160]})") from None
         return out
 
     def predict(self, instruction: str, contents: Sequence[str], label_words: Sequence[str]) -> list[Prediction]:

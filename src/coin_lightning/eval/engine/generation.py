@@ -154,40 +154,33 @@ def stacked_cache(states: Sequence[Prefilled]):
 
 
 def generate_after(model, states: Sequence[Prefilled], prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                   stop_ids: Sequence[int], pad_id: int, tokenizer=None,
-                   label_words: Sequence[str] | None = None) -> list[list[int]]:
+                   stop_ids: Sequence[int], pad_id: int, tokenizer, label_words: Sequence[str]) -> list[list[int]]:
     """Greedy generation with ``model.generate`` from prefilled batches (:func:`stacked_cache`).
 
     The states hold the ``prompts`` (``B`` whole token lists, in the order of the states' rows) without
     their last token. ``generate`` gets their stacked cache, the attention mask ``[prefix | padding |
     row]`` with a column for the last tokens, and the prompts' ids laid out on that mask; it runs the
     last tokens (positions from the mask: as in one unpadded pass over each prompt) and then greedy
-    steps, stopping rows at any of ``stop_ids`` and, given ``tokenizer`` and ``label_words``, once
-    their answer is decided (:class:`AnswerDecided`; the parsed label is the one the full
+    steps, stopping rows at any of ``stop_ids`` and once their answer (decoded with ``tokenizer``) is
+    decided given the task's ``label_words`` (:class:`AnswerDecided`; the parsed label is the one the full
     ``max_new_tokens`` would give).
 
     Returns:
         ``B`` lists of new token ids, each cut before its first stop token (at most ``max_new_tokens``)
         or after the token that decided its answer.
-
-    Raises:
-        ValueError: the prompts do not match the prefilled rows (count or lengths).
     """
     cache, mask = stacked_cache(states)
     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-    if [int(n) for n in mask.sum(dim=1)] != [len(p) for p in prompts]:
-        raise ValueError("generate_after: the prompts do not match the prefilled rows")
     ids = torch.full_like(mask, pad_id)
     ids[mask.bool()] = torch.tensor([t for p in prompts for t in p], device=mask.device)
-    decided = AnswerDecided(tokenizer, label_words, ids.shape[1]) if label_words is not None else None
+    decided = AnswerDecided(tokenizer, label_words, ids.shape[1])
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stop_ids),
                              pad_token_id=pad_id, use_cache=True,
-                             stopping_criteria=StoppingCriteriaList([decided]) if decided else None)
+                             stopping_criteria=StoppingCriteriaList([decided]))
     stop = set(stop_ids)
     rows = out[:, ids.shape[1]:].tolist()
     cuts = [next((j for j, t in enumerate(row) if t in stop), len(row)) for row in rows]
-    decided_at = (decided.decided_at if decided is not None else None) or [None] * len(rows)
     # the padding after a decided answer is not the model's
-    return [row[:cut if at is None else min(cut, at)] for row, cut, at in zip(rows, cuts, decided_at)]
+    return [row[:cut if at is None else min(cut, at)] for row, cut, at in zip(rows, cuts, decided.decided_at)]

@@ -85,7 +85,6 @@ class Predictor:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.stop_ids = sorted({int(i) for i in [tokenizer.eos_token_id, *eos] if i is not None})
-        self._word_ids: dict[str, list[int]] = {}
 
     def prompt(self, instruction: str, content: str) -> str:
         """The full prompt text for one row."""
@@ -98,9 +97,7 @@ class Predictor:
 
     def word_ids(self, word: str) -> list[int]:
         """Token ids of a label word as it follows the prompt (no special tokens)."""
-        if word not in self._word_ids:
-            self._word_ids[word] = list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
-        return self._word_ids[word]
+        return list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
 
     def _my_batches(self, sequences: list[list[int]], shard: tuple[int, int]) -> list[list[int]]:
         """Row indices of this ``shard``'s batches: batches of ``batch_size`` rows, longest first."""

@@ -105,7 +105,6 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
                     meta={
                         "source": str(path),
                         "row": line,
-                        "data_row": i,
                         "original": row["original_instruction"],
                         "paraphrased": row["paraphrased_instruction"],
                     },

@@ -148,8 +148,8 @@ def build_groups(
     """
     stats = {} if stats is None else stats
     groups: list[Group] = []
-    per_task: dict[str, int] = {}
-    same_total = 0
+    per_task: dict[str, int] = stats.setdefault("groups_per_task", {})
+    stats["same_target_negatives"] = stats.get("same_target_negatives", 0)
     for task, rs in records_by_task(records).items():
         rng = random.Random(f"{seed}/groups/{task}")
         sets = bank.paraphrase_sets(task, pool)  # not empty: validate_records refuses a task without a set
@@ -161,7 +161,7 @@ def build_groups(
         answers = [target_tpl.render(v)[1] for v in values]
         lengths = [_length(v) for v in values]
         _, partners, same = _partners(rs, answers, lengths, rng, negatives)
-        same_total += same
+        stats["same_target_negatives"] += same
 
         flat = [(s, a) for s in sets for a in s]  # A uniform over all usable templates
         before = len(groups)
@@ -181,8 +181,6 @@ def build_groups(
                 groups.append(Group(pairs=(Pair(render(i, a), render(i, b)),), negatives=(render(partner[i], a),)))
         per_task[task] = len(groups) - before
     random.Random(f"{seed}/groups/order").shuffle(groups)
-    stats["same_target_negatives"] = stats.get("same_target_negatives", 0) + same_total
-    stats.setdefault("groups_per_task", {}).update(per_task)
     return groups
 
 

@@ -88,8 +88,7 @@ class LengthGroupedSampler(DistributedSampler):
         n = len(self.lengths)
         idx = list(range(n))
         rng.shuffle(idx)
-        idx += [idx[i % n] for i in range(self.total_size - n)] if n else []  # padded to whole steps
-        idx = idx[: self.total_size]
+        idx = [idx[i % n] for i in range(self.total_size)]  # repeated to whole steps, or trimmed
         step = self.batch_items * self.num_replicas
         chunk = step * MEGA_BATCH_STEPS
         ordered = [k for c in range(0, len(idx), chunk) for k in sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])]
@@ -101,9 +100,6 @@ class LengthGroupedSampler(DistributedSampler):
         lo, hi = self.rank * self.batch_items, (self.rank + 1) * self.batch_items
         for s in self.global_steps():
             yield from s[lo:hi]
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",

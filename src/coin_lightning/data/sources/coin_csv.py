@@ -66,9 +66,7 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
     Raises:
         DataError: missing file or columns, or a bad row/pair (names file, line and data row).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = Path(path)  # CoinCsv.check refuses a missing data.path before anything loads
     csv.field_size_limit(2**31 - 1)  # the largest a C long holds on every platform
     stats = {} if stats is None else stats
     rows: list[Record | str] = []  # a Record, or the error message of a bad row

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 from coin_lightning.data.records import DataError, Example, Group, Pair, Record
@@ -47,10 +47,6 @@ NEGATIVE_MODES = ("length", "random")
 LENGTH_JITTER = 0.1
 """``negatives=length``: records are ordered by ``log(1 + chars) + U(-j, j)``, so a negative is
 length-matched to within about this fraction while the seed still varies the partner."""
-
-
-def _length(values: Mapping[str, str]) -> int:
-    return sum(len(v) for k, v in values.items() if k not in DERIVED_FIELDS)
 
 
 def _pick_templates(flat: list[tuple[tuple[int, ...], int]], rng: random.Random) -> tuple[int, int, int]:
@@ -159,7 +155,7 @@ def build_groups(
         # the expected output of a record: its rendered target under the task's (shared) target template
         target_tpl = templates[sets[0][0]]
         answers = [target_tpl.render(v)[1] for v in values]
-        lengths = [_length(v) for v in values]
+        lengths = [sum(len(x) for k, x in v.items() if k not in DERIVED_FIELDS) for v in values]  # input chars
         _, partners, same = _partners(rs, answers, lengths, rng, negatives)
         stats["same_target_negatives"] += same
 

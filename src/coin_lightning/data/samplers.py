@@ -82,8 +82,8 @@ class LengthGroupedSampler(DistributedSampler):
         self.num_samples = self.num_steps * self.batch_items
         self.total_size = self.num_steps * step
 
-    def global_steps(self) -> list[list[int]]:
-        """All ranks' steps for the current epoch: lists of ``batch_items * num_replicas`` indices."""
+    def __iter__(self) -> Iterator[int]:
+        # all ranks' steps of this epoch, lists of batch_items * num_replicas indices; this rank takes its slice of each
         rng = random.Random(self.seed + self.epoch)
         n = len(self.lengths)
         idx = list(range(n))
@@ -94,12 +94,8 @@ class LengthGroupedSampler(DistributedSampler):
         ordered = [k for c in range(0, len(idx), chunk) for k in sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])]
         steps = [ordered[s:s + step] for s in range(0, len(ordered), step)]
         rng.shuffle(steps)
-        return steps
-
-    def __iter__(self) -> Iterator[int]:
-        lo, hi = self.rank * self.batch_items, (self.rank + 1) * self.batch_items
-        for s in self.global_steps():
-            yield from s[lo:hi]
+        for s in steps:
+            yield from s[self.rank * self.batch_items:(self.rank + 1) * self.batch_items]
 
 
 def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",

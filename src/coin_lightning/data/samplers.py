@@ -98,13 +98,13 @@ class LengthGroupedSampler(DistributedSampler):
             yield from s[self.rank * self.batch_items:(self.rank + 1) * self.batch_items]
 
 
-def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",
-                  group_by_length: bool = False, seed: int = 0) -> DistributedSampler:
+def train_sampler(dataset: GroupDataset, batch_items: int, order: str = "shuffled", group_by_length: bool = False,
+                  seed: int = 0) -> DistributedSampler:
     """The training sampler of ``CoinDataModule``, rank-aware (Lightning leaves it in place).
 
     Args:
-        dataset: the training dataset (whole groups as items).
-        lengths: padded length of each item (used with ``group_by_length``).
+        dataset: the training dataset (whole groups as items; tokenized, for ``GroupDataset.lengths``
+            with ``group_by_length``).
         batch_items: items per micro-batch.
         order: ``shuffled`` or ``sequential`` (:data:`DATA_ORDERS`).
         group_by_length: a :class:`LengthGroupedSampler` (``shuffled`` only: it reorders by length).
@@ -116,7 +116,7 @@ def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str 
         ``shuffled``: the same with ``shuffle=True``, or the length-grouped sampler.
     """
     if group_by_length:
-        return LengthGroupedSampler(lengths, batch_items, seed=seed)
+        return LengthGroupedSampler(dataset.lengths, batch_items, seed=seed)
     world, rank = _world()
     return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=order == "shuffled", seed=seed)
 

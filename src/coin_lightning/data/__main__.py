@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from coin_lightning.errors import ConfigError, reported, take_verbose_flag
+
 
 def compose(overrides: list[str], config_dir: Path | None = None, config_name: str = "train"):
     """Compose ``<config_dir>/<config_name>.yaml`` with overrides (no Hydra run directory).
@@ -25,7 +27,6 @@ def compose(overrides: list[str], config_dir: Path | None = None, config_name: s
     from hydra import initialize_config_dir
 
     from coin_lightning.conf import CONFIG_DIR  # registers the config schemas the YAML files start from
-    from coin_lightning.errors import ConfigError
 
     config_dir = Path(config_dir or CONFIG_DIR)
     if not (config_dir / f"{config_name}.yaml").is_file():
@@ -95,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", type=Path, default=None, help="Hydra config directory (default: the repository's conf/)")
     parser.add_argument("--config-name", default="train", help="primary config (default train)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=glue data.root=../shared/data/glue")
-    from coin_lightning.errors import reported, take_verbose_flag
-
     args = parser.parse_intermixed_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with reported(status=2):

@@ -111,31 +111,28 @@ class DataArgs:
                              ("template_pool", TEMPLATE_POOLS), ("negatives", NEGATIVE_MODES), ("on_error", ON_ERROR),
                              ("truncation", TRUNCATIONS), ("val_rows", VAL_ROWS), ("order", DATA_ORDERS)):
             check_choice(f"data.{key}", getattr(self, key), allowed, DataError)
-        ppi = PAIRS_PER_ITEM[self.group]
+        ppi = self.pairs_per_item
         if self.eval_batch_size is None:
             self.eval_batch_size = self.batch_size
         for key in ("batch_size", "eval_batch_size"):
-            value = getattr(self, key)
-            if not _is_int(value) or value < ppi or value % ppi:
+            if getattr(self, key) < ppi or getattr(self, key) % ppi:
                 raise DataError(
-                    f"data.{key}={value!r} must be a positive multiple of {ppi}, the pairs per item of "
+                    f"data.{key}={getattr(self, key)!r} must be a positive multiple of {ppi}, the pairs per item of "
                     f"data.group={self.group} (it counts pairs = examples per micro-batch)"
                 )
         for key, low in (("num_workers", 0), ("val_size", 0), ("n_per_task", 1)):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < low:
+            if getattr(self, key) < low:
                 raise DataError(f"data.{key}={getattr(self, key)!r} must be an integer >= {low}")
         fraction = self.val_every_epoch_fraction
-        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
-                                     or not 0 < fraction <= 1):
+        if fraction is not None and not 0 < fraction <= 1:
             raise DataError(f"data.val_every_epoch_fraction={fraction!r} must be a number in (0, 1], or null")
         SOURCES[self.source].check(self.root, self.path, self.templates)
         if self.order == "sequential" and self.group_by_length:
             raise DataError("data.order=sequential keeps the dataset order; data.group_by_length=true reorders by length: "
                             "choose one")
         for key in ("global_batch_size", "val_every_n_steps", "val_batches"):
-            value = getattr(self, key)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise DataError(f"data.{key}={value!r} must be a positive integer or null")
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise DataError(f"data.{key}={getattr(self, key)!r} must be a positive integer or null")
         if self.global_batch_size is not None and self.global_batch_size % self.batch_size:
             raise DataError(f"data.global_batch_size={self.global_batch_size} must be a positive multiple of "
                             f"data.batch_size={self.batch_size}")
@@ -155,8 +152,4 @@ class DataArgs:
             ConfigError: a required value left ``???``.
         """
         return build(cls, node, "data", DataError)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 

@@ -148,8 +148,7 @@ class CoinDataModule(L.LightningDataModule):
         loader is torchdata's ``StatefulDataLoader``, so mid-epoch checkpoints resume exactly.
         """
         ds = self._require_encoded(self.train_dataset)
-        sampler = train_sampler(ds, ds.lengths, self.batch_size // self.pairs_per_item, self.order,
-                                self.group_by_length, self.seed)
+        sampler = train_sampler(ds, self.batch_size // self.pairs_per_item, self.order, self.group_by_length, self.seed)
         # A stateful loader: Lightning stores its position in checkpoints, so a resume from a
         # mid-epoch checkpoint continues with the very next micro-batch (exact resume).
         return self._loader(StatefulDataLoader, ds, self.batch_size, sampler=sampler)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 from coin_lightning.data.records import DataError, Example, Group, Pair, Record
@@ -47,10 +47,6 @@ NEGATIVE_MODES = ("length", "random")
 LENGTH_JITTER = 0.1
 """``negatives=length``: records are ordered by ``log(1 + chars) + U(-j, j)``, so a negative is
 length-matched to within about this fraction while the seed still varies the partner."""
-
-
-def _length(values: Mapping[str, str]) -> int:
-    return sum(len(v) for k, v in values.items() if k not in DERIVED_FIELDS)
 
 
 def _pick_templates(flat: list[tuple[tuple[int, ...], int]], rng: random.Random) -> tuple[int, int, int]:
@@ -148,22 +144,20 @@ def build_groups(
     """
     stats = {} if stats is None else stats
     groups: list[Group] = []
-    per_task: dict[str, int] = {}
-    same_total = 0
+    per_task: dict[str, int] = stats.setdefault("groups_per_task", {})
+    stats["same_target_negatives"] = stats.get("same_target_negatives", 0)
     for task, rs in records_by_task(records).items():
         rng = random.Random(f"{seed}/groups/{task}")
-        sets = bank.paraphrase_sets(task, pool)
-        if not sets:
-            raise DataError(f"task {task!r} has no two templates with the same target in bank {bank.name!r}")
+        sets = bank.paraphrase_sets(task, pool)  # not empty: validate_records refuses a task without a set
         values = [bank.values(r) for r in rs]
         templates = bank.for_task(task)
         render = partial(_render, templates, rs, values)
         # the expected output of a record: its rendered target under the task's (shared) target template
         target_tpl = templates[sets[0][0]]
         answers = [target_tpl.render(v)[1] for v in values]
-        lengths = [_length(v) for v in values]
+        lengths = [sum(len(x) for k, x in v.items() if k not in DERIVED_FIELDS) for v in values]  # input chars
         _, partners, same = _partners(rs, answers, lengths, rng, negatives)
-        same_total += same
+        stats["same_target_negatives"] += same
 
         flat = [(s, a) for s in sets for a in s]  # A uniform over all usable templates
         before = len(groups)
@@ -183,8 +177,6 @@ def build_groups(
                 groups.append(Group(pairs=(Pair(render(i, a), render(i, b)),), negatives=(render(partner[i], a),)))
         per_task[task] = len(groups) - before
     random.Random(f"{seed}/groups/order").shuffle(groups)
-    stats["same_target_negatives"] = stats.get("same_target_negatives", 0) + same_total
-    stats.setdefault("groups_per_task", {}).update(per_task)
     return groups
 
 

@@ -24,12 +24,16 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
 from coin_lightning.data.collate import EncodedGroup
-from coin_lightning.data.records import DataError, Group
+from coin_lightning.data.records import Group
 
 DATA_ORDERS = ("shuffled", "sequential")
 """Values of ``data.order``: ``shuffled`` (a new seeded order every epoch) or ``sequential`` (the
 dataset's order every epoch, as the CoIN reference's ``ContrastiveTrainer``, which passes no
 sampler and ``shuffle=False``: for ``coin_csv`` the CSV's row order)."""
+
+MEGA_BATCH_STEPS = 100
+"""Steps per length-sorted chunk of :class:`LengthGroupedSampler` (``transformers`` uses 50); larger =
+tighter length grouping, less randomness."""
 
 
 def _world() -> tuple[int, int]:
@@ -47,11 +51,9 @@ class LengthGroupedSampler(DistributedSampler):
         batch_items: items per micro-batch (``data.batch_size / pairs per item``).
         num_replicas: world size; default from ``torch.distributed`` when initialised, else 1.
         rank: this rank; default from ``torch.distributed`` when initialised, else 0.
-        shuffle: shuffle items (before the per-chunk sort) and the order of steps.
-        seed: base seed; the order depends on ``seed + epoch`` only, identically on every rank.
+        seed: base seed; the order depends on ``seed + epoch`` only, identically on every rank
+            (items are shuffled before the per-chunk sort, and so is the order of steps).
         drop_last: trim instead of padding to a whole number of steps.
-        mega_batch_steps: steps per sorted chunk (``transformers`` uses 50); larger = tighter
-            length grouping, less randomness.
 
     Raises:
         ValueError: ``batch_items < 1`` or a rank outside ``[0, num_replicas)``.
@@ -63,59 +65,46 @@ class LengthGroupedSampler(DistributedSampler):
         batch_items: int,
         num_replicas: int | None = None,
         rank: int | None = None,
-        shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
-        mega_batch_steps: int = 100,
     ):
         world, me = _world()
         num_replicas = world if num_replicas is None else num_replicas
         rank = me if rank is None else rank
         if batch_items < 1:
             raise ValueError(f"batch_items must be positive, got {batch_items}")
-        super().__init__(list(lengths), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        super().__init__(list(lengths), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
         self.lengths = [int(x) for x in lengths]
         self.batch_items = int(batch_items)
-        self.mega_batch_steps = int(mega_batch_steps)
         step = self.batch_items * self.num_replicas
         n = len(self.lengths)
         self.num_steps = n // step if drop_last else math.ceil(n / step)
         self.num_samples = self.num_steps * self.batch_items
         self.total_size = self.num_steps * step
 
-    def global_steps(self) -> list[list[int]]:
-        """All ranks' steps for the current epoch: lists of ``batch_items * num_replicas`` indices."""
+    def __iter__(self) -> Iterator[int]:
+        # all ranks' steps of this epoch, lists of batch_items * num_replicas indices; this rank takes its slice of each
         rng = random.Random(self.seed + self.epoch)
         n = len(self.lengths)
         idx = list(range(n))
-        if self.shuffle:
-            rng.shuffle(idx)
-        idx += [idx[i % n] for i in range(self.total_size - n)] if n else []  # padded to whole steps
-        idx = idx[: self.total_size]
+        rng.shuffle(idx)
+        idx = [idx[i % n] for i in range(self.total_size)]  # repeated to whole steps, or trimmed
         step = self.batch_items * self.num_replicas
-        chunk = step * self.mega_batch_steps
+        chunk = step * MEGA_BATCH_STEPS
         ordered = [k for c in range(0, len(idx), chunk) for k in sorted(idx[c:c + chunk], key=lambda i: -self.lengths[i])]
         steps = [ordered[s:s + step] for s in range(0, len(ordered), step)]
-        if self.shuffle:
-            rng.shuffle(steps)
-        return steps
-
-    def __iter__(self) -> Iterator[int]:
-        lo, hi = self.rank * self.batch_items, (self.rank + 1) * self.batch_items
-        for s in self.global_steps():
-            yield from s[lo:hi]
-
-    def __len__(self) -> int:
-        return self.num_samples
+        rng.shuffle(steps)
+        for s in steps:
+            yield from s[self.rank * self.batch_items:(self.rank + 1) * self.batch_items]
 
 
-def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str = "shuffled",
-                  group_by_length: bool = False, seed: int = 0) -> DistributedSampler:
+def train_sampler(dataset: GroupDataset, batch_items: int, order: str = "shuffled", group_by_length: bool = False,
+                  seed: int = 0) -> DistributedSampler:
     """The training sampler of ``CoinDataModule``, rank-aware (Lightning leaves it in place).
 
     Args:
-        dataset: the training dataset (whole groups as items).
-        lengths: padded length of each item (used with ``group_by_length``).
+        dataset: the training dataset (whole groups as items; tokenized, for ``GroupDataset.lengths``
+            with ``group_by_length``).
         batch_items: items per micro-batch.
         order: ``shuffled`` or ``sequential`` (:data:`DATA_ORDERS`).
         group_by_length: a :class:`LengthGroupedSampler` (``shuffled`` only: it reorders by length).
@@ -127,7 +116,7 @@ def train_sampler(dataset, lengths: Sequence[int], batch_items: int, order: str 
         ``shuffled``: the same with ``shuffle=True``, or the length-grouped sampler.
     """
     if group_by_length:
-        return LengthGroupedSampler(lengths, batch_items, seed=seed, shuffle=True)
+        return LengthGroupedSampler(dataset.lengths, batch_items, seed=seed)
     world, rank = _world()
     return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=order == "shuffled", seed=seed)
 
@@ -152,7 +141,5 @@ class GroupDataset(Dataset):
 
     @property
     def lengths(self) -> list[int]:
-        """Padded width (tokens) of each item; needs the encoded form."""
-        if self.encoded is None:
-            raise DataError("the dataset is not tokenized; give the DataModule a tokenizer")
+        """Padded width (tokens) of each item; needs the encoded form (``CoinDataModule`` checks it)."""
         return [g.max_len for g in self.encoded]

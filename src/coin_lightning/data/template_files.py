@@ -79,8 +79,7 @@ def load_flan_templates(path: str | Path) -> TemplateBank:
         templates[task] = _dedupe(task, pairs, "flan")
     aliases = {g: k for g, k in FLAN_TASK_KEYS.items() if g != k}
     field_maps = {FLAN_TASK_KEYS[g]: dict(m) for g, m in FLAN_FIELD_MAP.items()}
-    options = {FLAN_TASK_KEYS[g]: o for g, o in FLAN_OPTIONS.items()}
-    options.update(FLAN_OPTIONS)
+    options = {**{FLAN_TASK_KEYS[g]: o for g, o in FLAN_OPTIONS.items()}, **FLAN_OPTIONS}
     return TemplateBank(templates, options=options, aliases=aliases, field_maps=field_maps, name=str(path))
 
 

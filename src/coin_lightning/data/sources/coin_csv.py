@@ -64,11 +64,9 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
         ``paraphrased`` (the rendered instructions), ``source`` and ``row`` (the file line).
 
     Raises:
-        DataError: missing file or columns, or a bad row/pair (names file, line and data row).
+        DataError: missing columns, or a bad row/pair (names file, line and data row).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = Path(path)  # CoinCsv.check refuses a missing data.path before anything loads
     csv.field_size_limit(2**31 - 1)  # the largest a C long holds on every platform
     stats = {} if stats is None else stats
     rows: list[Record | str] = []  # a Record, or the error message of a bad row
@@ -83,14 +81,13 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
         start = reader.line_num + 1
         for i, row in enumerate(reader):
             line = start
-            where = f"{path}:{line} (data row {i})"
             start = reader.line_num + 1
             bad = [c for c in ("original_instruction", "paraphrased_instruction", "targets", "task_name") if not (row.get(c) or "").strip()]
             problem = ("more values than columns" if None in row
                        else "not UTF-8 text" if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str))
                        else f"empty {', '.join(bad)}" if bad else None)
             if problem:
-                rows.append(f"{where}: {problem}")
+                rows.append(f"{path}:{line} (data row {i}): {problem}")
                 continue
             fields = _parse_keywords(row["keyword_data"] or "")
             if fields is None:
@@ -105,7 +102,6 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
                     meta={
                         "source": str(path),
                         "row": line,
-                        "data_row": i,
                         "original": row["original_instruction"],
                         "paraphrased": row["paraphrased_instruction"],
                     },

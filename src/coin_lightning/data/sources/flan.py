@@ -49,16 +49,11 @@ def _rows(root: str | Path | None, split: str, on_error: str, hub_id: str, data_
         for i, row in enumerate(load_hub_dataset(hub_id, split=split, data_files=data_files), 1):
             yield f"{hub_id}:{split}", i, row
         return
-    root = Path(root)
-    if root.is_file():
-        files = [root]
-    elif root.is_dir():
-        base = root / split if (root / split).is_dir() else root
-        files = sorted(base.rglob("*.jsonl"))
-        if not files:
-            raise DataError(f"{base}: no *.jsonl files")
-    else:
-        raise DataError(f"{root}: no such file or directory")
+    root = Path(root)  # Source.check refuses a missing data.root before anything loads
+    base = root / split if (root / split).is_dir() else root
+    files = [root] if root.is_file() else sorted(base.rglob("*.jsonl"))
+    if not files:
+        raise DataError(f"{base}: no *.jsonl files")
     for path in files:
         for lineno, row in read_jsonl(path, on_error=on_error):
             yield str(path), lineno, row

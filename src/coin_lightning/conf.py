@@ -46,11 +46,8 @@ def group_options(*groups: str) -> str:
     ``schema`` entries left out): the ``${coin_groups:model,data,...}`` resolver of the commands'
     ``--help`` templates (``conf/hydra/help/*.yaml``)."""
     width = max(map(len, groups), default=0)
-    lines = []
-    for group in groups:
-        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-        lines.append(f"  {group.ljust(width)}  {', '.join(options)}")
-    return "\n".join(lines)
+    options = [(group, sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))) for group in groups]
+    return "\n".join(f"  {group.ljust(width)}  {', '.join(names)}" for group, names in options)
 
 
 def train_run(cfg: DictConfig) -> TrainRun:

@@ -137,9 +137,10 @@ def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: f
     spread = functools.partial(_spread, seeds)
 
     levels = list(point[0]["per_level"])
-    own_cells = {**own["per_level"], "perturbed": own["perturbed"]}  # "perturbed": None without a perturbed level
-    accuracy = {lv: {**spread([(p["per_level"].get(lv) or p["perturbed"])["delta"] for p in point]),
-                     "low": c["low"], "high": c["high"]} for lv, c in own_cells.items() if c is not None}
+    point_cells = [{**p["per_level"], "perturbed": p["perturbed"]} for p in point]
+    own_cells = {**own["per_level"], "perturbed": own["perturbed"]}  # "perturbed" is None without a perturbed level
+    accuracy = {lv: {**spread([p[lv]["delta"] for p in point_cells]), "low": c["low"], "high": c["high"]}
+                for lv, c in own_cells.items() if c is not None}
     pdr = {lv: spread([j.metrics["per_level"].get(lv, {}).get("pdr") for j in members]) for lv in levels if lv != CLEAN}
     pdr["perturbed"] = spread([j.metrics.get("overall", {}).get("pdr") for j in members])
     cons = {lv: spread([j.consistency["per_level"].get(lv) for j in members]) for lv in levels}

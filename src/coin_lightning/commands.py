@@ -27,10 +27,9 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 """(message regex matched from its start, category) of third-party warnings nobody can act on."""
 
-NOISY_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
-    # Lightning advertises a cloud logger at every fit
-    "lightning.pytorch.utilities.rank_zero": ("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]",),
-    "lightning.fabric.utilities.rank_zero": ("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]",),
+NOISY_LOG_MESSAGES: dict[str, tuple[str, ...]] = {  # Lightning advertises a cloud logger at every fit
+    f"lightning.{package}.utilities.rank_zero": ("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]",)
+    for package in ("pytorch", "fabric")
 }
 """Logger name -> starts of the log messages dropped from it (advertisements)."""
 

@@ -34,8 +34,12 @@ from coin_lightning.eval.reports.comparison import write_comparison, write_sweep
 from coin_lightning.eval.scoring.comparison import ComparisonError
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments (see the module docstring)."""
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line (see the module docstring), run the comparison; return the exit status 0.
+
+    Raises:
+        SystemExit: status 2 after a one-line ``error:`` for bad input (:func:`coin_lightning.errors.reported`).
+    """
     p = argparse.ArgumentParser(
         prog="coin-compare", description=examples(__doc__, "coin-compare"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="evaluation run directories (two or more); the first is the baseline")
@@ -50,17 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "resampled, and seeds with --sweep); 0 = none")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out", help="output directory (default: outputs/compare/<time>)")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; return the exit status 0.
-
-    Raises:
-        SystemExit: status 2 after a one-line ``error:`` for bad input (:func:`coin_lightning.errors.reported`).
-    """
     quiet_third_party()
-    args = parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
+    args = p.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else list(argv)))
     out = Path(args.out or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     console = Console()
     with reported(status=2):

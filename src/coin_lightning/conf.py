@@ -41,23 +41,13 @@ SCHEMAS = {"model": ModelArgs, "data": DataArgs, "loss": schema_node(LossArgs), 
 """Config group -> the schema stored as its ``schema`` option."""
 
 
-def register_schemas() -> None:
-    """Store each group's schema in Hydra's ConfigStore as ``<group>/schema`` (idempotent)."""
-    store = ConfigStore.instance()
-    for group, node in SCHEMAS.items():
-        store.store(group=group, name="schema", node=node)
-
-
 def group_options(*groups: str) -> str:
     """``  group: option, option`` lines for the given config groups, from :data:`CONFIG_DIR` (the
     ``schema`` entries left out): the ``${coin_groups:model,data,...}`` resolver of the commands'
     ``--help`` templates (``conf/hydra/help/*.yaml``)."""
     width = max(map(len, groups), default=0)
-    lines = []
-    for group in groups:
-        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-        lines.append(f"  {group.ljust(width)}  {', '.join(options)}")
-    return "\n".join(lines)
+    options = [(group, sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))) for group in groups]
+    return "\n".join(f"  {group.ljust(width)}  {', '.join(names)}" for group, names in options)
 
 
 def train_run(cfg: DictConfig) -> TrainRun:
@@ -137,6 +127,7 @@ def training_eval_job(cfg: DictConfig) -> EvalJob:
                    prompt_format=cfg.data.prompt_format, data_root=ev.data_root, trainer=trainer_fields(cfg.trainer))
 
 
-register_schemas()
+for _group, _node in SCHEMAS.items():  # each group's schema as its ``schema`` option (idempotent)
+    ConfigStore.instance().store(group=_group, name="schema", node=_node)
 if not OmegaConf.has_resolver("coin_groups"):
     OmegaConf.register_new_resolver("coin_groups", group_options)

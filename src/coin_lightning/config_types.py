@@ -88,10 +88,8 @@ def build(cls: type[T], node: Any, key: str, error: type[Exception] = ConfigErro
     """
     if isinstance(node, cls):
         return node
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
     fields = {config_key(f.name): f.name for f in dataclasses.fields(cls)}
-    node = {fields.get(name, name): v for name, v in (node or {}).items()}
+    node = {fields.get(name, name): v for name, v in (plain(node) or {}).items()}
     missing = sorted(OmegaConf.missing_keys(OmegaConf.create(node)))  # a merge would keep the default instead
     if missing:
         raise ConfigError(f"{key}.{config_key(missing[0])} is required (its value is ???): set {key}.{config_key(missing[0])}=...")

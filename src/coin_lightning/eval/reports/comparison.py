@@ -51,13 +51,12 @@ def interval_rows(boots: Sequence[dict], part: str) -> list[list[str]]:
     ``part`` is ``per_level`` (then ``perturbed``), ``per_category``, ``per_task_level`` or
     ``robustness_effect``."""
     def cells(b: dict) -> list[tuple[list[str], dict | None]]:
-        if part == "per_level":
-            return [([lv], c) for lv, c in b["per_level"].items()] + [(["perturbed"], b["perturbed"])]
         if part == "per_category":
             return [([c, lv], x) for c, by in b["per_category"].items() for lv, x in by.items()]
         if part == "per_task_level":
             return [([r["task"], r["level"]], r) for r in b["per_task_level"]]
-        return [([lv], x) for lv, x in (b[part] or {}).items()]
+        by_level = {**b["per_level"], "perturbed": b["perturbed"]} if part == "per_level" else b[part] or {}
+        return [([lv], x) for lv, x in by_level.items()]
 
     columns = [cells(b) for b in boots]
     return [labels + [interval_text(col[i][1]) for col in columns] for i, (labels, _) in enumerate(columns[0])]

@@ -83,18 +83,13 @@ TABLES = {"per_task_level": ("task", "category", "level", "mean", "std", "n_inst
 """Metrics entries written as CSV tables (``FILES["<name>_csv"]``) and logged as tables, with their columns."""
 
 
-def write_results(run_dir: str | Path, rows: Sequence[dict], metrics: dict, title: str = "Evaluation") -> dict[str, Path]:
-    """Write predictions, metrics JSON and CSVs and the markdown table into ``run_dir``.
-
-    Returns:
-        ``{kind: path}`` of the written files.
-    """
+def write_results(run_dir: str | Path, rows: Sequence[dict], metrics: dict, title: str = "Evaluation") -> None:
+    """Write predictions, metrics JSON and CSVs and the markdown table into ``run_dir`` (:data:`FILES`)."""
     run_dir = Path(run_dir)
-    out = {"predictions": write_jsonl(run_dir / FILES["predictions"], list(rows)),
-           "metrics": write_json(run_dir / FILES["metrics"], metrics)}
+    write_jsonl(run_dir / FILES["predictions"], list(rows))
+    write_json(run_dir / FILES["metrics"], metrics)
     for name, columns in TABLES.items():
-        out[f"{name}_csv"] = write_text(run_dir / FILES[f"{name}_csv"], to_csv(metrics[name], columns))
-    out["markdown"] = write_text(run_dir / FILES["markdown"], results_markdown(metrics, title))
-    return out
+        write_text(run_dir / FILES[f"{name}_csv"], to_csv(metrics[name], columns))
+    write_text(run_dir / FILES["markdown"], results_markdown(metrics, title))
 
 

@@ -137,10 +137,10 @@ def arm_summary(members: Sequence[Job], resamples: int, seed: int, confidence: f
     spread = functools.partial(_spread, seeds)
 
     levels = list(point[0]["per_level"])
-    accuracy = {lv: {**spread([p["per_level"][lv]["delta"] for p in point]), **_bounds(own["per_level"][lv])}
-                for lv in levels}
-    if own["perturbed"] is not None:
-        accuracy["perturbed"] = {**spread([p["perturbed"]["delta"] for p in point]), **_bounds(own["perturbed"])}
+    point_cells = [{**p["per_level"], "perturbed": p["perturbed"]} for p in point]
+    own_cells = {**own["per_level"], "perturbed": own["perturbed"]}  # "perturbed" is None without a perturbed level
+    accuracy = {lv: {**spread([p[lv]["delta"] for p in point_cells]), "low": c["low"], "high": c["high"]}
+                for lv, c in own_cells.items() if c is not None}
     pdr = {lv: spread([j.metrics["per_level"].get(lv, {}).get("pdr") for j in members]) for lv in levels if lv != CLEAN}
     pdr["perturbed"] = spread([j.metrics.get("overall", {}).get("pdr") for j in members])
     cons = {lv: spread([j.consistency["per_level"].get(lv) for j in members]) for lv in levels}
@@ -177,10 +177,6 @@ def seed_pairing(arm_overrides: Sequence[dict]) -> dict:
               "the arms differ only in " + (", ".join(varying) or "nothing") + ": a seed gives every arm the "
               "same data order and LoRA initialisation, so seeds are paired")
     return {"holds": not other, "varying": varying, "reason": reason}
-
-
-def _bounds(c: dict | None) -> dict:
-    return {"low": c["low"], "high": c["high"]} if c else {"low": None, "high": None}
 
 
 def compare_sweep(sweep_dir: str | Path, reference: str | None = None, bootstrap: int = 1000, seed: int = 0,

@@ -115,9 +115,10 @@ class DataArgs:
         if self.eval_batch_size is None:
             self.eval_batch_size = self.batch_size
         for key in ("batch_size", "eval_batch_size"):
-            if getattr(self, key) < ppi or getattr(self, key) % ppi:
+            value = getattr(self, key)
+            if value < ppi or value % ppi:
                 raise DataError(
-                    f"data.{key}={getattr(self, key)!r} must be a positive multiple of {ppi}, the pairs per item of "
+                    f"data.{key}={value!r} must be a positive multiple of {ppi}, the pairs per item of "
                     f"data.group={self.group} (it counts pairs = examples per micro-batch)"
                 )
         for key, low in (("num_workers", 0), ("val_size", 0), ("n_per_task", 1)):
@@ -131,8 +132,9 @@ class DataArgs:
             raise DataError("data.order=sequential keeps the dataset order; data.group_by_length=true reorders by length: "
                             "choose one")
         for key in ("global_batch_size", "val_every_n_steps", "val_batches"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise DataError(f"data.{key}={getattr(self, key)!r} must be a positive integer or null")
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise DataError(f"data.{key}={value!r} must be a positive integer or null")
         if self.global_batch_size is not None and self.global_batch_size % self.batch_size:
             raise DataError(f"data.global_batch_size={self.global_batch_size} must be a positive multiple of "
                             f"data.batch_size={self.batch_size}")

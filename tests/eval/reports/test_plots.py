@@ -108,3 +108,15 @@ def test_paired_differences_figure_draws_each_difference_and_interval_in_points(
         assert abs(seg[0][1] - 100 * c["low"]) < 1e-9 and abs(seg[1][1] - 100 * c["high"]) < 1e-9
     assert "95% interval" in ax.get_ylabel()
     assert save_png(fig, tmp_path / "differences.png").read_bytes().startswith(PNG)
+
+
+def test_paired_differences_figure_with_only_the_clean_level_has_no_perturbed_mean():
+    from coin_lightning.eval.reports.plots import paired_differences_figure
+
+    clean = {"delta": 0.02, "low": -0.01, "high": 0.05}
+    fig = paired_differences_figure({"b - a": {"per_level": {"clean": clean}, "perturbed": None, "confidence": 0.95}})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean"]
+    assert list(ax.lines[0].get_ydata()) == [2.0]
+    (seg,) = ax.collections[0].get_segments()
+    assert abs(seg[0][1] - (-1.0)) < 1e-9 and abs(seg[1][1] - 5.0) < 1e-9

@@ -120,7 +120,7 @@ def arms_figure(cmp: dict, what: str = "accuracy") -> Figure:
 def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired difference in accuracy by level") -> Figure:
     """The headline of a comparison: for each perturbation level (and ``perturbed``, their mean), the
     paired difference in accuracy points with its bootstrap interval, one marker per comparison, and
-    the zero line. Differences of a few points show where 0-100 % bars would hide them.
+    the zero line (``perturbed`` is left out when it is ``None``: only the clean level was evaluated). Differences of a few points show where 0-100 % bars would hide them.
 
     Args:
         deltas: ``{"<run or arm> - <reference>": {"per_level": {level: {"delta", "low", "high"}},
@@ -132,7 +132,8 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
 
     first = next(iter(deltas.values()))
     order = {lv: i for i, lv in enumerate(LEVELS)}  # clean, character, word, sentence, semantic (JSON may sort them)
-    levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), "perturbed"]
+    mean = ["perturbed"] if first.get("perturbed") else []  # None when only the clean level was evaluated
+    levels = [*sorted(first["per_level"], key=lambda lv: order.get(lv, len(order))), *mean]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4), layout="tight")
     for k, (name, d) in enumerate(deltas.items()):
         cells = [d["per_level"].get(lv) if lv != "perturbed" else d["perturbed"] for lv in levels]
@@ -142,7 +143,8 @@ def paired_differences_figure(deltas: dict[str, dict], title: str = "Paired diff
         high = [100 * (c["high"] - c["delta"]) if c.get("high") is not None else 0.0 for c in cells]
         ax.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=4, label=name)
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.axvline(len(levels) - 1.5, color="grey", linewidth=0.5, linestyle=":")  # the levels | their mean
+    if mean:
+        ax.axvline(len(levels) - 1.5, color="grey", linewidth=0.5, linestyle=":")  # the levels | their mean
     confidence = first.get("confidence")
     ax.set(xticks=range(len(levels)), xticklabels=levels, title=title,
            ylabel="Δ accuracy (points)" + (f", {100 * confidence:g}% interval" if confidence else ""))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +195,20 @@ def check_gpu_needs(args: ModelArgs) -> None:
         raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' progress bars (its ``Loading weights`` bar) off while a model loads, as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(cfg: Any, device: torch.device | str | None = None):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
@@ -221,7 +237,8 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
         apply_liger(_model_type(args))
     attn = resolve_attn_implementation(args.attn_implementation)
     if args.name_or_path == EMBEDDED:
-        model = _load_embedded(args)
+        with _no_progress_bar():
+            model = _load_embedded(args)
     elif args.name_or_path == TINY:
         model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(getattr(torch, args.dtype))
     else:
@@ -234,7 +251,8 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
             if device is not None:
                 kwargs["device_map"] = {"": torch.device(device)}
         try:
-            model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
+            with _no_progress_bar():
+                model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
     if model.config.pad_token_id is None:

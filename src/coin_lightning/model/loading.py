@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -154,13 +155,10 @@ def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str =
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    sizes = {k: v for k, v in asdict(tiny).items() if k != "seed"}  # the LlamaConfig keys of the same names
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_hidden_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        num_key_value_heads=tiny.num_key_value_heads,
+        **sizes,
         max_position_embeddings=2048,
         pad_token_id=pad_token_id,
         attn_implementation=attn_implementation,

@@ -124,7 +124,7 @@ def _not_found(path: str, exc: Exception, revision: str | None = None, key: str 
     return f"{key}={path!r}: not a local model directory and not loadable from the hub{at} ({first_line(exc)})"
 
 
-def _load_embedded(args: ModelArgs):
+def _load_embedded(args: ModelArgs, attn: str):
     from transformers import AutoModelForCausalLM
 
     cache = _embedded_cache(args.cache_dir)
@@ -142,9 +142,7 @@ def _load_embedded(args: ModelArgs):
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         del model
-    return AutoModelForCausalLM.from_pretrained(
-        cache, dtype=getattr(torch, args.dtype), attn_implementation=resolve_attn_implementation(args.attn_implementation)
-    )
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=getattr(torch, args.dtype), attn_implementation=attn)
 
 
 def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str = "sdpa", pad_token_id: int | None = None):
@@ -236,7 +234,7 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
     attn = resolve_attn_implementation(args.attn_implementation)
     if args.name_or_path == EMBEDDED:
         with _no_progress_bar():
-            model = _load_embedded(args)
+            model = _load_embedded(args, attn)
     elif args.name_or_path == TINY:
         model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(getattr(torch, args.dtype))
     else:

@@ -180,7 +180,7 @@ def apply_batch_plan(data: DataArgs, trainer: dict) -> BatchPlan:
         if trainer.get("check_val_every_n_epoch") is None:
             trainer["check_val_every_n_epoch"] = 1
     elif data.val_every_n_steps is not None:  # counted in steps across epochs, never refused as
-        trainer["check_val_every_n_epoch"] = None      # longer than one epoch of a small dataset
+        trainer["check_val_every_n_epoch"] = None  # longer than one epoch of a small dataset
     return plan
 
 

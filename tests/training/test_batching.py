@@ -1,6 +1,8 @@
 """The global batch -> gradient accumulation, and validation in optimizer steps (training/batching.py)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -77,7 +79,7 @@ def _compose(overrides):
     """A composed ``train.yaml``'s ``data`` and ``trainer``, resolved (as :class:`TrainRun` holds them)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = OmegaConf.to_container(compose("train", overrides=[*overrides, "output_dir=unused"]), resolve=True)
-    return cfg["data"], cfg["trainer"]
+    return SimpleNamespace(**cfg["data"]), cfg["trainer"]  # the DataArgs fields, without reading data.path
 
 
 def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
@@ -86,7 +88,7 @@ def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
     assert trainer["accumulate_grad_batches"] == 4 and plan.global_batch_size == 64
     # validation every 1/8 of the epoch, as the reference: int(64,000 examples / 64 / 8) = 125 steps of 4 micro-batches
     assert apply_epoch_fraction(data, trainer, train_examples=64_000, global_batch_size=plan.global_batch_size) == 125
-    assert data["val_every_n_steps"] == 125 and trainer["val_check_interval"] == 125 * 4
+    assert data.val_every_n_steps == 125 and trainer["val_check_interval"] == 125 * 4
     data, trainer = _compose(["experiment=coin_alpaca", "trainer=gpu", "data.path=/x.csv"])
     apply_batch_plan(data, trainer)
     assert trainer["accumulate_grad_batches"] == 32
@@ -94,7 +96,7 @@ def test_paper_experiment_on_8_gpus_accumulates_4_and_3_gpus_are_refused():
     with pytest.raises(ConfigError, match=r"data.global_batch_size=64 .* data.batch_size=2 x trainer.devices=3 x "
                                           r"trainer.num_nodes=1 = 6"):
         apply_batch_plan(data, trainer)
-    assert data["source"] == "coin_csv"
+    assert data.source == "coin_csv"
 
 
 def test_more_gpus_than_the_machine_has_are_refused_before_anything_loads(monkeypatch):

@@ -156,16 +156,13 @@ def check_adapter(path: str, args: ModelArgs, key: str = "adapter") -> None:
     _check_width(key, path, _lora_shapes(shapes)[1], hidden, args, " (another base model)")
 
 
-def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict:
+def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> None:
     """Check that ``path`` is a readable Lightning checkpoint of this model's LoRA adapter.
 
     Loads it with ``torch.load(weights_only=True, mmap=True)`` on the CPU (tensors stay on disk, as
     Lightning itself loads it with ``weights_only``), then compares its LoRA tensors with the config:
     the rank (``model.lora.r`` when no starting ``model.adapter`` decides it), the adapted modules and
     the width where the hidden size is known.
-
-    Returns:
-        The loaded checkpoint dict (memory-mapped).
 
     Raises:
         ModelLoadError: missing or unreadable file, not a Lightning checkpoint, or adapter tensors
@@ -203,4 +200,3 @@ def check_checkpoint(path: str, args: ModelArgs, key: str = "ckpt_path") -> dict
             f"{key}={path} adapts {sorted(modules)}, but model.lora.target_modules={list(args.lora.target_modules)}"
         )
     _check_width(key, path, widths, _hidden_size(args), args)
-    return ckpt

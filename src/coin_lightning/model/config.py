@@ -144,10 +144,9 @@ class ModelArgs:
     def __post_init__(self) -> None:
         if not self.name_or_path:
             raise ConfigError("model.name_or_path is empty")
-        check_choice("model.dtype", self.dtype, DTYPES)
-        check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
-        check_choice("model.quantization", self.quantization, QUANTIZATIONS)
-        check_choice("model.position_ids", self.position_ids, POSITION_IDS)
+        for key, choices in (("dtype", DTYPES), ("attn_implementation", ATTN_IMPLEMENTATIONS),
+                             ("quantization", QUANTIZATIONS), ("position_ids", POSITION_IDS)):
+            check_choice(f"model.{key}", getattr(self, key), choices)
         if self.pad_token_id is not None:
             check_range("model.pad_token_id", self.pad_token_id, low=0)
 

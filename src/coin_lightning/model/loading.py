@@ -17,6 +17,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +124,7 @@ def _not_found(path: str, exc: Exception, revision: str | None = None, key: str 
     return f"{key}={path!r}: not a local model directory and not loadable from the hub{at} ({first_line(exc)})"
 
 
-def _load_embedded(args: ModelArgs):
+def _load_embedded(args: ModelArgs, attn: str):
     from transformers import AutoModelForCausalLM
 
     cache = _embedded_cache(args.cache_dir)
@@ -139,9 +142,7 @@ def _load_embedded(args: ModelArgs):
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         del model
-    return AutoModelForCausalLM.from_pretrained(
-        cache, dtype=getattr(torch, args.dtype), attn_implementation=resolve_attn_implementation(args.attn_implementation)
-    )
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=getattr(torch, args.dtype), attn_implementation=attn)
 
 
 def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str = "sdpa", pad_token_id: int | None = None):
@@ -152,13 +153,10 @@ def build_tiny_llama(vocab_size: int, tiny: TinyArgs, attn_implementation: str =
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    sizes = {k: v for k, v in asdict(tiny).items() if k != "seed"}  # the LlamaConfig keys of the same names
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_hidden_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        num_key_value_heads=tiny.num_key_value_heads,
+        **sizes,
         max_position_embeddings=2048,
         pad_token_id=pad_token_id,
         attn_implementation=attn_implementation,
@@ -193,6 +191,20 @@ def check_gpu_needs(args: ModelArgs) -> None:
         raise ConfigError(f"model.quantization={args.quantization!r} needs a CUDA GPU (bitsandbytes)")
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' progress bars (its ``Loading weights`` bar) off while a model loads, as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(cfg: Any, device: torch.device | str | None = None):
     """Load the base causal LM (without LoRA) and its tokenizer from the ``model`` config.
 
@@ -221,7 +233,8 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
         apply_liger(_model_type(args))
     attn = resolve_attn_implementation(args.attn_implementation)
     if args.name_or_path == EMBEDDED:
-        model = _load_embedded(args)
+        with _no_progress_bar():
+            model = _load_embedded(args, attn)
     elif args.name_or_path == TINY:
         model = build_tiny_llama(len(tokenizer), args.tiny, attn, tokenizer.pad_token_id).to(getattr(torch, args.dtype))
     else:
@@ -234,7 +247,8 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
             if device is not None:
                 kwargs["device_map"] = {"": torch.device(device)}
         try:
-            model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
+            with _no_progress_bar():
+                model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
     if model.config.pad_token_id is None:

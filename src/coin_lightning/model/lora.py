@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from coin_lightning import speedups
 from coin_lightning.model import packing
 from coin_lightning.model.checks import base_model_id
 from coin_lightning.model.config import EMBEDDED, TINY, resolve_attn_implementation
 from coin_lightning.model.loading import ModelArgs, ModelLoadError, first_line, load_adapter, load_model
+from coin_lightning.speedups.attention import enable
+from coin_lightning.speedups.dropout import use_fast_lora_dropout
 
 
 def apply_lora(model, cfg: Any):
@@ -61,8 +62,10 @@ def use_speedups(model, args: ModelArgs) -> None:
     """Set up packed rows and the speed-ups the ``model`` config asks for, on a loaded model.
 
     The packing mode (:func:`coin_lightning.model.packing.choose_packing_mode`) is recorded on the
-    transformers model; with ``model.cpu_speedups`` the LoRA dropouts and, in the mode
-    :data:`~coin_lightning.model.packing.KERNEL`, the attention are those of :func:`coin_lightning.speedups.apply`.
+    transformers model; with ``model.cpu_speedups`` the LoRA dropouts are replaced in place
+    (:func:`~coin_lightning.speedups.dropout.use_fast_lora_dropout`) and, in the mode
+    :data:`~coin_lightning.model.packing.KERNEL`, the attention is switched to
+    :data:`~coin_lightning.speedups.attention.PACKED_SDPA` (:func:`~coin_lightning.speedups.attention.enable`).
 
     Args:
         model: a transformers causal LM, optionally wrapped by peft (LoRA dropouts are replaced in place).
@@ -72,8 +75,10 @@ def use_speedups(model, args: ModelArgs) -> None:
     attn = resolve_attn_implementation(args.attn_implementation)
     packed = args.packed_sequences and args.position_ids == "mask"  # packing restarts positions at each row
     mode = packing.choose_packing_mode(packed, attn, args.cpu_speedups)
-    if args.cpu_speedups:
-        speedups.apply(model, packed_rows=mode == packing.KERNEL)
+    if args.cpu_speedups:  # attention over packed rows needs a model loaded with sdpa (the mode KERNEL)
+        if mode == packing.KERNEL:
+            enable(base)
+        use_fast_lora_dropout(model)
     packing.set_packing_mode(base, mode)
 
 

@@ -1,7 +1,7 @@
 """Speed-ups of the model that change no result: CPU kernels behind ``model.cpu_speedups``, and
 Liger-Kernel's GPU kernels behind ``model.liger_kernels``.
 
-``model.cpu_speedups`` (:func:`apply`) does two things, each on public APIs:
+``model.cpu_speedups`` (:func:`coin_lightning.model.lora.use_speedups`) does two things, each on public APIs:
 
 - LoRA dropout masks drawn through the geometric gaps between dropped elements
   (:class:`~coin_lightning.speedups.dropout.LoraDropout`, the same Bernoulli masks), put in place of
@@ -24,31 +24,11 @@ import importlib.util
 import inspect
 
 import torch
-from torch import nn
 
 from coin_lightning.errors import ConfigError
-from coin_lightning.speedups.attention import enable
-from coin_lightning.speedups.dropout import use_fast_lora_dropout
 
 PACKAGE = "liger_kernel"
 """Import name of Liger-Kernel (distribution ``liger-kernel``, the ``gpu`` extra)."""
-
-
-def apply(model: nn.Module, packed_rows: bool) -> int:
-    """Apply the CPU speed-ups to ``model`` (a transformers model, optionally wrapped by peft).
-
-    Args:
-        model: the model; its LoRA dropouts (if any) are replaced in place.
-        packed_rows: also switch the transformers model under it to
-            :data:`~coin_lightning.speedups.attention.PACKED_SDPA` (the packing mode
-            :data:`coin_lightning.model.packing.KERNEL`; the model must have been loaded with ``sdpa``).
-
-    Returns:
-        The number of LoRA dropouts replaced.
-    """
-    if packed_rows:
-        enable(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    return use_fast_lora_dropout(model)
 
 
 def check_liger(liger_kernels: bool, key: str = "model.liger_kernels") -> None:

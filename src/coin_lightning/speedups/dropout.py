@@ -115,9 +115,7 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
     replaced = 0
     for holder, key, drop in lora_dropout_slots(model):
         if type(drop) is nn.Dropout:
-            fast = LoraDropout(drop.p)
-            fast.train(drop.training)
-            holder[key] = fast
+            holder[key] = LoraDropout(drop.p).train(drop.training)  # train() returns the module
             replaced += 1
     return replaced
 

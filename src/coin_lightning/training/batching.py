@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from coin_lightning.data.config import DataArgs
 from coin_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def plan_batches(
     )
 
 
-def apply_batch_plan(data: dict, trainer: dict) -> BatchPlan:
+def apply_batch_plan(data: DataArgs, trainer: dict) -> BatchPlan:
     """Compute :func:`plan_batches` from a job's ``data`` and ``trainer`` (:class:`~coin_lightning.training.checks.TrainRun`)
     and write the result into ``trainer`` (``accumulate_grad_batches``, ``val_check_interval``, ``limit_val_batches``).
 
@@ -158,32 +159,32 @@ def apply_batch_plan(data: dict, trainer: dict) -> BatchPlan:
         raise ConfigError(f"trainer.devices={devices} but this machine has {visible} GPU(s); set trainer.devices={visible} "
                           "(data.global_batch_size keeps the global batch)")
     plan = plan_batches(
-        batch_size=data.get("batch_size", 1),
+        batch_size=data.batch_size,
         devices=devices,
         num_nodes=trainer.get("num_nodes", 1),
-        global_batch_size=data.get("global_batch_size"),
+        global_batch_size=data.global_batch_size,
         accumulate_grad_batches=trainer.get("accumulate_grad_batches", 1),
-        val_every_n_steps=data.get("val_every_n_steps"),
+        val_every_n_steps=data.val_every_n_steps,
         val_check_interval=trainer.get("val_check_interval", 1.0),
-        val_batches=data.get("val_batches"),
+        val_batches=data.val_batches,
         limit_val_batches=trainer.get("limit_val_batches", 1.0),
     )
     given = trainer.get("accumulate_grad_batches", 1)
-    if data.get("global_batch_size") is not None and given != plan.accumulate_grad_batches:
+    if data.global_batch_size is not None and given != plan.accumulate_grad_batches:
         log.info("trainer.accumulate_grad_batches=%d (not %s): data.global_batch_size=%d / (data.batch_size=%d x "
-                 "%d device(s) x %d node(s))", plan.accumulate_grad_batches, given, data["global_batch_size"],
-                 data.get("batch_size", 1), devices, trainer.get("num_nodes", 1))
+                 "%d device(s) x %d node(s))", plan.accumulate_grad_batches, given, data.global_batch_size,
+                 data.batch_size, devices, trainer.get("num_nodes", 1))
     trainer.update(accumulate_grad_batches=plan.accumulate_grad_batches, val_check_interval=plan.val_check_interval,
                    limit_val_batches=plan.limit_val_batches)
     if isinstance(plan.val_check_interval, float):  # a fraction of an epoch: Lightning needs epochs counted
         if trainer.get("check_val_every_n_epoch") is None:
             trainer["check_val_every_n_epoch"] = 1
-    elif data.get("val_every_n_steps") is not None:  # counted in steps across epochs, never refused as
-        trainer["check_val_every_n_epoch"] = None      # longer than one epoch of a small dataset
+    elif data.val_every_n_steps is not None:  # counted in steps across epochs, never refused as
+        trainer["check_val_every_n_epoch"] = None  # longer than one epoch of a small dataset
     return plan
 
 
-def apply_epoch_fraction(data: dict, trainer: dict, train_examples: int, global_batch_size: int) -> int | None:
+def apply_epoch_fraction(data: DataArgs, trainer: dict, train_examples: int, global_batch_size: int) -> int | None:
     """Set ``data.val_every_n_steps`` from ``data.val_every_epoch_fraction`` and the training data's
     size, then re-apply :func:`apply_batch_plan` (idempotent) so the trainer's interval follows.
 
@@ -200,11 +201,11 @@ def apply_epoch_fraction(data: dict, trainer: dict, train_examples: int, global_
     Returns:
         The interval in optimizer steps, or ``None`` when ``data.val_every_epoch_fraction`` is unset.
     """
-    fraction = data.get("val_every_epoch_fraction")
+    fraction = data.val_every_epoch_fraction
     if fraction is None:
         return None
     steps = max(1, int(train_examples / global_batch_size * fraction))
-    data["val_every_n_steps"] = steps
+    data.val_every_n_steps = steps
     apply_batch_plan(data, trainer)
     log.info("data.val_every_n_steps=%d: %s of %d training examples at a global batch of %d", steps, fraction,
              train_examples, global_batch_size)

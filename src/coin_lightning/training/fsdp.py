@@ -119,11 +119,8 @@ class LoraWrapRule:
         self.names = frozenset(layer_classes)
         if not self.names:
             raise ValueError("trainer.strategy.auto_wrap_policy.layer_classes is empty; name the decoder layer class")
-        fp32 = torch.float32
-        self.trainable_kwargs = (
-            {"mixed_precision": MixedPrecision(param_dtype=fp32, reduce_dtype=fp32, buffer_dtype=fp32)}
-            if _is_mixed(precision) else None
-        )
+        policy = mixed_precision_policy(precision, "float32")  # under *-mixed: fp32 parameters, reduction, buffers
+        self.trainable_kwargs = {"mixed_precision": policy} if policy is not None else None
 
     def __call__(self, module: torch.nn.Module) -> bool | dict:
         if is_trainable_leaf(module):

@@ -98,16 +98,15 @@ class InterruptCheckpoint(Checkpoint):
         return str(Path(self.dirpath) / f"{self.filename}.ckpt")
 
     # --------------------------------------------------------------------------- signal routing
-    def _route_requeue(self, trainer: L.Trainer) -> None:  # once Lightning's SIGTERM handler is in place
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Route the requeue signal under SLURM, once Lightning's SIGTERM handler is in place (also before
+        training: the job is then requeued, with nothing to save before step 1)."""
         if self.requeue_signal is not None and SLURMEnvironment.detect():
             self._ranks = trainer.world_size
             self._route(self.requeue_signal)
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._route_requeue(trainer)  # also before training: the job is requeued (nothing to save before step 1)
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._route_requeue(trainer)
+        self.on_validation_start(trainer, pl_module)
         self._route(signal.SIGINT)
 
     def _route(self, signum: signal.Signals) -> None:
@@ -123,7 +122,7 @@ class InterruptCheckpoint(Checkpoint):
         self.reason = signal.Signals(signum).name
         if self._ranks == 1:
             self._stop_for_requeue()
-        else:  # several ranks: they agree on the batch first (_agree); no collective inside a signal handler
+        else:  # several ranks: they agree on the batch first (on_train_batch_end); no collective inside a signal handler
             self._requested = True
 
     def _stop_for_requeue(self) -> None:
@@ -131,7 +130,7 @@ class InterruptCheckpoint(Checkpoint):
         signal.signal(self.requeue_signal, signal.SIG_IGN)  # the job is being requeued: later copies of the signal
         signal.raise_signal(signal.SIGTERM)  # Lightning's handler: stop after the current batch
 
-    def _agree(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         """With several ranks under SLURM, after every batch: if any rank got the requeue signal, every
         rank raises SIGTERM here, at the same point of its collectives, so that Lightning's handler (which
         broadcasts from rank 0) pairs up and every rank stops after this same batch."""
@@ -142,9 +141,6 @@ class InterruptCheckpoint(Checkpoint):
             self.reason, self._requested = self.requeue_signal.name, False
             self._stop_for_requeue()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:  # noqa: D102
-        self._agree(trainer, pl_module)
-
     on_validation_batch_end = on_train_batch_end
 
     def _restore(self) -> None:
@@ -152,9 +148,6 @@ class InterruptCheckpoint(Checkpoint):
             for signum, previous in self._previous.items():
                 signal.signal(signum, previous)
         self._previous = {}
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._restore()
 
     # --------------------------------------------------------------------------- saving
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:  # noqa: D102
@@ -171,8 +164,10 @@ class InterruptCheckpoint(Checkpoint):
         if stop and self.requeue_signal is not None and self.reason == self.requeue_signal.name and trainer.is_global_zero:
             self.requeued = requeue_slurm_job()
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:  # noqa: D102
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str | None = None) -> None:  # noqa: D102
         self._restore()
+
+    on_train_end = teardown  # Ctrl-C after training (adapter export, final validation) interrupts at once
 
 
 def requeue_slurm_job() -> str:

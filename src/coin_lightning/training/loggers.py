@@ -74,12 +74,10 @@ def instantiate_group(node: Any) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group mapping (``logger``, ``callbacks``)."""
     from hydra.utils import instantiate
 
-    if not node:
-        return []
-    return [instantiate(v) for v in node.values() if isinstance(v, Mapping) and "_target_" in v]
+    return [instantiate(v) for v in (node or {}).values() if isinstance(v, Mapping) and "_target_" in v]
 
 
-def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
+def log_config(loggers: Iterable[Any], cfg: Any) -> None:
     """Give every logger the run's resolved Hydra config as its hyper-parameters.
 
     Each Lightning logger stores the nested dict its own way: ``CSVLogger`` and ``TensorBoardLogger``
@@ -92,13 +90,9 @@ def log_config(loggers: Iterable[Any], cfg: Any) -> dict[str, Any]:
         loggers: ``trainer.loggers``.
         cfg: the composed config (a config node, resolved here, or an already plain dict).
 
-    Returns:
-        The plain dict that was logged.
-
     Raises:
         omegaconf.errors.InterpolationResolutionError: an interpolation cannot be resolved.
     """
     params = plain(cfg)
     for logger in loggers:
         logger.log_hyperparams(params)
-    return params

@@ -41,14 +41,13 @@ def build(run: TrainRun, checked: bool = False) -> tuple[CoinModule, CoinDataMod
     """
     if not checked:
         check_train_config(run)
-    data = vars(run.data)  # the fields as a live dict: the batch plan sets data.val_every_n_steps
-    plan = apply_batch_plan(data, run.trainer)  # global batch -> accumulation, validation in optimizer steps
+    plan = apply_batch_plan(run.data, run.trainer)  # global batch -> accumulation, validation in optimizer steps
     L.seed_everything(run.seed, workers=True)
     datamodule = CoinDataModule(run.data, tokenizer=None, seed=run.seed)
     datamodule.setup("fit")  # read and validate the data before any model loads
     examples = len(datamodule.train_dataset) * datamodule.pairs_per_item
-    apply_epoch_fraction(data, run.trainer, examples, plan.global_batch_size)  # the reference's eval/save steps
-    run.config["callbacks"] = callbacks = run.resolve_callbacks(data)
+    apply_epoch_fraction(run.data, run.trainer, examples, plan.global_batch_size)  # the reference's eval/save steps
+    run.config["callbacks"] = callbacks = run.resolve_callbacks(vars(run.data))
     trainer = instantiate(run.trainer, callbacks=instantiate_group(callbacks), logger=instantiate_group(run.logger) or False)
     check_launch(trainer)
     datamodule.tokenizer = load_tokenizer(run.model)

@@ -193,7 +193,8 @@ def check_gpu_needs(args: ModelArgs) -> None:
 
 @contextmanager
 def _no_progress_bar() -> Iterator[None]:
-    """transformers' progress bars (its ``Loading weights`` bar) off while a model loads, as they were after."""
+    """transformers' progress bars (its ``Loading weights`` bar) off while the embedded model loads from its local
+    cache (a second or two), as they were after; hub loads keep them, they show a long download's progress."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -247,8 +248,7 @@ def load_model(cfg: Any, device: torch.device | str | None = None):
             if device is not None:
                 kwargs["device_map"] = {"": torch.device(device)}
         try:
-            with _no_progress_bar():
-                model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)  # its bars: progress of a long download
         except (OSError, ValueError) as exc:
             raise ModelLoadError(_not_found(args.name_or_path, exc, args.revision)) from None
     if model.config.pad_token_id is None:

@@ -182,6 +182,14 @@ def test_adversarial_mode_attacks_the_clean_instructions(tmp_path, shared_data, 
     assert attacked["deepwordbug"] != attacked["clean"] and attacked["checklist"] != attacked["clean"]
     assert (run / FILES["adversarial_instructions"]).is_file()
     assert metrics["run"]["perturb_mode"] == "adversarial" and metrics["run"]["query_budget"] == 3
+    # a rerun in the same directory reuses the attack (its key names the model, not the run's load time)
+    found = run / FILES["adversarial_instructions"]
+    before = (found.stat().st_mtime_ns, found.read_text())
+    evaluate(_cfg(run, ["model=tiny_llama", _glue(shared_data), "eval.tasks=[rte]", "eval.samples_per_task=4",
+                        f"eval.instructions_file={path}", "eval.perturb_mode=adversarial", "eval.query_budget=3",
+                        "eval.probe_size=2", "eval.levels=[clean,character,sentence]",
+                        "eval.perturb.perturbations=[deepwordbug,checklist]"]))
+    assert (found.stat().st_mtime_ns, found.read_text()) == before
 
 
 @pytest.mark.parametrize("content, message", [

@@ -41,7 +41,8 @@ def load_tasks(settings: EvalSettings, data_root: str | None) -> list[EvalTask]:
     n, seed = settings.samples_per_task, settings.seed
     tasks = [load_task_rows(own[name], n, seed) if name in own else load_task(name, data_root, n, seed)
              for name in settings.tasks]
-    if not (tasks := [t for t in tasks if t is not None]):
+    tasks = [t for t in tasks if t is not None]
+    if not tasks:
         raise DataError("no evaluation task could be loaded (see the log)")
     return tasks
 
@@ -133,7 +134,8 @@ def attack(settings: EvalSettings, base: InstructionSet, tasks: Sequence[EvalTas
         preds = predict(probe, instruction)
         return sum(p.pred == g for p, g in zip(preds, probe.golds)) / len(probe.golds)
 
-    key = {**meta, "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
+    identity = {k: meta.get(k) for k in ("model", "adapter", "prompt_format", "data_root")}  # not load_seconds
+    key = {**identity, "method": settings.method, "probe_rows": {n: t.uids for n, t in probes.items()}}
     cache = Path(run_dir) / FILES["adversarial_instructions"]
     return attack_instruction_set(base, accuracy, perturb_config(settings), query_budget=settings.query_budget,
                                   tasks=[t.name for t in tasks], cache_path=cache, fingerprint=key)
@@ -170,7 +172,7 @@ def evaluate_tasks(tasks: Sequence[EvalTask], iset: InstructionSet, predict: Cac
 
 
 def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: InstructionSet, predictor: Predictor,
-                   run_dir: str | Path, meta: dict, loggers: Sequence[Any], parts: Parts, write: bool,
+                   run_dir: str | Path, meta: dict, loggers: Sequence[Any], *, parts: Parts, write: bool,
                    config: dict | None, log_step: int) -> dict:
     """Evaluate, then write every output into ``run_dir`` and send config, metrics, tables and figures
     to ``loggers``.
@@ -218,6 +220,6 @@ def run_evaluation(settings: EvalSettings, tasks: Sequence[EvalTask], iset: Inst
     write_results(run_dir, rows, metrics, title)
     figures = {"accuracy_by_level": accuracy_by_level_figure(metrics), "clean_vs_perturbed": clean_vs_perturbed_figure(metrics)}
     log_results(loggers, metrics, figures, config, log_step)
-    for name, fig in figures.items():  # FILES["accuracy_plot"], FILES["clean_vs_perturbed_plot"]
-        save_png(fig, Path(run_dir) / f"{name}.png")
+    save_png(figures["accuracy_by_level"], Path(run_dir) / FILES["accuracy_plot"])
+    save_png(figures["clean_vs_perturbed"], Path(run_dir) / FILES["clean_vs_perturbed_plot"])
     return metrics

@@ -103,10 +103,13 @@ def greedy_attack(
                 best = (cand, acc)
             if acc == 0:
                 break
-        if best is None or not (best[1] < current_acc or (always_edit and steps == 0)):
+        if best is None:
             break
-        current, current_acc = best
-        steps += 1
+        if best[1] < current_acc or (always_edit and steps == 0):
+            current, current_acc = best
+            steps += 1
+        else:
+            break
     return AttackResult(current, current_acc, len(memo), clean_acc, steps)
 
 
@@ -203,17 +206,22 @@ def attack_instruction_set(
     out: dict[str, dict[str, tuple[str, ...]]] = {"clean": clean}
     records = []
     for pert in cfg.perturbations:
-        out[pert] = dict.fromkeys(names, ())
+        out[pert] = {}
         for name in names:
+            chosen = []
             for i, text in enumerate(clean[name]):
                 result = attack_instruction(text, pert, lambda s, n=name: accuracy(n, s), query_budget,
                                             task=name, index=i, cfg=cfg)
-                out[pert][name] += (result.instruction,)
+                chosen.append(result.instruction)
                 records.append({"perturbation": pert, "task": name, "index": i, **result._asdict()})
                 log.info("%s %s[%d]: accuracy %.3f -> %.3f in %d queries", pert, name, i,
                          result.clean_accuracy, result.accuracy, result.queries)
-    for pert in (p for p in base.perturbations if p not in out):
-        if kept := {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}:
+            out[pert][name] = tuple(chosen)
+    for pert in base.perturbations:
+        if pert in out:
+            continue
+        kept = {n: tuple(base.instructions_for(n, pert)) for n in names if base.resolve_task(n, pert)}
+        if kept:
             out[pert] = kept
     name = str(cache_path) if cache_path else f"{base.source} (adversarial, seed={cfg.seed})"
     result_set = InstructionSet(out, levels, name)

@@ -203,13 +203,20 @@ def perturb_instruction_set(
     seed = cfg.seed if seed is None else seed
     if "clean" not in base.instructions:
         raise InstructionError(f"{base.source}: no 'clean' instructions to perturb")
-    tasks = base.tasks("clean") if tasks is None else list(tasks)
-    for task in tasks:
-        base.instructions_for(task, "clean")  # refuses a task without clean instructions
-    keys = list(dict.fromkeys(base.resolve_task(t, "clean") for t in tasks))
-    clean = {k: base.instructions["clean"][k] for k in keys}
-    out = {"clean": clean, **{p: {k: tuple(apply(p, text, instruction_rng(seed, p, k, i), tuple(protected(k)), cfg)
-                                           for i, text in enumerate(clean[k])) for k in keys} for p in cfg.perturbations}}
+    keys = []
+    for task in base.tasks("clean") if tasks is None else tasks:
+        key = base.resolve_task(task, "clean")
+        if key is None:
+            base.instructions_for(task, "clean")  # raises: names the task and the tasks the set has
+        keys.append(key)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict[str, tuple[str, ...]]] = {"clean": {k: base.instructions["clean"][k] for k in keys}}
+    for pert in cfg.perturbations:
+        out[pert] = {}
+        for key in keys:
+            words = tuple(protected(key))
+            out[pert][key] = tuple(apply(pert, text, instruction_rng(seed, pert, key, i), words, cfg)
+                                   for i, text in enumerate(out["clean"][key]))
     rest = base.select([p for p in base.perturbations if p not in out], keys)
     levels = {**dict(base.level_map), **dict(cfg.levels)}
     return InstructionSet({**out, **rest.instructions}, levels, f"{base.source} (perturbed, seed={seed})")
@@ -232,8 +239,8 @@ def default_instruction_set(
         Perturbations ``clean``, the generated ones, ``semantic``; keyed by instruction task key.
 
     Raises:
-        InstructionError: a task without default instructions (use ``eval.instructions_file``); the
-            ``promptbench`` package missing (the message says how to install it).
+        InstructionError: an unknown ``source``; a task without default instructions (use
+            ``eval.instructions_file``); the ``promptbench`` package missing (the message says how to install it).
         WordNetMissing: word-level perturbations without the WordNet database.
     """
     cfg = PerturbConfig.from_cfg(perturb_cfg)
@@ -241,6 +248,8 @@ def default_instruction_set(
         if tasks is None:
             raise InstructionError("eval.instructions=promptbench needs the task list")
         base = promptbench_instruction_set(tasks, level_map=cfg.levels)
-    else:
+    elif source == "default":
         base = load_instruction_file(default_instruction_path(), level_map=cfg.levels)
+    else:
+        raise InstructionError(f"eval.instructions={source!r}; choose default or promptbench")
     return perturb_instruction_set(base, cfg, seed, tasks)

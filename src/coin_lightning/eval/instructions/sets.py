@@ -187,8 +187,11 @@ class InstructionSet:
         perts = self.perturbations if perturbations is None else [p for p in perturbations if p in self.instructions]
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for pert in perts:
-            found = self.instructions[pert] if tasks is None else (self.resolve_task(t, pert) for t in tasks)
-            if keys := list(dict.fromkeys(k for k in found if k is not None)):
+            if tasks is None:
+                keys = list(self.instructions[pert])
+            else:
+                keys = list(dict.fromkeys(k for k in (self.resolve_task(t, pert) for t in tasks) if k is not None))
+            if keys:
                 out[pert] = {k: tuple(self.instructions[pert][k]) for k in keys}
         return InstructionSet(out, dict(self.level_map), self.source)
 

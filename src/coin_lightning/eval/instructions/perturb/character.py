@@ -63,7 +63,9 @@ def substitute_letter(word: str, rng: random.Random) -> str | None:
 
 def delete_letter(word: str, rng: random.Random, inner: bool = False) -> str | None:
     """Delete one letter (DeepWordBug "deletion"; TextBugger "delete" with ``inner``); needs 2+ letters left."""
-    return _at(rng, _letters(word, inner) if len(word) >= 3 else [], lambda i: word[:i] + word[i + 1 :])
+    if len(word) < 3:
+        return None
+    return _at(rng, _letters(word, inner), lambda i: word[:i] + word[i + 1 :])
 
 
 def insert_letter(word: str, rng: random.Random) -> str | None:

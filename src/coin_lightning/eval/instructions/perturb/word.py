@@ -138,7 +138,9 @@ def load_wordnet(wordnet_dir: str | Path | None = None):
 def _usable(name: str, multiword: bool) -> str | None:
     """WordNet lemma name -> plain lower-case text, or ``None`` when it is not a usable replacement word."""
     parts = name.split("_")
-    return " ".join(parts).lower() if all(p.isalpha() for p in parts) and (len(parts) == 1 or multiword) else None
+    if not all(p.isalpha() for p in parts) or (len(parts) > 1 and not multiword):
+        return None
+    return " ".join(parts).lower()
 
 
 @functools.lru_cache(maxsize=4)
@@ -204,17 +206,22 @@ def related_candidates(word: str, k: int, wordnet_dir: str | None = None, senses
     """
     word = word.lower()
     own = own_senses(word, wordnet_dir)[:senses]
-    related = (rel for s in own for hyper in s.hypernyms() + s.instance_hypernyms()
-               for rel in [hyper] + [h for h in hyper.hyponyms() if h not in own])
     counts: dict[str, int] = {}
-    for lemma in (lemma for rel in related for lemma in rel.lemmas()):
-        if (text := _usable(lemma.name(), multiword=True)) and text != word:
-            counts[text] = max(counts.get(text, 0), lemma_count(lemma, wordnet_dir))
+    for synset in own:
+        for hyper in synset.hypernyms() + synset.instance_hypernyms():
+            for rel in [hyper] + [h for h in hyper.hyponyms() if h not in own]:
+                for lemma in rel.lemmas():
+                    text = _usable(lemma.name(), multiword=True)
+                    if text and text != word:
+                        counts[text] = max(counts.get(text, 0), lemma_count(lemma, wordnet_dir))
     return tuple(sorted(counts, key=lambda t: (-counts[t], t))[:k])
 
 
 def _substitute(text, rng, protected, max_words, candidates_of) -> str:
-    edit = lambda word, r: match_case(word, r.choice(candidates_of(word)))  # noqa: E731 (only eligible words come)
+    def edit(word: str, r: random.Random) -> str | None:
+        cands = candidates_of(word)
+        return match_case(word, r.choice(cands)) if cands else None
+
     return edit_words(text, rng, protected, max_words, edit, eligible=lambda t: bool(candidates_of(t.text)))
 
 

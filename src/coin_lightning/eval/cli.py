@@ -101,11 +101,14 @@ def evaluate(job: EvalJob, loggers: list | None = None, log_step: int = 0) -> di
             predictor, load_s = _start(job, fabric)
             parts.write = rank0 = fabric.is_global_zero
             config = job.config if loggers is None else None  # a training run's loggers hold its config already
-            loggers = (instantiate_group(job.logger) if loggers is None else loggers) if rank0 else []
+            if not rank0:
+                loggers = []
+            elif loggers is None:
+                loggers = instantiate_group(job.logger)
             job_dir.keep()  # predictions start: finished parts stay for a resume
             meta.update(load_seconds=round(load_s, 3), devices=fabric.world_size)
-            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, parts, rank0, config,
-                                     log_step)
+            metrics = run_evaluation(settings, tasks, iset, predictor, out, meta, loggers, parts=parts, write=rank0,
+                                     config=config, log_step=log_step)
             if rank0:
                 Console().print(Markdown((out / FILES["markdown"]).read_text(encoding="utf-8")))
                 Console().print(f"[bold]Outputs:[/bold] {out}")

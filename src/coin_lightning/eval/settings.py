@@ -86,8 +86,9 @@ class EvalSettings:
             self.tasks = dedup_aliases(self.tasks)
         if not self.levels:
             raise EvalConfigError("eval.levels is empty; give at least one of " + ", ".join(LEVELS))
-        if (lv := next((lv for lv in self.levels if lv not in LEVELS), None)) is not None:
-            raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
+        for lv in self.levels:
+            if lv not in LEVELS:
+                raise EvalConfigError(f"eval.levels: unknown level {lv!r}; levels are {', '.join(LEVELS)}")
         for key, allowed in (("method", METHODS), ("instructions", INSTRUCTION_SOURCES), ("prompt_layout", PROMPT_LAYOUTS),
                              ("perturb_mode", PERTURB_MODES)):
             check_choice(f"eval.{key}", getattr(self, key), allowed, EvalConfigError)

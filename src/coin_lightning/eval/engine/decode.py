@@ -79,8 +79,9 @@ def encode_prefix(model, ids: Sequence[int]) -> Prefix | None:
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device=None, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token lists (on the ``left`` or ``right``) to ``[B, S]`` Long ids and a ``[B, S]`` 0/1 mask."""
     ids = [torch.tensor(list(r), dtype=torch.long) for r in rows]
-    return tuple(pad_sequence(t, batch_first=True, padding_value=v, padding_side=side).to(device)
-                 for t, v in ((ids, pad_id), ([torch.ones_like(r) for r in ids], 0)))
+    padded = pad_sequence(ids, batch_first=True, padding_value=pad_id, padding_side=side)
+    mask = pad_sequence([torch.ones_like(r) for r in ids], batch_first=True, padding_value=0, padding_side=side)
+    return padded.to(device), mask.to(device)
 
 
 def packs_prompts(model) -> bool:

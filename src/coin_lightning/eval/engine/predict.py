@@ -82,7 +82,8 @@ class Predictor:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
         # end-of-sequence ids: the tokenizer's EOS and the model's generation_config.eos_token_id
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        generation_config = getattr(model, "generation_config", None)
+        eos = generation_config.eos_token_id if generation_config is not None else None
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.stop_ids = sorted({int(i) for i in [tokenizer.eos_token_id, *eos] if i is not None})
 

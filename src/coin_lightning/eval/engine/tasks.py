@@ -156,14 +156,16 @@ def task_from_records(name: str, records: Sequence[Record], samples: int | None,
     split_key = split_key or name
     rows = sample_rows(records, samples, seed, split_key)
     if label_words is None:
-        if (bad := next((r for r in records if r.target is None), None)) is not None:
-            raise DataError(f"task {name!r}: record {bad.uid!r} has no target and no label words are known")
+        for r in records:
+            if r.target is None:
+                raise DataError(f"task {name!r}: record {r.uid!r} has no target and no label words are known")
         label_words = tuple(sorted({r.target.strip() for r in records}))
         golds = [label_words.index(r.target.strip()) for r in rows]
     else:
         label_words = tuple(label_words)
-        if (bad := next((r for r in rows if r.label is None or not 0 <= r.label < len(label_words)), None)) is not None:
-            raise DataError(f"task {name!r}: record {bad.uid!r} has label {bad.label!r}, not an id of {label_words}")
+        for r in rows:
+            if r.label is None or not 0 <= r.label < len(label_words):
+                raise DataError(f"task {name!r}: record {r.uid!r} has label {r.label!r}, not an id of {label_words}")
         golds = [r.label for r in rows]
     return EvalTask(
         name=name,

@@ -110,9 +110,9 @@ def train_data(
     dm.setup("fit")
     epoch = list(dm.train_dataloader())
     grouped = padding_stats(epoch)
-    dm.group_by_length = False
+    dm.args.group_by_length = False
     random_order = padding_stats(dm.train_dataloader())
-    dm.group_by_length = True
+    dm.args.group_by_length = True
     picked = pick_batches(epoch, seq_len, count, grouped["efficiency"])
     stats = {
         "length_grouped": grouped,

@@ -112,7 +112,7 @@ def test_padding_efficiency_on_glue_with_length_grouping(glue_root, flan_json, r
     dm = CoinDataModule(args, tokenizer=realistic_tokenizer, seed=0)
     dm.setup()
     grouped = padding_efficiency(dm.train_dataloader())
-    dm.group_by_length = False
+    dm.args.group_by_length = False
     shuffled = padding_efficiency(dm.train_dataloader())
     assert grouped >= 0.9, grouped
     assert shuffled < grouped - 0.2

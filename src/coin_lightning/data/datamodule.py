@@ -41,8 +41,7 @@ class CoinDataModule(L.LightningDataModule):
     """Contrastive instruction-tuning data for Lightning: one dataset item = one group.
 
     The ``data.*`` values read as attributes (``dm.tasks``, ``dm.split``, ``dm.root``, ...: those of
-    ``args``), as the sources read them; an attribute set on the module (``dm.group_by_length = False``)
-    takes precedence.
+    ``args``), as the sources read them.
 
     Args:
         args: the checked ``data`` settings (:class:`~coin_lightning.data.config.DataArgs`; ``None`` = defaults).

@@ -55,7 +55,10 @@ def split_records(records: Sequence[Record], val_size: int, seed: int) -> tuple[
     for t in sorted(quotas, key=lambda t: (-(quotas[t] - alloc[t]), t))[:rest]:
         alloc[t] += 1
     alloc = {t: 2 if k == 1 and len(by_task[t]) >= 4 else k for t, k in alloc.items()}
-    held = {uid for t, rs in by_task.items() for uid in random.Random(f"{seed}/val/{t}").sample(sorted(r.uid for r in rs), alloc[t])}
+    held: set[str] = set()
+    for t, rs in by_task.items():
+        rng = random.Random(f"{seed}/val/{t}")
+        held.update(rng.sample(sorted(r.uid for r in rs), alloc[t]))
     return [r for r in records if r.uid not in held], [r for r in records if r.uid in held]
 
 

@@ -83,9 +83,13 @@ def load_coin_csv(path: str | Path, on_error: str = "raise", stats: dict | None 
             line = start
             start = reader.line_num + 1
             bad = [c for c in ("original_instruction", "paraphrased_instruction", "targets", "task_name") if not (row.get(c) or "").strip()]
-            problem = ("more values than columns" if None in row
-                       else "not UTF-8 text" if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str))
-                       else f"empty {', '.join(bad)}" if bad else None)
+            problem = None
+            if None in row:
+                problem = "more values than columns"
+            elif any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str)):
+                problem = "not UTF-8 text"
+            elif bad:
+                problem = f"empty {', '.join(bad)}"
             if problem:
                 rows.append(f"{path}:{line} (data row {i}): {problem}")
                 continue

@@ -38,9 +38,17 @@ GLUE_LABEL_NAMES: dict[str, tuple[str, ...]] = {
 }
 """ClassLabel names by label id, as stored in ``nyu-mll/glue`` (note wnli's order differs from rte's)."""
 
-LABEL_WORDS: dict[str, tuple[str, ...]] = {**GLUE_LABEL_NAMES, "qqp": GLUE_LABEL_NAMES["mrpc"]}
-"""Answer words by label id, as PromptBench names them (Zhu et al. 2023, ``promptbench/prompts``): the
-ClassLabel names, except qqp's, which are mrpc's (``not_equivalent``, ``equivalent``).
+LABEL_WORDS: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_equivalent", "equivalent"),
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+}
+"""Answer words by label id, as PromptBench names them (Zhu et al. 2023, ``promptbench/prompts``).
 
 The single source of the label words for the project's own GLUE templates and for evaluation;
 indexed by each dataset's own label id (wnli's ids are the reverse of rte's).

@@ -34,13 +34,16 @@ NOISY_LOG_MESSAGES: dict[str, tuple[str, ...]] = {  # Lightning advertises a clo
 """Logger name -> starts of the log messages dropped from it (advertisements)."""
 
 
-class DropMessages(tuple):
-    """The message prefixes to drop, as a logging filter: ``DropMessages(prefixes)`` drops the records
-    whose message starts with one of them."""
+class DropMessages(logging.Filter):
+    """A logging filter that drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether ``record`` is kept (its message starts with none of the prefixes)."""
-        return not record.getMessage().startswith(self)
+        return not record.getMessage().startswith(self.prefixes)
 
 
 def quiet_third_party() -> None:

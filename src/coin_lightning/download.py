@@ -69,8 +69,9 @@ class Download:
 
 def _is_hub_id(value: str | None) -> bool:
     """A hub id (``org/name``) rather than a local path, the embedded model or ``tiny:llama``."""
-    return bool(value) and value not in (EMBEDDED, TINY) and not Path(value).expanduser().exists() and (
-        not value.startswith(("/", ".", "~")) and value.count("/") == 1)
+    if not value or value in (EMBEDDED, TINY) or Path(value).expanduser().exists():
+        return False
+    return not value.startswith(("/", ".", "~")) and value.count("/") == 1
 
 
 def plan(cfg: Any) -> list[Download]:
@@ -99,8 +100,10 @@ def plan(cfg: Any) -> list[Download]:
         for task in (cfg.get("eval") or {}).get("tasks") or []:
             hub += [(*known[n][1].hub, None) for n in groups.get(task, (task,)) if n in known and known[n][1].hub]
         items += [Download("dataset", h, None, "dataset", config=c, data_files=f) for h, c, f in hub]
-    keys = [(item.repo_id, item.revision, item.config) for item in items]
-    return [item for n, item in enumerate(items) if keys.index(keys[n]) == n]  # the first of each key
+    unique: dict[tuple, Download] = {}
+    for item in items:
+        unique.setdefault((item.repo_id, item.revision, item.config), item)  # the first of each key
+    return list(unique.values())
 
 
 def fetch(item: Download) -> str:

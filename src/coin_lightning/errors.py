@@ -129,7 +129,8 @@ def reported(job_dir: str | os.PathLike | None = None, status: int = 1) -> Itera
     except Exception as exc:
         if job is not None:
             job.discard()
-        if (msg := one_line(exc)) is None or is_verbose():
+        msg = one_line(exc)
+        if msg is None or is_verbose():
             raise
         if status == 1:  # Python prints the message to stderr and exits with 1; callers in-process can read it
             raise SystemExit(f"error: {msg}") from None

@@ -81,8 +81,10 @@ def model_card(record: dict[str, Any], model: dict, merged: bool, title: str) ->
     hub_id, base_lines = base_model_lines(model)
     cfg = record["config"] or {}
     loss, data, lora = cfg.get("loss") or {}, cfg.get("data") or {}, model.get("lora") or {}
-    tags = "tags: [coin, contrastive-instruction-tuning, lora]"
-    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", tags, *([f"base_model: {hub_id}"] if hub_id else []), "---"]
+    meta = ["---", f"library_name: {'transformers' if merged else 'peft'}", "tags: [coin, contrastive-instruction-tuning, lora]"]
+    if hub_id:
+        meta.append(f"base_model: {hub_id}")
+    meta.append("---")
     what = "the base model with the LoRA adapter merged into its weights" if merged else "a LoRA adapter (peft)"
     data_name = data.get("source") or "unknown"
     data_detail = data.get("path") or data.get("root") or (", ".join(data["tasks"]) if data.get("tasks") else "")

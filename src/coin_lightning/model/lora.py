@@ -7,7 +7,7 @@ from coin_lightning.model import packing
 from coin_lightning.model.checks import base_model_id
 from coin_lightning.model.config import EMBEDDED, TINY, resolve_attn_implementation
 from coin_lightning.model.loading import ModelArgs, ModelLoadError, first_line, load_adapter, load_model
-from coin_lightning.speedups.attention import enable
+from coin_lightning.speedups import attention
 from coin_lightning.speedups.dropout import use_fast_lora_dropout
 
 
@@ -77,7 +77,7 @@ def use_speedups(model, args: ModelArgs) -> None:
     mode = packing.choose_packing_mode(packed, attn, args.cpu_speedups)
     if args.cpu_speedups:  # attention over packed rows needs a model loaded with sdpa (the mode KERNEL)
         if mode == packing.KERNEL:
-            enable(base)
+            attention.enable(base)
         use_fast_lora_dropout(model)
     packing.set_packing_mode(base, mode)
 

@@ -98,15 +98,17 @@ class InterruptCheckpoint(Checkpoint):
         return str(Path(self.dirpath) / f"{self.filename}.ckpt")
 
     # --------------------------------------------------------------------------- signal routing
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Route the requeue signal under SLURM, once Lightning's SIGTERM handler is in place (also before
-        training: the job is then requeued, with nothing to save before step 1)."""
+    def _route_requeue(self, trainer: L.Trainer) -> None:
+        """Route the requeue signal under SLURM, once Lightning's SIGTERM handler is in place."""
         if self.requeue_signal is not None and SLURMEnvironment.detect():
             self._ranks = trainer.world_size
             self._route(self.requeue_signal)
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        self._route_requeue(trainer)  # also before training: the job is requeued (nothing to save before step 1)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self.on_validation_start(trainer, pl_module)
+        self._route_requeue(trainer)
         self._route(signal.SIGINT)
 
     def _route(self, signum: signal.Signals) -> None:
@@ -164,10 +166,11 @@ class InterruptCheckpoint(Checkpoint):
         if stop and self.requeue_signal is not None and self.reason == self.requeue_signal.name and trainer.is_global_zero:
             self.requeued = requeue_slurm_job()
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str | None = None) -> None:  # noqa: D102
-        self._restore()
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        self._restore()  # Ctrl-C after training (adapter export, final validation) interrupts at once
 
-    on_train_end = teardown  # Ctrl-C after training (adapter export, final validation) interrupts at once
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:  # noqa: D102
+        self._restore()
 
 
 def requeue_slurm_job() -> str:

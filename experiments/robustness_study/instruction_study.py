@@ -86,7 +86,8 @@ class InstructionStudy:
             SystemExit: the job finished earlier with other settings (:func:`settings`), e.g. another lambda.
         """
         job = self.work / group / name
-        self.jobs.restore(group, name, job, job / "eval")
+        if not self.jobs.restore(group, name, job, job / "eval") and group == "sweep":
+            self.reuse_pilot(job, cmd)  # its own record first, then the pilot's job if it ran the same command
         if (job / DONE).is_file():
             ran = settings(json.loads((job / DONE).read_text(encoding="utf-8"))["command"].split())
             if ran != settings(cmd):
@@ -118,8 +119,6 @@ class InstructionStudy:
                     continue
                 job = self.work / "sweep" / f"{arm}_seed{seed}"
                 cmd = self.command(job, extra, a["lambda"], a.pooling, seed)
-                if not self.jobs.restore("sweep", job.name, job, job / "eval"):  # its own record first
-                    self.reuse_pilot(job, cmd)
                 self.train("sweep", job.name, cmd, {"arm": arm, "lambda": a["lambda"], "pooling": a.pooling, "seed": seed})
         return self.work / "sweep"
 

@@ -114,8 +114,13 @@ def shell_line(command: str) -> str:
     """A recorded command as a line of ``commands.sh``: ``<work>`` as ``"$WORK"`` (quoted for ``sh``)."""
     if command.startswith("#") or WORK not in command:
         return command
-    return " ".join('"$WORK"'.join(shlex.quote(p) if p else "" for p in arg.split(WORK)) if WORK in arg
-                    else shlex.quote(arg) for arg in shlex.split(command))
+
+    def quote(arg: str) -> str:  # each piece around <work> quoted for sh, <work> itself as "$WORK"
+        if WORK not in arg:
+            return shlex.quote(arg)
+        return '"$WORK"'.join(shlex.quote(piece) if piece else "" for piece in arg.split(WORK))
+
+    return " ".join(quote(arg) for arg in shlex.split(command))
 
 
 def as_python(command: str) -> str:
